@@ -1,0 +1,104 @@
+"""One settings object for every deployable; the only place that reads the environment.
+
+Field names are the environment variable names (case-insensitive), e.g. ``RUNPOD_API_BASE_URL``. Secrets
+(``TENANT_PEPPER``, ``SEALING_KEY``) come from Secret Manager when ``SECRET_MANAGER_PROJECT`` is set, otherwise
+from the environment (the local stack writes them to ``.local/stack.env``).
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import lru_cache
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SECRET_FIELDS = ("tenant_pepper", "sealing_key")
+
+
+class SecretManagerSource(PydanticBaseSettingsSource):
+    """Reads the secret fields from Google Secret Manager (latest version of a secret named like the field)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], project: str | None) -> None:
+        super().__init__(settings_cls)
+        self._project = project
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self._project:
+            return {}
+        from google.cloud import secretmanager  # imported only where Secret Manager is used
+
+        client = secretmanager.SecretManagerServiceClient()
+        values: dict[str, Any] = {}
+        for name in SECRET_FIELDS:
+            secret_id = name.replace("_", "-")
+            path = f"projects/{self._project}/secrets/{secret_id}/versions/latest"
+            values[name] = client.access_secret_version(name=path).payload.data.decode()
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Where we run
+    google_cloud_project: str = "visgate-local"
+    region: str = "us-central1"
+    secret_manager_project: str | None = None
+    # Emulators: the Google clients read FIRESTORE_EMULATOR_HOST / PUBSUB_EMULATOR_HOST themselves; Cloud Tasks
+    # has no such convention, so its emulator address is ours.
+    cloud_tasks_emulator_host: str | None = None
+
+    # URLs
+    functions_base_url: str = Field("http://127.0.0.1:8080", description="base URL of the functions (push/task targets)")
+    public_api_base_url: str = Field("http://127.0.0.1:8080/intake", description="base URL users call")
+    tasks_service_account_email: str | None = None
+
+    # Secrets
+    tenant_pepper: SecretStr = Field(..., description="HMAC key that turns an API key into a tenant id")
+    sealing_key: SecretStr = Field(..., description="base64 of a 32-byte AES-GCM key for sealed credentials")
+
+    # Intake API
+    rate_limit_per_minute: int = 120
+    allow_http_loopback_webhooks: bool = False
+    max_body_bytes: int = 64 * 1024
+    event_log_max_lines: int = 200
+    max_event_age_s: int = 3600
+
+    # Providers
+    runpod_api_base_url: str = "https://api.runpod.io"
+    runpod_endpoint_base_url: str = "https://api.runpod.ai"
+    hf_endpoint: str = "https://huggingface.co"
+
+    @field_validator("sealing_key")
+    @classmethod
+    def _sealing_key_is_32_bytes(cls, value: SecretStr) -> SecretStr:
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except ValueError as exc:
+            raise ValueError("SEALING_KEY must be base64") from exc
+        if len(raw) != 32:
+            raise ValueError("SEALING_KEY must decode to 32 bytes")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        project = env_settings().get("secret_manager_project")
+        return (init_settings, SecretManagerSource(settings_cls, project), env_settings, file_secret_settings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this instance, built once (cold start)."""
+    return Settings()  # type: ignore[call-arg]  # required fields come from the environment

@@ -1,0 +1,95 @@
+"""The one declaration of topics, push subscriptions, queues and schedules.
+
+The local bootstrap, the tests and the Terraform variables in infra/ are all generated from this module, so the
+wiring cannot drift between environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TOPIC_DEPLOYMENT_REQUESTED = "deployment-requested"
+TOPIC_DEPLOYMENT_DELETE_REQUESTED = "deployment-delete-requested"
+TOPIC_DEPLOYMENT_EVENTS = "deployment-events"
+TOPIC_DEAD_LETTER = "dead-letter"
+
+QUEUE_READINESS = "readiness"
+QUEUE_WEBHOOK_DELIVERY = "webhook-delivery"
+
+
+@dataclass(frozen=True)
+class Function:
+    """A deployable Cloud Function; ``path`` is where the local functions host serves it."""
+
+    name: str
+    target: str
+    signature: str  # "http" or "cloudevent"
+    public: bool = False
+
+    @property
+    def path(self) -> str:
+        return f"/{self.name}"
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    name: str
+    topic: str
+    function: str
+    ack_deadline_s: int = 60
+    min_backoff_s: int = 1
+    max_backoff_s: int = 60
+    max_delivery_attempts: int = 10
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    function: str
+    max_attempts: int
+    min_backoff_s: float
+    max_backoff_s: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    function: str
+    cron: str
+    interval_s: int  # the local scheduler loop runs every interval_s (the cron's period)
+    path_suffix: str = ""
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function("intake", "intake", "http", public=True),
+    Function("provision", "provision", "cloudevent"),
+    Function("callback", "callback", "http"),
+    Function("readiness", "readiness", "http"),
+    Function("cleanup", "cleanup", "cloudevent"),
+)
+
+TOPICS: tuple[str, ...] = (
+    TOPIC_DEPLOYMENT_REQUESTED,
+    TOPIC_DEPLOYMENT_DELETE_REQUESTED,
+    TOPIC_DEPLOYMENT_EVENTS,
+    TOPIC_DEAD_LETTER,
+)
+
+SUBSCRIPTIONS: tuple[PushSubscription, ...] = (
+    PushSubscription("provision-push", TOPIC_DEPLOYMENT_REQUESTED, "provision"),
+    PushSubscription("cleanup-push", TOPIC_DEPLOYMENT_DELETE_REQUESTED, "cleanup"),
+)
+
+QUEUES: tuple[Queue, ...] = (
+    Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),
+)
+
+SCHEDULES: tuple[Schedule, ...] = ()
+
+
+def function(name: str) -> Function:
+    """The declared function called ``name`` (KeyError if there is none)."""
+    for candidate in FUNCTIONS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)
