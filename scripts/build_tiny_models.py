@@ -19,9 +19,11 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,15 @@ def build_tokenizer() -> CLIPTokenizer:
                 tokens.append(merged)
             pieces = [merged, *pieces[2:]]
     vocab = {token: index for index, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=merges, bos_token=BOS, eos_token=EOS, pad_token=EOS, model_max_length=77)
+    # The hint says list[str], but the tokenizers BPE model it feeds takes (left, right) pairs.
+    return CLIPTokenizer(
+        vocab=vocab,
+        merges=merges,  # type: ignore[arg-type]
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        model_max_length=77,
+    )
 
 
 def build_text_encoder(vocab_size: int, seed: int) -> CLIPTextModel:
@@ -124,16 +134,17 @@ def build_tiny_pipeline(dest: Path, seed: int = 0) -> Path:
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
     )
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    # No safety checker: a random-weight model has nothing to filter, and the pipeline accepts None for both.
+    components: dict[str, Any] = {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": scheduler,
+        "safety_checker": None,
+        "feature_extractor": None,
+    }
+    pipeline = StableDiffusionPipeline(**components, requires_safety_checker=False)
     dest.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(dest, safe_serialization=True)
     return dest
