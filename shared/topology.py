@@ -41,6 +41,11 @@ class PushSubscription:
     max_backoff_s: int = 60
     max_delivery_attempts: int = 10
 
+    @property
+    def push_path(self) -> str:
+        """Where the local functions host takes this subscription's raw pushes (it turns them into CloudEvents)."""
+        return f"/{self.function}/_pubsub/{self.topic}"
+
 
 @dataclass(frozen=True)
 class Queue:

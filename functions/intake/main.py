@@ -1,0 +1,21 @@
+"""intake: the public REST API (HTTP). Routing and steps live in shared.intake."""
+
+import functions_framework
+from flask import Request, Response
+
+from shared import logging as slog
+from shared.config import get_settings
+from shared.intake.app import IntakeApi
+from shared.intake.metrics import RequestCounters
+from shared.intake.steps import IntakeDeps
+from shared.wiring import core
+
+slog.configure()
+_settings = get_settings()
+_db, _store, _publisher, _lifecycle, _sealer = core(_settings)
+api = IntakeApi(IntakeDeps(_settings, _store, _lifecycle, _publisher, _sealer), _db, RequestCounters(_store))
+
+
+@functions_framework.http
+def intake(request: Request) -> Response:
+    return api(request)

@@ -1,0 +1,139 @@
+"""The intake HTTP API: routing and the mapping of outcomes to responses. Steps live in shared.intake.steps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Request, Response
+from google.cloud import firestore
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from shared import logging as slog
+from shared.errors import ApiError, RetryableError
+from shared.http import error_response, json_response, read_json_body, request_id
+from shared.intake import steps
+from shared.intake.auth import Caller, authenticate
+from shared.intake.metrics import RequestCounters
+from shared.intake.openapi import openapi_document
+from shared.intake.ratelimit import check_rate_limit
+from shared.intake.stream import deployment_events
+
+logger = logging.getLogger(__name__)
+
+ROUTES = Map(
+    [
+        Rule("/v1/deployments", methods=["POST"], endpoint="create_deployment"),
+        Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
+        Rule("/v1/deployments/<deployment_id>", methods=["GET"], endpoint="get_deployment"),
+        Rule("/v1/deployments/<deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
+        Rule("/v1/deployments/<deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
+        Rule("/v1/deployments/<deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
+        Rule("/health", methods=["GET"], endpoint="health"),
+        Rule("/metrics", methods=["GET"], endpoint="metrics"),
+        Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
+    ],
+    strict_slashes=False,
+)
+PUBLIC_ENDPOINTS = frozenset({"health", "metrics", "openapi"})
+STREAM_MAX_SECONDS = 300.0
+
+
+class IntakeApi:
+    def __init__(
+        self, deps: steps.IntakeDeps, db: firestore.Client, counters: RequestCounters, stream_max_s: float = STREAM_MAX_SECONDS
+    ) -> None:
+        self._deps = deps
+        self._db = db
+        self._counters = counters
+        self._stream_max_s = stream_max_s
+        self._handlers: dict[str, Callable[..., Response]] = {
+            "create_deployment": self._create,
+            "list_deployments": self._list,
+            "get_deployment": self._get,
+            "delete_deployment": self._delete,
+            "stream_deployment": self._stream,
+            "deployment_logs": self._logs,
+        }
+
+    def __call__(self, request: Request) -> Response:
+        rid = request_id(request)
+        route = "unmatched"
+        with slog.bind(request_id=rid, step="intake"):
+            try:
+                adapter = ROUTES.bind("", path_info=request.path)
+                endpoint, args = adapter.match(request.path, method=request.method)
+                route = str(endpoint)
+                response = self._dispatch(request, route, args)
+            except NotFound:
+                response = error_response(ApiError(404, "not_found", f"no route for {request.path}"), rid)
+            except MethodNotAllowed as exc:
+                allowed = ", ".join(sorted(exc.valid_methods or []))
+                err = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here", headers={"Allow": allowed})
+                response = error_response(err, rid)
+            except ApiError as exc:
+                response = error_response(exc, rid)
+            except RetryableError as exc:
+                logger.warning("dependency unavailable: %s", exc)
+                response = error_response(
+                    ApiError(503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}),
+                    rid,
+                )
+            response.headers["X-Request-Id"] = rid
+            self._counters.record(route, response.status_code)
+            return response
+
+    def _dispatch(self, request: Request, endpoint: str, args: dict[str, str]) -> Response:
+        if endpoint == "health":
+            self._deps.store.ping()
+            return json_response({"status": "ok"})
+        if endpoint == "metrics":
+            text = self._counters.render(self._deps.store.counts_by_status(None))
+            return Response(text, mimetype="text/plain", headers={"Content-Type": "text/plain; version=0.0.4"})
+        if endpoint == "openapi":
+            return json_response(openapi_document(self._deps.settings.public_api_base_url))
+        caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
+        check_rate_limit(self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute)
+        with slog.bind(tenant=caller.tenant, deployment_id=args.get("deployment_id")):
+            return self._handlers[endpoint](request, caller, **args)
+
+    def _create(self, request: Request, caller: Caller) -> Response:
+        raw = read_json_body(request, self._deps.settings.max_body_bytes)
+        body = steps.parse_create_request(raw, self._deps.settings)
+        accepted = steps.create_deployment(self._deps, caller, body, raw, request.headers.get("Idempotency-Key"))
+        logger.info("deployment accepted", extra={"fields": {"deployment_id": accepted.deployment_id}})
+        return json_response(accepted, 202, headers={"Location": accepted.status_url})
+
+    def _list(self, request: Request, caller: Caller) -> Response:
+        args = request.args
+        page = steps.list_deployments(
+            self._deps.store, caller, args.get("status"), args.get("limit"), args.get("page_token")
+        )
+        return json_response(page)
+
+    def _get(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        return json_response(steps.public_view(steps.owned_deployment(self._deps.store, caller, deployment_id)))
+
+    def _delete(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        return json_response(steps.delete_deployment(self._deps, caller, deployment_id), 202)
+
+    def _logs(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        steps.owned_deployment(self._deps.store, caller, deployment_id)
+        lines = self._deps.store.events(deployment_id)
+        return json_response({"deployment_id": deployment_id, "events": [_line_json(line) for line in lines]})
+
+    def _stream(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        steps.owned_deployment(self._deps.store, caller, deployment_id)
+        events = deployment_events(
+            self._db,
+            deployment_id,
+            self._stream_max_s,
+            lambda doc: steps.public_view(doc).model_dump_json(exclude_none=True),
+        )
+        return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _line_json(line: dict[str, object]) -> dict[str, object]:
+    at = line.get("time")
+    return {"time": at.isoformat() if hasattr(at, "isoformat") else at, "level": line.get("level"), "message": line.get("message")}

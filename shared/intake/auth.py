@@ -1,0 +1,36 @@
+"""Who is calling: the Runpod API key names the tenant; the key itself is never stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Request
+
+from shared.crypto import tenant_id
+from shared.errors import ApiError
+
+
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    api_key: str
+
+
+def authenticate(request: Request, pepper: str) -> Caller:
+    """``Authorization: Bearer <key>`` or ``X-Runpod-Api-Key: <key>``; missing or empty → 401."""
+    key = ""
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            key = value.strip()
+    if not key:
+        key = request.headers.get("X-Runpod-Api-Key", "").strip()
+    if not key:
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "send your Runpod API key as 'Authorization: Bearer <key>' or 'X-Runpod-Api-Key'",
+            headers={"WWW-Authenticate": 'Bearer realm="visgate"'},
+        )
+    return Caller(tenant=tenant_id(pepper, key), api_key=key)

@@ -1,0 +1,230 @@
+"""The intake steps: plain functions over typed inputs and explicit collaborators."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from pydantic import ValidationError
+
+from shared.config import Settings
+from shared.crypto import Sealer, secret_hash
+from shared.deployments import Lifecycle
+from shared.errors import ApiError, IllegalTransitionError, RetryableError
+from shared.http import validation_error
+from shared.intake.auth import Caller
+from shared.lifecycle import Status
+from shared.messages import DeploymentDeleteRequested, DeploymentRequested
+from shared.models import (
+    CreateDeploymentRequest,
+    CreateDeploymentResponse,
+    DeleteDeploymentResponse,
+    DeploymentList,
+    DeploymentView,
+    SealedCredentials,
+)
+from shared.pubsub import Publisher
+from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class IntakeDeps:
+    settings: Settings
+    store: DeploymentStore
+    lifecycle: Lifecycle
+    publisher: Publisher
+    sealer: Sealer
+
+
+def parse_create_request(raw: bytes, settings: Settings) -> CreateDeploymentRequest:
+    try:
+        return CreateDeploymentRequest.model_validate_json(
+            raw, context={"allow_http_loopback": settings.allow_http_loopback_webhooks}
+        )
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def _request_fingerprint(pepper: str, raw: bytes) -> str:
+    """Same JSON → same fingerprint, whatever the key order; keyed, because the body may hold tokens."""
+    try:
+        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = raw
+    return hmac.new(pepper.encode(), canonical, hashlib.sha256).hexdigest()
+
+
+def _idempotency_doc_id(tenant: str, key: str) -> str:
+    return hashlib.sha256(f"{tenant}\n{key}".encode()).hexdigest()
+
+
+def create_deployment(
+    deps: IntakeDeps, caller: Caller, body: CreateDeploymentRequest, raw: bytes, idempotency_key: str | None
+) -> CreateDeploymentResponse:
+    """Write the deployment (one commit) and hand it to provisioning; replays of an idempotency key return the first answer."""
+    pepper = deps.settings.tenant_pepper.get_secret_value()
+    key_id = None
+    fingerprint = _request_fingerprint(pepper, raw)
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
+            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable characters")
+        key_id = _idempotency_doc_id(caller.tenant, idempotency_key)
+        replay = _replay(deps.store, key_id, fingerprint)
+        if replay is not None:
+            return replay
+
+    now = utcnow()
+    deployment_id = uuid.uuid4().hex
+    base = deps.settings.public_api_base_url.rstrip("/")
+    response = CreateDeploymentResponse(
+        deployment_id=deployment_id,
+        status_url=f"{base}/v1/deployments/{deployment_id}",
+        stream_url=f"{base}/v1/deployments/{deployment_id}/stream",
+        created_at=now,
+    )
+    credentials = SealedCredentials(
+        runpod_api_key=caller.api_key,
+        hf_token=body.hf_token.get_secret_value() if body.hf_token else None,
+        user_aws_access_key_id=body.user_aws_access_key_id.get_secret_value() if body.user_aws_access_key_id else None,
+        user_aws_secret_access_key=(
+            body.user_aws_secret_access_key.get_secret_value() if body.user_aws_secret_access_key else None
+        ),
+    )
+    nonce = secrets.token_urlsafe(16)
+    new = NewDeployment(
+        document=_initial_document(deployment_id, caller.tenant, body, now),
+        sealed_credentials=deps.sealer.seal(deployment_id, credentials),
+        callback_nonce=nonce,
+        callback_secret_hash=secret_hash(deps.sealer.callback_secret(deployment_id, nonce)),
+        idempotency_key=key_id,
+        idempotency_record=(
+            {
+                "owner": caller.tenant,
+                "fingerprint": fingerprint,
+                "response": response.model_dump(mode="json"),
+                "expires_at": now + IDEMPOTENCY_TTL,
+            }
+            if key_id
+            else None
+        ),
+    )
+    try:
+        deps.store.create(new)
+    except gexc.AlreadyExists as exc:
+        # A concurrent request with the same key won the race: answer what it answered.
+        replay = _replay(deps.store, key_id, fingerprint) if key_id else None
+        if replay is None:
+            raise RetryableError("idempotency record vanished during a race") from exc
+        return replay
+
+    try:
+        deps.publisher.publish(
+            TOPIC_DEPLOYMENT_REQUESTED,
+            DeploymentRequested(deployment_id=deployment_id, requested_at=now),
+            deployment_id=deployment_id,
+        )
+    except RetryableError:
+        deps.store.discard(deployment_id, key_id)  # nothing half-written: the client may simply retry
+        raise
+    return response
+
+
+def _replay(store: DeploymentStore, key_id: str, fingerprint: str) -> CreateDeploymentResponse | None:
+    record = store.get_idempotency_record(key_id)
+    if record is None or record["expires_at"] < utcnow():
+        return None
+    if not hmac.compare_digest(record["fingerprint"], fingerprint):
+        raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+    return CreateDeploymentResponse.model_validate(record["response"])
+
+
+def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequest, now: Any) -> dict[str, Any]:
+    return {
+        "deployment_id": deployment_id,
+        "owner": owner,
+        "status": Status.VALIDATING.value,
+        "hf_model_id": body.hf_model_id,
+        "revision": body.revision,
+        "gpu_tier": body.gpu_tier.value if body.gpu_tier else None,
+        "cache_scope": body.cache_scope.value,
+        "user_s3_url": body.user_s3_url,
+        "user_aws_endpoint_url": body.user_aws_endpoint_url,
+        "user_aws_region": body.user_aws_region,
+        "has_hf_token": body.hf_token is not None,
+        "workers_min": body.workers_min,
+        "workers_max": body.workers_max,
+        "idle_timeout_seconds": body.idle_timeout_seconds,
+        "ttl_minutes": body.ttl_minutes,
+        "user_webhook_url": body.user_webhook_url,
+        "created_at": now,
+        "updated_at": now,
+        "phase_timestamps": {Status.VALIDATING.value: now},
+        "expires_at": now + timedelta(minutes=body.ttl_minutes) if body.ttl_minutes else None,
+        "error": None,
+    }
+
+
+def public_view(doc: dict[str, Any]) -> DeploymentView:
+    return DeploymentView.model_validate({k: v for k, v in doc.items() if k in DeploymentView.model_fields})
+
+
+def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> dict[str, Any]:
+    """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed)."""
+    doc = store.get(deployment_id) if len(deployment_id) <= 64 else None
+    if doc is None or not hmac.compare_digest(doc["owner"], caller.tenant):
+        raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
+    return doc
+
+
+def list_deployments(
+    store: DeploymentStore, caller: Caller, status: str | None, limit: str | None, page_token: str | None
+) -> DeploymentList:
+    try:
+        wanted = Status(status) if status else None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_status", f"status must be one of: {', '.join(s.value for s in Status)}") from exc
+    size = DEFAULT_PAGE
+    if limit is not None:
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+            raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
+        size = int(limit)
+    try:
+        docs, next_token = store.list_by_owner(caller.tenant, wanted, size, page_token)
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
+    return DeploymentList(
+        deployments=[public_view(d) for d in docs],
+        next_page_token=next_token,
+        counts_by_status=store.counts_by_status(caller.tenant),
+    )
+
+
+def delete_deployment(deps: IntakeDeps, caller: Caller, deployment_id: str) -> DeleteDeploymentResponse:
+    """Move to ``deleting`` and ask cleanup to tear down; repeating it is harmless (cleanup is idempotent)."""
+    doc = owned_deployment(deps.store, caller, deployment_id)
+    if doc["status"] == Status.DELETED.value:
+        return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")
+    try:
+        deps.lifecycle.transition(deployment_id, Status.DELETING, "delete requested by the owner")
+    except IllegalTransitionError:
+        # Only "deleted" refuses "deleting"; it got there between our read and write.
+        return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")
+    deps.publisher.publish(
+        TOPIC_DEPLOYMENT_DELETE_REQUESTED,
+        DeploymentDeleteRequested(deployment_id=deployment_id, requested_at=utcnow()),
+        deployment_id=deployment_id,
+    )
+    return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleting")

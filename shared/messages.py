@@ -1,0 +1,52 @@
+"""Message schemas, one per topic or queue. They evolve additively: new optional fields, never renames.
+
+Messages carry ids, never secrets: the worker and the functions read credentials from the sealed store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # additive evolution: newer producers may add fields
+
+    schema_version: int = 1
+
+
+class DeploymentRequested(_Message):
+    """Topic ``deployment-requested``: provision this deployment."""
+
+    deployment_id: str
+    requested_at: datetime
+
+
+class DeploymentDeleteRequested(_Message):
+    """Topic ``deployment-delete-requested``: tear this deployment down."""
+
+    deployment_id: str
+    requested_at: datetime
+    reason: Literal["user", "ttl", "idle", "failed", "orphan"] = "user"
+
+
+class LifecycleEvent(_Message):
+    """Topic ``deployment-events``: one per status change; ``event_id`` is stable, so consumers can dedupe."""
+
+    event_id: str
+    deployment_id: str
+    owner: str
+    status: str
+    previous_status: str | None = None
+    time: datetime
+    error: dict[str, Any] | None = None
+    detail: dict[str, Any] | None = None
+
+
+class ReadinessCheck(_Message):
+    """Queue ``readiness``: look at the endpoint of a silent worker."""
+
+    deployment_id: str
+    check: int = 0

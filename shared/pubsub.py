@@ -1,0 +1,34 @@
+"""Publishing to Pub/Sub: JSON bodies from the message models, ids as attributes."""
+
+from __future__ import annotations
+
+from google.cloud import pubsub_v1
+
+from shared.errors import RetryableError
+from shared.messages import _Message
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+def build_publisher() -> pubsub_v1.PublisherClient:
+    """One client per instance; a short batching latency because every publish is awaited by a request."""
+    settings = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005)
+    return pubsub_v1.PublisherClient(batch_settings=settings)
+
+
+class Publisher:
+    def __init__(self, client: pubsub_v1.PublisherClient, project: str) -> None:
+        self._client = client
+        self._project = project
+
+    def topic_path(self, topic: str) -> str:
+        return self._client.topic_path(self._project, topic)
+
+    def publish(self, topic: str, message: _Message, **attributes: str) -> str:
+        """Publish and wait for the server's id; failures are retryable."""
+        data = message.model_dump_json().encode()
+        try:
+            future = self._client.publish(self.topic_path(topic), data, **attributes)
+            return str(future.result(timeout=PUBLISH_TIMEOUT_S))
+        except Exception as exc:  # the client raises many transport types; all of them mean "try again"
+            raise RetryableError(f"publish to {topic} failed: {exc}") from exc

@@ -1,0 +1,63 @@
+"""Cloud Tasks: delayed, named HTTP tasks to our own functions (polling is scheduling, never sleeping)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.protobuf import timestamp_pb2
+
+from shared.errors import RetryableError
+from shared.messages import _Message
+
+
+def build_tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
+    """The real client, pointed at the emulator when one is configured."""
+    if emulator_host:
+        channel = grpc.insecure_channel(emulator_host)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient()
+
+
+class TaskScheduler:
+    def __init__(
+        self,
+        client: tasks_v2.CloudTasksClient,
+        project: str,
+        region: str,
+        functions_base_url: str,
+        service_account_email: str | None = None,
+    ) -> None:
+        self._client = client
+        self._project = project
+        self._region = region
+        self._base = functions_base_url.rstrip("/")
+        self._service_account = service_account_email
+
+    def schedule(self, queue: str, function_path: str, message: _Message, name: str, delay_s: float) -> bool:
+        """Create task ``name`` to POST ``message`` to the function after ``delay_s``.
+
+        Returns False when a task with that name exists already (Cloud Tasks deduplicates by name), True when created.
+        """
+        parent = self._client.queue_path(self._project, self._region, queue)
+        schedule_time = timestamp_pb2.Timestamp()
+        schedule_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=delay_s))
+        http_request: dict[str, object] = {
+            "http_method": tasks_v2.HttpMethod.POST,
+            "url": f"{self._base}{function_path}",
+            "headers": {"Content-Type": "application/json"},
+            "body": message.model_dump_json().encode(),
+        }
+        if self._service_account:
+            http_request["oidc_token"] = {"service_account_email": self._service_account, "audience": self._base}
+        task = {"name": f"{parent}/tasks/{name}", "http_request": http_request, "schedule_time": schedule_time}
+        try:
+            self._client.create_task(parent=parent, task=task)
+        except gexc.AlreadyExists:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise RetryableError(f"scheduling task {name} failed: {exc}") from exc
+        return True
