@@ -1,5 +1,6 @@
 # One entry point for developers and CI. `make run` = local stack + the main job; `make test` = the suite.
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -14,13 +15,34 @@ all: pr
 $(VENV)/.installed: requirements/*.txt worker/requirements*.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
+	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" || true; }
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(TASKS_VENV)/.installed: requirements/tasks-emulator.txt
 	test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
-	$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt
+	$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt 2>&1 | { grep -v "Location 'file:" || true; }
 	touch $@
 
 install: $(VENV)/.installed $(TASKS_VENV)/.installed
+
+# Lint and types: the same commands CI runs.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy shared functions worker simulators local scripts bench
+
+# The suite: unit + integration against the real emulators and our simulators (+ worker on CPU, + e2e).
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
+
+pr: lint typecheck test
