@@ -19,7 +19,7 @@ def request_id(request: Request) -> str:
 
 
 def json_response(payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = payload.model_dump_json(exclude_none=True) if isinstance(payload, BaseModel) else json.dumps(payload)
+    body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return Response(body, status=status, mimetype="application/json", headers=headers)
 
 

@@ -70,7 +70,7 @@ def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> st
 class CreateDeploymentRequest(BaseModel):
     """Body of ``POST /v1/deployments``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="CreateDeploymentRequest")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     hf_model_id: Annotated[str, Field(min_length=1, max_length=193, examples=["stabilityai/sd-turbo"])]
     revision: Annotated[str, Field(min_length=1, max_length=255)] = "main"
@@ -160,8 +160,6 @@ class Timings(BaseModel):
 class DeploymentView(BaseModel):
     """The public view of a deployment: what ``GET /v1/deployments/{id}`` returns. No secrets, ever."""
 
-    model_config = ConfigDict(title="Deployment")
-
     deployment_id: str
     status: Status
     hf_model_id: str
@@ -189,8 +187,6 @@ class DeploymentView(BaseModel):
 
 
 class CreateDeploymentResponse(BaseModel):
-    model_config = ConfigDict(title="DeploymentAccepted")
-
     deployment_id: str
     status: Literal["validating"] = "validating"
     status_url: str
@@ -199,8 +195,6 @@ class CreateDeploymentResponse(BaseModel):
 
 
 class DeleteDeploymentResponse(BaseModel):
-    model_config = ConfigDict(title="DeploymentDeleting")
-
     deployment_id: str
     status: Literal["deleting", "deleted"]
 
@@ -219,6 +213,4 @@ class ErrorBody(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    model_config = ConfigDict(title="Error")
-
     error: ErrorBody

@@ -129,7 +129,7 @@ class IntakeApi:
             self._db,
             deployment_id,
             self._stream_max_s,
-            lambda doc: steps.public_view(doc).model_dump_json(exclude_none=True),
+            lambda doc: steps.public_view(doc).model_dump_json(),
         )
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
 

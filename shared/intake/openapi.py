@@ -29,7 +29,7 @@ _MODELS = (
 
 
 def _ref(model: type) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model.model_config.get("title") or model.__name__)}  # type: ignore[attr-defined]
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _json(model: type, description: str) -> dict[str, Any]:

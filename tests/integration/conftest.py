@@ -1,0 +1,104 @@
+"""Fixtures for the functions: the real apps via functions-framework, wired to the emulators of tests/support."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from functions_framework import create_app
+from google.api_core import exceptions as gexc
+from google.cloud import firestore, pubsub_v1
+
+from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, TOPICS
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "visgate-local"
+
+
+@pytest.fixture(scope="session")
+def intake_env(firestore_emulator: str, pubsub_emulator: str) -> Iterator[None]:
+    """Settings for in-process functions; topics exist (creating them is idempotent)."""
+    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
+    os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
+    os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
+    os.environ.setdefault("ALLOW_HTTP_LOOPBACK_WEBHOOKS", "true")
+    from shared.config import get_settings
+
+    get_settings.cache_clear()
+    publisher = pubsub_v1.PublisherClient()
+    project = os.environ["GOOGLE_CLOUD_PROJECT"]
+    for topic in TOPICS:
+        try:
+            publisher.create_topic(name=publisher.topic_path(project, topic))
+        except gexc.AlreadyExists:
+            pass
+    yield
+
+
+@pytest.fixture(scope="session")
+def intake_client_factory(intake_env: None) -> Callable[[], Any]:
+    app = create_app("intake", str(REPO / "functions/intake/main.py"), "http")
+    return app.test_client
+
+
+@pytest.fixture
+def intake_client(intake_client_factory: Callable[[], Any]) -> Any:
+    return intake_client_factory()
+
+
+@pytest.fixture(scope="session")
+def db(intake_env: None) -> firestore.Client:
+    return firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+
+
+class TopicTap:
+    """A pull subscription on a topic; finds the message of one deployment among everything published."""
+
+    def __init__(self, topic: str) -> None:
+        self._subscriber = pubsub_v1.SubscriberClient()
+        project = os.environ["GOOGLE_CLOUD_PROJECT"]
+        self._name = self._subscriber.subscription_path(project, f"tap-{topic}-{os.getpid()}-{id(self)}")
+        self._subscriber.create_subscription(
+            name=self._name, topic=f"projects/{project}/topics/{topic}"
+        )
+        self._seen: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, deployment_id: str, timeout_s: float = 10.0) -> Any:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if deployment_id in self._seen:
+                    return self._seen[deployment_id]
+                response = self._subscriber.pull(subscription=self._name, max_messages=50, timeout=5)
+                if response.received_messages:
+                    self._subscriber.acknowledge(
+                        subscription=self._name, ack_ids=[m.ack_id for m in response.received_messages]
+                    )
+                for received in response.received_messages:
+                    self._seen[received.message.attributes.get("deployment_id", "")] = received.message
+        raise AssertionError(f"no message for {deployment_id}")
+
+    def close(self) -> None:
+        self._subscriber.delete_subscription(subscription=self._name)
+
+
+@pytest.fixture(scope="session")
+def requested(intake_env: None) -> Iterator[TopicTap]:
+    tap = TopicTap(TOPIC_DEPLOYMENT_REQUESTED)
+    yield tap
+    tap.close()
+
+
+@pytest.fixture(scope="session")
+def deleted(intake_env: None) -> Iterator[TopicTap]:
+    tap = TopicTap(TOPIC_DEPLOYMENT_DELETE_REQUESTED)
+    yield tap
+    tap.close()

@@ -1,0 +1,276 @@
+"""The intake API against the real Firestore and Pub/Sub emulators, through functions-framework's test client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import uuid
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from shared.store import DEPLOYMENTS, SECRETS
+
+pytestmark = pytest.mark.usefixtures("intake_env")
+
+
+def key() -> str:
+    return f"rp_test_{uuid.uuid4().hex}"
+
+
+def auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def test_create_returns_202_and_writes_everything(intake_client: Any, db: firestore.Client, requested: Any) -> None:
+    api_key = key()
+    resp = intake_client.post(
+        "/v1/deployments", json={"hf_model_id": "visgate-tiny/sd-tiny", "hf_token": "hf_very_secret"}, headers=auth(api_key)
+    )
+    assert resp.status_code == 202, resp.json
+    body = resp.json
+    assert body["status"] == "validating"
+    assert resp.headers["Location"] == body["status_url"]
+    assert body["status_url"].endswith(f"/v1/deployments/{body['deployment_id']}")
+    assert body["stream_url"].endswith("/stream")
+
+    doc = db.collection(DEPLOYMENTS).document(body["deployment_id"]).get().to_dict()
+    assert doc["status"] == "validating"
+    assert doc["has_hf_token"] is True
+    flat = json.dumps(doc, default=str)
+    assert api_key not in flat and "hf_very_secret" not in flat
+    sealed = db.collection(SECRETS).document(body["deployment_id"]).get().to_dict()
+    assert api_key.encode() not in sealed["sealed"] and b"hf_very_secret" not in sealed["sealed"]
+
+    message = requested(body["deployment_id"])
+    assert json.loads(message.data)["deployment_id"] == body["deployment_id"]
+    assert api_key not in message.data.decode() and "hf_very_secret" not in message.data.decode()
+
+
+def test_get_is_public_view_and_other_tenants_get_404(intake_client: Any) -> None:
+    api_key = key()
+    created = intake_client.post("/v1/deployments", json={"hf_model_id": "org/model"}, headers=auth(api_key)).json
+    mine = intake_client.get(f"/v1/deployments/{created['deployment_id']}", headers=auth(api_key))
+    assert mine.status_code == 200
+    assert mine.json["hf_model_id"] == "org/model"
+    assert "owner" not in mine.json
+    theirs = intake_client.get(f"/v1/deployments/{created['deployment_id']}", headers={"X-Runpod-Api-Key": key()})
+    assert theirs.status_code == 404
+    assert theirs.json["error"]["code"] == "deployment_not_found"
+    assert intake_client.delete(f"/v1/deployments/{created['deployment_id']}", headers=auth(key())).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer "}, {"Authorization": "Basic abc"}, {"X-Runpod-Api-Key": "  "}],
+)
+def test_missing_key_is_401(intake_client: Any, headers: dict[str, str]) -> None:
+    resp = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    assert resp.status_code == 401
+    assert set(resp.json["error"]) >= {"code", "message", "request_id"}
+
+
+def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
+    api_key = key()
+    ids = [
+        intake_client.post("/v1/deployments", json={"hf_model_id": f"org/m{i}"}, headers=auth(api_key)).json[
+            "deployment_id"
+        ]
+        for i in range(5)
+    ]
+    intake_client.post("/v1/deployments", json={"hf_model_id": "org/other"}, headers=auth(key()))
+    intake_client.delete(f"/v1/deployments/{ids[0]}", headers=auth(api_key))
+
+    seen: list[str] = []
+    token = None
+    while True:
+        query = "limit=2" + (f"&page_token={token}" if token else "")
+        page = intake_client.get(f"/v1/deployments?{query}", headers=auth(api_key)).json
+        assert len(page["deployments"]) <= 2
+        seen += [d["deployment_id"] for d in page["deployments"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids)
+    assert seen == sorted(seen, key=lambda i: ids.index(i), reverse=True)  # newest first
+    assert page["counts_by_status"]["validating"] == 4
+    assert page["counts_by_status"]["deleting"] == 1
+
+    deleting = intake_client.get("/v1/deployments?status=deleting", headers=auth(api_key)).json
+    assert [d["deployment_id"] for d in deleting["deployments"]] == [ids[0]]
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_limit"),
+     ("page_token=garbage!!", "invalid_page_token")],
+)
+def test_list_refuses_bad_queries(intake_client: Any, query: str, code: str) -> None:
+    resp = intake_client.get(f"/v1/deployments?{query}", headers=auth(key()))
+    assert resp.status_code == 400
+    assert resp.json["error"]["code"] == code
+
+
+def test_delete_is_idempotent_and_publishes(intake_client: Any, deleted: Any) -> None:
+    api_key = key()
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json["deployment_id"]
+    first = intake_client.delete(f"/v1/deployments/{dep}", headers=auth(api_key))
+    second = intake_client.delete(f"/v1/deployments/{dep}", headers=auth(api_key))
+    assert (first.status_code, first.json["status"]) == (202, "deleting")
+    assert (second.status_code, second.json["status"]) == (202, "deleting")
+    assert json.loads(deleted(dep).data)["deployment_id"] == dep
+    logs = intake_client.get(f"/v1/deployments/{dep}/logs", headers=auth(api_key)).json["events"]
+    assert [line["message"] for line in logs] == ["deployment accepted", "delete requested by the owner"]
+
+
+def _count(db: firestore.Client, field: str, value: str) -> int:
+    query = db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter(field, "==", value))
+    return int(query.count().get()[0][0].value)
+
+
+def test_idempotency_key_replays_and_conflicts(intake_client: Any, db: firestore.Client) -> None:
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": "order-42"}
+    first = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "workers_max": 2}, headers=headers)
+    # Same JSON, other key order: the same request.
+    again = intake_client.post(
+        "/v1/deployments", data='{"workers_max": 2, "hf_model_id": "a/b"}', headers=headers, content_type="application/json"
+    )
+    assert first.status_code == again.status_code == 202
+    assert first.json == again.json
+    other = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert other.status_code == 409
+    assert other.json["error"]["code"] == "idempotency_key_reused"
+    # Another tenant may use the same key string independently.
+    theirs = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers={**auth(key()), "Idempotency-Key": "order-42"})
+    assert theirs.status_code == 202
+    owner = db.collection(DEPLOYMENTS).document(first.json["deployment_id"]).get().to_dict()["owner"]
+    assert _count(db, "owner", owner) == 1
+
+
+def test_concurrent_duplicates_create_exactly_one(intake_client_factory: Any, db: firestore.Client) -> None:
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+
+    clients = [intake_client_factory() for _ in range(8)]
+
+    def post(i: int) -> Any:
+        return clients[i].post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json["deployment_id"] for r in responses}) == 1
+    owner = db.collection(DEPLOYMENTS).document(responses[0].json["deployment_id"]).get().to_dict()["owner"]
+    assert _count(db, "owner", owner) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"data": "hf_model_id=a/b", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+        ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
+        ({"data": json.dumps({"hf_model_id": "a/b", "x": "y" * 70000}), "content_type": "application/json"}, 413,
+         "payload_too_large"),
+        ({"json": {"hf_model_id": "a/b", "bogus": 1}}, 400, "invalid_request"),
+        ({"json": {"hf_model_id": "../etc"}}, 400, "invalid_request"),
+        ({"json": {"hf_model_id": "a/b", "gpu_tier": "huge"}}, 400, "invalid_request"),
+        ({"json": {"hf_model_id": "a/b", "user_webhook_url": "https://169.254.169.254/x"}}, 400, "invalid_request"),
+        ({"json": {"hf_model_id": "a/b", "cache_scope": "private"}}, 400, "invalid_request"),
+        ({"json": ["not", "an", "object"]}, 400, "invalid_request"),
+    ],
+)
+def test_refused_bodies_write_nothing(intake_client: Any, db: firestore.Client, kwargs: dict[str, Any], status: int, code: str) -> None:
+    api_key = key()
+    resp = intake_client.post("/v1/deployments", headers=auth(api_key), **kwargs)
+    assert resp.status_code == status, resp.json
+    assert resp.json["error"]["code"] == code
+    assert resp.json["error"]["request_id"] == resp.headers["X-Request-Id"]
+    listed = intake_client.get("/v1/deployments", headers=auth(api_key)).json
+    assert listed["deployments"] == []
+    assert sum(listed["counts_by_status"].values()) == 0
+
+
+def test_unknown_gpu_tier_lists_valid_tiers(intake_client: Any) -> None:
+    resp = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "gpu_tier": "huge"}, headers=auth(key()))
+    problem = resp.json["error"]["details"][0]
+    assert problem["field"] == "gpu_tier"
+    for tier in ("economy", "standard", "performance", "flagship"):
+        assert tier in problem["problem"]
+
+
+def test_secrets_never_echoed_in_errors(intake_client: Any) -> None:
+    resp = intake_client.post(
+        "/v1/deployments", json={"hf_model_id": "a/b", "hf_token": 12345678901, "workers_max": 99}, headers=auth(key())
+    )
+    assert resp.status_code == 400
+    assert "12345678901" not in resp.get_data(as_text=True)
+
+
+def test_rate_limit_429_with_retry_after(intake_client: Any) -> None:
+    headers = auth(key())
+    codes = [intake_client.get("/v1/deployments/nope", headers=headers).status_code for _ in range(125)]
+    assert codes.count(404) == 120
+    assert codes[-1] == 429
+    limited = intake_client.get("/v1/deployments/nope", headers=headers)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+    assert limited.json["error"]["code"] == "rate_limited"
+    # Another tenant is not affected.
+    assert intake_client.get("/v1/deployments/nope", headers=auth(key())).status_code == 404
+
+
+def test_unknown_route_and_method(intake_client: Any) -> None:
+    assert intake_client.get("/v2/nothing").json["error"]["code"] == "not_found"
+    resp = intake_client.put("/v1/deployments", headers=auth(key()))
+    assert resp.status_code == 405
+    assert "POST" in resp.headers["Allow"]
+
+
+def test_health_metrics_openapi(intake_client: Any) -> None:
+    assert intake_client.get("/health").json == {"status": "ok"}
+    intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(key()))
+    text = intake_client.get("/metrics").get_data(as_text=True)
+    assert 'visgate_deployments{status="validating"}' in text
+    assert 'visgate_http_requests_total{route="create_deployment",code="202"}' in text
+
+
+def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
+    from openapi_spec_validator import validate
+
+    from shared.intake.app import ROUTES
+
+    doc = intake_client.get("/openapi.json").json
+    validate(doc)
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (rule.rule.replace("<deployment_id>", "{deployment_id}"), method)
+        for rule in ROUTES.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    assert documented == served
+    request_schema = doc["components"]["schemas"]["CreateDeploymentRequest"]
+    assert request_schema["additionalProperties"] is False
+    assert set(request_schema["properties"]) >= {"hf_model_id", "revision", "gpu_tier", "cache_scope", "ttl_minutes"}
+
+
+def test_stream_sends_current_state_then_changes(intake_client: Any) -> None:
+    api_key = key()
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json["deployment_id"]
+    with intake_client.get(f"/v1/deployments/{dep}/stream", headers=auth(api_key), buffered=False) as resp:
+        assert resp.mimetype == "text/event-stream"
+        chunks = resp.response
+        text = ""
+        for chunk in chunks:
+            text += chunk.decode()
+            if "event: deployment" in text:
+                break
+        assert '"status":"validating"' in text
+        intake_client.delete(f"/v1/deployments/{dep}", headers=auth(api_key))
+        for chunk in chunks:
+            text += chunk.decode()
+            if '"status":"deleting"' in text:
+                break
+        assert '"status":"deleting"' in text
+    assert intake_client.get(f"/v1/deployments/{dep}/stream", headers=auth(key())).status_code == 404
