@@ -2,6 +2,7 @@
 
 Routes (all answers and errors as the Hub gives them, so the real client works against `HF_ENDPOINT=<this app>`):
 - `GET /api/whoami-v2`: the caller's account.
+- `GET /api/agent-harnesses`: an empty registry (huggingface_hub fetches it for its user agent).
 - `GET /api/models/{org}/{name}[/revision/{revision}]`: model info (`blobs`, `expand`/`expand[]`, `securityStatus`).
 - `GET /api/models/{org}/{name}/tree/{revision}[/{path}]`: file listing (`recursive`, `expand`, `cursor` pages with a
   `Link: <...>; rel="next"` header).
@@ -36,7 +37,7 @@ from werkzeug.http import parse_range_header
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from simulators.hub.repo import RepoFile, RepoSnapshot, RepoStore, load_tokens
+from simulators.hub.repo import RepoFile, RepoSettingsError, RepoSnapshot, RepoStore, load_tokens
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -103,6 +104,7 @@ class HubSimulator:
         self._routes = Map(
             [
                 Rule("/api/whoami-v2", endpoint="whoami", methods=["GET"]),
+                Rule("/api/agent-harnesses", endpoint="agent_harnesses", methods=["GET"]),
                 Rule("/api/models/<org>/<name>", endpoint="model_info", methods=["GET"]),
                 Rule("/api/models/<org>/<name>/revision/<path:revision>", endpoint="model_info", methods=["GET"]),
                 Rule("/api/models/<org>/<name>/tree/<revision>", endpoint="tree", methods=["GET"]),
@@ -118,6 +120,7 @@ class HubSimulator:
         )
         self._handlers: dict[str, Callable[..., Response]] = {
             "whoami": self._whoami,
+            "agent_harnesses": self._agent_harnesses,
             "model_info": self._model_info,
             "tree": self._tree,
             "paths_info": self._paths_info,
@@ -134,6 +137,9 @@ class HubSimulator:
             response = self._handlers[str(endpoint)](request, **args)
         except HubError as error:
             response = error.response()
+        except RepoSettingsError as error:
+            # A broken settings file is the operator's mistake: say which one instead of a bare traceback.
+            response = HubError(500, str(error)).response()
         except HTTPException as error:
             response = HubError(error.code or 500, error.description or error.name).response()
         return response(environ, start_response)
@@ -200,6 +206,11 @@ class HubSimulator:
                 "auth": {"type": "access_token", "accessToken": {"displayName": "hubsim", "role": "read"}},
             }
         )
+
+    @staticmethod
+    def _agent_harnesses(_request: Request) -> Response:
+        # huggingface_hub fetches this registry once a day to tag its user agent; an empty one detects no agent.
+        return _json({"standardEnvVars": [], "harnesses": {}})
 
     def _model_info(self, request: Request, org: str, name: str, revision: str = DEFAULT_BRANCH) -> Response:
         snapshot = self._repo(org, name, self._token(request), revision)

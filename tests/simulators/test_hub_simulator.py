@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -64,6 +65,21 @@ def _safetensors(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
         offset += size
     encoded = json.dumps(header).encode()
     return len(encoded).to_bytes(8, "little") + encoded + bytes(offset)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any lookup of a host other than the local simulator, and keep the client from phoning home."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host: object, *args: object, **kwargs: object) -> object:
+        if host not in ("127.0.0.1", "localhost", b"127.0.0.1", b"localhost"):
+            raise OSError(f"test tried to reach {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
+    # Its user agent would otherwise fetch the agent registry from huggingface.co (constants.ENDPOINT).
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +259,20 @@ def test_sha_follows_the_content(api: HfApi, models_root: Path, weights: bytes) 
     (folder / "unet/config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", "sample_size": 16}))
 
     assert api.model_info("acme/changing").sha not in (before, None)
+    shutil.rmtree(folder)
+
+
+def test_broken_settings_file_is_a_500_naming_it(api: HfApi, models_root: Path, weights: bytes) -> None:
+    folder = models_root / "acme" / "broken"
+    folder.mkdir()
+    _write_pipeline(folder, weights)
+    (folder / ".hubsim.json").write_text(json.dumps({"gated": "sometimes"}))
+
+    with pytest.raises(HfHubHTTPError) as error:
+        api.model_info("acme/broken")
+
+    assert error.value.response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert ".hubsim.json" in error.value.response.headers["X-Error-Message"]
     shutil.rmtree(folder)
 
 
@@ -466,6 +496,10 @@ def test_invalid_token_is_refused_everywhere(api: HfApi, download: Downloader) -
         assert error.response.headers["X-Error-Message"] == "Invalid credentials in Authorization header"
     assert whoami.value.response.status_code == HTTPStatus.UNAUTHORIZED
     assert api.whoami(token="hf_other", cache=False)["name"] == "oscar"
+
+
+def test_agent_registry_is_empty(hub_url: str) -> None:
+    assert httpx.get(f"{hub_url}/api/agent-harnesses").json() == {"standardEnvVars": [], "harnesses": {}}
 
 
 # What is never served.
