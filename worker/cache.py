@@ -1,0 +1,310 @@
+"""The S3-compatible model cache: content-keyed layout, manifest, verified parallel downloads, uploads.
+
+Layout (docs/contracts.md, issue 4)::
+
+    <prefix>/<org--name>/<commit sha>/<repo path>      one object per repo file
+    <prefix>/<org--name>/<commit sha>/manifest.json  {"model_id", "revision", "gated", "files": [{path, size, sha256}]}
+
+The manifest is written last, so its presence means every file it lists was uploaded: readers treat "no manifest"
+as a miss. Works with any S3 API (AWS, R2, MinIO, GCS interoperability, moto) through boto3.
+
+Downloads split every file into ranged parts fetched by a bounded thread pool; each part streams into its place in
+the file in fixed-size chunks, so memory stays at about ``concurrency x chunk`` whatever the model size. Each file's
+sha256 is computed while the download runs: whichever thread completes the next part in order hashes it (reading
+it back from the page cache), so hashing overlaps the network instead of following it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from worker.errors import CacheIntegrityError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+CHUNK_SIZE = 1024 * 1024
+HASH_READ_SIZE = 8 * 1024 * 1024
+DEFAULT_PART_SIZE = 32 * 1024 * 1024
+
+Progress = Callable[[int], None]
+
+
+class ManifestFile(BaseModel):
+    """One repo file in the cache."""
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Manifest(BaseModel):
+    """The list of files cached for one model at one commit; written after all of them."""
+
+    model_id: str
+    revision: str
+    gated: bool = False
+    files: list[ManifestFile]
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of the file sizes."""
+        return sum(item.size for item in self.files)
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        """Parse ``s3://bucket/prefix``."""
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in {url!r}")
+        return cls(bucket=bucket, prefix=prefix.strip("/"))
+
+
+def repo_dirname(model_id: str) -> str:
+    """``org/name`` as one path segment (``org--name``), as the Hub's own cache spells it."""
+    return model_id.replace("/", "--")
+
+
+def make_s3_client(
+    *,
+    endpoint_url: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    region: str | None,
+    max_connections: int = 16,
+) -> Any:
+    """A boto3 S3 client whose connection pool fits ``max_connections`` parallel requests."""
+    config = Config(
+        signature_version="s3v4",
+        max_pool_connections=max_connections,
+        retries={"max_attempts": 5, "mode": "standard"},
+        # Path-style addressing works with every S3-compatible server (MinIO, moto, R2), virtual-host does not.
+        s3={"addressing_style": "path"},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name=region or "us-east-1",
+        config=config,
+    )
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_READ_SIZE):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class _FileState:
+    """Download bookkeeping of one file: which parts landed, and the in-order hash over them."""
+
+    entry: ManifestFile
+    path: Path
+    parts: list[tuple[int, int]]
+    digest: Any = field(default_factory=hashlib.sha256)
+    done: set[int] = field(default_factory=set)
+    next_to_hash: int = 0
+    hashing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def part_done(self, index: int) -> None:
+        """Record a finished part and hash every finished part that is next in order.
+
+        Only one thread hashes a file at a time (the one that finds nobody else doing it); the others record their
+        part and return to downloading, so no download thread waits on a hash.
+        """
+        with self.lock:
+            self.done.add(index)
+            if self.hashing:
+                return
+            self.hashing = True
+        with self.path.open("rb") as handle:
+            while True:
+                with self.lock:
+                    if self.next_to_hash not in self.done:
+                        self.hashing = False
+                        return
+                    start, stop = self.parts[self.next_to_hash]
+                handle.seek(start)
+                remaining = stop - start
+                while remaining:
+                    block = handle.read(min(HASH_READ_SIZE, remaining))
+                    self.digest.update(block)
+                    remaining -= len(block)
+                with self.lock:
+                    self.next_to_hash += 1
+
+    def verify(self) -> None:
+        """Raise :class:`CacheIntegrityError` unless every part was hashed and the sha256 matches."""
+        if self.next_to_hash != len(self.parts):
+            raise CacheIntegrityError(f"{self.entry.path}: incomplete download")
+        if self.digest.hexdigest() != self.entry.sha256:
+            raise CacheIntegrityError(f"{self.entry.path}: sha256 mismatch with the cache manifest")
+
+
+class S3ModelCache:
+    """Reads and writes one model cache location."""
+
+    def __init__(
+        self,
+        client: Any,
+        location: S3Location,
+        *,
+        concurrency: int = 16,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        """Wrap ``client`` (a boto3 S3 client) for ``location``.
+
+        Args:
+            client: boto3 S3 client with a connection pool of at least ``concurrency``.
+            location: bucket and prefix of the cache.
+            concurrency: parallel requests for downloads and uploads.
+            part_size: size of one ranged GET (and of one multipart upload part).
+        """
+        self._client = client
+        self.location = location
+        self._concurrency = concurrency
+        self._part_size = part_size
+
+    def key(self, model_id: str, revision: str, path: str) -> str:
+        """The object key of one repo file (or of the manifest)."""
+        parts = [self.location.prefix, repo_dirname(model_id), revision, path]
+        return "/".join(part for part in parts if part)
+
+    def read_manifest(self, model_id: str, revision: str) -> Manifest | None:
+        """The manifest of a model, or None when it is not (completely) cached."""
+        try:
+            response = self._client.get_object(
+                Bucket=self.location.bucket, Key=self.key(model_id, revision, MANIFEST_NAME)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        manifest = Manifest.model_validate_json(response["Body"].read())
+        if manifest.model_id != model_id or manifest.revision != revision:
+            raise CacheIntegrityError(f"cache manifest at {model_id}@{revision} names another model")
+        return manifest
+
+    def invalidate(self, model_id: str, revision: str) -> None:
+        """Delete the manifest so that the next start treats this model as a miss and repopulates it."""
+        self._client.delete_object(Bucket=self.location.bucket, Key=self.key(model_id, revision, MANIFEST_NAME))
+        logger.warning("cache manifest of %s@%s deleted", model_id, revision)
+
+    def download(self, manifest: Manifest, dest: Path, progress: Progress | None = None) -> None:
+        """Download and verify every file of ``manifest`` into ``dest``.
+
+        Raises:
+            CacheIntegrityError: a size or sha256 differs from the manifest. Files in ``dest`` are then partial;
+                the caller discards ``dest``.
+        """
+        states = [self._prepare(entry, dest) for entry in manifest.files]
+        tasks = [(state, index) for state in states for index in range(len(state.parts))]
+        self._run_parallel(lambda task: self._fetch_part(manifest, task[0], task[1], progress), tasks)
+        for state in states:
+            state.verify()
+
+    def _prepare(self, entry: ManifestFile, dest: Path) -> _FileState:
+        target = dest / entry.path
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise CacheIntegrityError(f"manifest path escapes the model folder: {entry.path!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as handle:
+            handle.truncate(entry.size)
+        starts = range(0, entry.size, self._part_size)
+        parts = [(start, min(start + self._part_size, entry.size)) for start in starts]
+        return _FileState(entry=entry, path=target, parts=parts)
+
+    def _fetch_part(self, manifest: Manifest, state: _FileState, index: int, progress: Progress | None) -> None:
+        start, stop = state.parts[index]
+        response = self._client.get_object(
+            Bucket=self.location.bucket,
+            Key=self.key(manifest.model_id, manifest.revision, state.entry.path),
+            Range=f"bytes={start}-{stop - 1}",
+        )
+        # The total in Content-Range catches an object that grew or shrank since the manifest was written.
+        total = str(response.get("ContentRange", "")).rpartition("/")[2]
+        if total and total != "*" and int(total) != state.entry.size:
+            raise CacheIntegrityError(f"{state.entry.path}: size {total} differs from the manifest")
+        written = 0
+        with state.path.open("r+b") as handle:
+            handle.seek(start)
+            for chunk in response["Body"].iter_chunks(CHUNK_SIZE):
+                if written + len(chunk) > stop - start:
+                    raise CacheIntegrityError(f"{state.entry.path}: more bytes than the manifest size")
+                handle.write(chunk)
+                written += len(chunk)
+                if progress:
+                    progress(len(chunk))
+        if written != stop - start:
+            raise CacheIntegrityError(f"{state.entry.path}: short read at byte {start + written}")
+        state.part_done(index)
+
+    def upload(self, manifest: Manifest, src: Path, progress: Progress | None = None) -> None:
+        """Upload every file of ``manifest`` from ``src``, then the manifest itself (last, so readers never see a
+        manifest whose files are missing)."""
+        from boto3.s3.transfer import TransferConfig  # only the writers need it
+
+        transfer = TransferConfig(
+            multipart_threshold=self._part_size,
+            multipart_chunksize=self._part_size,
+            max_concurrency=max(1, self._concurrency // 4),
+            use_threads=True,
+        )
+
+        def upload_one(entry: ManifestFile) -> None:
+            self._client.upload_file(
+                str(src / entry.path),
+                self.location.bucket,
+                self.key(manifest.model_id, manifest.revision, entry.path),
+                Config=transfer,
+                Callback=progress,
+            )
+
+        self._run_parallel(upload_one, manifest.files, workers=max(1, min(4, self._concurrency)))
+        self._client.put_object(
+            Bucket=self.location.bucket,
+            Key=self.key(manifest.model_id, manifest.revision, MANIFEST_NAME),
+            Body=json.dumps(manifest.model_dump(), indent=1).encode(),
+            ContentType="application/json",
+        )
+
+    def _run_parallel(self, work: Callable[[Any], None], items: Iterable[Any], workers: int | None = None) -> None:
+        """Run ``work`` over ``items`` on a bounded pool; the first failure cancels what has not started."""
+        with ThreadPoolExecutor(max_workers=workers or self._concurrency, thread_name_prefix="cache") as pool:
+            futures: list[Future[None]] = [pool.submit(work, item) for item in items]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [future for future in finished if future.exception() is not None]
+            if failed:
+                for future in futures:
+                    future.cancel()
+                raise failed[0].exception()  # type: ignore[misc]

@@ -1,0 +1,88 @@
+"""The worker's one settings object: the only module of the worker that reads the environment.
+
+Field names are the environment variable names of docs/contracts.md ("Worker environment"), case-insensitive.
+Provisioning sets them as the Runpod template env; tests and the local stack set them directly. Variables the
+runpod SDK reads itself (``RUNPOD_WEBHOOK_GET_JOB``, ``RUNPOD_AI_API_KEY``, ...) are not repeated here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CacheScope = Literal["off", "shared", "private"]
+Device = Literal["cuda", "cpu"]
+DtypeName = Literal["float16", "bfloat16", "float32"]
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the worker is configured with, validated once at start-up."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # Identity and phase reports
+    visgate_deployment_id: str = Field("local", description="deployment id, on every log line and report")
+    visgate_callback_url: str | None = Field(None, description="phase reports go here; unset: logged only")
+    visgate_callback_secret: SecretStr | None = Field(None, description="whsec_... secret that signs reports")
+
+    # The model
+    hf_model_id: str = Field(..., pattern=r"^[\w.-]+/[\w.-]+$", description="Hub repo id, org/name")
+    hf_model_revision: str = Field(..., pattern=r"^[0-9a-f]{40}$", description="pinned 40-hex commit sha")
+    hf_token: SecretStr | None = None
+    hf_endpoint: str = "https://huggingface.co"
+
+    # The S3 model cache
+    model_cache_scope: CacheScope = "off"
+    model_cache_s3_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
+    model_cache_aws_access_key_id: SecretStr | None = None
+    model_cache_aws_secret_access_key: SecretStr | None = None
+    model_cache_aws_endpoint_url: str | None = None
+    model_cache_aws_region: str | None = None
+    model_cache_shared_allowlist: str = Field("", description="comma-separated model ids the shared cache serves")
+
+    # Download tuning: concurrency x part size bounds the bytes in flight, not the file sizes.
+    worker_download_concurrency: int = Field(16, ge=1, le=128)
+    worker_download_part_mb: int = Field(32, ge=5, le=512)
+
+    # Runtime
+    worker_device: Device | None = None
+    worker_dtype: DtypeName | None = None
+    worker_model_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "visgate-models")
+    worker_log_level: str = "INFO"
+
+    # Output bucket, Runpod's convention (a job's own s3Config wins over it).
+    bucket_endpoint_url: str | None = None
+    bucket_access_key_id: SecretStr | None = None
+    bucket_secret_access_key: SecretStr | None = None
+    bucket_name: str | None = Field(None, description="output bucket; default as the runpod SDK: %m-%y")
+
+    @field_validator("hf_endpoint", "model_cache_aws_endpoint_url", "bucket_endpoint_url", "visgate_callback_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def shared_allowlist(self) -> frozenset[str]:
+        """The model ids the shared cache may serve."""
+        return frozenset(item.strip() for item in self.model_cache_shared_allowlist.split(",") if item.strip())
+
+    @property
+    def download_part_size(self) -> int:
+        """Ranged-download part size in bytes."""
+        return self.worker_download_part_mb * 1024 * 1024
+
+    @property
+    def output_bucket_configured(self) -> bool:
+        """Whether the BUCKET_* env names an output bucket."""
+        return bool(self.bucket_endpoint_url and self.bucket_access_key_id and self.bucket_secret_access_key)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> WorkerSettings:
+    """The settings of this process, read from the environment once."""
+    return WorkerSettings()  # type: ignore[call-arg]  # required fields come from the environment
