@@ -1,0 +1,26 @@
+"""`make bench`: start (or reuse) the local stack, then run every benchmark and print its table."""
+
+import importlib
+import subprocess
+import sys
+
+BENCHES = ("bench.intake", "bench.orchestration", "bench.worker_fetch")
+
+
+def main() -> int:
+    subprocess.run([sys.executable, "-m", "local", "up"], check=True, stdout=subprocess.DEVNULL)
+    for name in BENCHES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            print(f"({name} is not available yet)")
+            continue
+        print(f"\n=== {name} ===")
+        module.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
