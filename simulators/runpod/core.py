@@ -1,0 +1,714 @@
+"""The Runpod simulator's state and behaviour, independent of HTTP.
+
+One condition variable (``_cond``, over one re-entrant lock) guards all state; every change notifies it, which
+wakes long-polls, ``runsync`` waiters and the supervisor. The supervisor thread is the autoscaler: it places workers
+in GPU pools (or leaves them THROTTLED), launches them after the scenario's start delay, notices exits, stops idle
+workers after ``idleTimeout`` and times out jobs past their execution timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+from simulators.runpod.catalog import gpu_types_in_pool
+from simulators.runpod.model import (
+    TERMINAL_JOB_STATES,
+    Account,
+    ControlPlaneError,
+    Endpoint,
+    EndpointConfig,
+    Job,
+    JobStatus,
+    NotFoundError,
+    Scenario,
+    SimError,
+    Template,
+    UnauthorizedError,
+    UnknownWorkerError,
+    Worker,
+    WorkerPhase,
+    WorkerRunner,
+    needed_workers,
+    new_id,
+    new_job_id,
+)
+
+SUPERVISOR_TICK_S = 0.05
+PING_INTERVAL_MS = 1000  # the SDK divides by 1000 and sleeps that many whole seconds: below 1000 it would spin
+JOB_TAKE_HOLD_S = 2.0  # short enough that a SIGTERM'd SDK worker ends its long-poll quickly
+RUNSYNC_DEFAULT_WAIT_MS = 90_000
+RUNSYNC_MAX_WAIT_MS = 300_000
+
+# Launches a worker's runner: (simulator, worker, env) -> runner. Set by the app (process or instant).
+Launcher = Callable[["RunpodSimulator", Worker, dict[str, str]], WorkerRunner]
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """How a simulator starts.
+
+    Attributes:
+        api_keys: keys registered from the start (and again after a reset).
+        worker_mode: ``instant`` or ``process``; the scenario can change it later.
+        worker_command: argv of worker processes (default: the SDK-based test worker).
+        base_url: the URL workers reach the simulator at, if known before serving.
+        log_dir: where worker logs and homes go (default: a temporary folder removed at shutdown).
+        job_take_hold_s: how long job-take and job-stop long-polls are held open when there is nothing to give.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    worker_mode: str = "instant"
+    worker_command: tuple[str, ...] = ()
+    base_url: str | None = None
+    log_dir: Path | None = None
+    job_take_hold_s: float = JOB_TAKE_HOLD_S
+
+
+class RunpodSimulator:
+    """All simulated Runpod state: accounts, templates, endpoints, jobs, workers and the scenario."""
+
+    def __init__(self, launchers: dict[str, Launcher], options: SimOptions) -> None:
+        self._cond = threading.Condition()
+        self._launchers = launchers
+        self._initial_keys = list(options.api_keys)
+        self._initial_scenario: dict[str, Any] = {"worker_mode": options.worker_mode}
+        if options.worker_command:
+            self._initial_scenario["worker_command"] = list(options.worker_command)
+        self.base_url = options.base_url.rstrip("/") if options.base_url else None
+        self._own_log_dir = options.log_dir is None
+        self.log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="runpod-sim-"))
+        self.job_take_hold_s = options.job_take_hold_s
+        self._closed = False
+        self._stoppers: list[threading.Thread] = []
+        self._reset_state()
+        self._supervisor = threading.Thread(target=self._supervise, name="runpod-sim-supervisor", daemon=True)
+        self._supervisor.start()
+
+    # ------------------------------------------------------------------ lifecycle and test controls
+
+    def _reset_state(self) -> None:
+        self.accounts: dict[str, Account] = {}
+        self.templates: dict[str, Template] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.jobs: dict[str, Job] = {}
+        self.scenario = Scenario()
+        self.scenario.update(self._initial_scenario)
+        for key in self._initial_keys:
+            self.register_account(key)
+
+    def set_base_url(self, base_url: str) -> None:
+        """The URL workers reach the simulator at (used in their ``RUNPOD_WEBHOOK_*`` variables)."""
+        with self._cond:
+            self.base_url = base_url.rstrip("/")
+            self._cond.notify_all()
+
+    def note_base_url(self, base_url: str) -> None:
+        """Adopt the URL a request came in on, unless one is known already."""
+        if self.base_url is None:
+            self.set_base_url(base_url)
+
+    def register_account(self, api_key: str) -> Account:
+        """Register an API key (idempotent); only registered keys pass auth."""
+        with self._cond:
+            if not api_key:
+                raise SimError("api_key is required")
+            account = self.accounts.get(api_key)
+            if account is None:
+                user_id = f"user_{new_id(24)}"
+                account = Account(id=user_id, api_key=api_key, email=f"{user_id}@example.com")
+                self.accounts[api_key] = account
+            return account
+
+    def update_scenario(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply scenario keys; the supervisor re-evaluates placement on its next tick."""
+        with self._cond:
+            self.scenario.update(changes)
+            self._cond.notify_all()
+            return self.scenario.view()
+
+    def take_forced_failure(self) -> int | None:
+        """The HTTP status a scenario forces on this control-plane call (429 or 500), consuming one count."""
+        with self._cond:
+            if self.scenario.rate_limit > 0:
+                self.scenario.rate_limit -= 1
+                return 429
+            if self.scenario.graphql_errors > 0:
+                self.scenario.graphql_errors -= 1
+                return 500
+            return None
+
+    def reset(self) -> None:
+        """Stop every worker and forget everything but the keys given at start."""
+        with self._cond:
+            for endpoint in self.endpoints.values():
+                self._stop_workers(endpoint, list(endpoint.workers.values()))
+            self._reset_state()
+            self._cond.notify_all()
+        self._join_stoppers()
+
+    def state(self) -> dict[str, Any]:
+        """Everything, per account, for test assertions."""
+        with self._cond:
+            accounts = []
+            for account in self.accounts.values():
+                endpoints = [e for e in self.endpoints.values() if e.account_id == account.id]
+                accounts.append(
+                    {
+                        "id": account.id,
+                        "api_key": account.api_key,
+                        "templates": [t.view() for t in self.templates.values() if t.account_id == account.id],
+                        "endpoints": [e.view(self.templates.get(e.config.template_id)) for e in endpoints],
+                        "jobs": [j.state_view() for j in self._jobs_of(endpoints)],
+                        "workers": [{**w.view(), "endpointId": e.id} for e in endpoints for w in e.workers.values()],
+                    }
+                )
+            return {"scenario": self.scenario.view(), "pools_in_use": self._pools_in_use(), "accounts": accounts}
+
+    def shutdown(self) -> None:
+        """Stop the supervisor and every worker (processes included); idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            for endpoint in self.endpoints.values():
+                self._stop_workers(endpoint, list(endpoint.workers.values()))
+            self._cond.notify_all()
+        self._supervisor.join(timeout=5)
+        self._join_stoppers()
+        if self._own_log_dir:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ auth
+
+    def account_for_key(self, api_key: str | None) -> Account:
+        """The account an API key belongs to, or UnauthorizedError."""
+        with self._cond:
+            account = self.accounts.get(api_key or "")
+            if account is None:
+                raise UnauthorizedError("Unauthorized")
+            return account
+
+    # ------------------------------------------------------------------ control plane
+
+    def templates_of(self, account: Account) -> list[dict[str, Any]]:
+        """The account's templates as ``PodTemplate`` objects."""
+        with self._cond:
+            return [t.view() for t in self.templates.values() if t.account_id == account.id]
+
+    def endpoints_of(self, account: Account) -> list[dict[str, Any]]:
+        """The account's endpoints as ``Endpoint`` objects."""
+        with self._cond:
+            return [
+                e.view(self.templates.get(e.config.template_id))
+                for e in self.endpoints.values()
+                if e.account_id == account.id
+            ]
+
+    def save_template(self, account: Account, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create a template, or replace one when ``id`` is given (``saveTemplate``)."""
+        with self._cond:
+            template_id = fields.get("id")
+            if template_id:
+                existing = self.templates.get(template_id)
+                if existing is None or existing.account_id != account.id:
+                    raise ControlPlaneError("Template not found")
+            name = fields.get("name") or ""
+            image_name = fields.get("imageName") or ""
+            if not name or not image_name:
+                raise ControlPlaneError("Template name and imageName are required")
+            mine = [t for t in self.templates.values() if t.account_id == account.id]
+            if any(t.name == name and t.id != template_id for t in mine):
+                raise ControlPlaneError("Template name must be unique")
+            env: dict[str, str] = {}
+            for pair in fields.get("env") or []:
+                env[pair["key"]] = pair.get("value") or ""
+            template = Template(id=template_id or new_id(10), account_id=account.id, name=name, image_name=image_name)
+            template.env = env
+            for key, attr in _TEMPLATE_FIELDS.items():
+                if fields.get(key) is not None:
+                    setattr(template, attr, fields[key])
+            self.templates[template.id] = template
+            self._cond.notify_all()
+            return template.view()
+
+    def delete_template(self, account: Account, name: str) -> None:
+        """Delete a template by name (``deleteTemplate``); refused while an endpoint uses it."""
+        with self._cond:
+            template = next((t for t in self.templates.values() if t.account_id == account.id and t.name == name), None)
+            if template is None:
+                raise ControlPlaneError("Template not found")
+            users = [e.config.name for e in self.endpoints.values() if e.config.template_id == template.id]
+            if users:
+                raise ControlPlaneError(f"Template is in use by endpoint(s): {', '.join(users)}")
+            del self.templates[template.id]
+
+    def save_endpoint(self, account: Account, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create an endpoint, or replace its whole config when ``id`` is given (``saveEndpoint``)."""
+        with self._cond:
+            endpoint_id = fields.get("id")
+            endpoint = self.endpoints.get(endpoint_id or "")
+            if endpoint_id and (endpoint is None or endpoint.account_id != account.id):
+                raise ControlPlaneError("Endpoint not found")
+            config = _endpoint_config(fields)
+            config.validate()
+            template = self.templates.get(config.template_id)
+            if template is None or template.account_id != account.id:
+                raise ControlPlaneError("Template not found")
+            if not template.is_serverless:
+                raise ControlPlaneError("Template is not a serverless template")
+            for other in self.endpoints.values():
+                if other.account_id == account.id and other.config.name == config.name and other.id != endpoint_id:
+                    raise ControlPlaneError("Endpoint name must be unique")
+            if endpoint is None:
+                endpoint = Endpoint(
+                    id=new_id(),
+                    account_id=account.id,
+                    config=config,
+                    ai_key=new_id(32).upper(),
+                    created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                )
+                self.endpoints[endpoint.id] = endpoint
+            else:
+                endpoint.config = config
+                endpoint.version += 1
+                # A new release: waiting (throttled) and crashed workers are replaced under the new config.
+                stale = [w for w in endpoint.workers.values() if not w.holds_gpu()]
+                self._stop_workers(endpoint, stale)
+            self._cond.notify_all()
+            return endpoint.view(template)
+
+    def delete_endpoint(self, account: Account, endpoint_id: str) -> None:
+        """Delete an endpoint (``deleteEndpoint``); Runpod refuses unless it was scaled to 0/0 first."""
+        with self._cond:
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None or endpoint.account_id != account.id:
+                raise ControlPlaneError("Endpoint not found")
+            if endpoint.config.workers_min != 0 or endpoint.config.workers_max != 0:
+                raise ControlPlaneError(
+                    "Endpoint cannot be deleted while it has workers: set workersMin and workersMax to 0 first"
+                )
+            self._stop_workers(endpoint, list(endpoint.workers.values()))
+            for job in self._jobs_of([endpoint]):
+                del self.jobs[job.id]
+            del self.endpoints[endpoint.id]
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ data plane
+
+    def endpoint_for(self, account: Account, endpoint_id: str) -> Endpoint:
+        """The endpoint, if this account owns it (404 unknown, 401 someone else's)."""
+        with self._cond:
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None:
+                raise NotFoundError("endpoint not found")
+            if endpoint.account_id != account.id:
+                raise UnauthorizedError("Unauthorized")
+            return endpoint
+
+    def submit(self, account: Account, endpoint_id: str, body: Any) -> dict[str, Any]:
+        """Queue a job (``/run``)."""
+        with self._cond:
+            endpoint = self.endpoint_for(account, endpoint_id)
+            if not isinstance(body, dict) or "input" not in body:
+                raise SimError("request body must be a JSON object with an 'input' field")
+            policy = body.get("policy") or {}
+            timeout_ms = policy.get("executionTimeout") or endpoint.config.execution_timeout_ms
+            job = Job(
+                id=new_job_id(),
+                endpoint_id=endpoint.id,
+                input=body["input"],
+                created_at=time.monotonic(),
+                execution_timeout_s=float(timeout_ms) / 1000,
+            )
+            self.jobs[job.id] = job
+            endpoint.queue.append(job.id)
+            self._cond.notify_all()
+            return {"id": job.id, "status": job.status.value}
+
+    def wait_for(self, account: Account, endpoint_id: str, job_id: str, wait_ms: int) -> dict[str, Any]:
+        """The job once terminal, or as it stands after ``wait_ms`` (``/runsync``)."""
+        deadline = time.monotonic() + min(max(wait_ms, 0), RUNSYNC_MAX_WAIT_MS) / 1000
+        with self._cond:
+            while True:
+                job = self._job_for(account, endpoint_id, job_id)
+                remaining = deadline - time.monotonic()
+                if job.status in TERMINAL_JOB_STATES or remaining <= 0 or self._closed:
+                    return job.view()
+                self._cond.wait(remaining)
+
+    def status(self, account: Account, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        """The job (``/status/{job}``)."""
+        with self._cond:
+            return self._job_for(account, endpoint_id, job_id).view()
+
+    def stream(self, account: Account, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        """Stream chunks not yet read (``/stream/{job}``)."""
+        with self._cond:
+            job = self._job_for(account, endpoint_id, job_id)
+            chunks, job.stream = job.stream, []
+            return {"status": job.status.value, "stream": [{"output": chunk} for chunk in chunks]}
+
+    def cancel(self, account: Account, endpoint_id: str, job_id: str) -> dict[str, Any]:
+        """Cancel a job (``/cancel/{job}``); a running job's worker is told to stop it."""
+        with self._cond:
+            job = self._job_for(account, endpoint_id, job_id)
+            if job.status not in TERMINAL_JOB_STATES:
+                self._end_job(job, JobStatus.CANCELLED)
+            self._cond.notify_all()
+            return {"id": job.id, "status": job.status.value}
+
+    def purge_queue(self, account: Account, endpoint_id: str) -> dict[str, Any]:
+        """Remove every queued job (``/purge-queue``); running jobs are left alone, as Runpod does."""
+        with self._cond:
+            endpoint = self.endpoint_for(account, endpoint_id)
+            removed = list(endpoint.queue)
+            endpoint.queue.clear()
+            for job_id in removed:
+                self.jobs.pop(job_id, None)
+            self._cond.notify_all()
+            return {"removed": len(removed), "status": "completed"}
+
+    def health(self, account: Account, endpoint_id: str) -> dict[str, Any]:
+        """Job and worker counts (``/health``)."""
+        with self._cond:
+            endpoint = self.endpoint_for(account, endpoint_id)
+            jobs = {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": endpoint.retried}
+            for job in self._jobs_of([endpoint]):
+                bucket = _HEALTH_JOB_BUCKETS.get(job.status)
+                if bucket:
+                    jobs[bucket] += 1
+            workers = dict.fromkeys(("idle", "initializing", "ready", "running", "throttled", "unhealthy"), 0)
+            for worker in endpoint.workers.values():
+                workers[worker.health_state] += 1
+            workers["ready"] = workers["idle"] + workers["running"]
+            return {"jobs": jobs, "workers": workers}
+
+    # ------------------------------------------------------------------ worker API
+
+    def authorize_worker(self, endpoint_id: str, key: str | None) -> None:
+        """Check the worker's ``RUNPOD_AI_API_KEY`` against the endpoint's."""
+        with self._cond:
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None:
+                raise NotFoundError("endpoint not found")
+            if key != endpoint.ai_key:
+                raise UnauthorizedError("Unauthorized")
+
+    def take_jobs(self, endpoint_id: str, worker_id: str, count: int, wait_s: float) -> list[dict[str, Any]]:
+        """Hand up to ``count`` queued jobs to a worker, holding the call up to ``wait_s`` (job-take long-poll)."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                endpoint, worker = self._live_worker(endpoint_id, worker_id)
+                self._mark_ready(worker)
+                taken: list[dict[str, Any]] = []
+                while endpoint.queue and len(taken) < count:
+                    job = self.jobs[endpoint.queue.pop(0)]
+                    job.status = JobStatus.IN_PROGRESS
+                    job.started_at = time.monotonic()
+                    job.worker_id = worker.id
+                    worker.job_ids.add(job.id)
+                    taken.append({"id": job.id, "input": job.input})
+                remaining = deadline - time.monotonic()
+                if taken or remaining <= 0 or self._closed:
+                    self._cond.notify_all()
+                    return taken
+                self._cond.wait(remaining)
+
+    def take_stop_signals(self, endpoint_id: str, worker_id: str, wait_s: float) -> list[str]:
+        """Job ids the worker must stop (cancelled or timed out), holding the call up to ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                _, worker = self._live_worker(endpoint_id, worker_id)
+                remaining = deadline - time.monotonic()
+                if worker.stop_job_ids or remaining <= 0 or self._closed:
+                    signals, worker.stop_job_ids = worker.stop_job_ids, []
+                    return signals
+                self._cond.wait(remaining)
+
+    def finish_job(self, endpoint_id: str, worker_id: str, job_id: str, result: dict[str, Any]) -> None:
+        """Record a worker's result (job-done); late results for cancelled or timed-out jobs are dropped."""
+        with self._cond:
+            endpoint = self.endpoints.get(endpoint_id)
+            job = self.jobs.get(job_id)
+            if endpoint is None or job is None or job.endpoint_id != endpoint_id:
+                raise NotFoundError("job not found")
+            worker = endpoint.workers.get(worker_id)
+            if job.status == JobStatus.IN_PROGRESS and job.worker_id == worker_id:
+                job.output = result.get("output")
+                job.error = result.get("error")
+                self._end_job(job, JobStatus.FAILED if job.error else JobStatus.COMPLETED)
+            if worker is not None and result.get("stopPod"):
+                self._stop_workers(endpoint, [worker])
+            self._cond.notify_all()
+
+    def add_stream_output(self, endpoint_id: str, worker_id: str, job_id: str, result: dict[str, Any]) -> None:
+        """Record an intermediate (streamed) output of a running job."""
+        with self._cond:
+            job = self.jobs.get(job_id)
+            if job is None or job.endpoint_id != endpoint_id or job.worker_id != worker_id:
+                raise NotFoundError("job not found")
+            if job.status == JobStatus.IN_PROGRESS and "output" in result:
+                job.stream.append(result["output"])
+            self._cond.notify_all()
+
+    def ping(self, endpoint_id: str, worker_id: str) -> None:
+        """A worker heartbeat: the worker is up."""
+        with self._cond:
+            _, worker = self._live_worker(endpoint_id, worker_id)
+            self._mark_ready(worker)
+            worker.last_ping = time.monotonic()
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ supervisor (autoscaler)
+
+    def _supervise(self) -> None:
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for endpoint in list(self.endpoints.values()):
+                    self._reap_exits(endpoint)
+                    self._expire_jobs(endpoint, now)
+                    self._scale(endpoint, now)
+                    self._launch_due(endpoint, now)
+                self._cond.wait(SUPERVISOR_TICK_S)
+
+    def _reap_exits(self, endpoint: Endpoint) -> None:
+        for worker in list(endpoint.workers.values()):
+            if worker.runner is None or not worker.holds_gpu():
+                continue
+            code = worker.runner.poll()
+            if code is None:
+                continue
+            worker.exit_code = code
+            self._requeue_jobs(endpoint, worker)
+            if code == 0:
+                del endpoint.workers[worker.id]
+            else:
+                # A crashed worker stays (counted unhealthy, holding its slot) until the endpoint is updated or
+                # scaled to zero, so a worker that always crashes is not restarted in a loop.
+                worker.phase = WorkerPhase.UNHEALTHY
+            self._cond.notify_all()
+
+    def _expire_jobs(self, endpoint: Endpoint, now: float) -> None:
+        for worker in endpoint.workers.values():
+            for job_id in list(worker.job_ids):
+                job = self.jobs[job_id]
+                if job.started_at is not None and now - job.started_at > job.execution_timeout_s:
+                    self._end_job(job, JobStatus.TIMED_OUT)
+
+    def _scale(self, endpoint: Endpoint, now: float) -> None:
+        config = endpoint.config
+        pending = sum(1 for job in self._jobs_of([endpoint]) if job.status in _PENDING)
+        desired = needed_workers(config, pending)
+        workers = list(endpoint.workers.values())
+        for _ in range(desired - len(workers)):
+            worker = Worker(id=new_id(), endpoint_id=endpoint.id, mode=self.scenario.worker_mode, created_at=now)
+            endpoint.workers[worker.id] = worker
+        surplus = len(workers) - desired
+        if surplus > 0:
+            throttled = [w for w in workers if w.phase == WorkerPhase.THROTTLED][:surplus]
+            self._stop_workers(endpoint, throttled)
+            rest = [w for w in workers if w not in throttled]
+            over_max = len(rest) - config.workers_max
+            if over_max > 0:
+                # Prefer stopping workers without jobs; their jobs would go back to the queue.
+                rest.sort(key=lambda w: (len(w.job_ids), w.phase != WorkerPhase.UNHEALTHY))
+                self._stop_workers(endpoint, rest[:over_max])
+                rest = rest[over_max:]
+            idle_surplus = len(rest) - desired
+            expired = [
+                w
+                for w in rest
+                if w.phase == WorkerPhase.READY and not w.job_ids and now - w.idle_since >= config.idle_timeout
+            ]
+            self._stop_workers(endpoint, expired[: max(0, idle_surplus)])
+        for worker in endpoint.workers.values():
+            if worker.phase == WorkerPhase.THROTTLED:
+                self._place(endpoint, worker, now)
+
+    def _place(self, endpoint: Endpoint, worker: Worker, now: float) -> None:
+        in_use = self._pools_in_use()
+        for pool_id in endpoint.config.pools():
+            capacity = self.scenario.capacity.get(pool_id)
+            if capacity is None or in_use.get(pool_id, 0) < capacity:
+                worker.phase = WorkerPhase.INITIALIZING
+                worker.pool_id = pool_id
+                worker.gpu_type_id = gpu_types_in_pool(pool_id)[0].id
+                worker.mode = self.scenario.worker_mode
+                worker.launch_at = now + self.scenario.start_delay_s
+                self._cond.notify_all()
+                return
+
+    def _launch_due(self, endpoint: Endpoint, now: float) -> None:
+        if self.base_url is None:
+            return  # nobody has called us yet, so workers could not reach us either
+        template = self.templates.get(endpoint.config.template_id)
+        for worker in endpoint.workers.values():
+            due = worker.launch_at is not None and worker.launch_at <= now
+            if worker.phase != WorkerPhase.INITIALIZING or worker.runner is not None or not due:
+                continue
+            env = self._worker_env(endpoint, worker, template)
+            worker.runner = self._launchers[worker.mode](self, worker, env)
+
+    def _worker_env(self, endpoint: Endpoint, worker: Worker, template: Template | None) -> dict[str, str]:
+        """The template's env plus the variables Runpod sets in every serverless worker."""
+        prefix = f"{self.base_url}/v2/{endpoint.id}"
+        gpu = quote_plus(worker.gpu_type_id or "")
+        env = dict(template.env) if template else {}
+        env.update(
+            {
+                "RUNPOD_WEBHOOK_GET_JOB": f"{prefix}/job-take/$ID?gpu={gpu}",
+                "RUNPOD_WEBHOOK_POST_OUTPUT": f"{prefix}/job-done/$RUNPOD_POD_ID/$ID?gpu={gpu}",
+                "RUNPOD_WEBHOOK_POST_STREAM": f"{prefix}/job-stream/$RUNPOD_POD_ID/$ID?gpu={gpu}",
+                "RUNPOD_WEBHOOK_PING": f"{prefix}/ping/$RUNPOD_POD_ID?gpu={gpu}",
+                "RUNPOD_POD_ID": worker.id,
+                "RUNPOD_POD_HOSTNAME": f"{worker.id}-{new_id(8)}",
+                "RUNPOD_ENDPOINT_ID": endpoint.id,
+                "RUNPOD_AI_API_KEY": endpoint.ai_key,
+                "RUNPOD_GPU_COUNT": str(endpoint.config.gpu_count),
+                "RUNPOD_GPU_NAME": worker.gpu_type_id or "",
+                "RUNPOD_DC_ID": "SIM-LOCAL-1",
+                "RUNPOD_PING_INTERVAL": str(PING_INTERVAL_MS),
+                "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+                "RUNPOD_SKIP_GPU_CHECK": "true",
+            }
+        )
+        return env
+
+    # ------------------------------------------------------------------ helpers (call with the lock held)
+
+    def _pools_in_use(self) -> dict[str, int]:
+        in_use: dict[str, int] = {}
+        for endpoint in self.endpoints.values():
+            for worker in endpoint.workers.values():
+                if worker.holds_gpu() and worker.pool_id:
+                    in_use[worker.pool_id] = in_use.get(worker.pool_id, 0) + 1
+        return in_use
+
+    def _jobs_of(self, endpoints: list[Endpoint]) -> list[Job]:
+        ids = {e.id for e in endpoints}
+        return [job for job in self.jobs.values() if job.endpoint_id in ids]
+
+    def _job_for(self, account: Account, endpoint_id: str, job_id: str) -> Job:
+        endpoint = self.endpoint_for(account, endpoint_id)
+        job = self.jobs.get(job_id)
+        if job is None or job.endpoint_id != endpoint.id:
+            raise NotFoundError("request does not exist")
+        return job
+
+    def _live_worker(self, endpoint_id: str, worker_id: str) -> tuple[Endpoint, Worker]:
+        endpoint = self.endpoints.get(endpoint_id)
+        worker = endpoint.workers.get(worker_id) if endpoint else None
+        if endpoint is None or worker is None or not worker.holds_gpu():
+            raise UnknownWorkerError("worker not found")
+        return endpoint, worker
+
+    def _mark_ready(self, worker: Worker) -> None:
+        if worker.phase == WorkerPhase.INITIALIZING:
+            worker.phase = WorkerPhase.READY
+            worker.idle_since = time.monotonic()
+
+    def _end_job(self, job: Job, status: JobStatus) -> None:
+        """Move a queued or running job to a terminal state; a running one's worker gets a stop signal."""
+        endpoint = self.endpoints[job.endpoint_id]
+        if job.id in endpoint.queue:
+            endpoint.queue.remove(job.id)
+        worker = endpoint.workers.get(job.worker_id or "")
+        if worker is not None and job.id in worker.job_ids:
+            worker.job_ids.discard(job.id)
+            worker.idle_since = time.monotonic()
+            if status not in (JobStatus.COMPLETED, JobStatus.FAILED):
+                worker.stop_job_ids.append(job.id)
+        job.status = status
+        job.finished_at = time.monotonic()
+        self._cond.notify_all()
+
+    def _requeue_jobs(self, endpoint: Endpoint, worker: Worker) -> None:
+        """Put a lost worker's running jobs back at the head of the queue (Runpod retries them)."""
+        for job_id in sorted(worker.job_ids, reverse=True):
+            job = self.jobs[job_id]
+            job.status = JobStatus.IN_QUEUE
+            job.started_at = None
+            job.worker_id = None
+            endpoint.queue.insert(0, job_id)
+            endpoint.retried += 1
+        worker.job_ids.clear()
+
+    def _stop_workers(self, endpoint: Endpoint, workers: list[Worker]) -> None:
+        """Remove workers now (freeing their GPUs) and end their runners in the background."""
+        for worker in workers:
+            if endpoint.workers.pop(worker.id, None) is None:
+                continue
+            self._requeue_jobs(endpoint, worker)
+            if worker.runner is not None:
+                stopper = threading.Thread(target=worker.runner.stop, name=f"runpod-sim-stop-{worker.id}")
+                stopper.start()
+                self._stoppers.append(stopper)
+        self._stoppers = [t for t in self._stoppers if t.is_alive()]
+        self._cond.notify_all()
+
+    def _join_stoppers(self) -> None:
+        with self._cond:
+            stoppers, self._stoppers = self._stoppers, []
+        for stopper in stoppers:
+            with contextlib.suppress(RuntimeError):
+                stopper.join()
+
+
+_PENDING = frozenset({JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS})
+_HEALTH_JOB_BUCKETS = {
+    JobStatus.COMPLETED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.TIMED_OUT: "failed",
+    JobStatus.IN_PROGRESS: "inProgress",
+    JobStatus.IN_QUEUE: "inQueue",
+}
+_TEMPLATE_FIELDS = {
+    "dockerArgs": "docker_args",
+    "containerDiskInGb": "container_disk_in_gb",
+    "volumeInGb": "volume_in_gb",
+    "volumeMountPath": "volume_mount_path",
+    "ports": "ports",
+    "isServerless": "is_serverless",
+    "startSsh": "start_ssh",
+    "startJupyter": "start_jupyter",
+    "isPublic": "is_public",
+    "readme": "readme",
+    "containerRegistryAuthId": "container_registry_auth_id",
+}
+_ENDPOINT_FIELDS = {
+    "name": "name",
+    "templateId": "template_id",
+    "gpuIds": "gpu_ids",
+    "networkVolumeId": "network_volume_id",
+    "locations": "locations",
+    "idleTimeout": "idle_timeout",
+    "scalerType": "scaler_type",
+    "scalerValue": "scaler_value",
+    "workersMin": "workers_min",
+    "workersMax": "workers_max",
+    "gpuCount": "gpu_count",
+    "executionTimeoutMs": "execution_timeout_ms",
+    "allowedCudaVersions": "allowed_cuda_versions",
+}
+
+
+def _endpoint_config(fields: dict[str, Any]) -> EndpointConfig:
+    """A full config from ``EndpointInput``: what is omitted takes Runpod's default (full replace)."""
+    values = {attr: fields[key] for key, attr in _ENDPOINT_FIELDS.items() if fields.get(key) is not None}
+    config = EndpointConfig(**{"name": "", "template_id": "", "gpu_ids": "", **values})
+    # The SDK's older convention marks FlashBoot with a "-fb" name suffix; newer clients send flashBootType.
+    config.flashboot = fields.get("flashBootType") == "FLASHBOOT" or config.name.endswith("-fb")
+    return config
