@@ -46,3 +46,14 @@ bench: install
 	$(PY) -m bench
 
 pr: lint typecheck test
+
+# The local stack (local/stack.py). `up` starts it in the background and prints KEY=VALUE lines on stdout (so the
+# recipes are silent); `run` is up + the demo job; `down` stops what `up` started, by process group.
+up: install
+	@$(PY) -m local up
+
+down:
+	@$(PY) -m local down
+
+run: install
+	@$(PY) -m local run

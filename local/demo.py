@@ -12,9 +12,10 @@ from collections.abc import Mapping
 
 import requests
 
-from local.stack import DEMO_API_KEY, DEMO_MODEL
-
 logger = logging.getLogger(__name__)
+
+DEMO_API_KEY = "rp_local_demo_key"  # the Runpod simulator registers it at start
+DEMO_MODEL = "visgate-tiny/sd-tiny"
 
 
 def main(env: Mapping[str, str]) -> int:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import functions_framework
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -100,8 +101,6 @@ def source_of(function: Function, source_root: Path) -> Path:
 
 def create_host_app(functions: Sequence[Function], source_root: Path, project: str) -> WSGIApp:
     """The WSGI app serving every function of ``functions`` whose source exists; the others are skipped."""
-    import functions_framework  # noqa: PLC0415  # imported here so that `--help` and the stack CLI stay fast
-
     mounts: dict[str, WSGIApp] = {}
     for function in functions:
         source = source_of(function, source_root)

@@ -25,15 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local import bootstrap, emulators
+from local import bootstrap, demo, emulators
+from local.demo import DEMO_API_KEY, DEMO_MODEL
 from local.emulators import LOOPBACK, REPO_ROOT, Service
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 MODELS_ROOT = DEFAULT_STATE_DIR / "models"
-DEMO_API_KEY = "rp_local_demo_key"
-DEMO_MODEL = "visgate-tiny/sd-tiny"
 
 EMULATORS = ("firestore", "pubsub", "tasks", "s3")
 SIMULATORS = ("hub", "runpod")
@@ -356,7 +355,5 @@ def main(argv: list[str] | None = None) -> int:
     services = stack.up()
     print_summary(stack, services)
     if args.command == "run":
-        from local import demo  # noqa: PLC0415
-
         return demo.main(stack.environment(services))
     return 0
