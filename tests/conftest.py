@@ -1,15 +1,8 @@
-"""Test-wide fixtures. Emulators come from tests/support (started once, or reused from `make up`)."""
+"""Test-wide setup. Emulators and the local stack come from tests/support (started once, or reused from `make up`)."""
 
 import os
 
-import pytest
+# huggingface_hub fetches a registry from its endpoint at import when telemetry is on; tests never reach the internet.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-
-@pytest.fixture(scope="session")
-def firestore_emulator() -> str:
-    return os.environ["FIRESTORE_EMULATOR_HOST"]
-
-
-@pytest.fixture(scope="session")
-def pubsub_emulator() -> str:
-    return os.environ["PUBSUB_EMULATOR_HOST"]
+pytest_plugins = ["tests.support.stack"]

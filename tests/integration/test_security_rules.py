@@ -1,0 +1,68 @@
+"""firestore.rules enforced by the emulator for client requests (unsigned client JWTs), tenant by tenant.
+
+The server client library bypasses rules; a browser or mobile client listening to its deployment does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+
+import pytest
+import requests
+from google.cloud import firestore
+
+from shared.store import DEPLOYMENTS, IDEMPOTENCY, RATE_LIMITS, SECRETS
+
+
+def client_token(project: str, tenant: str) -> str:
+    def part(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    now = int(time.time())
+    claims = {
+        "iss": f"https://securetoken.google.com/{project}",
+        "aud": project,
+        "sub": f"user-{tenant}",
+        "user_id": f"user-{tenant}",
+        "iat": now,
+        "exp": now + 3600,
+        "auth_time": now,
+        "tenant": tenant,
+        "firebase": {"sign_in_provider": "custom", "identities": {}},
+    }
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.fixture
+def read_as(firestore_emulator: str):  # type: ignore[no-untyped-def]
+    project = os.environ["GOOGLE_CLOUD_PROJECT"]
+
+    def read(path: str, tenant: str | None) -> int:
+        headers = {"Authorization": f"Bearer {client_token(project, tenant)}"} if tenant else {}
+        url = f"http://{firestore_emulator}/v1/projects/{project}/databases/(default)/documents/{path}"
+        return requests.get(url, headers=headers, timeout=10).status_code
+
+    return read
+
+
+def test_owner_reads_own_deployment_and_log_only(read_as, firestore_emulator: str) -> None:  # type: ignore[no-untyped-def]
+    db = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+    dep = uuid.uuid4().hex
+    owner, other = f"t_{uuid.uuid4().hex}", f"t_{uuid.uuid4().hex}"
+    ref = db.collection(DEPLOYMENTS).document(dep)
+    ref.set({"deployment_id": dep, "owner": owner, "status": "validating"})
+    ref.collection("events").document("0000000001").set({"message": "hello"})
+    for collection in (SECRETS, IDEMPOTENCY, RATE_LIMITS):
+        db.collection(collection).document(dep).set({"owner": owner})
+
+    assert read_as(f"{DEPLOYMENTS}/{dep}", owner) == 200
+    assert read_as(f"{DEPLOYMENTS}/{dep}/events/0000000001", owner) == 200
+    assert read_as(f"{DEPLOYMENTS}/{dep}", other) == 403
+    assert read_as(f"{DEPLOYMENTS}/{dep}/events/0000000001", other) == 403
+    assert read_as(f"{DEPLOYMENTS}/{dep}", None) == 403
+    for collection in (SECRETS, IDEMPOTENCY, RATE_LIMITS):
+        assert read_as(f"{collection}/{dep}", owner) == 403
