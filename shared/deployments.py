@@ -26,6 +26,7 @@ class Lifecycle:
         deployment_id: str,
         to: Status,
         message: str,
+        *,
         fields: dict[str, Any] | None = None,
         level: str = "info",
         detail: dict[str, Any] | None = None,

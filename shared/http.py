@@ -18,7 +18,9 @@ def request_id(request: Request) -> str:
     return trace.split("/", 1)[0] if trace else uuid.uuid4().hex
 
 
-def json_response(payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     body = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return Response(body, status=status, mimetype="application/json", headers=headers)
 

@@ -50,3 +50,26 @@ class ReadinessCheck(_Message):
 
     deployment_id: str
     check: int = 0
+
+
+class PhaseTimings(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    download_s: float | None = None
+    load_s: float | None = None
+    warmup_s: float | None = None
+
+
+class PhaseReport(_Message):
+    """A worker's phase report to the callback function (``POST $VISGATE_CALLBACK_URL``); see docs/contracts.md."""
+
+    deployment_id: str
+    phase: Literal["downloading_model", "loading_model", "ready", "failed"]
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    timings: PhaseTimings | None = None
+    loaded_from_cache: bool | None = None
+    reason: str | None = None
+    message: str | None = None
+    # The GPU type the worker runs on (Runpod's RUNPOD_GPU_NAME), so the user can see which pool served it.
+    gpu_type_id: str | None = None

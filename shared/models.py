@@ -125,7 +125,9 @@ class CreateDeploymentRequest(BaseModel):
             if missing:
                 raise ValueError(f"cache_scope 'private' requires {', '.join(missing)}")
         else:
-            given = [name for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region") if getattr(self, name)]
+            given = [
+                name for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region") if getattr(self, name)
+            ]
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to cache_scope 'private'")
         return self

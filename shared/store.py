@@ -78,7 +78,9 @@ class DeploymentStore:
         if new.idempotency_key and new.idempotency_record is not None:
             batch.create(self._db.collection(IDEMPOTENCY).document(new.idempotency_key), new.idempotency_record)
         batch.create(ref, {**doc, "event_seq": 1})
-        batch.create(ref.collection(EVENTS).document(_line_id(1)), _line("info", "deployment accepted", doc["created_at"]))
+        batch.create(
+            ref.collection(EVENTS).document(_line_id(1)), _line("info", "deployment accepted", doc["created_at"])
+        )
         batch.create(
             self._db.collection(SECRETS).document(deployment_id),
             {
@@ -134,7 +136,7 @@ class DeploymentStore:
             query = self._db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter("status", "==", status.value))
             if owner is not None:
                 query = query.where(filter=firestore.FieldFilter("owner", "==", owner))
-            result = query.count().get()
+            result: Any = query.count().get()  # type: ignore[call-arg]  # the stubs mistake get() for unbound
             counts[status.value] = int(result[0][0].value)
         return counts
 

@@ -53,7 +53,7 @@ class TaskScheduler:
         }
         if self._service_account:
             http_request["oidc_token"] = {"service_account_email": self._service_account, "audience": self._base}
-        task = {"name": f"{parent}/tasks/{name}", "http_request": http_request, "schedule_time": schedule_time}
+        task = tasks_v2.Task(name=f"{parent}/tasks/{name}", http_request=http_request, schedule_time=schedule_time)
         try:
             self._client.create_task(parent=parent, task=task)
         except gexc.AlreadyExists:

@@ -85,9 +85,7 @@ SUBSCRIPTIONS: tuple[PushSubscription, ...] = (
     PushSubscription("cleanup-push", TOPIC_DEPLOYMENT_DELETE_REQUESTED, "cleanup"),
 )
 
-QUEUES: tuple[Queue, ...] = (
-    Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),
-)
+QUEUES: tuple[Queue, ...] = (Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),)
 
 SCHEDULES: tuple[Schedule, ...] = ()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from flask import Request, Response
 from google.cloud import firestore
@@ -42,7 +43,11 @@ STREAM_MAX_SECONDS = 300.0
 
 class IntakeApi:
     def __init__(
-        self, deps: steps.IntakeDeps, db: firestore.Client, counters: RequestCounters, stream_max_s: float = STREAM_MAX_SECONDS
+        self,
+        deps: steps.IntakeDeps,
+        db: firestore.Client,
+        counters: RequestCounters,
+        stream_max_s: float = STREAM_MAX_SECONDS,
     ) -> None:
         self._deps = deps
         self._db = db
@@ -70,21 +75,25 @@ class IntakeApi:
                 response = error_response(ApiError(404, "not_found", f"no route for {request.path}"), rid)
             except MethodNotAllowed as exc:
                 allowed = ", ".join(sorted(exc.valid_methods or []))
-                err = ApiError(405, "method_not_allowed", f"{request.method} is not allowed here", headers={"Allow": allowed})
+                err = ApiError(
+                    405, "method_not_allowed", f"{request.method} is not allowed here", headers={"Allow": allowed}
+                )
                 response = error_response(err, rid)
             except ApiError as exc:
                 response = error_response(exc, rid)
             except RetryableError as exc:
                 logger.warning("dependency unavailable: %s", exc)
                 response = error_response(
-                    ApiError(503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}),
+                    ApiError(
+                        503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}
+                    ),
                     rid,
                 )
             response.headers["X-Request-Id"] = rid
             self._counters.record(route, response.status_code)
             return response
 
-    def _dispatch(self, request: Request, endpoint: str, args: dict[str, str]) -> Response:
+    def _dispatch(self, request: Request, endpoint: str, args: Mapping[str, Any]) -> Response:
         if endpoint == "health":
             self._deps.store.ping()
             return json_response({"status": "ok"})
@@ -136,4 +145,8 @@ class IntakeApi:
 
 def _line_json(line: dict[str, object]) -> dict[str, object]:
     at = line.get("time")
-    return {"time": at.isoformat() if hasattr(at, "isoformat") else at, "level": line.get("level"), "message": line.get("message")}
+    return {
+        "time": at.isoformat() if hasattr(at, "isoformat") else at,
+        "level": line.get("level"),
+        "message": line.get("message"),
+    }

@@ -42,7 +42,9 @@ class RequestCounters:
             "# HELP visgate_deployments Deployments by status.",
             "# TYPE visgate_deployments gauge",
         ]
-        lines += [f'visgate_deployments{{status="{status}"}} {n}' for status, n in sorted(deployments_by_status.items())]
+        lines += [
+            f'visgate_deployments{{status="{status}"}} {n}' for status, n in sorted(deployments_by_status.items())
+        ]
         lines += [
             "# HELP visgate_http_requests_total Intake API requests by route and status code.",
             "# TYPE visgate_http_requests_total counter",

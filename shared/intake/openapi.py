@@ -75,15 +75,30 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "post": {
                     "operationId": "create_deployment",
                     "parameters": [
-                        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
                     ],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(CreateDeploymentRequest)}}},
-                    "responses": {"202": _json(CreateDeploymentResponse, "accepted"), **_errors(400, 409, 413, 415, *_AUTHED)},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(CreateDeploymentRequest)}},
+                    },
+                    "responses": {
+                        "202": _json(CreateDeploymentResponse, "accepted"),
+                        **_errors(400, 409, 413, 415, *_AUTHED),
+                    },
                 },
                 "get": {
                     "operationId": "list_deployments",
                     "parameters": [
-                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": [s.value for s in Status]}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": [s.value for s in Status]},
+                        },
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
                         {"name": "page_token", "in": "query", "schema": {"type": "string"}},
                     ],
@@ -129,7 +144,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 }
             },
             "/health": {
-                "get": {"operationId": "health", "security": [], "responses": {"200": {"description": "Firestore answers"}}}
+                "get": {
+                    "operationId": "health",
+                    "security": [],
+                    "responses": {"200": {"description": "Firestore answers"}},
+                }
             },
             "/metrics": {
                 "get": {
@@ -139,7 +158,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 }
             },
             "/openapi.json": {
-                "get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document"}}}
+                "get": {
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": {"description": "this document"}},
+                }
             },
         },
     }

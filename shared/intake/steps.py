@@ -74,7 +74,10 @@ def _idempotency_doc_id(tenant: str, key: str) -> str:
 def create_deployment(
     deps: IntakeDeps, caller: Caller, body: CreateDeploymentRequest, raw: bytes, idempotency_key: str | None
 ) -> CreateDeploymentResponse:
-    """Write the deployment (one commit) and hand it to provisioning; replays of an idempotency key return the first answer."""
+    """Write the deployment (one commit) and hand it to provisioning.
+
+    A replayed idempotency key returns the first answer.
+    """
     pepper = deps.settings.tenant_pepper.get_secret_value()
     key_id = None
     fingerprint = _request_fingerprint(pepper, raw)

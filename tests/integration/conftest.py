@@ -63,9 +63,7 @@ class TopicTap:
         self._subscriber = pubsub_v1.SubscriberClient()
         project = os.environ["GOOGLE_CLOUD_PROJECT"]
         self._name = self._subscriber.subscription_path(project, f"tap-{topic}-{os.getpid()}-{id(self)}")
-        self._subscriber.create_subscription(
-            name=self._name, topic=f"projects/{project}/topics/{topic}"
-        )
+        self._subscriber.create_subscription(name=self._name, topic=f"projects/{project}/topics/{topic}")
         self._seen: dict[str, Any] = {}
         self._lock = threading.Lock()
 

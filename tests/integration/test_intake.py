@@ -26,7 +26,9 @@ def auth(api_key: str) -> dict[str, str]:
 def test_create_returns_202_and_writes_everything(intake_client: Any, db: firestore.Client, requested: Any) -> None:
     api_key = key()
     resp = intake_client.post(
-        "/v1/deployments", json={"hf_model_id": "visgate-tiny/sd-tiny", "hf_token": "hf_very_secret"}, headers=auth(api_key)
+        "/v1/deployments",
+        json={"hf_model_id": "visgate-tiny/sd-tiny", "hf_token": "hf_very_secret"},
+        headers=auth(api_key),
     )
     assert resp.status_code == 202, resp.json
     body = resp.json
@@ -93,7 +95,7 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
         if not token:
             break
     assert sorted(seen) == sorted(ids)
-    assert seen == sorted(seen, key=lambda i: ids.index(i), reverse=True)  # newest first
+    assert seen == sorted(seen, key=ids.index, reverse=True)  # newest first
     assert page["counts_by_status"]["validating"] == 4
     assert page["counts_by_status"]["deleting"] == 1
 
@@ -103,8 +105,12 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [("status=bogus", "invalid_status"), ("limit=0", "invalid_limit"), ("limit=abc", "invalid_limit"),
-     ("page_token=garbage!!", "invalid_page_token")],
+    [
+        ("status=bogus", "invalid_status"),
+        ("limit=0", "invalid_limit"),
+        ("limit=abc", "invalid_limit"),
+        ("page_token=garbage!!", "invalid_page_token"),
+    ],
 )
 def test_list_refuses_bad_queries(intake_client: Any, query: str, code: str) -> None:
     resp = intake_client.get(f"/v1/deployments?{query}", headers=auth(key()))
@@ -114,7 +120,9 @@ def test_list_refuses_bad_queries(intake_client: Any, query: str, code: str) -> 
 
 def test_delete_is_idempotent_and_publishes(intake_client: Any, deleted: Any) -> None:
     api_key = key()
-    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json["deployment_id"]
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json[
+        "deployment_id"
+    ]
     first = intake_client.delete(f"/v1/deployments/{dep}", headers=auth(api_key))
     second = intake_client.delete(f"/v1/deployments/{dep}", headers=auth(api_key))
     assert (first.status_code, first.json["status"]) == (202, "deleting")
@@ -135,7 +143,10 @@ def test_idempotency_key_replays_and_conflicts(intake_client: Any, db: firestore
     first = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "workers_max": 2}, headers=headers)
     # Same JSON, other key order: the same request.
     again = intake_client.post(
-        "/v1/deployments", data='{"workers_max": 2, "hf_model_id": "a/b"}', headers=headers, content_type="application/json"
+        "/v1/deployments",
+        data='{"workers_max": 2, "hf_model_id": "a/b"}',
+        headers=headers,
+        content_type="application/json",
     )
     assert first.status_code == again.status_code == 202
     assert first.json == again.json
@@ -143,7 +154,9 @@ def test_idempotency_key_replays_and_conflicts(intake_client: Any, db: firestore
     assert other.status_code == 409
     assert other.json["error"]["code"] == "idempotency_key_reused"
     # Another tenant may use the same key string independently.
-    theirs = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers={**auth(key()), "Idempotency-Key": "order-42"})
+    theirs = intake_client.post(
+        "/v1/deployments", json={"hf_model_id": "a/c"}, headers={**auth(key()), "Idempotency-Key": "order-42"}
+    )
     assert theirs.status_code == 202
     owner = db.collection(DEPLOYMENTS).document(first.json["deployment_id"]).get().to_dict()["owner"]
     assert _count(db, "owner", owner) == 1
@@ -169,10 +182,17 @@ def test_concurrent_duplicates_create_exactly_one(intake_client_factory: Any, db
 @pytest.mark.parametrize(
     ("kwargs", "status", "code"),
     [
-        ({"data": "hf_model_id=a/b", "content_type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
+        (
+            {"data": "hf_model_id=a/b", "content_type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
         ({"data": "{not json", "content_type": "application/json"}, 400, "invalid_json"),
-        ({"data": json.dumps({"hf_model_id": "a/b", "x": "y" * 70000}), "content_type": "application/json"}, 413,
-         "payload_too_large"),
+        (
+            {"data": json.dumps({"hf_model_id": "a/b", "x": "y" * 70000}), "content_type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
         ({"json": {"hf_model_id": "a/b", "bogus": 1}}, 400, "invalid_request"),
         ({"json": {"hf_model_id": "../etc"}}, 400, "invalid_request"),
         ({"json": {"hf_model_id": "a/b", "gpu_tier": "huge"}}, 400, "invalid_request"),
@@ -181,7 +201,9 @@ def test_concurrent_duplicates_create_exactly_one(intake_client_factory: Any, db
         ({"json": ["not", "an", "object"]}, 400, "invalid_request"),
     ],
 )
-def test_refused_bodies_write_nothing(intake_client: Any, db: firestore.Client, kwargs: dict[str, Any], status: int, code: str) -> None:
+def test_refused_bodies_write_nothing(
+    intake_client: Any, db: firestore.Client, kwargs: dict[str, Any], status: int, code: str
+) -> None:
     api_key = key()
     resp = intake_client.post("/v1/deployments", headers=auth(api_key), **kwargs)
     assert resp.status_code == status, resp.json
@@ -257,7 +279,9 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
 
 def test_stream_sends_current_state_then_changes(intake_client: Any) -> None:
     api_key = key()
-    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json["deployment_id"]
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).json[
+        "deployment_id"
+    ]
     with intake_client.get(f"/v1/deployments/{dep}/stream", headers=auth(api_key), buffered=False) as resp:
         assert resp.mimetype == "text/event-stream"
         chunks = resp.response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import uuid
 from typing import Any
 
@@ -94,11 +95,15 @@ def test_concurrent_transitions_exactly_one_wins(store: DeploymentStore) -> None
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
         outcomes = list(pool.map(attempt, targets))
     final = store.get(dep)["status"]  # type: ignore[index]
-    raced = [Status(line["message"].removeprefix("race ")) for line in store.events(dep) if line["message"].startswith("race ")]
+    raced = [
+        Status(line["message"].removeprefix("race "))
+        for line in store.events(dep)
+        if line["message"].startswith("race ")
+    ]
     # Every committed change wrote exactly one line, the changes form a legal path, and the last is the final status.
     assert len(raced) == outcomes.count(True) >= 1
     path = [Status.LOADING_MODEL, *raced]
-    assert all(can_transition(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
     assert raced[-1].value == final
 
 

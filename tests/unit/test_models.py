@@ -10,7 +10,9 @@ from shared.models import CreateDeploymentRequest, check_public_url
 
 
 def parse(body: dict[str, Any], allow_loopback: bool = False) -> CreateDeploymentRequest:
-    return CreateDeploymentRequest.model_validate_json(json.dumps(body), context={"allow_http_loopback": allow_loopback})
+    return CreateDeploymentRequest.model_validate_json(
+        json.dumps(body), context={"allow_http_loopback": allow_loopback}
+    )
 
 
 def test_defaults() -> None:
