@@ -8,6 +8,7 @@ workers after ``idleTimeout`` and times out jobs past their execution timeout.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import tempfile
@@ -93,6 +94,8 @@ class RunpodSimulator:
         self._reset_state()
         self._supervisor = threading.Thread(target=self._supervise, name="runpod-sim-supervisor", daemon=True)
         self._supervisor.start()
+        # Worker processes live in their own process groups: make sure they end with us even without shutdown().
+        atexit.register(self.shutdown)
 
     # ------------------------------------------------------------------ lifecycle and test controls
 
@@ -180,6 +183,7 @@ class RunpodSimulator:
             if self._closed:
                 return
             self._closed = True
+            atexit.unregister(self.shutdown)
             for endpoint in self.endpoints.values():
                 self._stop_workers(endpoint, list(endpoint.workers.values()))
             self._cond.notify_all()

@@ -163,7 +163,8 @@ def test_gpu_types_cover_every_pool_with_prices(runpod_sim: RunpodSimClient) -> 
         assert members, pool.id
         for gpu in members:
             assert gpus[gpu.id]["memoryInGb"] >= pool.memory_in_gb
-            assert 0 < gpus[gpu.id]["lowestPrice"]["minimumBidPrice"] < gpus[gpu.id]["lowestPrice"]["uninterruptablePrice"]
+            price = gpus[gpu.id]["lowestPrice"]
+            assert 0 < price["minimumBidPrice"] < price["uninterruptablePrice"]
     one = runpod_sim.graphql('{ gpuTypes(input: {id: "NVIDIA H200"}) { id memoryInGb } }').json()
     assert one == {"data": {"gpuTypes": [{"id": "NVIDIA H200", "memoryInGb": 141}]}}
 

@@ -1,0 +1,143 @@
+"""The Runpod simulator's ``/v2/{endpoint}`` data plane and autoscaler, with instant workers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import requests
+
+from tests.simulators.conftest import SAVE_ENDPOINT, RunpodSimClient, wait_until
+
+
+def health(runpod_sim: RunpodSimClient, endpoint_id: str) -> dict[str, Any]:
+    """The endpoint's /health."""
+    response = runpod_sim.v2("GET", f"{endpoint_id}/health")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def status(runpod_sim: RunpodSimClient, endpoint_id: str, job_id: str) -> dict[str, Any]:
+    """One job's /status."""
+    response = runpod_sim.v2("GET", f"{endpoint_id}/status/{job_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_run_then_status_and_runsync_complete(runpod_sim: RunpodSimClient) -> None:
+    _, endpoint_id = runpod_sim.create_endpoint()
+
+    queued = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
+    assert queued["status"] == "IN_QUEUE"
+    done = wait_until(lambda: (s := status(runpod_sim, endpoint_id, queued["id"]))["status"] == "COMPLETED" and s)
+    synced = runpod_sim.v2("POST", f"{endpoint_id}/runsync", json={"input": {"prompt": "a cat"}}).json()
+
+    assert done["output"] == {"warmup": True}
+    assert done["delayTime"] >= 0
+    assert done["executionTime"] >= 0
+    assert done["workerId"]
+    assert synced["status"] == "COMPLETED"
+    assert synced["output"] == {"stub": True, "input": {"prompt": "a cat"}}
+    jobs = health(runpod_sim, endpoint_id)["jobs"]
+    assert jobs == {"completed": 2, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0}
+
+
+def test_no_capacity_throttles_until_gpu_ids_name_a_pool_with_capacity(runpod_sim: RunpodSimClient) -> None:
+    runpod_sim.scenario(capacity={"ADA_24": 0, "AMPERE_48": 0})
+    template_id, endpoint_id = runpod_sim.create_endpoint(name="visgate-cap", gpuIds="ADA_24,AMPERE_48")
+    job = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
+
+    throttled = wait_until(lambda: (h := health(runpod_sim, endpoint_id))["workers"]["throttled"] == 1 and h)
+    assert throttled["jobs"]["inQueue"] == 1
+    assert throttled["workers"]["ready"] == 0
+    unfinished = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 200}, json={"input": {}}).json()
+    assert unfinished["status"] == "IN_QUEUE"
+    assert status(runpod_sim, endpoint_id, job["id"])["status"] == "IN_QUEUE"
+
+    update = {"id": endpoint_id, "name": "visgate-cap", "templateId": template_id, "gpuIds": "AMPERE_80"}
+    assert "errors" not in runpod_sim.graphql(SAVE_ENDPOINT, {"input": update}).json()
+
+    wait_until(lambda: status(runpod_sim, endpoint_id, job["id"])["status"] == "COMPLETED")
+    assert health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0
+    assert {w["pool"] for w in runpod_sim.state()["workers"]} == {"AMPERE_80"}
+
+
+def test_workers_go_to_the_next_pool_in_priority_order_when_the_first_is_full(runpod_sim: RunpodSimClient) -> None:
+    runpod_sim.scenario(capacity={"ADA_24": 0, "AMPERE_48": 1})
+    _, endpoint_id = runpod_sim.create_endpoint(gpuIds="ADA_24,AMPERE_48,AMPERE_80", workersMin=1, workersMax=1)
+
+    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
+
+    (worker,) = runpod_sim.state()["workers"]
+    assert worker["pool"] == "AMPERE_48"
+    assert worker["gpuTypeId"] == "NVIDIA RTX A6000"
+
+
+def test_capacity_is_shared_by_every_endpoint(runpod_sim: RunpodSimClient) -> None:
+    runpod_sim.scenario(capacity={"ADA_24": 1})
+    _, first = runpod_sim.create_endpoint(gpuIds="ADA_24", workersMin=1, workersMax=1)
+    wait_until(lambda: health(runpod_sim, first)["workers"]["idle"] == 1)
+
+    _, second = runpod_sim.create_endpoint(gpuIds="ADA_24", workersMin=1, workersMax=1)
+
+    wait_until(lambda: health(runpod_sim, second)["workers"]["throttled"] == 1)
+
+
+def test_cancel_and_purge_queue(runpod_sim: RunpodSimClient) -> None:
+    runpod_sim.scenario(capacity={"ADA_24": 0})
+    _, endpoint_id = runpod_sim.create_endpoint()
+    job_ids = [runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"n": n}}).json()["id"] for n in range(3)]
+
+    cancelled = runpod_sim.v2("POST", f"{endpoint_id}/cancel/{job_ids[0]}").json()
+    purged = runpod_sim.v2("POST", f"{endpoint_id}/purge-queue").json()
+
+    assert cancelled == {"id": job_ids[0], "status": "CANCELLED"}
+    assert status(runpod_sim, endpoint_id, job_ids[0])["status"] == "CANCELLED"
+    assert purged == {"removed": 2, "status": "completed"}
+    assert runpod_sim.v2("GET", f"{endpoint_id}/status/{job_ids[1]}").status_code == 404
+    assert health(runpod_sim, endpoint_id)["jobs"]["inQueue"] == 0
+    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0)
+
+
+def test_data_plane_auth_and_unknown_resources(runpod_sim: RunpodSimClient) -> None:
+    _, endpoint_id = runpod_sim.create_endpoint()
+    other_key = f"rpa_{uuid.uuid4().hex}"
+    requests.post(f"{runpod_sim.url}/_sim/accounts", json={"api_key": other_key}, timeout=5).raise_for_status()
+    run_url = f"{runpod_sim.url}/v2/{endpoint_id}/run"
+
+    assert requests.post(run_url, json={"input": {}}, timeout=5).status_code == 401
+    bad_key = requests.post(run_url, json={"input": {}}, headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert bad_key.status_code == 401
+    others = requests.post(run_url, json={"input": {}}, headers={"Authorization": f"Bearer {other_key}"}, timeout=5)
+    assert others.status_code == 401
+    assert runpod_sim.v2("GET", "nosuchendpoint/health").status_code == 404
+    assert runpod_sim.v2("GET", f"{endpoint_id}/status/nosuchjob").status_code == 404
+    assert runpod_sim.v2("POST", f"{endpoint_id}/run", json={"prompt": "no input field"}).status_code == 400
+
+
+def test_idle_workers_stop_after_idle_timeout_and_scale_to_zero_stops_all(runpod_sim: RunpodSimClient) -> None:
+    template_id, endpoint_id = runpod_sim.create_endpoint(name="visgate-idle", idleTimeout=1)
+    runpod_sim.v2("POST", f"{endpoint_id}/runsync", json={"input": {"warmup": True}})
+    assert health(runpod_sim, endpoint_id)["workers"]["idle"] == 1
+
+    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 0, timeout=5)
+
+    pinned = {"name": "visgate-idle", "templateId": template_id, "gpuIds": "ADA_24", "workersMin": 2, "workersMax": 2}
+    runpod_sim.graphql(SAVE_ENDPOINT, {"input": {"id": endpoint_id, **pinned}})
+    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 2)
+    zero = pinned | {"workersMin": 0, "workersMax": 0}
+    runpod_sim.graphql(SAVE_ENDPOINT, {"input": {"id": endpoint_id, **zero}})
+    wait_until(lambda: runpod_sim.state()["workers"] == [])
+
+
+def test_reset_forgets_everything_but_the_initial_keys(runpod_sim: RunpodSimClient) -> None:
+    _, endpoint_id = runpod_sim.create_endpoint(workersMin=1, workersMax=1)
+    runpod_sim.scenario(rate_limit=0, start_delay_s=0.1)
+    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
+
+    requests.post(f"{runpod_sim.url}/_sim/reset", timeout=10).raise_for_status()
+
+    state = runpod_sim.state()
+    assert (state["templates"], state["endpoints"], state["jobs"], state["workers"]) == ([], [], [], [])
+    assert requests.get(f"{runpod_sim.url}/_sim/scenario", timeout=5).json()["start_delay_s"] == 0.0
+    assert runpod_sim.v2("GET", f"{endpoint_id}/health").status_code == 404
