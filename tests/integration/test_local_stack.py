@@ -23,10 +23,11 @@ import requests
 from google.cloud import pubsub_v1, tasks_v2
 from google.protobuf import timestamp_pb2
 
-from local import bootstrap, emulators
+from local import bootstrap, emulators, gen_infra
 from local.emulators import REPO_ROOT, Service
 from local.functions_host import PUBSUB_EVENT_TYPE
 from local.stack import read_env_file
+from shared import topology
 from shared.topology import Function, PushSubscription, Queue
 from tests.support import fixture_topology
 from tests.support.fixture_functions.sink import received
@@ -185,3 +186,22 @@ def test_up_then_down_leaves_no_process_behind(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr[-3000:]
     assert not (tmp_path / "stack.json").exists()
     assert not [pid for pid in pids if emulators.group_alive(pid)]
+
+
+def test_terraform_variables_are_generated_from_the_topology() -> None:
+    assert gen_infra.TFVARS.read_text() == gen_infra.tfvars_text(), "run: python -m local.gen_infra tfvars"
+    rendered = gen_infra.render()
+    assert set(rendered["functions"]) == {function.name for function in topology.FUNCTIONS}
+    assert rendered["functions"]["provision"]["trigger_topic"] == topology.TOPIC_DEPLOYMENT_REQUESTED
+    assert set(rendered["queues"]) == {queue.name for queue in topology.QUEUES}
+
+
+def test_function_bundles_hold_main_shared_and_pinned_requirements(tmp_path: Path) -> None:
+    staged = gen_infra.bundle(tmp_path)
+    assert staged, "no function has a source yet"
+    for folder in staged:
+        assert (folder / "main.py").is_file()
+        assert (folder / "shared" / "topology.py").is_file()
+        requirements = (folder / "requirements.txt").read_text().splitlines()
+        assert requirements
+        assert all("==" in line for line in requirements)

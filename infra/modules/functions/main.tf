@@ -1,0 +1,129 @@
+# Cloud Functions (2nd gen), one per topology entry whose source bundle exists. Bundles are staged by
+# `python -m local.gen_infra bundle --out <bundle_dir>` (main.py + the shared package + pinned requirements).
+# Cloudevent functions are triggered through Eventarc on their topic, which delivers the same binary CloudEvent the
+# local functions host produces.
+variable "project_id" { type = string }
+variable "region" { type = string }
+variable "bundle_dir" { type = string }
+variable "functions" {
+  type = map(object({
+    entry_point           = string
+    signature             = string
+    public                = bool
+    trigger_topic         = optional(string)
+    max_delivery_attempts = optional(number)
+  }))
+}
+variable "service_accounts" {
+  type        = map(string)
+  description = "function name => service account email"
+}
+variable "invoker_email" { type = string }
+variable "invoker_member" { type = string }
+variable "topic_ids" { type = map(string) }
+variable "environment" {
+  type        = map(string)
+  description = "environment variables of every function (settings field names)"
+}
+variable "min_instances" {
+  type    = map(number)
+  default = {}
+}
+variable "labels" {
+  type    = map(string)
+  default = {}
+}
+
+locals {
+  deployed = { for name, fn in var.functions : name => fn if fileexists("${var.bundle_dir}/${name}/main.py") }
+}
+
+resource "google_storage_bucket" "source" {
+  project                     = var.project_id
+  name                        = "${var.project_id}-function-sources"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  force_destroy               = true
+  labels                      = var.labels
+
+  lifecycle_rule {
+    condition {
+      age = 30
+    }
+    action {
+      type = "Delete"
+    }
+  }
+}
+
+data "archive_file" "bundle" {
+  for_each    = local.deployed
+  type        = "zip"
+  source_dir  = "${var.bundle_dir}/${each.key}"
+  output_path = "${path.root}/.terraform/bundles/${each.key}.zip"
+}
+
+resource "google_storage_bucket_object" "bundle" {
+  for_each = local.deployed
+  bucket   = google_storage_bucket.source.name
+  # The content hash in the name makes a changed bundle a new object, which redeploys the function.
+  name   = "${each.key}/${data.archive_file.bundle[each.key].output_md5}.zip"
+  source = data.archive_file.bundle[each.key].output_path
+}
+
+resource "google_cloudfunctions2_function" "function" {
+  for_each = local.deployed
+  project  = var.project_id
+  location = var.region
+  name     = each.key
+  labels   = var.labels
+
+  build_config {
+    runtime     = "python311"
+    entry_point = each.value.entry_point
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.bundle[each.key].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email            = var.service_accounts[each.key]
+    available_memory                 = "512Mi"
+    available_cpu                    = "1"
+    timeout_seconds                  = 60
+    max_instance_request_concurrency = 16
+    min_instance_count               = lookup(var.min_instances, each.key, 0)
+    max_instance_count               = 20
+    ingress_settings                 = "ALLOW_ALL"
+    environment_variables            = merge(var.environment, { LOG_EXECUTION_ID = "true" })
+  }
+
+  dynamic "event_trigger" {
+    for_each = each.value.trigger_topic == null ? [] : [each.value.trigger_topic]
+    content {
+      trigger_region        = var.region
+      event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
+      pubsub_topic          = var.topic_ids[event_trigger.value]
+      retry_policy          = "RETRY_POLICY_RETRY"
+      service_account_email = var.invoker_email
+    }
+  }
+}
+
+# Public functions (the API; the worker's callback, which authenticates by signature) take unauthenticated calls;
+# the others only the invoker identity (Cloud Tasks, Cloud Scheduler, Eventarc).
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  for_each = google_cloudfunctions2_function.function
+  project  = var.project_id
+  location = var.region
+  name     = each.value.service_config[0].service
+  role     = "roles/run.invoker"
+  member   = local.deployed[each.key].public ? "allUsers" : var.invoker_member
+}
+
+output "uris" {
+  value = { for name, fn in google_cloudfunctions2_function.function : name => fn.service_config[0].uri }
+}
