@@ -1,0 +1,163 @@
+"""Job input validation, the handler's output shapes, and real tiny-model generation on CPU."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from tests.worker.conftest import PUBLIC
+from worker.handler import make_handler
+from worker.output import OutputBucket
+from worker.pipeline import LoadedModel, load_model, resolve_device, resolve_dtype
+from worker.schemas import GenerateInput
+
+
+@pytest.fixture(scope="session")
+def model(models_root: Path) -> LoadedModel:
+    """The tiny public pipeline loaded once, on CPU in float32."""
+    model_dir = models_root / PUBLIC
+    return load_model(model_dir, PUBLIC, "cpu", resolve_dtype("cpu", None, model_dir))
+
+
+def _job(payload: Any, **extra: Any) -> dict[str, Any]:
+    return {"id": "job-1", "input": payload, **extra}
+
+
+def _decode(item: dict[str, Any]) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(item["image"]))))
+
+
+BAD_INPUTS = [
+    ({}, "prompt: Field required"),
+    ({"prompt": ""}, "prompt: String should have at least 1 character"),
+    ({"prompt": "x" * 2001}, "prompt: String should have at most 2000 characters"),
+    ({"prompt": "a", "num_inference_steps": 0}, "num_inference_steps"),
+    ({"prompt": "a", "num_inference_steps": 101}, "num_inference_steps"),
+    ({"prompt": "a", "guidance_scale": 31}, "guidance_scale"),
+    ({"prompt": "a", "guidance_scale": -1}, "guidance_scale"),
+    ({"prompt": "a", "width": 100}, "width: Input should be a multiple of 8"),
+    ({"prompt": "a", "height": 56}, "height: Input should be greater than or equal to 64"),
+    ({"prompt": "a", "width": 2056}, "width"),
+    ({"prompt": "a", "num_images": 5}, "num_images"),
+    ({"prompt": "a", "seed": -1}, "seed"),
+    ({"prompt": "a", "output_format": "gif"}, "output_format"),
+    ({"prompt": "a", "steps": 4}, "steps: Extra inputs are not permitted"),
+    ({"warmup": False}, "warmup"),
+    ({"warmup": True, "prompt": "a"}, "prompt: Extra inputs are not permitted"),
+    ("a prompt", "must be a JSON object"),
+]
+
+
+class TestValidation:
+    @pytest.mark.parametrize(("payload", "message"), BAD_INPUTS)
+    def test_bad_input_fails_the_job(self, model: LoadedModel, payload: Any, message: str) -> None:
+        result = make_handler(model)(_job(payload))
+        assert set(result) == {"error"}
+        assert result["error"].startswith("invalid input: ")
+        assert message in result["error"]
+
+    def test_defaults(self) -> None:
+        request = GenerateInput(prompt="a")
+        assert (request.num_images, request.output_format, request.seed) == (1, "png", None)
+
+    def test_warmup(self, model: LoadedModel) -> None:
+        assert make_handler(model)(_job({"warmup": True})) == {"warmup": True}
+
+    def test_bad_s3_config(self, model: LoadedModel) -> None:
+        result = make_handler(model)(_job({"prompt": "a"}, s3Config={"accessId": "x"}))
+        assert "bucketName: Field required" in result["error"]
+
+
+class TestGeneration:
+    def test_same_seed_same_image(self, model: LoadedModel) -> None:
+        handler = make_handler(model)
+        payload = {"prompt": "a photo of a cat", "num_inference_steps": 2, "seed": 1234}
+        first, second = handler(_job(payload)), handler(_job(payload))
+        assert "error" not in first
+        assert first["images"][0]["seed"] == 1234
+        pixels = _decode(first["images"][0])
+        assert pixels.shape == (64, 64, 3)
+        assert np.array_equal(pixels, _decode(second["images"][0]))
+        assert first["model"] == PUBLIC
+        assert first["parameters"] == {
+            "prompt": "a photo of a cat",
+            "num_inference_steps": 2,
+            "guidance_scale": 7.5,
+            "width": 64,
+            "height": 64,
+            "num_images": 1,
+            "output_format": "png",
+        }
+        assert first["timings"]["inference_s"] > 0
+        assert pixels.std() > 0  # not a blank image
+
+    def test_several_images_each_with_its_seed(self, model: LoadedModel) -> None:
+        result = make_handler(model)(_job({"prompt": "a cat", "num_inference_steps": 2, "num_images": 2, "seed": 7}))
+        assert [item["seed"] for item in result["images"]] == [7, 8]
+        # The second image alone, from its returned seed, is the same picture (reproducible per image).
+        alone = make_handler(model)(
+            _job({"prompt": "a cat", "num_inference_steps": 2, "seed": 8, "output_format": "png"})
+        )
+        assert np.abs(_decode(result["images"][1]).astype(int) - _decode(alone["images"][0]).astype(int)).max() <= 1
+
+    @pytest.mark.parametrize(("output_format", "pil_format"), [("jpeg", "JPEG"), ("webp", "WEBP"), ("png", "PNG")])
+    def test_output_formats(self, model: LoadedModel, output_format: str, pil_format: str) -> None:
+        result = make_handler(model)(_job({"prompt": "a", "num_inference_steps": 1, "output_format": output_format}))
+        assert Image.open(io.BytesIO(base64.b64decode(result["images"][0]["image"]))).format == pil_format
+
+    def test_random_seed_is_returned(self, model: LoadedModel) -> None:
+        result = make_handler(model)(_job({"prompt": "a", "num_inference_steps": 1, "width": 72, "height": 64}))
+        assert isinstance(result["images"][0]["seed"], int)
+        assert _decode(result["images"][0]).shape == (64, 72, 3)
+
+    def test_shared_pipeline_is_not_mutated(self, model: LoadedModel) -> None:
+        scheduler = model.pipe.scheduler
+        config = dict(scheduler.config)
+        make_handler(model)(_job({"prompt": "a", "num_inference_steps": 3, "seed": 1, "output_format": "webp"}))
+        assert model.pipe.scheduler is scheduler
+        assert dict(scheduler.config) == config
+        assert scheduler.num_inference_steps is None  # never had set_timesteps called
+
+    def test_warm_up(self, model: LoadedModel) -> None:
+        assert model.warm_up() > 0
+
+    def test_presigned_urls_with_s3_config(self, model: LoadedModel, s3_endpoint: str, s3_client: Any) -> None:
+        s3_client.create_bucket(Bucket="outputs")
+        s3_config = {"accessId": "a", "accessSecret": "b", "bucketName": "outputs", "endpointUrl": s3_endpoint}
+        result = make_handler(model)(_job({"prompt": "a", "num_inference_steps": 1, "seed": 3}, s3Config=s3_config))
+        url = result["images"][0]["url"]
+        assert "image" not in result["images"][0]
+        assert urlsplit(url).path.startswith("/outputs/job-1/")
+        response = requests.get(url, timeout=10)
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).size == (64, 64)
+
+    def test_presigned_urls_with_bucket_env(self, model: LoadedModel, s3_client: Any) -> None:
+        s3_client.create_bucket(Bucket="env-outputs")
+        handler = make_handler(model, OutputBucket(client=s3_client, bucket="env-outputs"))
+        result = handler(_job({"prompt": "a", "num_inference_steps": 1}))
+        assert requests.get(result["images"][0]["url"], timeout=10).status_code == 200
+
+
+class TestDeviceAndDtype:
+    def test_cpu_defaults_to_float32(self, models_root: Path) -> None:
+        assert resolve_dtype("cpu", None, models_root / PUBLIC) == torch.float32
+
+    def test_overrides_win(self, models_root: Path) -> None:
+        assert resolve_dtype("cpu", "bfloat16", models_root / PUBLIC) == torch.bfloat16
+        assert resolve_device("cpu") == "cpu"
+
+    def test_cuda_prefers_the_models_dtype(self, tmp_path: Path) -> None:
+        (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+        assert resolve_dtype("cuda", None, tmp_path) == torch.bfloat16
+        (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        assert resolve_dtype("cuda", None, tmp_path) == torch.float16

@@ -1,0 +1,77 @@
+"""Turn generated images into job output: base64 inline, or an upload to an output bucket and a presigned URL."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from PIL.Image import Image
+
+from worker.cache import make_s3_client
+from worker.schemas import OutputFormat, S3Config
+from worker.settings import WorkerSettings
+
+PRESIGN_EXPIRES_S = 7 * 24 * 3600
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def encode_image(image: Image, output_format: OutputFormat) -> bytes:
+    """The image in ``output_format`` (lossy formats at quality 95)."""
+    buffer = io.BytesIO()
+    options = {} if output_format == "png" else {"quality": 95}
+    image.save(buffer, format=output_format.upper(), **options)
+    return buffer.getvalue()
+
+
+def to_base64(data: bytes) -> str:
+    """Plain base64 (no data: prefix), as Runpod workers conventionally return images."""
+    return base64.b64encode(data).decode("ascii")
+
+
+@dataclass(frozen=True)
+class OutputBucket:
+    """Where images are uploaded when a bucket is configured."""
+
+    client: Any
+    bucket: str
+
+    @classmethod
+    def from_job(cls, s3_config: S3Config) -> OutputBucket:
+        """The bucket a job names in Runpod's ``s3Config``."""
+        client = make_s3_client(
+            endpoint_url=s3_config.endpoint_url,
+            access_key_id=s3_config.access_id,
+            secret_access_key=s3_config.access_secret,
+            region=None,
+            max_connections=4,
+        )
+        return cls(client=client, bucket=s3_config.bucket_name)
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> OutputBucket | None:
+        """The bucket of the ``BUCKET_*`` env, or None; unnamed, it is ``%m-%y`` as in the runpod SDK."""
+        if not settings.output_bucket_configured:
+            return None
+        assert settings.bucket_access_key_id is not None and settings.bucket_secret_access_key is not None
+        client = make_s3_client(
+            endpoint_url=settings.bucket_endpoint_url,
+            access_key_id=settings.bucket_access_key_id.get_secret_value(),
+            secret_access_key=settings.bucket_secret_access_key.get_secret_value(),
+            region=None,
+            max_connections=4,
+        )
+        return cls(client=client, bucket=settings.bucket_name or time.strftime("%m-%y"))
+
+    def upload(self, job_id: str, data: bytes, output_format: OutputFormat) -> str:
+        """Store one image under ``<job id>/`` and return a presigned GET URL for it."""
+        key = f"{job_id}/{uuid.uuid4().hex[:12]}.{output_format}"
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=CONTENT_TYPES[output_format])
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGN_EXPIRES_S
+            )
+        )

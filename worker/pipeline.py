@@ -1,0 +1,225 @@
+"""Load the diffusers pipeline once, explicitly, and run generations against it.
+
+- Device and dtype are explicit: ``WORKER_DEVICE``/``WORKER_DTYPE`` when set; otherwise CUDA with float16 (bfloat16
+  for models whose configs ask for it, e.g. FLUX) when CUDA is present, else CPU with float32.
+- Loading is offline (``local_files_only``) from the verified local folder, safetensors only, with the ``fp16``
+  variant exactly when the folder holds fp16 variant weights. No attention slicing: it trades speed for memory,
+  and the GPU was chosen to fit the model.
+- Per-request state never touches the shared pipeline: each call runs on a shallow copy that has its own
+  scheduler instance (``__call__`` sets timesteps on the scheduler it holds) and its own seeded generators.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL.Image import Image
+
+from worker.errors import ModelLoadError, WorkerError
+from worker.schemas import MAX_SEED, GenerateInput, Parameters
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# Pipelines published in bfloat16, whose activations overflow float16.
+BF16_PIPELINES = frozenset(
+    {"FluxPipeline", "Flux2Pipeline", "QwenImagePipeline", "SanaPipeline", "HiDreamImagePipeline"}
+)
+FEW_STEP_FAMILIES = {"turbo": 1, "lightning": 4, "schnell": 4}
+WARMUP_SEED = 0
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a request gets for the fields it leaves out."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The images of one request, with the seed of each and the time spent in the pipeline."""
+
+    images: list[Image]
+    seeds: list[int]
+    inference_s: float
+    parameters: Parameters
+
+
+def resolve_device(requested: str | None) -> str:
+    """``requested`` when given (``cuda`` must then be present), else ``cuda`` when available, else ``cpu``."""
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise WorkerError("WORKER_DEVICE=cuda but no CUDA device is visible", reason="internal")
+    return requested or ("cuda" if available else "cpu")
+
+
+def prefers_fp16_weights(device: str, requested_dtype: str | None) -> bool:
+    """Whether to fetch ``fp16`` variant weights: the dtype will be float16 (decided before configs are local)."""
+    if requested_dtype:
+        return requested_dtype == "float16"
+    return device == "cuda"
+
+
+def resolve_dtype(device: str, requested: str | None, model_dir: Path) -> torch.dtype:
+    """The dtype to load with: the override, else float32 on CPU, else bfloat16 or float16 as the model prefers."""
+    if requested:
+        return DTYPES[requested]
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if _prefers_bf16(model_dir) else torch.float16
+
+
+def _prefers_bf16(model_dir: Path) -> bool:
+    index = json.loads((model_dir / "model_index.json").read_text(encoding="utf-8"))
+    if index.get("_class_name") in BF16_PIPELINES:
+        return True
+    for config_path in model_dir.glob("*/config.json"):
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("torch_dtype", config.get("dtype")) == "bfloat16":
+            return True
+    return False
+
+
+def has_fp16_variant(model_dir: Path) -> bool:
+    """Whether the folder holds ``fp16`` variant weights (sharded or not)."""
+    return any(".fp16." in path.name or ".fp16-" in path.name for path in model_dir.glob("*/*.safetensors"))
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device (or host) out-of-memory error."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class LoadedModel:
+    """A pipeline loaded once, with its defaults; :meth:`generate` serves requests against it."""
+
+    def __init__(self, pipe: Any, model_id: str, device: str, dtype: torch.dtype) -> None:
+        """Wrap a loaded pipeline (already on ``device``)."""
+        self.pipe = pipe
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.defaults = _defaults(pipe, model_id)
+        self._accepts = set(inspect.signature(pipe.__call__).parameters)
+        # One generation at a time: the device runs them one after another anyway, and it bounds peak memory.
+        self._lock = threading.Lock()
+
+    def generate(self, request: GenerateInput) -> Generation:
+        """Run one request.
+
+        Raises:
+            ValueError: the request uses a parameter this pipeline does not take (e.g. a negative prompt).
+        """
+        if request.negative_prompt is not None and "negative_prompt" not in self._accepts:
+            raise ValueError(f"negative_prompt is not supported by {type(self.pipe).__name__}")
+        parameters = Parameters(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            num_inference_steps=request.num_inference_steps or self.defaults.num_inference_steps,
+            guidance_scale=(self.defaults.guidance_scale if request.guidance_scale is None else request.guidance_scale),
+            width=request.width or self.defaults.width,
+            height=request.height or self.defaults.height,
+            num_images=request.num_images,
+            output_format=request.output_format,
+        )
+        first_seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+        seeds = [(first_seed + index) % (MAX_SEED + 1) for index in range(request.num_images)]
+        # CPU generators give the same noise whatever the device, so a seed reproduces across GPU types.
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        kwargs: dict[str, Any] = {
+            "prompt": parameters.prompt,
+            "num_inference_steps": parameters.num_inference_steps,
+            "guidance_scale": parameters.guidance_scale,
+            "width": parameters.width,
+            "height": parameters.height,
+            "num_images_per_prompt": parameters.num_images,
+            "generator": generators,
+            "output_type": "pil",
+        }
+        if parameters.negative_prompt is not None:
+            kwargs["negative_prompt"] = parameters.negative_prompt
+        with self._lock:
+            started = time.perf_counter()
+            images = self._request_pipeline()(**kwargs).images
+            inference_s = time.perf_counter() - started
+        return Generation(images=list(images), seeds=seeds, inference_s=inference_s, parameters=parameters)
+
+    def warm_up(self) -> float:
+        """One small generation with a fixed seed (proves the model end to end); returns its seconds."""
+        started = time.perf_counter()
+        self.generate(GenerateInput(prompt="a photo of a cat", num_inference_steps=1, seed=WARMUP_SEED))
+        return time.perf_counter() - started
+
+    def _request_pipeline(self) -> Any:
+        """A shallow copy of the pipeline sharing every weight but holding a fresh scheduler."""
+        request_pipe = copy.copy(self.pipe)
+        scheduler = self.pipe.scheduler
+        request_pipe.scheduler = type(scheduler).from_config(scheduler.config)
+        return request_pipe
+
+
+def _defaults(pipe: Any, model_id: str) -> Defaults:
+    lowered = model_id.lower()
+    family = next((name for name in FEW_STEP_FAMILIES if name in lowered), None)
+    if family:
+        steps, guidance = FEW_STEP_FAMILIES[family], 0.0
+    elif type(pipe).__name__.startswith("Flux"):
+        steps, guidance = 28, 3.5
+    else:
+        steps, guidance = 30, 7.5
+    width, height = _native_size(pipe)
+    return Defaults(num_inference_steps=steps, guidance_scale=guidance, width=width, height=height)
+
+
+def _native_size(pipe: Any) -> tuple[int, int]:
+    """The resolution the model was trained at: latent sample size times the VAE scale factor."""
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None and getattr(pipe, "unet", None) is not None:
+        sample = pipe.unet.config.sample_size
+    if sample is None:
+        return 1024, 1024
+    if isinstance(sample, list | tuple):
+        return int(sample[1]) * scale, int(sample[0]) * scale
+    return int(sample) * scale, int(sample) * scale
+
+
+def load_model(model_dir: Path, model_id: str, device: str, dtype: torch.dtype) -> LoadedModel:
+    """Load the text-to-image pipeline from a verified local folder onto ``device`` in ``dtype``.
+
+    Raises:
+        ModelLoadError: the folder does not load as a text-to-image pipeline.
+        torch.cuda.OutOfMemoryError: the model does not fit (the caller reports ``out_of_memory``).
+    """
+    from diffusers import AutoPipelineForText2Image  # imported here: it is the slow part of start-up
+
+    variant = "fp16" if has_fp16_variant(model_dir) else None
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            model_dir, dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        raise ModelLoadError(f"{model_id} does not load as a text-to-image pipeline: {exc}") from exc
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    logger.info(
+        "pipeline loaded",
+        extra={"pipeline": type(pipe).__name__, "device": device, "dtype": str(dtype), "variant": variant},
+    )
+    return LoadedModel(pipe, model_id, device, dtype)
