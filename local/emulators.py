@@ -29,6 +29,11 @@ TASKS_EMULATOR = REPO_ROOT / ".venv-tasks" / "bin" / "gcloud-tasks-emulator"
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 
 
+# Our running children. Holding them keeps Popen from warning "still running" when an object is collected (they are
+# detached on purpose), and lets stop() reap them through Popen, which then knows they exited.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 class StartError(RuntimeError):
     """A stand-in did not become healthy in time (its log file says why)."""
 
@@ -147,6 +152,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _CHILDREN[process.pid] = process
     logger.info("started %s (pid %s) on port %s, log %s", name, process.pid, port, log_path)
     return Service(name=name, pid=process.pid, port=port, log=str(log_path)), process
 
@@ -206,6 +212,11 @@ def group_alive(pgid: int) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect ``pid`` if it is our exited child, so it does not linger as a zombie."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 

@@ -96,8 +96,8 @@ def test_push_subscription_delivers_a_cloudevent(host: FixtureHost, pubsub_emula
         TOPICS=(topic, dead_letter),
         SUBSCRIPTIONS=(PushSubscription(f"push-{suffix}", topic, "echo_event"),),
     )
-    bootstrap.create_pubsub(topology, PROJECT, host.url, dead_letter)  # type: ignore[arg-type]
-    bootstrap.create_pubsub(topology, PROJECT, host.url, dead_letter)  # type: ignore[arg-type]  # idempotent
+    bootstrap.create_pubsub(topology, PROJECT, host.url, dead_letter)
+    bootstrap.create_pubsub(topology, PROJECT, host.url, dead_letter)  # idempotent
 
     publisher = pubsub_v1.PublisherClient()
     message_id = publisher.publish(publisher.topic_path(PROJECT, topic), b'{"hello": "world"}', marker=suffix).result()
@@ -119,7 +119,7 @@ def test_push_subscription_delivers_a_cloudevent(host: FixtureHost, pubsub_emula
 def test_scheduled_cloud_task_reaches_an_http_function(host: FixtureHost, tasks_emulator: str) -> None:
     suffix = uuid.uuid4().hex[:12]
     queue = Queue(f"queue-{suffix}", "echo_http", max_attempts=3, min_backoff_s=1, max_backoff_s=2)
-    bootstrap.create_queues(SimpleNamespace(QUEUES=(queue,)), PROJECT, "us-central1", tasks_emulator)  # type: ignore[arg-type]
+    bootstrap.create_queues(SimpleNamespace(QUEUES=(queue,)), PROJECT, "us-central1", tasks_emulator)
     client = bootstrap.tasks_client(tasks_emulator)
     schedule_time = timestamp_pb2.Timestamp()
     schedule_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=1.5))
@@ -150,7 +150,8 @@ def test_scheduler_loop_posts_each_schedule(host: FixtureHost, tmp_path: Path) -
 
 def test_fixture_topology_names_only_declared_functions() -> None:
     declared = {function.name for function in fixture_topology.FUNCTIONS}
-    assert {entry.function for entry in (*fixture_topology.SUBSCRIPTIONS, *fixture_topology.QUEUES)} <= declared
+    assert {subscription.function for subscription in fixture_topology.SUBSCRIPTIONS} <= declared
+    assert {queue.function for queue in fixture_topology.QUEUES} <= declared
     assert all(isinstance(function, Function) for function in fixture_topology.FUNCTIONS)
 
 
