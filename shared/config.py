@@ -8,14 +8,16 @@ from the environment (the local stack writes them to ``.local/stack.env``).
 from __future__ import annotations
 
 import base64
+import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRET_FIELDS = ("tenant_pepper", "sealing_key")
+_PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
 class SecretManagerSource(PydanticBaseSettingsSource):
@@ -54,7 +56,9 @@ class Settings(BaseSettings):
     cloud_tasks_emulator_host: str | None = None
 
     # URLs
-    functions_base_url: str = Field("http://127.0.0.1:8080", description="base URL of the functions (push/task targets)")
+    functions_base_url: str = Field(
+        "http://127.0.0.1:8080", description="base URL of the functions (push/task targets)"
+    )
     public_api_base_url: str = Field("http://127.0.0.1:8080/intake", description="base URL users call")
     tasks_service_account_email: str | None = None
 
@@ -73,6 +77,43 @@ class Settings(BaseSettings):
     runpod_api_base_url: str = "https://api.runpod.io"
     runpod_endpoint_base_url: str = "https://api.runpod.ai"
     hf_endpoint: str = "https://huggingface.co"
+    runpod_timeout_s: float = 20.0
+    hf_timeout_s: float = 20.0
+
+    # Provisioning (provision, callback, readiness, cleanup)
+    worker_image: str = Field(
+        # Pinned by digest so that every deployment of one release runs the same bytes; CI rewrites it per release.
+        "ghcr.io/visgate/diffusers-worker@sha256:" + "0" * 64,
+        description="the worker image, as <repository>@sha256:<digest>",
+    )
+    worker_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    worker_container_disk_gb: int = 40
+    worker_execution_timeout_s: int = 600
+    endpoint_flashboot: bool = True
+    endpoint_scaler_type: Literal["QUEUE_DELAY", "REQUEST_COUNT"] = "QUEUE_DELAY"
+    endpoint_scaler_value: int = 4
+    max_gpu_candidates: int = 3
+    gpu_types_cache_minutes: float = 10.0
+    readiness_deadline_s: float = 15 * 60
+    readiness_first_check_s: float = 20.0
+    readiness_backoff_factor: float = 1.5
+    readiness_max_interval_s: float = 60.0
+    throttled_switch_after_s: float = 90.0
+    callback_tolerance_s: int = 300
+    # The model cache the workers use (issue: cache); keys here are read-only ones for the shared cache.
+    model_cache_s3_url: str | None = None
+    model_cache_aws_endpoint_url: str | None = None
+    model_cache_aws_region: str | None = None
+    model_cache_shared_allowlist: str = ""
+    model_cache_aws_access_key_id: SecretStr | None = None
+    model_cache_aws_secret_access_key: SecretStr | None = None
+
+    @field_validator("worker_image")
+    @classmethod
+    def _image_pinned(cls, value: str) -> str:
+        if not _PINNED_IMAGE.match(value):
+            raise ValueError("WORKER_IMAGE must be pinned by digest: <repository>@sha256:<64 hex>")
+        return value
 
     @field_validator("sealing_key")
     @classmethod

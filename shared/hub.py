@@ -1,0 +1,174 @@
+"""Model checks on the Hugging Face Hub: exists, accessible, a text-to-image pipeline we serve, and how big.
+
+Everything goes through ``huggingface_hub`` against ``HF_ENDPOINT`` with the user's token, so the same code runs
+against the Hub and the simulator. The VRAM estimate comes from the weights the pipeline will really load:
+safetensors only (pickles are refused: they execute code on load), the fp16/bf16 variant when the repo has one,
+parameters counted from the safetensors headers (read with Range requests, never the weights themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+from shared.errors import PermanentError, RetryableError
+from shared.lifecycle import FailureReason
+
+MODEL_INDEX = "model_index.json"
+
+# Text-to-image pipelines the worker serves (via AutoPipelineForText2Image), with their default resolution: the
+# activation headroom is sized for it.
+SUPPORTED_PIPELINES: dict[str, int] = {
+    "StableDiffusionPipeline": 512,
+    "LatentConsistencyModelPipeline": 512,
+    "StableDiffusionXLPipeline": 1024,
+    "StableDiffusion3Pipeline": 1024,
+    "FluxPipeline": 1024,
+    "PixArtAlphaPipeline": 1024,
+    "PixArtSigmaPipeline": 1024,
+    "SanaPipeline": 1024,
+    "AuraFlowPipeline": 1024,
+    "HunyuanDiTPipeline": 1024,
+    "Lumina2Pipeline": 1024,
+}
+
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+_VARIANTS = {"float16": ("fp16",), "bfloat16": ("bf16", "fp16"), "float32": ()}
+_KNOWN_VARIANTS = ("fp16", "bf16", "fp32", "ema", "non_ema")
+_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
+_MAX_HEADER_BYTES = 64 * 1024 * 1024
+_GB = 1024**3
+# Headroom beyond the weights: the CUDA context and allocator slack, plus activations that grow with the image
+# area (measured roughly as 1.5 GB for a 512x512 UNet step at half precision).
+_CONTEXT_GB = 1.0
+_ACTIVATION_GB_AT_512 = 1.5
+_WEIGHT_SLACK = 1.1
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What provisioning records about a model."""
+
+    commit_sha: str
+    pipeline_class: str
+    weights_gb: float
+    vram_estimate_gb: float
+
+
+class HubInspector:
+    """Built once per instance; one call per deployment."""
+
+    def __init__(self, endpoint: str, timeout_s: float, dtype: str) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._api = HfApi(endpoint=self._endpoint)
+        self._timeout = timeout_s
+        self._dtype = dtype
+
+    def inspect(self, repo_id: str, revision: str, token: str | None) -> ModelReport:
+        """Check the model and estimate its VRAM at the configured dtype.
+
+        Raises:
+            PermanentError: ``model_not_found``, ``model_gated`` or ``unsupported_model``.
+            RetryableError: the Hub is unreachable or failing.
+        """
+        auth: str | bool = token or False  # False: never fall back to a token stored on this machine
+        try:
+            info = self._api.model_info(
+                repo_id, revision=revision, token=auth, files_metadata=True, timeout=self._timeout
+            )
+            sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+            if MODEL_INDEX not in sizes or not info.sha:
+                raise PermanentError(
+                    FailureReason.UNSUPPORTED_MODEL.value, f"{repo_id} has no {MODEL_INDEX}: not a diffusers pipeline"
+                )
+            index = json.loads(self._read(repo_id, info.sha, MODEL_INDEX, auth))
+            pipeline = str(index.get("_class_name", ""))
+            if pipeline not in SUPPORTED_PIPELINES:
+                raise PermanentError(
+                    FailureReason.UNSUPPORTED_MODEL.value,
+                    f"{repo_id} is a {pipeline or 'pipeline of unknown class'}; supported: "
+                    + ", ".join(sorted(SUPPORTED_PIPELINES)),
+                )
+            files = _weight_files(index, sizes, _VARIANTS[self._dtype])
+            params = sum(self._params(repo_id, info.sha, path, size, auth) for path, size in files)
+        except GatedRepoError as exc:
+            raise PermanentError(
+                FailureReason.MODEL_GATED.value,
+                f"{repo_id} is gated: accept its terms on the Hub and pass an hf_token of an account that did",
+            ) from exc
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise PermanentError(
+                FailureReason.MODEL_NOT_FOUND.value, f"{repo_id}@{revision} was not found (or is private to others)"
+            ) from exc
+        except HfHubHTTPError as exc:
+            raise _http_failure(exc, repo_id) from exc
+        except OSError as exc:  # transport errors of the Hub client are OSErrors
+            raise RetryableError(f"the Hub is unreachable: {type(exc).__name__}") from exc
+        weights_gb = params * DTYPE_BYTES[self._dtype] / _GB
+        return ModelReport(
+            commit_sha=info.sha,
+            pipeline_class=pipeline,
+            weights_gb=round(weights_gb, 3),
+            vram_estimate_gb=estimate_vram_gb(weights_gb, SUPPORTED_PIPELINES[pipeline], self._dtype),
+        )
+
+    def _read(self, repo_id: str, sha: str, path: str, token: str | bool, byte_range: str | None = None) -> bytes:
+        headers = build_hf_headers(token=token)
+        if byte_range:
+            headers["Range"] = byte_range
+        url = hf_hub_url(repo_id, path, revision=sha, endpoint=self._endpoint)
+        response = get_session().get(url, headers=headers, timeout=self._timeout, follow_redirects=True)
+        hf_raise_for_status(response)
+        return bytes(response.content)
+
+    def _params(self, repo_id: str, sha: str, path: str, size: int, token: str | bool) -> int:
+        """Parameters in one safetensors file; a half-precision variant's size says it without a read."""
+        if any(f".{variant}." in path.rsplit("/", 1)[-1] for variant in ("fp16", "bf16")):
+            return size // 2
+        (length,) = struct.unpack("<Q", self._read(repo_id, sha, path, token, "bytes=0-7"))
+        if not 0 < length <= _MAX_HEADER_BYTES:
+            raise PermanentError(FailureReason.UNSUPPORTED_MODEL.value, f"{path} is not a valid safetensors file")
+        header = json.loads(self._read(repo_id, sha, path, token, f"bytes=8-{7 + length}"))
+        return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+
+
+def estimate_vram_gb(weights_gb: float, resolution: int, dtype: str) -> float:
+    """Weights with slack, the CUDA context, and activations scaled by image area and precision."""
+    activations = _ACTIVATION_GB_AT_512 * (resolution / 512) ** 2 * DTYPE_BYTES[dtype] / 2
+    return round(weights_gb * _WEIGHT_SLACK + _CONTEXT_GB + activations, 1)
+
+
+def _weight_files(index: dict[str, Any], sizes: dict[str, int], variants: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The safetensors files the pipeline loads: per component, the half-precision variant when there is one."""
+    chosen: list[tuple[str, int]] = []
+    for component, spec in index.items():
+        if component.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
+            continue
+        files = [path for path in sizes if path.startswith(f"{component}/") and "/" not in path[len(component) + 1 :]]
+        tensors = [path for path in files if path.endswith(".safetensors")]
+        if not tensors:
+            if any(path.endswith((".bin", ".ckpt", ".pt", ".pth")) for path in files):
+                raise PermanentError(
+                    FailureReason.UNSUPPORTED_MODEL.value, f"component {component} has no safetensors weights"
+                )
+            continue  # tokenizers, schedulers, feature extractors: no weights
+        variant = [p for p in tensors if any(f".{v}." in p.rsplit("/", 1)[-1] for v in variants)]
+        plain = [p for p in tensors if not any(f".{v}." in p.rsplit("/", 1)[-1] for v in _KNOWN_VARIANTS)]
+        chosen += [(path, sizes[path]) for path in (variant or plain)]
+    return chosen
+
+
+def _http_failure(exc: HfHubHTTPError, repo_id: str) -> Exception:
+    status = exc.response.status_code if exc.response is not None else 0
+    if status in (401, 403):
+        return PermanentError(FailureReason.MODEL_GATED.value, f"the Hub refused access to {repo_id} with this token")
+    if status == 404:
+        return PermanentError(FailureReason.MODEL_NOT_FOUND.value, f"{repo_id} was not found")
+    return RetryableError(f"the Hub answered {status} for {repo_id}")

@@ -1,0 +1,1 @@
+"""Runpod over plain HTTP: the client, its models and its error classification."""

@@ -1,0 +1,155 @@
+"""callback: the phase reports a deployment's worker sends (``downloading_model``, ``loading_model``, ``ready``,
+``failed``), signed Standard-Webhooks style with the deployment's own derived secret.
+
+Only the secret's nonce and hash are stored: the secret is derived again here, checked against the hash (an erased
+or rotated secret no longer verifies), and the signature checked within the tolerance window, so a forged, replayed
+or cross-deployment report changes nothing. Phases only move forward; a late or repeated report is accepted and
+ignored, so the worker does not retry it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.crypto import secret_hash
+from shared.errors import DeploymentNotFoundError, IllegalTransitionError
+from shared.gpu import STATIC_POOLS
+from shared.lifecycle import PROVISIONING, FailureReason, Status
+from shared.messages import PhaseReport
+from shared.signing import SignatureError, verify
+from shared.steps.deps import StepDeps
+from shared.steps.teardown import fail_deployment
+from shared.store import utcnow
+
+logger = logging.getLogger(__name__)
+
+DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# What a worker may fail with; anything else it sends counts as a failed model load.
+_WORKER_REASONS = {
+    FailureReason.OUT_OF_MEMORY,
+    FailureReason.MODEL_LOAD_FAILED,
+    FailureReason.IMAGE_PULL_FAILED,
+    FailureReason.MODEL_NOT_FOUND,
+    FailureReason.MODEL_GATED,
+    FailureReason.UNSUPPORTED_MODEL,
+    FailureReason.TIMEOUT,
+    FailureReason.INTERNAL,
+}
+_POOL_OF_GPU = {gpu: pool.id for pool in STATIC_POOLS for gpu in pool.gpu_type_ids}
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    UNAUTHORIZED = "unauthorized"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True)
+class SignedReport:
+    """One report as it arrived: the deployment id from the URL path, the headers, the raw body."""
+
+    deployment_id: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def receive_report(request: SignedReport, deps: StepDeps) -> Outcome:
+    """Authenticate and apply one phase report."""
+    report = _authenticate(request, deps)
+    if isinstance(report, Outcome):
+        return report
+    try:
+        _apply(report, deps)
+    except DeploymentNotFoundError:
+        logger.warning("phase report for a deployment that no longer exists")
+    return Outcome.ACCEPTED
+
+
+def _authenticate(request: SignedReport, deps: StepDeps) -> PhaseReport | Outcome:
+    """The report, if this deployment's worker signed it just now; else why not."""
+    deployment_id = request.deployment_id
+    secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.match(deployment_id) else None
+    nonce = (secrets or {}).get("callback_nonce")
+    if not secrets or not nonce:
+        return Outcome.UNAUTHORIZED  # unknown, or deleted: the secret was erased with the credentials
+    secret = deps.sealer.callback_secret(deployment_id, str(nonce))
+    if not hmac.compare_digest(secret_hash(secret), str(secrets.get("callback_secret_hash", ""))):
+        return Outcome.UNAUTHORIZED
+    try:
+        verify(secret, request.headers, request.body, tolerance_s=deps.settings.callback_tolerance_s)
+        report = PhaseReport.model_validate_json(request.body)
+    except SignatureError as exc:
+        logger.warning("phase report refused: %s", exc)
+        return Outcome.UNAUTHORIZED
+    except ValidationError:
+        return Outcome.MALFORMED
+    # Signed by this deployment's worker but about another deployment: refused like a forgery.
+    return report if report.deployment_id == deployment_id else Outcome.UNAUTHORIZED
+
+
+def _apply(report: PhaseReport, deps: StepDeps) -> None:
+    deployment_id = report.deployment_id
+    now = utcnow()
+    seen = {"worker_last_report_at": now}
+    try:
+        if report.phase == "downloading_model":
+            progress = {"bytes_done": report.bytes_done or 0, "bytes_total": report.bytes_total}
+            updated = deps.store.update_if_status(
+                deployment_id, {Status.DOWNLOADING_MODEL}, {**seen, "progress": progress}
+            )
+            if updated is None:
+                deps.lifecycle.transition(
+                    deployment_id,
+                    Status.DOWNLOADING_MODEL,
+                    "the worker is downloading the model",
+                    fields={**seen, "progress": progress},
+                )
+        elif report.phase == "loading_model":
+            deps.lifecycle.transition(
+                deployment_id, Status.LOADING_MODEL, "the worker is loading the model", fields=seen
+            )
+        elif report.phase == "ready":
+            _ready(report, deps, seen)
+        else:
+            _failed(report, deps)
+    except IllegalTransitionError as exc:
+        logger.info("late or repeated %s report ignored (%s)", report.phase, exc)
+
+
+def _ready(report: PhaseReport, deps: StepDeps, seen: dict[str, Any]) -> None:
+    timings = report.timings.model_dump() if report.timings else {}
+    fields: dict[str, Any] = {**seen, "timings": {**timings, "loaded_from_cache": report.loaded_from_cache}}
+    pool = _POOL_OF_GPU.get(report.gpu_type_id or "")
+    if pool:
+        fields["gpu_pool"] = pool
+    total = sum(value for value in timings.values() if value)
+    where = f" on {pool}" if pool else ""
+    deps.lifecycle.transition(
+        report.deployment_id,
+        Status.READY,
+        f"ready{where}: the worker loaded the model and finished a warm-up inference ({total:.1f} s)",
+        fields=fields,
+    )
+
+
+def _failed(report: PhaseReport, deps: StepDeps) -> None:
+    doc = deps.store.get(report.deployment_id)
+    if doc is None or Status(doc["status"]) not in PROVISIONING:
+        # A serving deployment is not failed by one worker's start-up failure; Runpod replaces that worker.
+        logger.warning("worker failure after provisioning ignored: %s", report.reason)
+        return
+    try:
+        reason = FailureReason(report.reason or "")
+    except ValueError:
+        reason = FailureReason.MODEL_LOAD_FAILED
+    if reason not in _WORKER_REASONS:
+        reason = FailureReason.MODEL_LOAD_FAILED
+    fail_deployment(deps, report.deployment_id, reason.value, report.message or "the worker reported a failure")
