@@ -332,9 +332,20 @@ class Scenario:
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the keys given (others keep their value); refuse unknown keys and bad values."""
+        self._validate(changes)
+        for key, value in changes.items():
+            setattr(self, key, dict(value or {}) if key == "capacity" else value)
+
+    def _validate(self, changes: dict[str, Any]) -> None:
         unknown = set(changes) - set(self.view())
         if unknown:
             raise SimError(f"unknown scenario keys: {', '.join(sorted(unknown))}")
+        for key in ("start_delay_s", "graphql_errors", "rate_limit"):
+            value = changes.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise SimError(f"{key} must be a non-negative number")
+        if not isinstance(changes.get("crash_on_start", False), bool):
+            raise SimError("crash_on_start must be a boolean")
         if "worker_mode" in changes and changes["worker_mode"] not in WORKER_MODES:
             raise SimError(f"worker_mode must be one of {', '.join(WORKER_MODES)}")
         if "worker_report" in changes and changes["worker_report"] not in WORKER_REPORTS:
@@ -347,8 +358,6 @@ class Scenario:
         command = changes.get("worker_command", self.worker_command)
         if not isinstance(command, list) or not command or not all(isinstance(a, str) for a in command):
             raise SimError("worker_command is a non-empty argv list of strings")
-        for key, value in changes.items():
-            setattr(self, key, dict(value or {}) if key == "capacity" else value)
 
     def view(self) -> dict[str, Any]:
         """The scenario as JSON."""

@@ -57,8 +57,9 @@ def test_instant_worker_sends_signed_phase_reports_then_completes_the_warmup(
     assert all(r["schema_version"] == 1 and r["deployment_id"] == "dep_123" for r in phases)
     assert phases[1]["bytes_done"] == phases[1]["bytes_total"] > 0
     assert set(phases[3]["timings"]) == {"download_s", "load_s", "warmup_s"}
-    done = wait_until(lambda: (s := runpod_sim.v2("GET", f"{endpoint_id}/status/{job['id']}").json())["output"] and s)
-    assert done == done | {"status": "COMPLETED", "output": {"warmup": True}}
+    status_url = f"{endpoint_id}/status/{job['id']}"
+    done = wait_until(lambda: (s := runpod_sim.v2("GET", status_url).json())["status"] == "COMPLETED" and s)
+    assert done["output"] == {"warmup": True}
 
 
 @pytest.mark.parametrize(("report", "reason"), [("out_of_memory", "out_of_memory"), ("failed", "model_load_failed")])
