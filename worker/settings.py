@@ -20,15 +20,25 @@ Device = Literal["cuda", "cpu"]
 DtypeName = Literal["float16", "bfloat16", "float32"]
 
 
-class WorkerSettings(BaseSettings):
-    """Everything the worker is configured with, validated once at start-up."""
+class ReportSettings(BaseSettings):
+    """Who the worker is and where it reports: read on its own too, so that a worker whose other settings are
+    invalid can still report ``failed``."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    # Identity and phase reports
-    visgate_deployment_id: str = Field("local", description="deployment id, on every log line and report")
-    visgate_callback_url: str | None = Field(None, description="phase reports go here; unset: logged only")
-    visgate_callback_secret: SecretStr | None = Field(None, description="whsec_... secret that signs reports")
+    visgate_deployment_id: str = Field(default="local", description="deployment id, on every log line and report")
+    visgate_callback_url: str | None = Field(default=None, description="phase reports go here; unset: logged only")
+    visgate_callback_secret: SecretStr | None = Field(default=None, description="whsec_... secret that signs reports")
+    worker_log_level: str = "INFO"
+
+    @field_validator("visgate_callback_url")
+    @classmethod
+    def _strip_callback_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+
+class WorkerSettings(ReportSettings):
+    """Everything the worker is configured with, validated once at start-up."""
 
     # The model
     hf_model_id: str = Field(..., pattern=r"^[\w.-]+/[\w.-]+$", description="Hub repo id, org/name")
@@ -38,30 +48,31 @@ class WorkerSettings(BaseSettings):
 
     # The S3 model cache
     model_cache_scope: CacheScope = "off"
-    model_cache_s3_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
+    model_cache_s3_url: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
     model_cache_aws_access_key_id: SecretStr | None = None
     model_cache_aws_secret_access_key: SecretStr | None = None
     model_cache_aws_endpoint_url: str | None = None
     model_cache_aws_region: str | None = None
-    model_cache_shared_allowlist: str = Field("", description="comma-separated model ids the shared cache serves")
+    model_cache_shared_allowlist: str = Field(
+        default="", description="comma-separated model ids the shared cache serves"
+    )
 
     # Download tuning: concurrency x part size bounds the bytes in flight, not the file sizes.
-    worker_download_concurrency: int = Field(16, ge=1, le=128)
-    worker_download_part_mb: int = Field(32, ge=5, le=512)
+    worker_download_concurrency: int = Field(default=16, ge=1, le=128)
+    worker_download_part_mb: int = Field(default=32, ge=5, le=512)
 
     # Runtime
     worker_device: Device | None = None
     worker_dtype: DtypeName | None = None
     worker_model_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "visgate-models")
-    worker_log_level: str = "INFO"
 
     # Output bucket, Runpod's convention (a job's own s3Config wins over it).
     bucket_endpoint_url: str | None = None
     bucket_access_key_id: SecretStr | None = None
     bucket_secret_access_key: SecretStr | None = None
-    bucket_name: str | None = Field(None, description="output bucket; default as the runpod SDK: %m-%y")
+    bucket_name: str | None = Field(default=None, description="output bucket; default as the runpod SDK: %m-%y")
 
-    @field_validator("hf_endpoint", "model_cache_aws_endpoint_url", "bucket_endpoint_url", "visgate_callback_url")
+    @field_validator("hf_endpoint", "model_cache_aws_endpoint_url", "bucket_endpoint_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -84,5 +95,14 @@ class WorkerSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> WorkerSettings:
-    """The settings of this process, read from the environment once."""
+    """The settings of this process, read from the environment once.
+
+    Raises:
+        pydantic.ValidationError: a variable is missing or malformed.
+    """
     return WorkerSettings()  # type: ignore[call-arg]  # required fields come from the environment
+
+
+def get_report_settings() -> ReportSettings:
+    """Only the identity and callback settings (for reporting a configuration failure)."""
+    return ReportSettings()

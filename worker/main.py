@@ -1,0 +1,148 @@
+"""Worker start-up: prove the model, then take jobs. ``python -m worker.main``.
+
+1. Report ``downloading_model`` and fetch the pinned commit (S3 cache or Hub, verified), with byte progress.
+2. Report ``loading_model`` and load the pipeline (explicit device and dtype, offline).
+3. Run one warm-up generation, report ``ready`` with the timings, and hand the handler to the runpod SDK, which
+   runs its job loop (or, without ``RUNPOD_WEBHOOK_GET_JOB``, its local ``--test_input`` mode).
+
+Any failure reports ``failed`` with a reason code and exits with status 1 (2 for an invalid configuration), so
+Runpod marks the worker unhealthy instead of leaving it idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from worker.cache import S3Location, S3ModelCache, make_s3_client
+from worker.errors import Reason, WorkerError
+from worker.logs import configure_logging
+from worker.model_fetch import FetchRequest, FetchResult, HubClient, fetch_model
+from worker.output import OutputBucket
+from worker.pipeline import (
+    LoadedModel,
+    is_out_of_memory,
+    load_model,
+    prefers_fp16_weights,
+    resolve_device,
+    resolve_dtype,
+)
+from worker.reporter import PhaseReporter, progress_ticker
+from worker.settings import WorkerSettings, get_report_settings, get_settings
+
+logger = logging.getLogger("worker.main")
+
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+@dataclass(frozen=True)
+class StartupTimings:
+    """Seconds spent in each start-up phase."""
+
+    download_s: float
+    load_s: float
+    warmup_s: float
+
+
+def build_cache(settings: WorkerSettings) -> S3ModelCache | None:
+    """The S3 cache of the configured scope, or None for ``off``."""
+    if settings.model_cache_scope == "off":
+        return None
+    if not settings.model_cache_s3_url:
+        raise WorkerError(f"MODEL_CACHE_SCOPE={settings.model_cache_scope} needs MODEL_CACHE_S3_URL")
+    key_id, secret = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
+    client = make_s3_client(
+        endpoint_url=settings.model_cache_aws_endpoint_url,
+        access_key_id=key_id.get_secret_value() if key_id else None,
+        secret_access_key=secret.get_secret_value() if secret else None,
+        region=settings.model_cache_aws_region,
+        max_connections=settings.worker_download_concurrency,
+    )
+    return S3ModelCache(
+        client,
+        S3Location.parse(settings.model_cache_s3_url),
+        concurrency=settings.worker_download_concurrency,
+        part_size=settings.download_part_size,
+    )
+
+
+def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedModel, FetchResult, StartupTimings]:
+    """Fetch, load and warm up the model, reporting each phase (but not ``ready`` nor ``failed``).
+
+    Raises:
+        WorkerError: a reason-coded failure; other exceptions are unexpected (``internal``) or out of memory.
+    """
+    device = resolve_device(settings.worker_device)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    request = FetchRequest(
+        model_id=settings.hf_model_id,
+        revision=settings.hf_model_revision,
+        model_dir=settings.worker_model_dir,
+        prefer_fp16=prefers_fp16_weights(device, settings.worker_dtype),
+        scope=settings.model_cache_scope,
+        shared_allowlist=settings.shared_allowlist,
+    )
+    started = time.perf_counter()
+    reporter.downloading(0, 0)
+    with progress_ticker(reporter) as progress:
+        fetched = fetch_model(
+            request,
+            HubClient(settings.hf_endpoint, token, concurrency=min(8, settings.worker_download_concurrency)),
+            build_cache(settings),
+            progress,
+        )
+    download_s = time.perf_counter() - started
+    logger.info(
+        "model fetched",
+        extra={"source": fetched.source, "bytes": fetched.manifest.total_bytes, "seconds": round(download_s, 3)},
+    )
+
+    reporter.loading()
+    started = time.perf_counter()
+    dtype = resolve_dtype(device, settings.worker_dtype, fetched.path)
+    model = load_model(fetched.path, settings.hf_model_id, device, dtype)
+    load_s = time.perf_counter() - started
+
+    warmup_s = model.warm_up()
+    return model, fetched, StartupTimings(download_s=download_s, load_s=load_s, warmup_s=warmup_s)
+
+
+def main() -> int:
+    """Start the worker; returns the exit status when start-up fails (the SDK loop otherwise runs on)."""
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        report_settings = get_report_settings()
+        configure_logging(report_settings.visgate_deployment_id, report_settings.worker_log_level)
+        logger.error("invalid worker configuration", extra={"errors": exc.errors(include_url=False)})
+        PhaseReporter.from_settings(report_settings).failed("internal", f"invalid worker configuration: {exc}")
+        return EXIT_BAD_CONFIG
+    configure_logging(settings.visgate_deployment_id, settings.worker_log_level)
+    reporter = PhaseReporter.from_settings(settings)
+    try:
+        model, fetched, timings = start_up(settings, reporter)
+    except WorkerError as exc:
+        logger.exception("start-up failed", extra={"reason": exc.reason})
+        reporter.failed(exc.reason, str(exc))
+        return EXIT_FAILED
+    except Exception as exc:
+        reason: Reason = "out_of_memory" if is_out_of_memory(exc) else "internal"
+        logger.exception("start-up failed", extra={"reason": reason})
+        reporter.failed(reason, f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    reporter.ready(timings.download_s, timings.load_s, timings.warmup_s, fetched.loaded_from_cache)
+
+    import runpod  # imported after start-up: its import costs ~1.3 s that the fetch need not wait for
+
+    from worker.handler import make_handler
+
+    runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings))})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
