@@ -193,9 +193,14 @@ def stop_group(pid: int, timeout_s: float = 10.0) -> None:
         _reap(pid)
         time.sleep(0.05)
     if group_alive(pid):
+        logger.warning("process group %s ignored SIGTERM for %.0f s; killing it", pid, timeout_s)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.1)
+        # A killed process takes a moment to become a zombie; return only once the group is really gone.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and group_alive(pid):
+            _reap(pid)
+            time.sleep(0.05)
     _reap(pid)
 
 

@@ -212,7 +212,7 @@ class Stack:
         started: dict[str, Service] = {}
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(len(parts), 1)) as pool:
-            futures = {part: pool.submit(starters[part]) for part in parts}
+            futures = {part: pool.submit(_retried, starters[part]) for part in parts}
             for part, future in futures.items():
                 try:
                     started[part] = future.result()
@@ -248,6 +248,16 @@ class Stack:
         if topology.SCHEDULES:
             started["scheduler"] = emulators.start_scheduler(self.log_dir, env, base_url, self.config.topology)
         return started
+
+
+def _retried(start: Callable[[], Service], attempts: int = 2) -> Service:
+    """Start once more on failure: a port picked free can be taken by another starter before the child binds it."""
+    for _ in range(attempts - 1):
+        try:
+            return start()
+        except emulators.StartError as exc:
+            logger.warning("%s; trying again on another port", exc)
+    return start()
 
 
 def read_env_file(path: Path) -> dict[str, str]:
