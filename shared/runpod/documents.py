@@ -30,7 +30,8 @@ MY_RESOURCES = """
 query MyResources {
   myself {
     endpoints {
-      id name templateId gpuIds idleTimeout scalerType scalerValue workersMin workersMax flashBootType executionTimeoutMs
+      id name templateId gpuIds idleTimeout scalerType scalerValue workersMin workersMax
+      flashBootType executionTimeoutMs
     }
     podTemplates { id name imageName isServerless }
   }

@@ -1,0 +1,535 @@
+"""Provisioning end to end against the emulators and both simulators: provision, callback, readiness, cleanup.
+
+The functions run in a functions host served on a local port (the Runpod simulator's instant workers call the
+callback URL, the Cloud Tasks emulator calls the readiness URL). Deliveries to provision and cleanup are posted
+as Pub/Sub pushes straight to that host, not published: a reused `make up` stack subscribes to the same topics.
+Each test uses its own Runpod account (a fresh API key), so "nothing left" is checked per account.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from werkzeug.serving import make_server
+
+from local.emulators import free_port
+from shared.crypto import Sealer, secret_hash, tenant_id
+from shared.intake.steps import _initial_document
+from shared.lifecycle import Status
+from shared.models import CreateDeploymentRequest, SealedCredentials
+from shared.signing import sign_headers
+from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, function
+
+REPO = Path(__file__).resolve().parents[2]
+PIPE, GATED, ENCODER = "visgate-test/pipe", "visgate-test/pipe-gated", "visgate-test/encoder-only"
+HF_ACCEPTED, HF_OTHER = "hf_accepted_test", "hf_other_test"
+FIRST_WINDOW = ["AMPERE_16", "AMPERE_24", "ADA_24"]
+SECOND_WINDOW = ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"]
+ALL_POOLS = [*FIRST_WINDOW, *SECOND_WINDOW, "ADA_80_PRO", "HOPPER_141"]
+FAST_WATCHDOG = {
+    "READINESS_FIRST_CHECK_S": "0.2",
+    "READINESS_BACKOFF_FACTOR": "1",
+    "READINESS_MAX_INTERVAL_S": "0.3",
+    "THROTTLED_SWITCH_AFTER_S": "0.4",
+    "READINESS_DEADLINE_S": "60",
+}
+
+
+# --- a Hub folder shaped like diffusers pipelines (no torch needed: the simulator never loads weights) ------------
+
+
+def _safetensors(dtype: str, shape: list[int]) -> bytes:
+    size = {"F32": 4, "F16": 2}[dtype] * shape[0] * shape[1]
+    header = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, size]}}).encode()
+    return len(header).to_bytes(8, "little") + header + bytes(size)
+
+
+def _write(root: Path, files: dict[str, bytes | str]) -> None:
+    for path, content in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+
+
+def _pipeline_files() -> dict[str, bytes | str]:
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.31.0",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "safety_checker": [None, None],
+    }
+    return {
+        "model_index.json": json.dumps(index),
+        "unet/config.json": "{}",
+        "unet/diffusion_pytorch_model.safetensors": _safetensors("F32", [64, 64]),
+        "unet/diffusion_pytorch_model.fp16.safetensors": _safetensors("F16", [64, 64]),
+        "vae/config.json": "{}",
+        "vae/diffusion_pytorch_model.safetensors": _safetensors("F32", [32, 32]),
+        "text_encoder/config.json": "{}",
+        "text_encoder/model.safetensors": _safetensors("F32", [16, 16]),
+        "tokenizer/vocab.json": "{}",
+        "scheduler/scheduler_config.json": "{}",
+    }
+
+
+@pytest.fixture(scope="module")
+def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hub-models")
+    (root / ".hubsim-tokens.json").write_text(json.dumps({HF_ACCEPTED: "alice", HF_OTHER: "oscar"}))
+    _write(root / PIPE, _pipeline_files())
+    _write(root / GATED, _pipeline_files())
+    (root / GATED / ".hubsim.json").write_text(
+        json.dumps({"gated": "auto", "private": False, "authorized_tokens": [HF_ACCEPTED]})
+    )
+    _write(root / ENCODER, {"config.json": "{}", "model.safetensors": _safetensors("F32", [8, 8])})
+    return root
+
+
+# --- servers --------------------------------------------------------------------------------------------------
+
+
+class Served:
+    """A WSGI app on a local port in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=5)
+
+
+class Env:
+    """Everything a test needs: the store, the simulators, and delivery helpers."""
+
+    def __init__(self, store: DeploymentStore, sealer: Sealer, pepper: str, runpod: str, functions: str) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.pepper = pepper
+        self.runpod = runpod
+        self.functions = functions
+
+    # deployments
+
+    def account(self) -> str:
+        key = f"rpa_{secrets.token_hex(12)}"
+        requests.post(f"{self.runpod}/_sim/accounts", json={"api_key": key}, timeout=5).raise_for_status()
+        return key
+
+    def create(self, key: str, model: str = PIPE, hf_token: str | None = None, **body: Any) -> str:
+        deployment_id = uuid.uuid4().hex
+        request = CreateDeploymentRequest.model_validate({"hf_model_id": model, **body})
+        nonce = secrets.token_urlsafe(16)
+        self.store.create(
+            NewDeployment(
+                document=_initial_document(deployment_id, tenant_id(self.pepper, key), request, utcnow()),
+                sealed_credentials=self.sealer.seal(
+                    deployment_id, SealedCredentials(runpod_api_key=key, hf_token=hf_token)
+                ),
+                callback_nonce=nonce,
+                callback_secret_hash=secret_hash(self.sealer.callback_secret(deployment_id, nonce)),
+            )
+        )
+        return deployment_id
+
+    def doc(self, deployment_id: str) -> dict[str, Any]:
+        doc = self.store.get(deployment_id)
+        assert doc is not None
+        return doc
+
+    def wait_status(self, deployment_id: str, *wanted: Status, timeout_s: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            doc = self.doc(deployment_id)
+            if doc["status"] in {s.value for s in wanted}:
+                return doc
+            time.sleep(0.05)
+        raise AssertionError(f"{deployment_id} is {self.doc(deployment_id)['status']}, not {wanted}")
+
+    # deliveries
+
+    def push(self, fn: str, topic: str, payload: dict[str, Any]) -> requests.Response:
+        message = {
+            "data": base64.b64encode(json.dumps(payload).encode()).decode(),
+            "messageId": uuid.uuid4().hex,
+            "publishTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "attributes": {"deployment_id": payload["deployment_id"]},
+        }
+        body = {"message": message, "subscription": f"projects/test/subscriptions/{fn}-push"}
+        return requests.post(f"{self.functions}/{fn}/_pubsub/{topic}", json=body, timeout=30)
+
+    def provision(self, deployment_id: str) -> requests.Response:
+        payload = {"deployment_id": deployment_id, "requested_at": utcnow().isoformat()}
+        return self.push("provision", TOPIC_DEPLOYMENT_REQUESTED, payload)
+
+    def delete(self, deployment_id: str) -> requests.Response:
+        payload = {"deployment_id": deployment_id, "requested_at": utcnow().isoformat(), "reason": "user"}
+        return self.push("cleanup", TOPIC_DEPLOYMENT_DELETE_REQUESTED, payload)
+
+    # the simulator
+
+    def runpod_state(self, key: str) -> dict[str, Any]:
+        state = requests.get(f"{self.runpod}/_sim/state", timeout=5).json()
+        return next(a for a in state["accounts"] if a["api_key"] == key)
+
+    def scenario(self, **changes: Any) -> None:
+        requests.post(f"{self.runpod}/_sim/scenario", json=changes, timeout=5).raise_for_status()
+
+    def report(self, deployment_id: str, body: dict[str, Any], secret: str, **sign: Any) -> requests.Response:
+        raw = json.dumps({"schema_version": 1, **body}).encode()
+        headers = {"Content-Type": "application/json", **sign_headers(secret, raw, **sign)}
+        url = f"{self.functions}/callback/v1/deployments/{deployment_id}/phase"
+        return requests.post(url, data=raw, headers=headers, timeout=10)
+
+    def callback_secret(self, deployment_id: str) -> str:
+        nonce = (self.store.secrets(deployment_id) or {})["callback_nonce"]
+        return self.sealer.callback_secret(deployment_id, nonce)
+
+
+@pytest.fixture(scope="module")
+def env(intake_env: None, tasks_emulator: str, models_root: Path, db: Any) -> Iterator[Env]:
+    from local.functions_host import create_host_app
+    from shared.config import get_settings
+    from simulators.hub.app import create_app as create_hub
+    from simulators.runpod.app import create_app as create_runpod
+
+    hub = Served(create_hub(models_root))
+    runpod_app = create_runpod(worker_mode="instant")
+    runpod = Served(runpod_app)
+    runpod_app.set_base_url(runpod.url)
+    functions_port = free_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {
+            "RUNPOD_API_BASE_URL": runpod.url,
+            "RUNPOD_ENDPOINT_BASE_URL": runpod.url,
+            "HF_ENDPOINT": hub.url,
+            "FUNCTIONS_BASE_URL": f"http://127.0.0.1:{functions_port}",
+            **FAST_WATCHDOG,
+        }.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        _ensure_queue(settings.google_cloud_project, settings.region, tasks_emulator)
+        wanted = [function(name) for name in ("provision", "callback", "readiness", "cleanup")]
+        host = Served(create_host_app(wanted, REPO / "functions", settings.google_cloud_project), functions_port)
+        pepper = settings.tenant_pepper.get_secret_value()
+        yield Env(DeploymentStore(db), Sealer(settings.sealing_key.get_secret_value()), pepper, runpod.url, host.url)
+        host.stop()
+        runpod.stop()
+        runpod_app.shutdown()
+        hub.stop()
+    get_settings.cache_clear()
+
+
+def _ensure_queue(project: str, region: str, tasks_host: str) -> None:
+    from shared.tasks import build_tasks_client
+
+    client = build_tasks_client(tasks_host)
+    parent = f"projects/{project}/locations/{region}"
+    try:
+        client.create_queue(parent=parent, queue=tasks_v2.Queue(name=f"{parent}/queues/{QUEUE_READINESS}"))
+    except gexc.AlreadyExists:
+        pass
+
+
+@pytest.fixture
+def e(env: Env) -> Iterator[Env]:
+    """The environment, with the simulator's scenario back to plain afterwards."""
+    yield env
+    env.scenario(capacity={}, start_delay_s=0, crash_on_start=False, worker_report="ready")
+
+
+def _nothing_left(e: Env, key: str) -> Callable[[], bool]:
+    def check() -> bool:
+        state = e.runpod_state(key)
+        return not state["templates"] and not state["endpoints"]
+
+    return check
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+# --- the tests --------------------------------------------------------------------------------------------------
+
+
+def test_happy_path_reaches_ready_with_timings(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+
+    assert e.provision(deployment_id).status_code == 200
+    doc = e.wait_status(deployment_id, Status.READY)
+
+    assert len(doc["model_commit_sha"]) == 40
+    assert doc["vram_estimate_gb"] > 0
+    assert doc["gpu_candidates"] == FIRST_WINDOW
+    assert doc["endpoint_url"].endswith(f"/v2/{doc['endpoint_id']}")
+    assert set(doc["timings"]) >= {"download_s", "load_s", "warmup_s", "loaded_from_cache"}
+    assert doc["timings"]["download_s"] is not None
+    state = e.runpod_state(key)
+    assert [t["name"] for t in state["templates"]] == [f"visgate-{deployment_id}"]
+    template_env = {pair["key"]: pair["value"] for pair in state["templates"][0]["env"]}
+    assert template_env["HF_MODEL_REVISION"] == doc["model_commit_sha"]
+    assert template_env["VISGATE_CALLBACK_URL"].endswith(f"/callback/v1/deployments/{deployment_id}/phase")
+    assert [j["input"] for j in state["jobs"]] == [{"warmup": True}]
+    # No secret lands on the document.
+    assert key not in json.dumps(doc, default=str)
+    assert e.callback_secret(deployment_id) not in json.dumps(doc, default=str)
+
+
+def test_three_deliveries_make_one_template_and_one_endpoint(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+
+    threads = [threading.Thread(target=e.provision, args=(deployment_id,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    e.provision(deployment_id)
+
+    e.wait_status(deployment_id, Status.READY)
+    state = e.runpod_state(key)
+    assert len(state["templates"]) == 1
+    assert len(state["endpoints"]) == 1
+    assert e.doc(deployment_id)["endpoint_id"] == state["endpoints"][0]["id"]
+
+
+def test_resources_created_before_a_crash_are_adopted(e: Env) -> None:
+    from shared.runpod.client import RunpodConnector
+    from shared.steps.provision import endpoint_spec
+
+    key = e.account()
+    deployment_id = e.create(key)
+    e.scenario(start_delay_s=30)  # the orphan endpoint must not serve a worker of its own meanwhile
+    ranked = list(ALL_POOLS)
+    fields = {"model_commit_sha": "a" * 40, "vram_estimate_gb": 2.5, "pipeline_class": "StableDiffusionPipeline"}
+    e.store.transition(deployment_id, Status.SELECTING_GPU, "checked", fields=fields)
+    e.store.transition(
+        deployment_id, Status.CREATING_ENDPOINT, "chosen", fields={"gpu_ranked": ranked, "gpu_candidates": ranked[:3]}
+    )
+    # What a crashed attempt left behind: both resources on Runpod, neither id on the document.
+    client = RunpodConnector(e.runpod, e.runpod, 10).client(key)
+    from shared.runpod.client import TemplateSpec
+
+    template = client.save_template(
+        TemplateSpec(name=f"visgate-{deployment_id}", imageName="img@sha256:" + "0" * 64, env={}, containerDiskInGb=5)
+    )
+    orphan = client.save_endpoint(endpoint_spec(_settings(), e.doc(deployment_id), template.id, ranked[:3]))
+
+    assert e.provision(deployment_id).status_code == 200
+
+    doc = e.doc(deployment_id)
+    assert doc["template_id"] == template.id
+    assert doc["endpoint_id"] == orphan.id
+    state = e.runpod_state(key)
+    assert len(state["templates"]) == 1
+    assert len(state["endpoints"]) == 1
+
+
+def _settings() -> Any:
+    from shared.config import get_settings
+
+    return get_settings()
+
+
+def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(e: Env) -> None:
+    key = e.account()
+    e.scenario(capacity=dict.fromkeys(FIRST_WINDOW, 0))
+    deployment_id = e.create(key)
+
+    e.provision(deployment_id)
+    doc = e.wait_status(deployment_id, Status.READY, Status.FAILED, timeout_s=20)
+
+    assert doc["status"] == Status.READY.value, doc.get("error")
+    assert doc["gpu_candidates"] == SECOND_WINDOW  # what the user sees: the pools the endpoint now uses
+    assert doc["gpu_switches"] == 1
+    log = [line["message"] for line in e.store.events(deployment_id)]
+    assert any("switched the endpoint to AMPERE_48" in line for line in log)
+    endpoint = e.runpod_state(key)["endpoints"][0]
+    assert endpoint["gpuIds"] == ",".join(SECOND_WINDOW)
+
+
+def test_no_capacity_anywhere_fails_and_leaves_nothing(e: Env) -> None:
+    key = e.account()
+    e.scenario(capacity=dict.fromkeys(ALL_POOLS, 0))
+    deployment_id = e.create(key)
+
+    e.provision(deployment_id)
+    doc = e.wait_status(deployment_id, Status.FAILED, timeout_s=20)
+
+    assert doc["error"]["code"] == "no_capacity"
+    _eventually(_nothing_left(e, key))
+
+
+def test_bad_runpod_key_fails_auth(e: Env) -> None:
+    deployment_id = e.create("rpa_not_a_registered_key")
+
+    assert e.provision(deployment_id).status_code == 200
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "auth_failed"
+    assert "rpa_not_a_registered_key" not in json.dumps(doc, default=str)
+
+
+def test_missing_model_fails_before_any_runpod_call(e: Env) -> None:
+    # An unregistered key: any Runpod call would fail the deployment with auth_failed instead.
+    deployment_id = e.create("rpa_never_used", model="visgate-test/does-not-exist")
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "model_not_found"
+    assert doc.get("template_id") is None
+
+
+def test_gated_model_without_an_accepted_token_fails(e: Env) -> None:
+    key = e.account()
+    without = e.create(key, model=GATED)
+    unaccepted = e.create(key, model=GATED, hf_token=HF_OTHER)
+
+    e.provision(without)
+    e.provision(unaccepted)
+
+    assert e.wait_status(without, Status.FAILED)["error"]["code"] == "model_gated"
+    assert e.wait_status(unaccepted, Status.FAILED)["error"]["code"] == "model_gated"
+    assert not e.runpod_state(key)["templates"]
+
+
+def test_gated_model_with_an_accepted_token_gets_ready(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key, model=GATED, hf_token=HF_ACCEPTED)
+
+    e.provision(deployment_id)
+
+    e.wait_status(deployment_id, Status.READY)
+    template_env = {p["key"]: p["value"] for p in e.runpod_state(key)["templates"][0]["env"]}
+    assert template_env["HF_TOKEN"] == HF_ACCEPTED
+
+
+def test_not_a_pipeline_is_unsupported(e: Env) -> None:
+    deployment_id = e.create(e.account(), model=ENCODER)
+
+    e.provision(deployment_id)
+
+    assert e.wait_status(deployment_id, Status.FAILED)["error"]["code"] == "unsupported_model"
+
+
+def test_forged_replayed_and_cross_deployment_reports_are_refused(e: Env) -> None:
+    key = e.account()
+    e.scenario(start_delay_s=30)  # keep the real (instant) worker quiet
+    target, other = e.create(key), e.create(key)
+    e.provision(target)
+    before = e.doc(target)
+    ready = {"deployment_id": target, "phase": "ready", "timings": {"download_s": 1, "load_s": 1, "warmup_s": 1}}
+
+    forged = e.report(target, ready, "whsec_" + base64.b64encode(b"x" * 32).decode())
+    replayed = e.report(target, ready, e.callback_secret(target), now=time.time() - 3600)
+    crossed = e.report(target, {**ready, "deployment_id": other}, e.callback_secret(other))
+    crossed_body = e.report(target, {**ready, "deployment_id": other}, e.callback_secret(target))
+
+    assert [r.status_code for r in (forged, replayed, crossed, crossed_body)] == [401, 401, 401, 401]
+    assert e.doc(target)["status"] == before["status"] == Status.CREATING_ENDPOINT.value
+    # The genuine report is accepted, and only moves forward.
+    assert e.report(target, ready, e.callback_secret(target)).status_code == 204
+    late = e.report(target, {"deployment_id": target, "phase": "loading_model"}, e.callback_secret(target))
+    assert late.status_code == 204
+    doc = e.doc(target)
+    assert doc["status"] == Status.READY.value
+    assert doc["timings"]["load_s"] == 1
+
+
+def test_worker_failure_fails_and_tears_down(e: Env) -> None:
+    key = e.account()
+    e.scenario(worker_report="out_of_memory")
+    deployment_id = e.create(key)
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "out_of_memory"
+    _eventually(_nothing_left(e, key))
+
+
+def test_delete_during_provisioning_leaves_nothing(e: Env) -> None:
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = e.create(key)
+    e.provision(deployment_id)
+    assert e.runpod_state(key)["endpoints"]
+
+    e.store.transition(deployment_id, Status.DELETING, "delete requested by the owner")
+    assert e.delete(deployment_id).status_code == 200
+
+    assert e.doc(deployment_id)["status"] == Status.DELETED.value
+    assert _nothing_left(e, key)()
+    assert e.store.secrets(deployment_id) is None
+    # A late redelivery of the request creates nothing, and the delete can be repeated.
+    assert e.provision(deployment_id).status_code == 200
+    assert e.delete(deployment_id).status_code == 200
+    assert _nothing_left(e, key)()
+
+
+def test_delete_while_provision_is_creating_removes_what_it_created(e: Env) -> None:
+    """The race: cleanup runs to the end between provision's template create and its record."""
+    from shared.messages import DeploymentDeleteRequested, DeploymentRequested
+    from shared.runpod.client import RunpodClient, Template, TemplateSpec
+    from shared.steps.cleanup import cleanup
+    from shared.steps.provision import provision
+    from shared.wiring import step_deps
+
+    key = e.account()
+    deployment_id = e.create(key)
+    deps = step_deps(_settings())
+    e.store.transition(deployment_id, Status.SELECTING_GPU, "checked", fields={"vram_estimate_gb": 2.5})
+    e.store.transition(deployment_id, Status.CREATING_ENDPOINT, "chosen", fields={"gpu_candidates": FIRST_WINDOW})
+    e.store.update_if_status(deployment_id, {Status.CREATING_ENDPOINT}, {"model_commit_sha": "b" * 40})
+    real_save = RunpodClient.save_template
+
+    def save_then_delete(self: RunpodClient, spec: TemplateSpec) -> Template:
+        created = real_save(self, spec)
+        e.store.transition(deployment_id, Status.DELETING, "delete requested by the owner")
+        cleanup(DeploymentDeleteRequested(deployment_id=deployment_id, requested_at=utcnow()), deps)
+        return created
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunpodClient, "save_template", save_then_delete)
+        outcome = provision(DeploymentRequested(deployment_id=deployment_id, requested_at=utcnow()), deps)
+
+    assert "removed what was created" in outcome
+    assert e.doc(deployment_id)["status"] == Status.DELETED.value
+    assert _nothing_left(e, key)()
