@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from scripts.build_tiny_models import build_all
+from shared.signing import new_secret, verify
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 
 PUBLIC = "visgate-tiny/sd-tiny"
@@ -82,3 +86,40 @@ def bucket(s3_client: Any) -> str:
 def cache(s3_client: Any, bucket: str) -> S3ModelCache:
     """The model cache at ``s3://<bucket>/models`` with small parts, so ranged multi-part paths run."""
     return S3ModelCache(s3_client, S3Location(bucket, "models"), concurrency=8, part_size=1024 * 1024)
+
+
+@dataclass
+class Callback:
+    """A callback endpoint that verifies signatures and records reports; ``answers`` scripts its first replies."""
+
+    secret: str
+    url: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    answers: list[int] = field(default_factory=list)
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        body = request.get_data()
+        msg_id = verify(self.secret, dict(request.headers), body)
+        self.message_ids.append(msg_id)
+        status = self.answers.pop(0) if self.answers else 204
+        if status == 204:
+            self.reports.append(json.loads(body))
+        return Response(status=status)(environ, start_response)
+
+    @property
+    def phases(self) -> list[str]:
+        return [report["phase"] for report in self.reports]
+
+
+@pytest.fixture
+def callback() -> Iterator[Callback]:
+    receiver = Callback(secret=new_secret())
+    server = make_server("127.0.0.1", 0, receiver, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    receiver.url = f"http://127.0.0.1:{server.server_port}/callback/dep-1"
+    yield receiver
+    server.shutdown()
+    thread.join()
