@@ -8,21 +8,21 @@ TASKS_VENV := .venv-tasks
 STATE := .local
 
 .DEFAULT_GOAL := all
-.PHONY: all install up down run test test-fast lint format typecheck bench pr models
+.PHONY: all install up down run test lint format typecheck bench pr
 
 all: pr
 
 $(VENV)/.installed: requirements/*.txt worker/requirements*.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" || true; }
-	$(PY) -m pip install --quiet --no-deps -e .
-	touch $@
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(PY) -m pip install --quiet --no-deps -e . >&2
+	@touch $@
 
 $(TASKS_VENV)/.installed: requirements/tasks-emulator.txt
-	test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
-	$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt 2>&1 | { grep -v "Location 'file:" || true; }
-	touch $@
+	@test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
+	@$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@touch $@
 
 install: $(VENV)/.installed $(TASKS_VENV)/.installed
 
