@@ -533,3 +533,41 @@ def test_delete_while_provision_is_creating_removes_what_it_created(e: Env) -> N
     assert "removed what was created" in outcome
     assert e.doc(deployment_id)["status"] == Status.DELETED.value
     assert _nothing_left(e, key)()
+
+
+def test_a_worker_that_crashes_at_start_fails_the_deployment(e: Env) -> None:
+    key = e.account()
+    e.scenario(crash_on_start=True)
+    deployment_id = e.create(key)
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "image_pull_failed"
+    _eventually(_nothing_left(e, key))
+
+
+def test_past_the_deadline_the_watchdog_fails_with_timeout(e: Env) -> None:
+    from datetime import timedelta
+
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = e.create(key)
+    e.provision(deployment_id)
+    long_ago = utcnow() - timedelta(hours=1)
+    e.store.update_if_status(
+        deployment_id, {Status.CREATING_ENDPOINT}, {"phase_timestamps.creating_endpoint": long_ago}
+    )
+
+    answer = requests.post(
+        f"{e.functions}/readiness",
+        json={"deployment_id": deployment_id, "check": 1000},
+        headers={"X-CloudTasks-TaskName": f"readiness-{deployment_id}-1000", "X-CloudTasks-TaskRetryCount": "0"},
+        timeout=10,
+    )
+
+    assert answer.status_code == 204
+    doc = e.doc(deployment_id)
+    assert doc["status"] == Status.FAILED.value
+    assert doc["error"]["code"] == "timeout"
+    assert _nothing_left(e, key)()
