@@ -260,7 +260,7 @@ def fetch_model(
             _from_cache(request, cache, manifest, progress)
             return FetchResult(request.final_dir, "cache", manifest)
         logger.info("cache miss", extra={"model": request.model_id, "scope": request.scope})
-    manifest = _from_hub(request, hub, progress)
+    manifest = fetch_from_hub(request, hub, progress)
     if use_cache and cache is not None and request.scope == "private":
         _populate(cache, manifest, request.final_dir)
     return FetchResult(request.final_dir, "hub", manifest)
@@ -281,7 +281,12 @@ def _from_cache(
         _commit(scratch, request.final_dir, manifest)
 
 
-def _from_hub(request: FetchRequest, hub: HubClient, progress: ProgressReport | None) -> Manifest:
+def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressReport | None) -> Manifest:
+    """Download the pipeline's files from the Hub into ``request.final_dir``, verified, and describe them.
+
+    Raises:
+        WorkerError: not found, gated, not a pipeline, or a file that differs from the Hub's size or sha256.
+    """
     gated, files = hub.repo_files(request.model_id, request.revision)
     selected = select_pipeline_files(sorted(files), request.prefer_fp16)
     counter = _ByteCounter(sum(files[path][0] or 0 for path in selected), progress)

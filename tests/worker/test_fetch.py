@@ -12,6 +12,7 @@ from tests.worker.conftest import GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC
 from worker.cache import MANIFEST_NAME, Manifest, S3ModelCache, sha256_file
 from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError
 from worker.model_fetch import FetchRequest, HubClient, fetch_model, select_pipeline_files
+from worker.populate_cache import build_parser, populate
 
 
 def _request(model_dir: Path, model_id: str, revision: str, scope: str = "off", **extra: Any) -> FetchRequest:
@@ -266,3 +267,45 @@ class TestSharedCache:
             cache,
         )
         assert result.source == "cache"
+
+
+class TestPopulateCommand:
+    def test_populates_a_gated_model_for_the_shared_cache(
+        self,
+        tmp_path: Path,
+        hub_url: str,
+        hub_revisions: dict[str, str],
+        cache: S3ModelCache,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setenv("HF_TOKEN", "hf_tiny_accepted")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator")
+        endpoint = cache._client.meta.endpoint_url
+        revision = hub_revisions[GATED]
+        argv = [
+            "--model", GATED, "--revision", revision, "--s3-url", f"s3://{cache.location.bucket}/models",
+            "--endpoint-url", endpoint, "--hf-endpoint", hub_url,
+        ]  # fmt: skip
+        assert populate(build_parser().parse_args(argv)) == 0
+        manifest = cache.read_manifest(GATED, revision)
+        assert manifest is not None
+        assert manifest.gated is True
+        assert populate(build_parser().parse_args(argv)) == 0  # already cached: nothing to do
+
+        request = _request(tmp_path, GATED, revision, "shared", shared_allowlist=frozenset({GATED}))
+        assert fetch_model(request, HubClient(hub_url, "hf_tiny_accepted"), cache).source == "cache"
+
+    def test_refuses_a_branch_name(self, cache: S3ModelCache) -> None:
+        args = build_parser().parse_args(["--model", PUBLIC, "--revision", "main", "--s3-url", "s3://b/p"])
+        assert populate(args) == 2
+
+    def test_not_found(self, hub_url: str, cache: S3ModelCache, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "operator")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator")
+        argv = [
+            "--model", PRIVATE, "--revision", "1" * 40, "--s3-url", f"s3://{cache.location.bucket}/models",
+            "--endpoint-url", cache._client.meta.endpoint_url, "--hf-endpoint", hub_url,
+        ]  # fmt: skip
+        assert populate(build_parser().parse_args(argv)) == 1
