@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.worker.conftest import GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC
+from worker.bake import main as bake_main
 from worker.cache import MANIFEST_NAME, Manifest, S3ModelCache, sha256_file
 from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError
 from worker.model_fetch import FetchRequest, HubClient, fetch_model, select_pipeline_files
@@ -309,3 +310,13 @@ class TestPopulateCommand:
             "--endpoint-url", cache._client.meta.endpoint_url, "--hf-endpoint", hub_url,
         ]  # fmt: skip
         assert populate(build_parser().parse_args(argv)) == 1
+
+
+def test_bake_leaves_a_copy_the_worker_reuses(tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]) -> None:
+    revision = hub_revisions[PUBLIC]
+    argv = ["--model", PUBLIC, "--revision", revision, "--model-dir", str(tmp_path), "--hf-endpoint", hub_url]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("worker.bake.configure_logging", lambda *_: None)
+        assert bake_main(argv) == 0
+    result = fetch_model(_request(tmp_path, PUBLIC, revision, "off"), HubClient("http://127.0.0.1:9", None), None)
+    assert result.source == "local"
