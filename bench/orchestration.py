@@ -12,6 +12,7 @@ import argparse
 import os
 import statistics
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -82,16 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
     from google.cloud import firestore
 
-    from local.demo import DEMO_API_KEY, DEMO_MODEL
+    from local.demo import DEMO_MODEL
 
     db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
     runpod = env["RUNPOD_API_BASE_URL"]
     before = requests.get(f"{runpod}/_sim/state", timeout=5).json()["scenario"]["worker_mode"]
     requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": "instant"}, timeout=5).raise_for_status()
+    # A fresh account per run: the intake's per-tenant rate limit (120/min) would throttle repeated runs of one key.
+    api_key = f"rp_bench_{uuid.uuid4().hex}"
+    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
     try:
         intake = env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]
         with ThreadPoolExecutor(args.concurrency) as pool:
-            docs = list(pool.map(lambda _: deploy(intake, DEMO_API_KEY, DEMO_MODEL, db), range(args.count)))
+            docs = list(pool.map(lambda _: deploy(intake, api_key, DEMO_MODEL, db), range(args.count)))
     finally:
         requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": before}, timeout=5)
     failed = [d for d in docs if d.get("status") != "ready"]
