@@ -10,8 +10,9 @@ as a miss. Works with any S3 API (AWS, R2, MinIO, GCS interoperability, moto) th
 
 Downloads split every file into ranged parts fetched by a bounded thread pool; each part streams into its place in
 the file in fixed-size chunks, so memory stays at about ``concurrency x chunk`` whatever the model size. Each file's
-sha256 is computed while the download runs: whichever thread completes the next part in order hashes it (reading
-it back from the page cache), so hashing overlaps the network instead of following it.
+sha256 is computed while the download runs: the thread fetching the next part in order hashes it as it streams,
+and parts that finish out of order are hashed (read back from the page cache) as soon as their turn comes, so
+hashing overlaps the network instead of following it.
 """
 
 from __future__ import annotations
@@ -136,17 +137,29 @@ class _FileState:
     hashing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def part_done(self, index: int) -> None:
+    def claim_inline(self, index: int) -> bool:
+        """Take the hashing role for a part that is next in order, so it is hashed as it streams in."""
+        with self.lock:
+            if self.hashing or self.next_to_hash != index:
+                return False
+            self.hashing = True
+            return True
+
+    def part_done(self, index: int, hashed_inline: bool = False) -> None:
         """Record a finished part and hash every finished part that is next in order.
 
-        Only one thread hashes a file at a time (the one that finds nobody else doing it); the others record their
-        part and return to downloading, so no download thread waits on a hash.
+        One thread hashes a file at a time (whoever holds the role); the others record their part and go back to
+        downloading, so no download thread waits on a hash. Parts hashed inline need no read-back; parts that
+        finished out of order are read back from the page cache.
         """
         with self.lock:
             self.done.add(index)
-            if self.hashing:
+            if hashed_inline:
+                self.next_to_hash += 1
+            elif self.hashing:
                 return
-            self.hashing = True
+            else:
+                self.hashing = True
         with self.path.open("rb") as handle:
             while True:
                 with self.lock:
@@ -256,18 +269,21 @@ class S3ModelCache:
         if total and total != "*" and int(total) != state.entry.size:
             raise CacheIntegrityError(f"{state.entry.path}: size {total} differs from the manifest")
         written = 0
+        inline = state.claim_inline(index)
         with state.path.open("r+b") as handle:
             handle.seek(start)
             for chunk in response["Body"].iter_chunks(CHUNK_SIZE):
                 if written + len(chunk) > stop - start:
                     raise CacheIntegrityError(f"{state.entry.path}: more bytes than the manifest size")
                 handle.write(chunk)
+                if inline:
+                    state.digest.update(chunk)
                 written += len(chunk)
                 if progress:
                     progress(len(chunk))
         if written != stop - start:
             raise CacheIntegrityError(f"{state.entry.path}: short read at byte {start + written}")
-        state.part_done(index)
+        state.part_done(index, hashed_inline=inline)
 
     def upload(self, manifest: Manifest, src: Path, progress: Progress | None = None) -> None:
         """Upload every file of ``manifest`` from ``src``, then the manifest itself (last, so readers never see a
