@@ -169,8 +169,8 @@ class LoadedModel:
     def _request_pipeline(self) -> Any:
         """A shallow copy of the pipeline sharing every weight but holding a fresh scheduler."""
         request_pipe = copy.copy(self.pipe)
-        scheduler = self.pipe.scheduler
-        request_pipe.scheduler = type(scheduler).from_config(scheduler.config)
+        # The shared scheduler is never called, so a deep copy is a pristine one (and skips __init__'s set-up).
+        request_pipe.scheduler = copy.deepcopy(self.pipe.scheduler)
         return request_pipe
 
 
@@ -208,7 +208,12 @@ def load_model(model_dir: Path, model_id: str, device: str, dtype: torch.dtype) 
         torch.cuda.OutOfMemoryError: the model does not fit (the caller reports ``out_of_memory``).
     """
     from diffusers import AutoPipelineForText2Image  # imported here: it is the slow part of start-up
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
+    # Progress bars are terminal output, not log lines: they would garble the JSON logs Runpod collects.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     variant = "fp16" if has_fp16_variant(model_dir) else None
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(

@@ -161,3 +161,15 @@ class TestDeviceAndDtype:
         assert resolve_dtype("cuda", None, tmp_path) == torch.bfloat16
         (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
         assert resolve_dtype("cuda", None, tmp_path) == torch.float16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_defaults_to_half_precision_and_generates(models_root: Path) -> None:
+    model_dir = models_root / PUBLIC
+    device = resolve_device(None)
+    dtype = resolve_dtype(device, None, model_dir)
+    assert (device, dtype) == ("cuda", torch.float16)
+    model = load_model(model_dir, PUBLIC, device, dtype)
+    result = make_handler(model)(_job({"prompt": "a cat", "num_inference_steps": 2, "seed": 1}))
+    assert _decode(result["images"][0]).shape == (64, 64, 3)
