@@ -46,3 +46,6 @@ def configure_logging(deployment_id: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The HTTP clients log one INFO line per request (hundreds per model); failures still surface as warnings.
+    for noisy in ("httpx", "httpx2", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

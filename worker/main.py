@@ -137,9 +137,11 @@ def main() -> int:
     reporter.ready(timings.download_s, timings.load_s, timings.warmup_s, fetched.loaded_from_cache)
 
     import runpod  # imported after start-up: its import costs ~1.3 s that the fetch need not wait for
+    from runpod.serverless.modules.rp_logger import RunPodLogger
 
     from worker.handler import make_handler
 
+    RunPodLogger().set_level(settings.runpod_log_level)
     runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings))})
     return 0
 
