@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, Field
@@ -288,8 +289,6 @@ class S3ModelCache:
     def upload(self, manifest: Manifest, src: Path, progress: Progress | None = None) -> None:
         """Upload every file of ``manifest`` from ``src``, then the manifest itself (last, so readers never see a
         manifest whose files are missing)."""
-        from boto3.s3.transfer import TransferConfig  # only the writers need it
-
         transfer = TransferConfig(
             multipart_threshold=self._part_size,
             multipart_chunksize=self._part_size,

@@ -15,10 +15,13 @@ import logging
 import time
 from dataclasses import dataclass
 
+import runpod
 from pydantic import ValidationError
+from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.errors import Reason, WorkerError
+from worker.handler import make_handler
 from worker.logs import configure_logging
 from worker.model_fetch import FetchRequest, FetchResult, HubClient, fetch_model
 from worker.output import OutputBucket
@@ -135,11 +138,6 @@ def main() -> int:
         reporter.failed(reason, f"{type(exc).__name__}: {exc}")
         return EXIT_FAILED
     reporter.ready(timings.download_s, timings.load_s, timings.warmup_s, fetched.loaded_from_cache)
-
-    import runpod  # imported after start-up: its import costs ~1.3 s that the fetch need not wait for
-    from runpod.serverless.modules.rp_logger import RunPodLogger
-
-    from worker.handler import make_handler
 
     RunPodLogger().set_level(settings.runpod_log_level)
     runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings))})

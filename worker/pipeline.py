@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import AutoPipelineForText2Image
+from diffusers.utils import logging as diffusers_logging
 from PIL.Image import Image
+from transformers.utils import logging as transformers_logging
 
 from worker.errors import ModelLoadError, WorkerError
 from worker.schemas import MAX_SEED, GenerateInput, Parameters
@@ -207,10 +210,6 @@ def load_model(model_dir: Path, model_id: str, device: str, dtype: torch.dtype) 
         ModelLoadError: the folder does not load as a text-to-image pipeline.
         torch.cuda.OutOfMemoryError: the model does not fit (the caller reports ``out_of_memory``).
     """
-    from diffusers import AutoPipelineForText2Image  # imported here: it is the slow part of start-up
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     # Progress bars are terminal output, not log lines: they would garble the JSON logs Runpod collects.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from huggingface_hub import HfApi
+from moto.server import ThreadedMotoServer
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from scripts.build_tiny_models import build_all
 from shared.signing import new_secret, verify
+from simulators.hub.app import create_app
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 
 PUBLIC = "visgate-tiny/sd-tiny"
@@ -35,8 +38,6 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def hub_url(models_root: Path) -> Iterator[str]:
     """Base URL of a Hub simulator serving ``models_root`` from a background thread."""
-    from simulators.hub.app import create_app
-
     server = make_server("127.0.0.1", 0, create_app(models_root), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -48,8 +49,6 @@ def hub_url(models_root: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def hub_revisions(hub_url: str) -> dict[str, str]:
     """The commit sha the simulator derives for each tiny repo."""
-    from huggingface_hub import HfApi
-
     api = HfApi(endpoint=hub_url, token="hf_tiny_owner")
     return {repo: str(api.model_info(repo).sha) for repo in (PUBLIC, PRIVATE, NOT_A_PIPELINE)} | {
         GATED: str(HfApi(endpoint=hub_url).model_info(GATED).sha)
@@ -59,8 +58,6 @@ def hub_revisions(hub_url: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """A moto S3 server (a real S3 HTTP API) on a free port."""
-    from moto.server import ThreadedMotoServer
-
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -17,6 +17,7 @@ import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
+from simulators.runpod.app import create_app
 from tests.worker.conftest import PUBLIC, Callback
 
 SAVE_TEMPLATE = """
@@ -56,8 +57,6 @@ class Runpod:
 @pytest.fixture
 def runpod(tmp_path: Path) -> Iterator[Runpod]:
     """The Runpod simulator launching ``python -m worker.main`` as each worker (the real SDK loop)."""
-    from simulators.runpod.app import create_app
-
     api_key = f"rpa_{uuid.uuid4().hex}"
     app = create_app(
         api_keys=[api_key],
