@@ -27,6 +27,7 @@ from worker.model_fetch import FetchRequest, FetchResult, HubClient, fetch_model
 from worker.output import OutputBucket
 from worker.pipeline import (
     LoadedModel,
+    gpu_name,
     is_out_of_memory,
     load_model,
     prefers_fp16_weights,
@@ -137,7 +138,13 @@ def main() -> int:
         logger.exception("start-up failed", extra={"reason": reason})
         reporter.failed(reason, f"{type(exc).__name__}: {exc}")
         return EXIT_FAILED
-    reporter.ready(timings.download_s, timings.load_s, timings.warmup_s, fetched.loaded_from_cache)
+    reporter.ready(
+        timings.download_s,
+        timings.load_s,
+        timings.warmup_s,
+        fetched.loaded_from_cache,
+        gpu_type_id=settings.runpod_gpu_name or gpu_name(model.device),
+    )
 
     RunPodLogger().set_level(settings.runpod_log_level)
     runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings))})

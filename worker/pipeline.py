@@ -102,6 +102,11 @@ def has_fp16_variant(model_dir: Path) -> bool:
     return any(".fp16." in path.name or ".fp16-" in path.name for path in model_dir.glob("*/*.safetensors"))
 
 
+def gpu_name(device: str) -> str | None:
+    """The CUDA device's name (Runpod's GPU type ids are these names), or None on CPU."""
+    return torch.cuda.get_device_name(0) if device == "cuda" else None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device (or host) out-of-memory error."""
     if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):

@@ -85,10 +85,20 @@ class PhaseReporter:
         """Report ``loading_model``."""
         return self.send({"phase": "loading_model"})
 
-    def ready(self, download_s: float, load_s: float, warmup_s: float, loaded_from_cache: bool) -> bool:
-        """Report ``ready`` with the start-up timings."""
+    def ready(
+        self,
+        download_s: float,
+        load_s: float,
+        warmup_s: float,
+        loaded_from_cache: bool,
+        gpu_type_id: str | None = None,
+    ) -> bool:
+        """Report ``ready`` with the start-up timings (and the GPU type, when known)."""
         timings = {"download_s": round(download_s, 3), "load_s": round(load_s, 3), "warmup_s": round(warmup_s, 3)}
-        return self.send({"phase": "ready", "timings": timings, "loaded_from_cache": loaded_from_cache})
+        fields: dict[str, Any] = {"phase": "ready", "timings": timings, "loaded_from_cache": loaded_from_cache}
+        if gpu_type_id:
+            fields["gpu_type_id"] = gpu_type_id
+        return self.send(fields)
 
     def failed(self, reason: Reason, message: str) -> bool:
         """Report ``failed`` with a reason code and a short message."""

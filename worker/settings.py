@@ -65,6 +65,8 @@ class WorkerSettings(ReportSettings):
     worker_device: Device | None = None
     worker_dtype: DtypeName | None = None
     worker_model_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "visgate-models")
+    # Set by Runpod on each worker: the GPU type it was placed on (reported with `ready`).
+    runpod_gpu_name: str | None = None
     # The runpod SDK's own logger prints whole job outputs (base64 images) at DEBUG, its default: keep it at INFO.
     runpod_log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
 

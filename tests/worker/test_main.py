@@ -146,6 +146,7 @@ class TestMainProcess:
         assert callback.phases[-2:] == ["loading_model", "ready"]
         ready = callback.reports[-1]
         assert ready["loaded_from_cache"] is False
+        assert "gpu_type_id" not in ready  # CPU, and not placed by Runpod
         assert set(ready["timings"]) == {"download_s", "load_s", "warmup_s"}
         assert "completed successfully" in result.stdout + result.stderr
         log_lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]

@@ -128,3 +128,4 @@ def test_worker_reports_phases_and_serves_jobs_under_the_sdk_loop(
     assert callback.phases[0] == "downloading_model"
     assert callback.phases[-2:] == ["loading_model", "ready"]
     assert {report["deployment_id"] for report in callback.reports} == {"dep-loop"}
+    assert callback.reports[-1]["gpu_type_id"]  # the pool Runpod placed the worker in
