@@ -1,0 +1,54 @@
+"""The whole local stack with the real worker process on a tiny model (CPU): what `make run` does, plus teardown."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from local import demo
+from tests.support.stack import RunningStack
+
+pytestmark = pytest.mark.e2e
+
+
+def sim_state(stack: RunningStack) -> dict:  # type: ignore[type-arg]
+    return dict(requests.get(f"{stack.env['RUNPOD_API_BASE_URL']}/_sim/state", timeout=10).json())
+
+
+def test_deploy_generate_delete(local_stack: RunningStack, tmp_path: Path) -> None:
+    image_path = tmp_path / "out.png"
+    seen = demo.run(local_stack.env, output=image_path)
+
+    deployment = seen["deployment"]
+    assert deployment["status"] == "ready"
+    assert deployment["model_commit_sha"] and len(deployment["model_commit_sha"]) == 40
+    assert deployment["gpu_candidates"] and deployment["vram_estimate_gb"] > 0
+    timings = deployment["timings"]
+    assert timings["download_s"] >= 0 and timings["load_s"] > 0 and timings["warmup_s"] > 0
+    assert set(deployment["phase_timestamps"]) >= {"validating", "creating_endpoint", "loading_model", "ready"}
+    with Image.open(image_path) as image:
+        assert image.format == "PNG" and image.size == (64, 64)
+    assert seen["output"]["images"][0]["seed"] == demo.PROMPT["seed"]
+
+    api = local_stack.env["PUBLIC_API_BASE_URL"]
+    headers = {"Authorization": f"Bearer {demo.DEMO_API_KEY}"}
+    deployment_id = deployment["deployment_id"]
+    assert requests.delete(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).status_code == 202
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        status = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()["status"]
+        if status == "deleted":
+            break
+        time.sleep(0.5)
+    assert status == "deleted"
+    name = f"visgate-{deployment_id}"
+    account = next(a for a in sim_state(local_stack)["accounts"] if a["api_key"] == demo.DEMO_API_KEY)
+    assert not [e for e in account["endpoints"] if e["name"].startswith(name)]
+    assert not [t for t in account["templates"] if t["name"] == name]
+    endpoint_id = deployment["endpoint_id"]
+    assert not [w for w in account["workers"] if w["endpointId"] == endpoint_id]
