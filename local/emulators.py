@@ -331,6 +331,7 @@ def start_functions_host(
     topology: str = "shared.topology",
     source_root: Path = REPO_ROOT / "functions",
     port: int | None = None,
+    processes: int = 2,
 ) -> Service:
     """The local functions host (local/functions_host.py) serving ``topology``'s functions with ``env`` set.
 
@@ -345,6 +346,7 @@ def start_functions_host(
         f"--topology={topology}",
         f"--source-root={source_root}",
         f"--project={env['GOOGLE_CLOUD_PROJECT']}",
+        f"--processes={processes}",
     ]
     service, process = spawn("functions", argv, port=port, log_dir=log_dir, env=env)
     wait_healthy(service, lambda: http_ok(f"{service.url}/_host/health"), process=process)

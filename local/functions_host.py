@@ -29,6 +29,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from local.emulators import LOOPBACK, REPO_ROOT
+from shared import logging as slog
 from shared.topology import Function
 
 logger = logging.getLogger(__name__)
@@ -131,15 +132,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--topology", default="shared.topology", help="module declaring FUNCTIONS")
     parser.add_argument("--source-root", type=Path, default=REPO_ROOT / "functions")
     parser.add_argument("--project", default="visgate-local")
+    parser.add_argument("--processes", type=int, default=1, help="more than 1 serves with gunicorn")
+    parser.add_argument("--threads", type=int, default=16, help="threads per process (gunicorn)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The functions log JSON lines (shared.logging); the host logs the same way, once per record.
+    slog.configure()
     # One line per request would cost more than the benchmark can afford; errors still show.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     topology = importlib.import_module(args.topology)
+    if args.processes > 1:
+        serve_multiprocess(args, topology.FUNCTIONS)
+        return
     app = create_host_app(topology.FUNCTIONS, args.source_root, args.project)
     server = make_server(args.host, args.port, app, threaded=True)
     logger.info("functions host listening on http://%s:%s", args.host, args.port)
     server.serve_forever()
+
+
+def serve_multiprocess(args: argparse.Namespace, functions: Sequence[Function]) -> None:
+    """Serve with gunicorn: several processes, each with every function, as Cloud Run runs several instances.
+
+    One Python process holds one GIL; the intake, provision and callback work of a busy stack needs more than one
+    core's worth of Python, which production gets from separate instances.
+    """
+    from gunicorn.app.base import BaseApplication
+
+    class HostApplication(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.processes)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("loglevel", "warning")
+
+        def load(self) -> WSGIApp:
+            return create_host_app(functions, args.source_root, args.project)
+
+    logger.info("functions host listening on http://%s:%s (%d processes)", args.host, args.port, args.processes)
+    HostApplication().run()
 
 
 if __name__ == "__main__":
