@@ -463,6 +463,7 @@ def test_forged_replayed_and_cross_deployment_reports_are_refused(e: Env) -> Non
     crossed_body = e.report(target, {**ready, "deployment_id": other}, e.callback_secret(target))
 
     assert [r.status_code for r in (forged, replayed, crossed, crossed_body)] == [401, 401, 401, 401]
+    assert {r.json()["error"]["code"] for r in (forged, replayed, crossed, crossed_body)} == {"invalid_signature"}
     assert e.doc(target)["status"] == before["status"] == Status.CREATING_ENDPOINT.value
     # The genuine report is accepted, and only moves forward.
     assert e.report(target, ready, e.callback_secret(target)).status_code == 204
