@@ -27,6 +27,7 @@ def test_deploy_generate_delete(local_stack: RunningStack, tmp_path: Path) -> No
     assert deployment["status"] == "ready"
     assert deployment["model_commit_sha"] and len(deployment["model_commit_sha"]) == 40
     assert deployment["gpu_candidates"] and deployment["vram_estimate_gb"] > 0
+    assert deployment["gpu_pool"] in deployment["gpu_candidates"]  # the pool the worker landed in, as it reported
     timings = deployment["timings"]
     assert timings["download_s"] >= 0 and timings["load_s"] > 0 and timings["warmup_s"] > 0
     assert set(deployment["phase_timestamps"]) >= {"validating", "creating_endpoint", "loading_model", "ready"}
