@@ -40,7 +40,7 @@ typecheck: $(VENV)/.installed
 
 # The suite: unit + integration against the real emulators and our simulators (+ worker on CPU, + e2e).
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 bench: install
 	$(PY) -m bench

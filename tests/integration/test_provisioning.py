@@ -572,3 +572,56 @@ def test_past_the_deadline_the_watchdog_fails_with_timeout(e: Env) -> None:
     assert doc["status"] == Status.FAILED.value
     assert doc["error"]["code"] == "timeout"
     assert _nothing_left(e, key)()
+
+
+# --- delivery rules: what is acknowledged, dropped or retried (shared.steps.runner) --------------------------------
+
+
+def _raw_push(e: Env, fn: str, topic: str, data: bytes, publish_time: datetime) -> requests.Response:
+    message = {
+        "data": base64.b64encode(data).decode(),
+        "messageId": uuid.uuid4().hex,
+        "publishTime": publish_time.isoformat().replace("+00:00", "Z"),
+    }
+    body = {"message": message, "subscription": f"projects/test/subscriptions/{fn}-push"}
+    return requests.post(f"{e.functions}/{fn}/_pubsub/{topic}", json=body, timeout=30)
+
+
+def test_malformed_delivery_is_acknowledged_and_changes_nothing(e: Env) -> None:
+    deployment_id = e.create(e.account())
+    resp = _raw_push(e, "provision", TOPIC_DEPLOYMENT_REQUESTED, b'{"not": "a request"}', datetime.now(UTC))
+    assert resp.status_code == 200  # a retry could not fix it: acknowledged, not redelivered forever
+    assert e.doc(deployment_id)["status"] == Status.VALIDATING.value
+
+
+def test_stale_delivery_is_dropped(e: Env) -> None:
+    deployment_id = e.create(e.account())
+    payload = json.dumps({"deployment_id": deployment_id, "requested_at": utcnow().isoformat()}).encode()
+    old = datetime.fromtimestamp(time.time() - 2 * 86400, UTC)
+    assert _raw_push(e, "provision", TOPIC_DEPLOYMENT_REQUESTED, payload, old).status_code == 200
+    assert e.doc(deployment_id)["status"] == Status.VALIDATING.value
+
+
+def test_runpod_outage_is_retried_then_provisioning_resumes(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    e.scenario(graphql_errors=1000)
+    try:
+        assert e.provision(deployment_id).status_code == 500  # retryable: Pub/Sub delivers again
+        assert e.doc(deployment_id)["status"] != Status.FAILED.value
+    finally:
+        e.scenario(graphql_errors=0)
+    assert e.provision(deployment_id).status_code == 200
+    assert e.wait_status(deployment_id, Status.READY)["error"] is None
+    assert len(e.runpod_state(key)["endpoints"]) == 1
+
+
+def test_cleanup_of_a_deleted_deployment_is_a_noop(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    e.store.transition(deployment_id, Status.DELETING, "delete requested")
+    assert e.delete(deployment_id).status_code == 200
+    e.wait_status(deployment_id, Status.DELETED)
+    assert e.delete(deployment_id).status_code == 200
+    assert e.doc(deployment_id)["status"] == Status.DELETED.value
+    assert e.store.secrets(deployment_id) is None
