@@ -18,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from local.stack import read_env_file
+
 CLIENTS = 32
 DURATION_S = 20.0
 # The per-tenant limit (120/min) would throttle one tenant at this rate: each client rotates tenant keys.
@@ -25,11 +27,6 @@ REQUESTS_PER_TENANT = 100
 # A model the Hub does not have: provisioning reacts to every POST (as it would) but fails fast without Runpod,
 # so the benchmark measures intake rather than thousands of simulated workers.
 BODY = b'{"hf_model_id": "visgate-bench/not-on-the-hub"}'
-
-
-def read_env(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def run_clients(one_request: Callable[[int, int], bool], clients: int, duration_s: float) -> tuple[list[float], int]:
@@ -142,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env-file", type=Path, default=Path(".local/stack.env"))
     args = parser.parse_args(argv)
 
-    env = read_env(args.env_file)
+    env = read_env_file(args.env_file)
     os.environ.update({k: v for k, v in env.items() if k not in os.environ})
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
     intake_url = env["INTAKE_URL"] if "INTAKE_URL" in env else env["PUBLIC_API_BASE_URL"]

@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from local.stack import read_env_file
+
 DEPLOYMENTS = 50
 CONCURRENCY = 1  # one at a time: the per-deployment overhead; raise it to see contention on this machine
 TIMEOUT_S = 60.0
@@ -29,11 +31,6 @@ HOPS = (
     ("downloading→loading", "downloading_model", "loading_model"),
     ("loading→ready", "loading_model", "ready"),
 )
-
-
-def read_env(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def deploy(intake_url: str, api_key: str, model: str, db: Any) -> dict[str, Any]:
@@ -79,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=DEPLOYMENTS)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args(argv)
-    env = read_env(args.env_file)
+    env = read_env_file(args.env_file)
     os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
     from google.cloud import firestore
 
