@@ -96,10 +96,10 @@ def http_path(intake_url: str, clients: int, duration_s: float) -> dict[str, flo
 
 
 def ceiling_path(clients: int, duration_s: float) -> dict[str, float | str]:
-    """The same Firestore writes and publish, straight from the intake steps (no HTTP, no routing)."""
+    """The same Firestore commit (rate counter included) and publish, straight from the intake step (no HTTP)."""
     from shared.config import get_settings
     from shared.intake.auth import Caller
-    from shared.intake.ratelimit import check_rate_limit
+    from shared.intake.ratelimit import current_window
     from shared.intake.steps import IntakeDeps, create_deployment, parse_create_request
     from shared.wiring import core
 
@@ -111,8 +111,8 @@ def ceiling_path(clients: int, duration_s: float) -> dict[str, float | str]:
 
     def direct(client: int, n: int) -> bool:
         caller = Caller(tenant=f"t_bench_{run_id}_{client}_{n // REQUESTS_PER_TENANT}", api_key="rp_bench_ceiling")
-        check_rate_limit(store, caller.tenant, settings.rate_limit_per_minute)
-        create_deployment(deps, caller, body, BODY, None)
+        rate = current_window(caller.tenant, settings.rate_limit_per_minute)
+        create_deployment(deps, caller, body, BODY, idempotency_key=None, rate=rate)
         return True
 
     latencies, errors = run_clients(direct, clients, duration_s)

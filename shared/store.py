@@ -65,8 +65,10 @@ class DeploymentStore:
 
     # --- creation and reads -------------------------------------------------------------------------------------
 
-    def create(self, new: NewDeployment) -> None:
+    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> int | None:
         """Write the document, its first log line, sealed credentials and the idempotency record in one commit.
+
+        ``counter`` (rate-limit key, expiry) is incremented in the same commit; its new value is returned.
 
         Raises:
             google.api_core.exceptions.Conflict: the idempotency key (or the id) exists already.
@@ -90,7 +92,15 @@ class DeploymentStore:
                 "callback_secret_hash": new.callback_secret_hash,
             },
         )
-        batch.commit()
+        if counter is not None:
+            key, expires_at = counter
+            batch.set(
+                self._db.collection(RATE_LIMITS).document(key),
+                {"count": firestore.Increment(1), "expires_at": expires_at},
+                merge=True,
+            )
+        results = batch.commit()
+        return int(results[-1].transform_results[0].integer_value) if counter is not None else None
 
     def discard(self, deployment_id: str, idempotency_key: str | None) -> None:
         """Undo :meth:`create` (used when the request could not be handed on), so nothing is half-written."""

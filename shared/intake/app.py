@@ -18,7 +18,7 @@ from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.metrics import RequestCounters
 from shared.intake.openapi import openapi_document
-from shared.intake.ratelimit import check_rate_limit
+from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
 
 logger = logging.getLogger(__name__)
@@ -103,14 +103,22 @@ class IntakeApi:
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
         caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
-        check_rate_limit(self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute)
+        if endpoint != "create_deployment":  # a create counts inside its own commit
+            check_rate_limit(self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute)
         with slog.bind(tenant=caller.tenant, deployment_id=args.get("deployment_id")):
             return self._handlers[endpoint](request, caller, **args)
 
     def _create(self, request: Request, caller: Caller) -> Response:
-        raw = read_json_body(request, self._deps.settings.max_body_bytes)
-        body = steps.parse_create_request(raw, self._deps.settings)
-        accepted = steps.create_deployment(self._deps, caller, body, raw, request.headers.get("Idempotency-Key"))
+        rate = current_window(caller.tenant, self._deps.settings.rate_limit_per_minute)
+        idempotency_key = request.headers.get("Idempotency-Key")
+        try:
+            steps.check_idempotency_key(idempotency_key)
+            raw = read_json_body(request, self._deps.settings.max_body_bytes)
+            body = steps.parse_create_request(raw, self._deps.settings)
+        except ApiError:
+            count_request(self._deps.store, rate)  # refused requests count too
+            raise
+        accepted = steps.create_deployment(self._deps, caller, body, raw, idempotency_key=idempotency_key, rate=rate)
         logger.info("deployment accepted", extra={"fields": {"deployment_id": accepted.deployment_id}})
         return json_response(accepted, 202, headers={"Location": accepted.status_url})
 

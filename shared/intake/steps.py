@@ -20,6 +20,7 @@ from shared.deployments import Lifecycle
 from shared.errors import ApiError, IllegalTransitionError, RetryableError
 from shared.http import validation_error
 from shared.intake.auth import Caller
+from shared.intake.ratelimit import RateWindow, count_request
 from shared.lifecycle import Status
 from shared.messages import DeploymentDeleteRequested, DeploymentRequested
 from shared.models import (
@@ -58,6 +59,13 @@ def parse_create_request(raw: bytes, settings: Settings) -> CreateDeploymentRequ
         raise validation_error(exc) from exc
 
 
+def check_idempotency_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and (
+        not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable()
+    ):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable characters")
+
+
 def _request_fingerprint(pepper: str, raw: bytes) -> str:
     """Same JSON → same fingerprint, whatever the key order; keyed, because the body may hold tokens."""
     try:
@@ -72,7 +80,13 @@ def _idempotency_doc_id(tenant: str, key: str) -> str:
 
 
 def create_deployment(
-    deps: IntakeDeps, caller: Caller, body: CreateDeploymentRequest, raw: bytes, idempotency_key: str | None
+    deps: IntakeDeps,
+    caller: Caller,
+    body: CreateDeploymentRequest,
+    raw: bytes,
+    *,
+    idempotency_key: str | None,
+    rate: RateWindow,
 ) -> CreateDeploymentResponse:
     """Write the deployment (one commit) and hand it to provisioning.
 
@@ -82,11 +96,10 @@ def create_deployment(
     key_id = None
     fingerprint = _request_fingerprint(pepper, raw)
     if idempotency_key is not None:
-        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or not idempotency_key.isprintable():
-            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable characters")
         key_id = _idempotency_doc_id(caller.tenant, idempotency_key)
         replay = _replay(deps.store, key_id, fingerprint)
         if replay is not None:
+            count_request(deps.store, rate)
             return replay
 
     now = utcnow()
@@ -125,13 +138,19 @@ def create_deployment(
         ),
     )
     try:
-        deps.store.create(new)
+        count = deps.store.create(new, counter=(rate.key, rate.expires_at))
     except gexc.AlreadyExists as exc:
         # A concurrent request with the same key won the race: answer what it answered.
         replay = _replay(deps.store, key_id, fingerprint) if key_id else None
         if replay is None:
             raise RetryableError("idempotency record vanished during a race") from exc
+        count_request(deps.store, rate)
         return replay
+    try:
+        rate.enforce(count or 0)
+    except ApiError:
+        deps.store.discard(deployment_id, key_id)  # over the limit: as if nothing had been asked
+        raise
 
     try:
         deps.publisher.publish(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 import uuid
 from typing import Any
 
@@ -241,7 +242,15 @@ def test_secrets_never_echoed_in_errors(intake_client: Any) -> None:
     assert "12345678901" not in resp.get_data(as_text=True)
 
 
+def _whole_window_ahead(needed_s: float = 15.0) -> None:
+    """Wait for a new one-minute rate window if the current one ends too soon for the test to fit in it."""
+    left = 60 - time.time() % 60
+    if left < needed_s:
+        time.sleep(left + 0.1)
+
+
 def test_rate_limit_429_with_retry_after(intake_client: Any) -> None:
+    _whole_window_ahead()
     headers = auth(key())
     codes = [intake_client.get("/v1/deployments/nope", headers=headers).status_code for _ in range(125)]
     assert codes.count(404) == 120
@@ -347,3 +356,24 @@ def test_secrets_never_logged(intake_client: Any, caplog: pytest.LogCaptureFixtu
     )
     for secret in (api_key, "hf_log_canary_token", "AKIA_LOG_CANARY", "aws_log_canary_secret"):
         assert secret not in caplog.text
+
+
+def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
+    intake_client: Any, db: firestore.Client
+) -> None:
+    from shared.config import get_settings
+    from shared.crypto import tenant_id
+
+    _whole_window_ahead()
+    api_key = key()
+    headers = auth(api_key)
+    for _ in range(118):
+        assert intake_client.get("/v1/deployments/nope", headers=headers).status_code == 404
+    refused = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "bogus": 1}, headers=headers)
+    assert refused.status_code == 400  # the 119th request: refused bodies count too
+    assert intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers).status_code == 202
+    over = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert over.status_code == 429
+    assert over.json["error"]["code"] == "rate_limited"
+    owner = tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
+    assert _count(db, "owner", owner) == 1
