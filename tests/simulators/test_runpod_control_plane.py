@@ -202,7 +202,7 @@ def test_documents_that_do_not_validate_are_400(runpod_sim: RunpodSimClient) -> 
 
 
 def test_runpod_sdk_documents_work_unmodified(runpod_sim: RunpodSimClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runpod.api import ctl_commands  # noqa: PLC0415 - importing the SDK is slow; only this test needs it
+    from runpod.api import ctl_commands
 
     monkeypatch.setenv("RUNPOD_API_BASE_URL", runpod_sim.url)
     monkeypatch.setattr("runpod.api_key", runpod_sim.api_key)
