@@ -195,6 +195,9 @@ def test_terraform_variables_are_generated_from_the_topology() -> None:
     assert set(rendered["functions"]) == {function.name for function in topology.FUNCTIONS}
     assert rendered["functions"]["provision"]["trigger_topic"] == topology.TOPIC_DEPLOYMENT_REQUESTED
     assert set(rendered["queues"]) == {queue.name for queue in topology.QUEUES}
+    # allUsers may invoke these (infra/modules/functions): the API, and the callback that Runpod workers (no Google
+    # identity) call with signed reports. Every other function takes only the invoker identity.
+    assert {name for name, fn in rendered["functions"].items() if fn["public"]} == {"intake", "callback"}
 
 
 def test_function_bundles_hold_main_shared_and_pinned_requirements(tmp_path: Path) -> None:
