@@ -2,14 +2,17 @@
 
 Everything goes through ``huggingface_hub`` against ``HF_ENDPOINT`` with the user's token, so the same code runs
 against the Hub and the simulator. The VRAM estimate comes from the weights the pipeline will really load:
-safetensors only (pickles are refused: they execute code on load), the fp16/bf16 variant when the repo has one,
-parameters counted from the safetensors headers (read with Range requests, never the weights themselves).
+safetensors only (pickles are refused: they execute code on load), per component exactly one set of files: the
+variant of the load dtype (``fp16`` for float16, ``bf16`` for bfloat16) when the component has it, else the plain
+files, as the worker chooses; parameters counted from the safetensors headers (read with Range requests, never the
+weights themselves).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +25,9 @@ from shared.errors import PermanentError, RetryableError
 from shared.lifecycle import FailureReason
 
 MODEL_INDEX = "model_index.json"
+# What the Hub answers (401, in X-Error-Message) to a token it does not know; huggingface_hub raises a plain
+# HfHubHTTPError for it, not RepositoryNotFoundError.
+INVALID_TOKEN = "Invalid credentials in Authorization header"
 
 # Text-to-image pipelines the worker serves (via AutoPipelineForText2Image), with their default resolution: the
 # activation headroom is sized for it.
@@ -40,8 +46,11 @@ SUPPORTED_PIPELINES: dict[str, int] = {
 }
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
-_VARIANTS = {"float16": ("fp16",), "bfloat16": ("bf16", "fp16"), "float32": ()}
-_KNOWN_VARIANTS = ("fp16", "bf16", "fp32", "ema", "non_ema")
+# The variant the worker loads at each dtype, when a component has it (else its plain files).
+DTYPE_VARIANT = {"float16": "fp16", "bfloat16": "bf16", "float32": None}
+# How diffusers and transformers name weights: <name>[.<variant>][-00001-of-00003].safetensors.
+_WEIGHTS = re.compile(r"^[^.]+(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d{5}-of-\d{5})?\.safetensors$")
+_HALF_PRECISION = ("fp16", "bf16")
 _SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _GB = 1024**3
@@ -96,7 +105,7 @@ class HubInspector:
                     f"{repo_id} is a {pipeline or 'pipeline of unknown class'}; supported: "
                     + ", ".join(sorted(SUPPORTED_PIPELINES)),
                 )
-            files = _weight_files(index, sizes, _VARIANTS[self._dtype])
+            files = _weight_files(index, sizes, DTYPE_VARIANT[self._dtype])
             params = sum(self._params(repo_id, info.sha, path, size, auth) for path, size in files)
         except GatedRepoError as exc:
             raise PermanentError(
@@ -130,7 +139,7 @@ class HubInspector:
 
     def _params(self, repo_id: str, sha: str, path: str, size: int, token: str | bool) -> int:
         """Parameters in one safetensors file; a half-precision variant's size says it without a read."""
-        if any(f".{variant}." in path.rsplit("/", 1)[-1] for variant in ("fp16", "bf16")):
+        if _variant(path) in _HALF_PRECISION:
             return size // 2
         (length,) = struct.unpack("<Q", self._read(repo_id, sha, path, token, "bytes=0-7"))
         if not 0 < length <= _MAX_HEADER_BYTES:
@@ -145,28 +154,48 @@ def estimate_vram_gb(weights_gb: float, resolution: int, dtype: str) -> float:
     return round(weights_gb * _WEIGHT_SLACK + _CONTEXT_GB + activations, 1)
 
 
-def _weight_files(index: dict[str, Any], sizes: dict[str, int], variants: tuple[str, ...]) -> list[tuple[str, int]]:
-    """The safetensors files the pipeline loads: per component, the half-precision variant when there is one."""
+def _weight_files(index: dict[str, Any], sizes: dict[str, int], variant: str | None) -> list[tuple[str, int]]:
+    """The safetensors files the pipeline loads: per component, ``variant``'s files when it has them, else the plain
+    ones; a component that has neither is counted by one variant it does have (never by two)."""
     chosen: list[tuple[str, int]] = []
     for component, spec in index.items():
         if component.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
             continue
         files = [path for path in sizes if path.startswith(f"{component}/") and "/" not in path[len(component) + 1 :]]
-        tensors = [path for path in files if path.endswith(".safetensors")]
-        if not tensors:
+        by_variant: dict[str | None, list[str]] = {}
+        for path in files:
+            if _WEIGHTS.match(path.rsplit("/", 1)[-1]):
+                by_variant.setdefault(_variant(path), []).append(path)
+        if not by_variant:
             if any(path.endswith((".bin", ".ckpt", ".pt", ".pth")) for path in files):
                 raise PermanentError(
                     FailureReason.UNSUPPORTED_MODEL.value, f"component {component} has no safetensors weights"
                 )
             continue  # tokenizers, schedulers, feature extractors: no weights
-        variant = [p for p in tensors if any(f".{v}." in p.rsplit("/", 1)[-1] for v in variants)]
-        plain = [p for p in tensors if not any(f".{v}." in p.rsplit("/", 1)[-1] for v in _KNOWN_VARIANTS)]
-        chosen += [(path, sizes[path]) for path in (variant or plain)]
+        if variant in by_variant:
+            paths = by_variant[variant]
+        elif None in by_variant:
+            paths = by_variant[None]
+        else:  # variant files only (an fp16-only repo, say): every set holds the same parameters; count one
+            paths = by_variant[min(by_variant, key=str)]
+        chosen += [(path, sizes[path]) for path in sorted(paths)]
     return chosen
+
+
+def _variant(path: str) -> str | None:
+    """The variant in a weights file name (``unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors``)."""
+    match = _WEIGHTS.match(path.rsplit("/", 1)[-1])
+    return match.group("variant") if match else None
 
 
 def _http_failure(exc: HfHubHTTPError, repo_id: str) -> Exception:
     status = exc.response.status_code if exc.response is not None else 0
+    if status == 401 and exc.response is not None and exc.response.headers.get("X-Error-Message") == INVALID_TOKEN:
+        # The Hub refuses an unknown or expired token on every repo, public ones included: not a gating problem.
+        return PermanentError(
+            FailureReason.HF_TOKEN_INVALID.value,
+            "the Hub refused the hf_token as invalid or expired; pass a valid token, or none for a public model",
+        )
     if status in (401, 403):
         return PermanentError(FailureReason.MODEL_GATED.value, f"the Hub refused access to {repo_id} with this token")
     if status == 404:

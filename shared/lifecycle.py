@@ -27,10 +27,12 @@ class Status(StrEnum):
 class FailureReason(StrEnum):
     MODEL_NOT_FOUND = "model_not_found"
     MODEL_GATED = "model_gated"
+    HF_TOKEN_INVALID = "hf_token_invalid"
     UNSUPPORTED_MODEL = "unsupported_model"
     AUTH_FAILED = "auth_failed"
     NO_CAPACITY = "no_capacity"
     QUOTA_EXCEEDED = "quota_exceeded"
+    RUNPOD_RESOURCE_MISSING = "runpod_resource_missing"
     IMAGE_PULL_FAILED = "image_pull_failed"
     OUT_OF_MEMORY = "out_of_memory"
     MODEL_LOAD_FAILED = "model_load_failed"

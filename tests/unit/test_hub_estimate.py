@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import PermanentError
-from shared.hub import _weight_files, estimate_vram_gb
+from shared.hub import DTYPE_VARIANT, _variant, _weight_files, estimate_vram_gb
 
 INDEX = {
     "_class_name": "StableDiffusionXLPipeline",
@@ -16,7 +16,7 @@ INDEX = {
 }
 
 
-def test_half_precision_variants_win_and_components_without_weights_are_skipped() -> None:
+def test_the_load_dtypes_variant_wins_and_components_without_weights_are_skipped() -> None:
     sizes = {
         "unet/diffusion_pytorch_model.safetensors": 10,
         "unet/diffusion_pytorch_model.fp16.safetensors": 5,
@@ -26,13 +26,84 @@ def test_half_precision_variants_win_and_components_without_weights_are_skipped(
         "safety_checker/model.safetensors": 9,
     }
 
-    chosen = _weight_files(INDEX, sizes, ("fp16",))
+    chosen = _weight_files(INDEX, sizes, "fp16")
 
     assert sorted(chosen) == [
         ("text_encoder/model.safetensors", 4),
         ("unet/diffusion_pytorch_model.fp16.safetensors", 5),
     ]
-    assert ("unet/diffusion_pytorch_model.safetensors", 10) in _weight_files(INDEX, sizes, ())
+    assert ("unet/diffusion_pytorch_model.safetensors", 10) in _weight_files(INDEX, sizes, None)
+
+
+SHARDED = {
+    "text_encoder/model-00001-of-00002.safetensors": 8,
+    "text_encoder/model-00002-of-00002.safetensors": 8,
+    "text_encoder/model.safetensors.index.json": 1,
+    "text_encoder/model.fp16-00001-of-00002.safetensors": 4,
+    "text_encoder/model.fp16-00002-of-00002.safetensors": 4,
+    "text_encoder/model.safetensors.index.fp16.json": 1,
+    "text_encoder/model.bf16-00001-of-00002.safetensors": 4,
+    "text_encoder/model.bf16-00002-of-00002.safetensors": 4,
+    "unet/diffusion_pytorch_model.safetensors": 10,
+    "unet/diffusion_pytorch_model.fp16.safetensors": 5,
+    "unet/diffusion_pytorch_model.bf16.safetensors": 5,
+    "unet/diffusion_pytorch_model.non_ema.safetensors": 10,
+}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "text_encoder", "unet"),
+    [
+        (
+            "float16",
+            [
+                "text_encoder/model.fp16-00001-of-00002.safetensors",
+                "text_encoder/model.fp16-00002-of-00002.safetensors",
+            ],
+            ["unet/diffusion_pytorch_model.fp16.safetensors"],
+        ),
+        (
+            "bfloat16",
+            [
+                "text_encoder/model.bf16-00001-of-00002.safetensors",
+                "text_encoder/model.bf16-00002-of-00002.safetensors",
+            ],
+            ["unet/diffusion_pytorch_model.bf16.safetensors"],
+        ),
+        (
+            "float32",
+            ["text_encoder/model-00001-of-00002.safetensors", "text_encoder/model-00002-of-00002.safetensors"],
+            ["unet/diffusion_pytorch_model.safetensors"],
+        ),
+    ],
+)
+def test_exactly_one_variant_per_component_sharded_ones_included(
+    dtype: str, text_encoder: list[str], unet: list[str]
+) -> None:
+    chosen = [path for path, _ in _weight_files(INDEX, SHARDED, DTYPE_VARIANT[dtype])]
+
+    assert sorted(chosen) == sorted(text_encoder + unet)
+
+
+def test_without_the_dtypes_variant_the_plain_files_count_and_a_variant_only_component_counts_once() -> None:
+    sizes = {
+        "unet/diffusion_pytorch_model.safetensors": 10,
+        "unet/diffusion_pytorch_model.fp16.safetensors": 5,
+        "text_encoder/model.fp16.safetensors": 2,
+        "text_encoder/model.bf16.safetensors": 2,
+    }
+
+    chosen = sorted(_weight_files(INDEX, sizes, "bf16"))
+
+    assert chosen == [("text_encoder/model.bf16.safetensors", 2), ("unet/diffusion_pytorch_model.safetensors", 10)]
+    assert len(_weight_files(INDEX, sizes, None)) == 2  # unet plain + one of the text encoder's two variants
+
+
+def test_variant_names_follow_diffusers_and_transformers() -> None:
+    assert _variant("unet/diffusion_pytorch_model.fp16.safetensors") == "fp16"
+    assert _variant("text_encoder/model.fp16-00001-of-00002.safetensors") == "fp16"
+    assert _variant("text_encoder/model-00001-of-00002.safetensors") is None
+    assert _variant("unet/diffusion_pytorch_model.safetensors") is None
 
 
 def test_pickled_weights_only_are_refused() -> None:
