@@ -110,6 +110,8 @@ def _bearer(header: str | None) -> str | None:
 def _add_control_plane(app: Flask, sim: RunpodSimulator, schema: RunpodSchema) -> None:
     @app.post("/graphql")
     def graphql() -> tuple[Response, int] | Response:
+        key = request.args.get("api_key") or _bearer(request.headers.get("Authorization"))
+        sim.count_request(key)
         forced = sim.take_forced_failure()
         if forced == HTTPStatus.TOO_MANY_REQUESTS:
             response = jsonify({"errors": [{"message": "Too many requests, please retry later"}]})
@@ -117,7 +119,6 @@ def _add_control_plane(app: Flask, sim: RunpodSimulator, schema: RunpodSchema) -
             return response, 429
         if forced == HTTPStatus.INTERNAL_SERVER_ERROR:
             return jsonify({"errors": [{"message": "Something went wrong. Please try again later."}]}), 500
-        key = request.args.get("api_key") or _bearer(request.headers.get("Authorization"))
         try:
             account = sim.account_for_key(key)
         except SimError:
@@ -132,7 +133,9 @@ def _add_control_plane(app: Flask, sim: RunpodSimulator, schema: RunpodSchema) -
 
 def _add_data_plane(app: Flask, sim: RunpodSimulator) -> None:
     def account() -> Account:
-        return sim.account_for_key(_bearer(request.headers.get("Authorization")))
+        key = _bearer(request.headers.get("Authorization"))
+        sim.count_request(key)
+        return sim.account_for_key(key)
 
     @app.post("/v2/<endpoint_id>/run")
     def run(endpoint_id: str) -> Response:

@@ -104,6 +104,7 @@ class RunpodSimulator:
         self.templates: dict[str, Template] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.jobs: dict[str, Job] = {}
+        self.requests_by_key: dict[str, int] = {}
         self.scenario = Scenario()
         self.scenario.update(self._initial_scenario)
         for key in self._initial_keys:
@@ -169,6 +170,7 @@ class RunpodSimulator:
                     {
                         "id": account.id,
                         "api_key": account.api_key,
+                        "requests": self.requests_by_key.get(account.api_key, 0),
                         "templates": [t.view() for t in self.templates.values() if t.account_id == account.id],
                         "endpoints": [e.view(self.templates.get(e.config.template_id)) for e in endpoints],
                         "jobs": [j.state_view() for j in self._jobs_of(endpoints)],
@@ -193,6 +195,12 @@ class RunpodSimulator:
             shutil.rmtree(self.log_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------ auth
+
+    def count_request(self, api_key: str | None) -> None:
+        """Count a control- or data-plane request made with a registered key (refused ones included)."""
+        with self._cond:
+            if api_key in self.accounts:
+                self.requests_by_key[api_key] = self.requests_by_key.get(api_key, 0) + 1
 
     def account_for_key(self, api_key: str | None) -> Account:
         """The account an API key belongs to, or UnauthorizedError."""
@@ -272,7 +280,9 @@ class RunpodSimulator:
                 raise ControlPlaneError("Template is not a serverless template")
             for other in self.endpoints.values():
                 if other.account_id == account.id and other.config.name == config.name and other.id != endpoint_id:
-                    raise ControlPlaneError("Endpoint name must be unique")
+                    # Real Runpod does not refuse every duplicate name; the scenario lets tests see that.
+                    if not self.scenario.duplicate_endpoint_names:
+                        raise ControlPlaneError("Endpoint name must be unique")
             if endpoint is None:
                 endpoint = Endpoint(
                     id=new_id(),

@@ -329,6 +329,7 @@ class Scenario:
     worker_report: str = "ready"
     graphql_errors: int = 0
     rate_limit: int = 0
+    duplicate_endpoint_names: bool = False
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the keys given (others keep their value); refuse unknown keys and bad values."""
@@ -344,12 +345,17 @@ class Scenario:
             value = changes.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise SimError(f"{key} must be a non-negative number")
-        if not isinstance(changes.get("crash_on_start", False), bool):
-            raise SimError("crash_on_start must be a boolean")
+        for key in ("crash_on_start", "duplicate_endpoint_names"):
+            if not isinstance(changes.get(key, False), bool):
+                raise SimError(f"{key} must be a boolean")
         if "worker_mode" in changes and changes["worker_mode"] not in WORKER_MODES:
             raise SimError(f"worker_mode must be one of {', '.join(WORKER_MODES)}")
         if "worker_report" in changes and changes["worker_report"] not in WORKER_REPORTS:
             raise SimError(f"worker_report must be one of {', '.join(WORKER_REPORTS)}")
+        mode = changes.get("worker_mode", self.worker_mode)
+        if mode == "process" and changes.get("worker_report", self.worker_report) != "ready":
+            # A real worker process reports what really happens to it; a simulated failure would be silently lost.
+            raise SimError("worker_report applies to instant workers only; set worker_mode to instant first")
         if "capacity" in changes:
             capacity = changes["capacity"] or {}
             bad = [pool for pool in capacity if pool not in POOLS_BY_ID]
@@ -370,6 +376,7 @@ class Scenario:
             "worker_report": self.worker_report,
             "graphql_errors": self.graphql_errors,
             "rate_limit": self.rate_limit,
+            "duplicate_endpoint_names": self.duplicate_endpoint_names,
         }
 
 

@@ -153,7 +153,9 @@ class InstantRunner:
         if failure is not None:
             self._send({"phase": "failed", "reason": failure[0], "message": failure[1]})
             return False
-        self._send({"phase": "ready", "timings": dict(INSTANT_TIMINGS), "loaded_from_cache": False})
+        # Like the real worker: the GPU it runs on (Runpod's RUNPOD_GPU_NAME), so the deployment shows its pool.
+        gpu = self._env.get("RUNPOD_GPU_NAME")
+        self._send({"phase": "ready", "timings": dict(INSTANT_TIMINGS), "loaded_from_cache": False, "gpu_type_id": gpu})
         return True
 
     def _send(self, report: dict[str, Any]) -> None:

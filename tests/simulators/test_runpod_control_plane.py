@@ -216,3 +216,36 @@ def test_runpod_sdk_documents_work_unmodified(runpod_sim: RunpodSimClient, monke
     assert endpoint["flashBootType"] == "FLASHBOOT"
     assert [e["id"] for e in listed] == [endpoint["id"]]
     assert gpu["memoryInGb"] == 24
+
+
+def test_scenario_allows_duplicate_endpoint_names_like_real_runpod(runpod_sim: RunpodSimClient) -> None:
+    template_id, first = runpod_sim.create_endpoint(name="visgate-twice")
+    runpod_sim.scenario(duplicate_endpoint_names=True)
+
+    endpoint = {"name": "visgate-twice", "templateId": template_id, "gpuIds": "AMPERE_16"}
+    second = runpod_sim.graphql(SAVE_ENDPOINT, {"input": endpoint}).json()["data"]["saveEndpoint"]["id"]
+
+    assert second != first
+    assert sorted(e["name"] for e in runpod_sim.state()["endpoints"]) == ["visgate-twice", "visgate-twice"]
+    again = {"name": "visgate-twice", "imageName": "img", "isServerless": True}
+    assert errors_of(runpod_sim.graphql(SAVE_TEMPLATE, {"input": again})) == ["Template name must be unique"]
+
+
+def test_requests_are_counted_per_account_on_both_planes(runpod_sim: RunpodSimClient) -> None:
+    other_key = f"rpa_{uuid.uuid4().hex}"
+    requests.post(f"{runpod_sim.url}/_sim/accounts", json={"api_key": other_key}, timeout=5).raise_for_status()
+    assert runpod_sim.state()["requests"] == 0
+
+    _, endpoint_id = runpod_sim.create_endpoint()  # two GraphQL calls
+    runpod_sim.scenario(rate_limit=1)
+    assert runpod_sim.graphql("{ myself { id } }").status_code == 429  # refused, but made with the key
+    assert runpod_sim.v2("GET", f"{endpoint_id}/health").status_code == 200
+    assert runpod_sim.graphql("{ myself { id } }", api_key="rpa_unregistered").status_code == 401
+
+    assert runpod_sim.state()["requests"] == 4
+    other = next(
+        a
+        for a in requests.get(f"{runpod_sim.url}/_sim/state", timeout=5).json()["accounts"]
+        if a["api_key"] == other_key
+    )
+    assert other["requests"] == 0

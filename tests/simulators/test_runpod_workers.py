@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from shared.signing import new_secret, verify
 from simulators.runpod.model import DEFAULT_WORKER_COMMAND
@@ -57,6 +58,8 @@ def test_instant_worker_sends_signed_phase_reports_then_completes_the_warmup(
     assert all(r["schema_version"] == 1 and r["deployment_id"] == "dep_123" for r in phases)
     assert phases[1]["bytes_done"] == phases[1]["bytes_total"] > 0
     assert set(phases[3]["timings"]) == {"download_s", "load_s", "warmup_s"}
+    # The GPU the simulator placed the worker on (the endpoint's only pool, ADA_24), as a real worker reports it.
+    assert phases[3]["gpu_type_id"] == "NVIDIA GeForce RTX 4090"
     status_url = f"{endpoint_id}/status/{job['id']}"
     done = wait_until(lambda: (s := runpod_sim.v2("GET", status_url).json())["status"] == "COMPLETED" and s)
     assert done["output"] == {"warmup": True}
@@ -78,6 +81,20 @@ def test_worker_report_scenario_reports_failure_and_leaves_the_worker_unhealthy(
     assert failure["message"]
     wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
     assert runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["inQueue"] == 1
+
+
+def test_worker_report_is_refused_in_process_mode(runpod_sim: RunpodSimClient) -> None:
+    url = f"{runpod_sim.url}/_sim/scenario"
+
+    both = requests.post(url, json={"worker_mode": "process", "worker_report": "failed"}, timeout=5)
+    runpod_sim.scenario(worker_mode="process")
+    later = requests.post(url, json={"worker_report": "out_of_memory"}, timeout=5)
+    runpod_sim.scenario(worker_mode="instant", worker_report="failed")
+    back = requests.post(url, json={"worker_mode": "process"}, timeout=5)
+
+    assert [r.status_code for r in (both, later, back)] == [400, 400, 400]
+    assert "instant workers only" in later.json()["error"]
+    assert requests.get(url, timeout=5).json()["worker_mode"] == "instant"
 
 
 def test_start_delay_keeps_workers_initializing(runpod_sim: RunpodSimClient) -> None:
