@@ -190,14 +190,20 @@ class DeploymentStore:
         raise RetryableError(f"deployment {deployment_id} kept changing under us")
 
     def update_if_status(
-        self, deployment_id: str, allowed: Iterable[Status], fields: dict[str, Any], message: str | None = None
+        self,
+        deployment_id: str,
+        allowed: Iterable[Status],
+        fields: dict[str, Any],
+        message: str | None = None,
+        unless_set: str | None = None,
     ) -> dict[str, Any] | None:
-        """Set ``fields`` only while the status is one of ``allowed``; returns the new document or None if refused."""
+        """Set ``fields`` only while the status is one of ``allowed`` and the field ``unless_set`` (if named) is
+        still empty; returns the new document or None if refused."""
         allowed_set = set(allowed)
         for _ in range(_PRECONDITION_RETRIES):
             snap = self._snapshot(deployment_id)
             doc = snap.to_dict() or {}
-            if Status(doc["status"]) not in allowed_set:
+            if Status(doc["status"]) not in allowed_set or (unless_set and doc.get(unless_set)):
                 return None
             updates = {"updated_at": utcnow(), **fields}
             if message is None:

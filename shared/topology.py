@@ -83,7 +83,11 @@ TOPICS: tuple[str, ...] = (
 
 SUBSCRIPTIONS: tuple[PushSubscription, ...] = (
     PushSubscription("provision-push", TOPIC_DEPLOYMENT_REQUESTED, "provision"),
-    PushSubscription("cleanup-push", TOPIC_DEPLOYMENT_DELETE_REQUESTED, "cleanup"),
+    # A delete is retried until done: Pub/Sub's longest policy (100 attempts, backoff up to 600 s, about 16 h)
+    # before it is dead-lettered; see docs/decisions/2026-11-delete-retried-until-done.md.
+    PushSubscription(
+        "cleanup-push", TOPIC_DEPLOYMENT_DELETE_REQUESTED, "cleanup", max_backoff_s=600, max_delivery_attempts=100
+    ),
 )
 
 QUEUES: tuple[Queue, ...] = (Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),)

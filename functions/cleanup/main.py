@@ -16,4 +16,5 @@ _deps = step_deps(get_settings())
 
 @functions_framework.cloud_event
 def cleanup(event: CloudEvent) -> None:
-    handle_pubsub(event, DeploymentDeleteRequested, _deps, cleanup_step)
+    # However late: a delete is retried until done (a repeat after it finished changes nothing).
+    handle_pubsub(event, DeploymentDeleteRequested, _deps, cleanup_step, late_step=cleanup_step)

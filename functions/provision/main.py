@@ -6,6 +6,7 @@ from cloudevents.http import CloudEvent
 from shared import logging as slog
 from shared.config import get_settings
 from shared.messages import DeploymentRequested
+from shared.steps.provision import finish_failed_teardown
 from shared.steps.provision import provision as provision_step
 from shared.steps.runner import handle_pubsub
 from shared.wiring import step_deps
@@ -16,4 +17,4 @@ _deps = step_deps(get_settings())
 
 @functions_framework.cloud_event
 def provision(event: CloudEvent) -> None:
-    handle_pubsub(event, DeploymentRequested, _deps, provision_step)
+    handle_pubsub(event, DeploymentRequested, _deps, provision_step, late_step=finish_failed_teardown)

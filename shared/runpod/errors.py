@@ -41,8 +41,14 @@ class RunpodNameTakenError(Exception):
     """A template or endpoint of that name exists already (an earlier attempt created it: adopt it)."""
 
 
-class RunpodNotFoundError(Exception):
-    """The resource does not exist (for teardown: it is gone already)."""
+class RunpodNotFoundError(PermanentError):
+    """The resource does not exist: for teardown it is gone already; anywhere else it was removed on Runpod behind
+    our back (a deleted endpoint or template), which no retry brings back."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            FailureReason.RUNPOD_RESOURCE_MISSING.value, f"{message} (was it deleted on Runpod outside this service?)"
+        )
 
 
 _NAME_TAKEN = ("must be unique", "already exists", "already in use", "name is taken", "name taken")

@@ -7,11 +7,16 @@ At-least-once delivery is the norm, so every stage starts from what the document
   resource (an earlier attempt created it and crashed before recording it); an attempt that begins where a
   previous one was creating looks the resource up by name first, because real Runpod does not refuse every
   duplicate name;
+- for the same reason two concurrent attempts may each create an endpoint: the endpoint id is recorded only while
+  none is, and the attempt that loses removes its own endpoint and goes on with the recorded one;
+- the readiness watchdog is scheduled before the warm-up job (and again by any later delivery while the worker is
+  reporting), so it cannot be lost between a worker's first report and the end of this attempt;
 - when the deployment was deleted meanwhile, nothing is created, and what this attempt created is torn down again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -21,10 +26,10 @@ from shared.gpu import GpuTier, rank_pools
 from shared.lifecycle import FailureReason, Status
 from shared.messages import DeploymentRequested, ReadinessCheck
 from shared.models import CacheScope, SealedCredentials
-from shared.runpod.client import EndpointSpec, RunpodClient, TemplateSpec
-from shared.runpod.errors import RunpodNameTakenError
+from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient, TemplateSpec
+from shared.runpod.errors import RunpodNameTakenError, RunpodNotFoundError
 from shared.steps.deps import StepDeps, is_resource_of, resource_name
-from shared.steps.teardown import release
+from shared.steps.teardown import may_exist_on_runpod, release, remove_endpoint
 from shared.topology import QUEUE_READINESS, function
 
 logger = logging.getLogger(__name__)
@@ -81,12 +86,31 @@ def _settled(deps: StepDeps, doc: dict[str, Any] | None) -> str | None:
     if status in (Status.DELETING, Status.DELETED):
         return "deleted meanwhile: not provisioned"
     if status is Status.FAILED:
-        if not doc.get("torn_down_at"):
-            release(deps, doc["deployment_id"], endpoint_id=doc.get("endpoint_id"))
+        _finish_teardown(deps, doc)
         return "failed already"
+    if status in (Status.DOWNLOADING_MODEL, Status.LOADING_MODEL):
+        # The worker reported before the attempt that created the endpoint was done (workersMin > 0 starts one at
+        # once): that attempt may have died before scheduling the watchdog. The task name dedupes a repeat.
+        schedule_readiness(deps, doc["deployment_id"], check=0, delay_s=deps.settings.readiness_first_check_s)
     if status not in (Status.VALIDATING, Status.SELECTING_GPU, Status.CREATING_ENDPOINT):
         return f"provisioned already ({status.value})"
     return None
+
+
+def finish_failed_teardown(message: DeploymentRequested, deps: StepDeps) -> str:
+    """All that a delivery older than ``MAX_EVENT_AGE_S`` may still do: finish a failed deployment's teardown."""
+    doc = deps.store.get(message.deployment_id)
+    if doc is not None and _finish_teardown(deps, doc):
+        return "late delivery: finished the teardown of the failed deployment"
+    return "late delivery dropped: nothing left to tear down"
+
+
+def _finish_teardown(deps: StepDeps, doc: dict[str, Any]) -> bool:
+    """Tear down a failed deployment whose teardown did not finish (Runpod failed, or the process died)."""
+    if doc["status"] != Status.FAILED.value or doc.get("torn_down_at") or not may_exist_on_runpod(doc):
+        return False
+    release(deps, doc["deployment_id"], endpoint_id=doc.get("endpoint_id"))
+    return True
 
 
 def _credentials(deps: StepDeps, deployment_id: str) -> SealedCredentials | None:
@@ -138,18 +162,15 @@ def _create_resources(deps: StepDeps, doc: dict[str, Any], credentials: SealedCr
     endpoint_id = doc.get("endpoint_id")
     if not endpoint_id:
         spec = endpoint_spec(deps.settings, doc, template_id, doc["gpu_candidates"])
-        endpoint_id = _ensure_endpoint(client, spec, deployment_id, look_first=resumed)
-        _record(
-            deps,
-            deployment_id,
-            {"endpoint_id": endpoint_id, "endpoint_url": client.endpoint_url(endpoint_id)},
-            f"created Runpod endpoint {endpoint_id} on {', '.join(doc['gpu_candidates'])}",
-        )
+        endpoint = _ensure_endpoint(client, spec, deployment_id, look_first=resumed)
+        endpoint_id = _record_endpoint(deps, client, deployment_id, endpoint, doc["gpu_candidates"])
+    # The watchdog before the warm-up: once a job runs, the worker may report and move the status on, after which
+    # a redelivery has nothing left to do here.
+    schedule_readiness(deps, deployment_id, check=0, delay_s=deps.settings.readiness_first_check_s)
     if not doc.get("warmup_job_id"):
         # workersMin is 0 by default: without a job, no worker would start, load the model and prove it.
         job = client.run(endpoint_id, {"warmup": True})
         _record(deps, deployment_id, {"warmup_job_id": job.id}, "submitted the warm-up job; waiting for a worker")
-    schedule_readiness(deps, deployment_id, check=0, delay_s=deps.settings.readiness_first_check_s)
     return f"endpoint {endpoint_id} created; warm-up submitted"
 
 
@@ -172,13 +193,13 @@ def _find_template(client: RunpodClient, name: str) -> str | None:
     return next((t.id for t in templates if t.name == name), None)
 
 
-def _ensure_endpoint(client: RunpodClient, spec: EndpointSpec, deployment_id: str, look_first: bool) -> str:
+def _ensure_endpoint(client: RunpodClient, spec: EndpointSpec, deployment_id: str, look_first: bool) -> Endpoint:
     if look_first:
         existing = _find_endpoint(client, deployment_id)
         if existing:
             return existing
     try:
-        return client.save_endpoint(spec).id
+        return client.save_endpoint(spec)
     except RunpodNameTakenError:
         existing = _find_endpoint(client, deployment_id)
         if existing is None:
@@ -186,9 +207,28 @@ def _ensure_endpoint(client: RunpodClient, spec: EndpointSpec, deployment_id: st
         return existing
 
 
-def _find_endpoint(client: RunpodClient, deployment_id: str) -> str | None:
+def _find_endpoint(client: RunpodClient, deployment_id: str) -> Endpoint | None:
     endpoints, _ = client.resources()
-    return next((e.id for e in endpoints if is_resource_of(e.name, deployment_id)), None)
+    return next((e for e in endpoints if is_resource_of(e.name, deployment_id)), None)
+
+
+def _record_endpoint(
+    deps: StepDeps, client: RunpodClient, deployment_id: str, endpoint: Endpoint, pools: list[str]
+) -> str:
+    """Record the endpoint unless another attempt recorded one first; then remove ours and use theirs."""
+    fields = {"endpoint_id": endpoint.id, "endpoint_url": client.endpoint_url(endpoint.id)}
+    message = f"created Runpod endpoint {endpoint.id} on {', '.join(pools)}"
+    if deps.store.update_if_status(deployment_id, _RECORDABLE, fields, message=message, unless_set="endpoint_id"):
+        return endpoint.id
+    doc = deps.store.get(deployment_id) or {}
+    recorded = doc.get("endpoint_id")
+    if not recorded or Status(doc["status"]) not in _RECORDABLE:
+        raise _Superseded
+    if recorded != endpoint.id:
+        logger.warning("another attempt recorded endpoint %s first: removing our duplicate %s", recorded, endpoint.id)
+        with contextlib.suppress(RunpodNotFoundError):  # an attempt that found it by name may have removed it
+            remove_endpoint(client, endpoint)
+    return str(recorded)
 
 
 def _record(deps: StepDeps, deployment_id: str, fields: dict[str, Any], message: str) -> None:

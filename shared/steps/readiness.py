@@ -128,10 +128,9 @@ def _switch_pools(deps: StepDeps, doc: dict[str, Any], client: RunpodClient, sin
         f"no GPU capacity in {', '.join(current)} for {waited:.0f} s; switched the endpoint to {', '.join(window)}"
     )
     switches = int(doc.get("gpu_switches", 0)) + 1
-    fields = {"gpu_candidates": window, "gpu_pool": None, "gpu_switches": switches}
     logger.warning(message)
-    if deps.store.update_if_status(deployment_id, _WATCHED, fields, message=message) is None:
-        return
+    # The event before the document: if either fails, the retried check finds the document unchanged and repeats
+    # the same switch (same pools, same event id), instead of losing the event or skipping a window.
     event = LifecycleEvent(
         event_id=f"{deployment_id}:gpu_switch:{switches}",
         deployment_id=deployment_id,
@@ -143,6 +142,15 @@ def _switch_pools(deps: StepDeps, doc: dict[str, Any], client: RunpodClient, sin
     deps.publisher.publish(
         TOPIC_DEPLOYMENT_EVENTS, event, deployment_id=deployment_id, status=doc["status"], event_id=event.event_id
     )
+    # The new pools get their own full wait: the throttled clock restarts in the same write as the switch, so a
+    # retry after this write (the next check failed to record itself, say) cannot switch again at once.
+    fields = {
+        "gpu_candidates": window,
+        "gpu_pool": None,
+        "gpu_switches": switches,
+        "readiness.throttled_since": None,
+    }
+    deps.store.update_if_status(deployment_id, _WATCHED, fields, message=message)
 
 
 def _next_check(

@@ -1,7 +1,9 @@
 """The one mapping from step outcomes to transport outcomes, used by every event-driven entry point.
 
 - malformed delivery → logged and acknowledged (a retry cannot fix it);
-- older than ``MAX_EVENT_AGE_S`` → dropped (stops a poison message that keeps failing from living forever);
+- older than ``MAX_EVENT_AGE_S`` → dropped (stops a poison message that keeps failing from living forever), except
+  for teardown: an entry point may name a ``late_step`` that still runs then (a delete, or the teardown of a failed
+  deployment, is retried until done, however long Runpod is down);
 - PermanentError → the deployment fails with its reason, is torn down, and the delivery is acknowledged;
 - RetryableError (and anything unexpected) → raised, so the function answers 500 and Pub/Sub / Cloud Tasks
   deliver again.
@@ -25,8 +27,14 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=_Message)
 
 
-def handle_pubsub(event: Any, model: type[M], deps: StepDeps, step: Callable[[M, StepDeps], str]) -> None:
-    """Run ``step`` on the message of a Pub/Sub CloudEvent."""
+def handle_pubsub(
+    event: Any,
+    model: type[M],
+    deps: StepDeps,
+    step: Callable[[M, StepDeps], str],
+    late_step: Callable[[M, StepDeps], str] | None = None,
+) -> None:
+    """Run ``step`` on the message of a Pub/Sub CloudEvent; past ``MAX_EVENT_AGE_S``, ``late_step`` or nothing."""
     try:
         delivery = parse_pubsub(event, model)
     except MalformedDeliveryError as exc:
@@ -34,10 +42,13 @@ def handle_pubsub(event: Any, model: type[M], deps: StepDeps, step: Callable[[M,
         return
     deployment_id = getattr(delivery.message, "deployment_id", None)
     with slog.bind(deployment_id=deployment_id, execution_id=delivery.message_id, step=step.__name__):
+        run = step
         if delivery.age_s() > deps.settings.max_event_age_s:
-            logger.warning("dropped a delivery %.0f s old", delivery.age_s())
-            return
-        _settle(deps, deployment_id, lambda: step(delivery.message, deps))
+            if late_step is None:
+                logger.warning("dropped a delivery %.0f s old", delivery.age_s())
+                return
+            run = late_step
+        _settle(deps, deployment_id, lambda: run(delivery.message, deps))
 
 
 def handle_task(

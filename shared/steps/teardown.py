@@ -15,7 +15,7 @@ from shared.crypto import UnsealError
 from shared.deployments import Lifecycle
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.lifecycle import Status
-from shared.runpod.client import RunpodClient
+from shared.runpod.client import Endpoint, RunpodClient
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.steps.deps import StepDeps, is_resource_of
 from shared.store import utcnow
@@ -45,12 +45,7 @@ def teardown(client: RunpodClient, deployment_id: str, endpoint_id: str | None =
         if endpoint.id != endpoint_id and not is_resource_of(endpoint.name, deployment_id):
             continue
         with contextlib.suppress(RunpodNotFoundError):
-            if endpoint.workers_min or endpoint.workers_max:
-                # Runpod deletes an endpoint only at 0/0; saveEndpoint replaces the whole config, so send it all.
-                client.save_endpoint(
-                    endpoint.as_spec().model_copy(update={"workers_min": 0, "workers_max": 0}), endpoint.id
-                )
-            client.delete_endpoint(endpoint.id)
+            remove_endpoint(client, endpoint)
             removed_endpoints.append(endpoint.id)
     removed_templates = []
     for template in templates:
@@ -59,6 +54,19 @@ def teardown(client: RunpodClient, deployment_id: str, endpoint_id: str | None =
                 client.delete_template(template.name)
                 removed_templates.append(template.id)
     return TeardownReport(tuple(removed_endpoints), tuple(removed_templates))
+
+
+def remove_endpoint(client: RunpodClient, endpoint: Endpoint) -> None:
+    """Scale an endpoint to 0/0 and delete it (Runpod deletes an endpoint only at 0/0)."""
+    if endpoint.workers_min or endpoint.workers_max:
+        # saveEndpoint replaces the whole config, so send it all.
+        client.save_endpoint(endpoint.as_spec().model_copy(update={"workers_min": 0, "workers_max": 0}), endpoint.id)
+    client.delete_endpoint(endpoint.id)
+
+
+def may_exist_on_runpod(doc: dict[str, Any]) -> bool:
+    """Whether the deployment ever reached ``creating_endpoint``; before it, nothing of it exists on Runpod."""
+    return Status.CREATING_ENDPOINT.value in (doc.get("phase_timestamps") or {})
 
 
 def release(deps: StepDeps, deployment_id: str, api_key: str | None = None, endpoint_id: str | None = None) -> None:
@@ -106,6 +114,10 @@ def fail_deployment(
         logger.info("not marked failed (%s): the deployment is being deleted; tearing down anyway", reason)
     except DeploymentNotFoundError:
         return None
+    if doc is not None and not may_exist_on_runpod(doc):
+        # A missing model, say: the user's Runpod key is not used at all (not even to look for resources).
+        logger.info("nothing to tear down: the deployment failed before anything was created on Runpod")
+        return doc
     release(deps, deployment_id, api_key, (doc or {}).get("endpoint_id"))
     return doc
 

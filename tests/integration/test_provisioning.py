@@ -264,7 +264,9 @@ def _ensure_queue(project: str, region: str, tasks_host: str) -> None:
 def e(env: Env) -> Iterator[Env]:
     """The environment, with the simulator's scenario back to plain afterwards."""
     yield env
-    env.scenario(capacity={}, start_delay_s=0, crash_on_start=False, worker_report="ready")
+    env.scenario(
+        capacity={}, start_delay_s=0, crash_on_start=False, worker_report="ready", duplicate_endpoint_names=False
+    )
 
 
 def _nothing_left(e: Env, key: str) -> Callable[[], bool]:
@@ -311,8 +313,10 @@ def test_happy_path_reaches_ready_with_timings(e: Env) -> None:
     assert e.callback_secret(deployment_id) not in json.dumps(doc, default=str)
 
 
-def test_three_deliveries_make_one_template_and_one_endpoint(e: Env) -> None:
+@pytest.mark.parametrize("duplicate_names", [False, True], ids=["names-unique", "names-like-real-runpod"])
+def test_three_deliveries_make_one_template_and_one_endpoint(e: Env, duplicate_names: bool) -> None:
     key = e.account()
+    e.scenario(duplicate_endpoint_names=duplicate_names)
     deployment_id = e.create(key)
 
     threads = [threading.Thread(target=e.provision, args=(deployment_id,)) for _ in range(2)]
@@ -367,7 +371,7 @@ def _settings() -> Any:
     return get_settings()
 
 
-def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(e: Env) -> None:
+def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(e: Env, intake_client: Any) -> None:
     key = e.account()
     e.scenario(capacity=dict.fromkeys(FIRST_WINDOW, 0))
     deployment_id = e.create(key)
@@ -382,6 +386,10 @@ def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(e: Env) -> Non
     assert any("switched the endpoint to AMPERE_48" in line for line in log)
     endpoint = e.runpod_state(key)["endpoints"][0]
     assert endpoint["gpuIds"] == ",".join(SECOND_WINDOW)
+    seen = intake_client.get(f"/v1/deployments/{deployment_id}", headers={"Authorization": f"Bearer {key}"})
+    assert seen.status_code == 200
+    assert seen.json["gpu_pool"] == SECOND_WINDOW[0]  # the pool the worker landed in
+    assert seen.json["gpu_candidates"] == SECOND_WINDOW
 
 
 def test_no_capacity_anywhere_fails_and_leaves_nothing(e: Env) -> None:
@@ -407,14 +415,28 @@ def test_bad_runpod_key_fails_auth(e: Env) -> None:
 
 
 def test_missing_model_fails_before_any_runpod_call(e: Env) -> None:
-    # An unregistered key: any Runpod call would fail the deployment with auth_failed instead.
-    deployment_id = e.create("rpa_never_used", model="visgate-test/does-not-exist")
+    key = e.account()
+    deployment_id = e.create(key, model="visgate-test/does-not-exist")
 
     e.provision(deployment_id)
+    e.provision(deployment_id)  # a redelivery after the failure does not reach Runpod either
 
     doc = e.wait_status(deployment_id, Status.FAILED)
     assert doc["error"]["code"] == "model_not_found"
     assert doc.get("template_id") is None
+    assert e.runpod_state(key)["requests"] == 0
+
+
+def test_an_invalid_hub_token_has_its_own_reason(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key, model=PIPE, hf_token="hf_expired_or_made_up")  # PIPE is public
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "hf_token_invalid"
+    assert "invalid or expired" in doc["error"]["message"]
+    assert e.runpod_state(key)["requests"] == 0
 
 
 def test_gated_model_without_an_accepted_token_fails(e: Env) -> None:
@@ -427,7 +449,7 @@ def test_gated_model_without_an_accepted_token_fails(e: Env) -> None:
 
     assert e.wait_status(without, Status.FAILED)["error"]["code"] == "model_gated"
     assert e.wait_status(unaccepted, Status.FAILED)["error"]["code"] == "model_gated"
-    assert not e.runpod_state(key)["templates"]
+    assert e.runpod_state(key)["requests"] == 0
 
 
 def test_gated_model_with_an_accepted_token_gets_ready(e: Env) -> None:
@@ -442,11 +464,13 @@ def test_gated_model_with_an_accepted_token_gets_ready(e: Env) -> None:
 
 
 def test_not_a_pipeline_is_unsupported(e: Env) -> None:
-    deployment_id = e.create(e.account(), model=ENCODER)
+    key = e.account()
+    deployment_id = e.create(key, model=ENCODER)
 
     e.provision(deployment_id)
 
     assert e.wait_status(deployment_id, Status.FAILED)["error"]["code"] == "unsupported_model"
+    assert e.runpod_state(key)["requests"] == 0
 
 
 def test_forged_replayed_and_cross_deployment_reports_are_refused(e: Env) -> None:
@@ -625,3 +649,252 @@ def test_cleanup_of_a_deleted_deployment_is_a_noop(e: Env) -> None:
     assert e.delete(deployment_id).status_code == 200
     assert e.doc(deployment_id)["status"] == Status.DELETED.value
     assert e.store.secrets(deployment_id) is None
+
+
+# --- hardening: crashes and failures between steps, and what real Runpod does that the happy path never shows -----
+
+
+def _request(deployment_id: str) -> Any:
+    from shared.messages import DeploymentRequested
+
+    return DeploymentRequested(deployment_id=deployment_id, requested_at=utcnow())
+
+
+def _provisioned_unwatched(e: Env, key: str) -> str:
+    """A deployment provisioned by the step itself with its watchdog task left out, so nothing else acts on it."""
+    from shared.steps.provision import provision
+    from shared.tasks import TaskScheduler
+    from shared.wiring import step_deps
+
+    deployment_id = e.create(key)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskScheduler, "schedule", lambda *args, **kwargs: True)
+        provision(_request(deployment_id), step_deps(_settings()))
+    assert e.doc(deployment_id)["status"] == Status.CREATING_ENDPOINT.value
+    return deployment_id
+
+
+def test_the_watchdog_is_scheduled_before_the_warm_up_and_again_by_a_later_delivery(e: Env) -> None:
+    from shared.errors import RetryableError
+    from shared.steps.provision import provision
+    from shared.tasks import TaskScheduler
+    from shared.wiring import step_deps
+
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = e.create(key)
+    deps = step_deps(_settings())
+    real_schedule = TaskScheduler.schedule
+    names: list[str] = []
+
+    def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise RetryableError("Cloud Tasks is unavailable")
+
+    def recorded(self: TaskScheduler, *args: Any, **kwargs: Any) -> bool:
+        names.append(kwargs["name"])
+        return real_schedule(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskScheduler, "schedule", unavailable)
+        with pytest.raises(RetryableError):
+            provision(_request(deployment_id), deps)
+        # No watchdog, no warm-up: nothing starts a worker that nobody would watch.
+        assert e.runpod_state(key)["jobs"] == []
+        # A worker reports before the redelivery (workersMin > 0 starts one as soon as the endpoint exists).
+        e.store.transition(deployment_id, Status.DOWNLOADING_MODEL, "the worker is downloading the model")
+        patch.setattr(TaskScheduler, "schedule", recorded)
+        outcome = provision(_request(deployment_id), deps)
+
+    assert "provisioned already" in outcome
+    assert names == [f"readiness-{deployment_id}-0"]
+
+
+def test_under_duplicate_names_the_attempt_that_loses_removes_its_endpoint(e: Env) -> None:
+    from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient
+    from shared.steps.provision import provision
+    from shared.wiring import step_deps
+
+    key = e.account()
+    e.scenario(duplicate_endpoint_names=True, start_delay_s=30)
+    deployment_id = e.create(key)
+    deps = step_deps(_settings())
+    real_save = RunpodClient.save_endpoint
+    raced: list[bool] = []
+
+    def another_delivery_first(self: RunpodClient, spec: EndpointSpec, endpoint_id: str | None = None) -> Endpoint:
+        if endpoint_id is None and not raced:
+            raced.append(True)
+            provision(_request(deployment_id), deps)  # a concurrent delivery creates and records its endpoint
+        return real_save(self, spec, endpoint_id)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunpodClient, "save_endpoint", another_delivery_first)
+        provision(_request(deployment_id), deps)
+
+    assert raced
+    endpoints = e.runpod_state(key)["endpoints"]
+    assert [endpoint["id"] for endpoint in endpoints] == [e.doc(deployment_id)["endpoint_id"]]
+    assert len(e.runpod_state(key)["templates"]) == 1
+
+
+def test_a_delete_runs_however_late_and_a_late_repeat_changes_nothing(e: Env) -> None:
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = _provisioned_unwatched(e, key)
+    e.store.transition(deployment_id, Status.DELETING, "delete requested by the owner")
+    payload = {"deployment_id": deployment_id, "requested_at": utcnow().isoformat(), "reason": "user"}
+    two_days_ago = datetime.fromtimestamp(time.time() - 2 * 86400, UTC)
+
+    late = _raw_push(e, "cleanup", TOPIC_DEPLOYMENT_DELETE_REQUESTED, json.dumps(payload).encode(), two_days_ago)
+
+    assert late.status_code == 200
+    deleted = e.doc(deployment_id)
+    assert deleted["status"] == Status.DELETED.value
+    assert _nothing_left(e, key)()
+    assert e.store.secrets(deployment_id) is None
+    lines = len(e.store.events(deployment_id))
+    again = _raw_push(e, "cleanup", TOPIC_DEPLOYMENT_DELETE_REQUESTED, json.dumps(payload).encode(), two_days_ago)
+    assert again.status_code == 200
+    assert e.doc(deployment_id)["updated_at"] == deleted["updated_at"]
+    assert len(e.store.events(deployment_id)) == lines
+
+
+def test_a_late_provision_delivery_still_finishes_a_failed_teardown(e: Env) -> None:
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = _provisioned_unwatched(e, key)
+    # It failed while Runpod was unreachable: marked failed, nothing torn down yet.
+    e.store.transition(deployment_id, Status.FAILED, "failed", fields={"error": {"code": "timeout", "message": "x"}})
+    payload = json.dumps({"deployment_id": deployment_id, "requested_at": utcnow().isoformat()}).encode()
+    two_days_ago = datetime.fromtimestamp(time.time() - 2 * 86400, UTC)
+
+    assert _raw_push(e, "provision", TOPIC_DEPLOYMENT_REQUESTED, payload, two_days_ago).status_code == 200
+
+    assert _nothing_left(e, key)()
+    assert e.doc(deployment_id)["torn_down_at"] is not None
+
+
+def _throttled_everywhere(e: Env, key: str) -> str:
+    """A provisioned deployment whose worker waits for capacity, throttled since long ago; returns its id."""
+    from datetime import timedelta
+
+    e.scenario(capacity=dict.fromkeys(ALL_POOLS, 0))
+    deployment_id = _provisioned_unwatched(e, key)
+    long_ago = utcnow() - timedelta(minutes=5)
+    watch = {"check": 0, "last_check_at": long_ago, "throttled_since": long_ago}
+    e.store.update_if_status(deployment_id, {Status.CREATING_ENDPOINT}, {"readiness": watch})
+    _eventually(lambda: [w["state"] for w in e.runpod_state(key)["workers"]] == ["throttled"])
+    return deployment_id
+
+
+def _check(deployment_id: str, check: int) -> Any:
+    from shared.envelopes import TaskDelivery
+    from shared.messages import ReadinessCheck
+
+    message = ReadinessCheck(deployment_id=deployment_id, check=check)
+    return TaskDelivery(message, f"readiness-{deployment_id}-{check}", 0, 0, QUEUE_READINESS)
+
+
+def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(e: Env) -> None:
+    from shared.errors import RetryableError
+    from shared.messages import _Message
+    from shared.pubsub import Publisher
+    from shared.steps.readiness import check_readiness
+    from shared.tasks import TaskScheduler
+    from shared.topology import TOPIC_DEPLOYMENT_EVENTS
+    from shared.wiring import step_deps
+
+    key = e.account()
+    deployment_id = _throttled_everywhere(e, key)
+    deps = step_deps(_settings())
+    real_publish = Publisher.publish
+    failed: list[str] = []
+
+    def publish_fails_once(self: Publisher, topic: str, message: _Message, **attributes: str) -> str:
+        if topic == TOPIC_DEPLOYMENT_EVENTS and not failed:
+            failed.append(topic)
+            raise RetryableError("Pub/Sub is unavailable")
+        return real_publish(self, topic, message, **attributes)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Publisher, "publish", publish_fails_once)
+        patch.setattr(TaskScheduler, "schedule", lambda *args, **kwargs: True)
+        with pytest.raises(RetryableError):
+            check_readiness(_check(deployment_id, 1), deps)
+        _eventually(lambda: [w["state"] for w in e.runpod_state(key)["workers"]] == ["throttled"])
+        check_readiness(_check(deployment_id, 1), deps)  # Cloud Tasks retries the same check
+
+    doc = e.doc(deployment_id)
+    assert (doc["gpu_switches"], doc["gpu_candidates"]) == (1, SECOND_WINDOW)
+    assert e.runpod_state(key)["endpoints"][0]["gpuIds"] == ",".join(SECOND_WINDOW)
+
+
+def test_a_check_retried_after_the_switch_was_written_gives_the_new_pools_their_wait(e: Env) -> None:
+    from shared.errors import RetryableError
+    from shared.steps.readiness import check_readiness
+    from shared.tasks import TaskScheduler
+    from shared.wiring import step_deps
+
+    key = e.account()
+    deployment_id = _throttled_everywhere(e, key)
+    deps = step_deps(_settings())
+    real_update = DeploymentStore.update_if_status
+    failed: list[bool] = []
+
+    def next_check_write_fails_once(self: DeploymentStore, deployment_id: str, *args: Any, **kwargs: Any) -> Any:
+        fields = args[1] if len(args) > 1 else kwargs["fields"]
+        if "readiness" in fields and not failed:  # the write that records the check and schedules the next
+            failed.append(True)
+            raise RetryableError("Firestore kept changing")
+        return real_update(self, deployment_id, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DeploymentStore, "update_if_status", next_check_write_fails_once)
+        patch.setattr(TaskScheduler, "schedule", lambda *args, **kwargs: True)
+        with pytest.raises(RetryableError):
+            check_readiness(_check(deployment_id, 1), deps)
+        _eventually(lambda: [w["state"] for w in e.runpod_state(key)["workers"]] == ["throttled"])
+        note = check_readiness(_check(deployment_id, 1), deps)
+
+    assert "waiting for capacity" in note
+    doc = e.doc(deployment_id)
+    assert (doc["gpu_switches"], doc["gpu_candidates"]) == (1, SECOND_WINDOW)
+
+
+def test_an_endpoint_deleted_on_runpod_fails_the_deployment_instead_of_retrying(e: Env) -> None:
+    from shared.runpod.client import RunpodConnector
+    from shared.steps.teardown import remove_endpoint
+
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = _provisioned_unwatched(e, key)
+    client = RunpodConnector(e.runpod, e.runpod, 10).client(key)
+    remove_endpoint(client, client.resources()[0][0])  # someone deleted it in Runpod's console
+
+    answer = requests.post(
+        f"{e.functions}/readiness",
+        json={"deployment_id": deployment_id, "check": 1},
+        headers={"X-CloudTasks-TaskName": f"readiness-{deployment_id}-1", "X-CloudTasks-TaskRetryCount": "0"},
+        timeout=10,
+    )
+
+    assert answer.status_code == 204
+    doc = e.doc(deployment_id)
+    assert (doc["status"], doc["error"]["code"]) == (Status.FAILED.value, "runpod_resource_missing")
+    assert _nothing_left(e, key)()
+
+
+def test_a_template_deleted_on_runpod_fails_provisioning_instead_of_retrying(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    fields = {"model_commit_sha": "c" * 40, "vram_estimate_gb": 2.5, "pipeline_class": "StableDiffusionPipeline"}
+    e.store.transition(deployment_id, Status.SELECTING_GPU, "checked", fields=fields)
+    chosen = {"gpu_ranked": ALL_POOLS, "gpu_candidates": FIRST_WINDOW, "template_id": "deletedoutside"}
+    e.store.transition(deployment_id, Status.CREATING_ENDPOINT, "chosen", fields=chosen)
+
+    assert e.provision(deployment_id).status_code == 200
+
+    doc = e.doc(deployment_id)
+    assert (doc["status"], doc["error"]["code"]) == (Status.FAILED.value, "runpod_resource_missing")
+    assert "Template not found" in doc["error"]["message"]
+    assert _nothing_left(e, key)()

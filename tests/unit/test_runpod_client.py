@@ -108,7 +108,8 @@ def test_data_plane_404_is_not_found_and_health_parses() -> None:
     ("message", "kind", "reason"),
     [
         ("Template name must be unique", RunpodNameTakenError, None),
-        ("Endpoint not found", RunpodNotFoundError, None),
+        ("Endpoint not found", RunpodNotFoundError, "runpod_resource_missing"),
+        ("Template not found", RunpodNotFoundError, "runpod_resource_missing"),
         ("You have reached the maximum number of endpoints", RunpodQuotaError, "quota_exceeded"),
         ("Unauthorized", RunpodAuthError, "auth_failed"),
         ("Endpoint cannot be deleted while it has workers", RunpodUnavailableError, None),
