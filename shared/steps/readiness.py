@@ -157,13 +157,15 @@ def _next_check(
     deps: StepDeps, *, doc: dict[str, Any], check: int, now: datetime, throttled_since: datetime | None, waited: float
 ) -> None:
     settings = deps.settings
-    watch = {"check": check, "last_check_at": now, "throttled_since": throttled_since}
-    if deps.store.update_if_status(doc["deployment_id"], _WATCHED, {"readiness": watch}) is None:
-        return  # it left provisioning meanwhile: no more checks
     delay = min(
         settings.readiness_first_check_s * settings.readiness_backoff_factor ** (check + 1),
         settings.readiness_max_interval_s,
     )
     # Never sleep past the deadline: the check that lands there fails the deployment with ``timeout``.
     delay = max(0.0, min(delay, settings.readiness_deadline_s - waited + 1.0))
+    # The next check is scheduled before this one is recorded as done: a retry after a failed record repeats this
+    # check (the task name dedupes the schedule), whereas the other order would end the watch at "done already".
+    # A next check that finds the deployment out of provisioning ends there.
     schedule_readiness(deps, doc["deployment_id"], check + 1, delay)
+    watch = {"check": check, "last_check_at": now, "throttled_since": throttled_since}
+    deps.store.update_if_status(doc["deployment_id"], _WATCHED, {"readiness": watch})

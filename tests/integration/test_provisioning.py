@@ -898,3 +898,34 @@ def test_a_template_deleted_on_runpod_fails_provisioning_instead_of_retrying(e: 
     assert (doc["status"], doc["error"]["code"]) == (Status.FAILED.value, "runpod_resource_missing")
     assert "Template not found" in doc["error"]["message"]
     assert _nothing_left(e, key)()
+
+
+def test_a_check_whose_next_check_failed_to_schedule_schedules_it_on_retry(e: Env) -> None:
+    from shared.errors import RetryableError
+    from shared.steps.readiness import check_readiness
+    from shared.tasks import TaskScheduler
+    from shared.wiring import step_deps
+
+    key = e.account()
+    e.scenario(start_delay_s=30)
+    deployment_id = _provisioned_unwatched(e, key)
+    deps = step_deps(_settings())
+    names: list[str] = []
+
+    def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise RetryableError("Cloud Tasks is unavailable")
+
+    def recorded(self: TaskScheduler, *args: Any, **kwargs: Any) -> bool:
+        names.append(kwargs["name"])
+        return True
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskScheduler, "schedule", unavailable)
+        with pytest.raises(RetryableError):
+            check_readiness(_check(deployment_id, 1), deps)
+        patch.setattr(TaskScheduler, "schedule", recorded)
+        check_readiness(_check(deployment_id, 1), deps)
+
+    # The watch goes on: the retry scheduled check 2 and only then recorded check 1 as done.
+    assert names == [f"readiness-{deployment_id}-2"]
+    assert e.doc(deployment_id)["readiness"]["check"] == 1
