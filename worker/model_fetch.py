@@ -314,7 +314,8 @@ def _from_cache(request: FetchRequest, cache: ModelCache, progress: ProgressRepo
             return None
         paths = [entry.path for entry in manifest.files]
         configs = pipeline_config_files(paths)
-        counter = _ByteCounter(0, progress)
+        # The total grows once the weights are chosen; until then it covers the configs, so done <= total.
+        counter = _ByteCounter(_subset(manifest, configs).total_bytes, progress)
         with _scratch(request) as scratch:
             cache.download(_subset(manifest, configs), scratch, counter.add)
             weights = pipeline_weight_files(paths, _dtype_of(request, scratch))
@@ -339,7 +340,7 @@ def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressRepo
     gated, files = hub.repo_files(request.model_id, request.revision)
     paths = sorted(files)
     configs = pipeline_config_files(paths)
-    counter = _ByteCounter(0, progress)
+    counter = _ByteCounter(sum(files[path][0] or 0 for path in configs), progress)
     with _scratch(request) as scratch:
         # Configs first: the target dtype may depend on them, and it picks the weight variant.
         hub.download(request.model_id, request.revision, configs, scratch, counter)

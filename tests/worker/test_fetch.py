@@ -174,6 +174,7 @@ class TestHubFetch:
         for path, digest in expected.items():
             assert sha256_file(result.path / path) == digest
         assert progress[-1][0] == progress[-1][1] == result.manifest.total_bytes
+        assert all(done <= total for done, total in progress)
         assert not list(tmp_path.glob(".partial-*"))
         # A second start on the same volume reuses the verified local copy.
         again = fetch_model(_request(tmp_path, PUBLIC, hub_revisions[PUBLIC]), HubClient(hub_url, None), None)
@@ -233,6 +234,7 @@ class TestPrivateCache:
         for item in manifest.files:
             assert sha256_file(second.path / item.path) == item.sha256
         assert progress[-1] == (manifest.total_bytes, manifest.total_bytes)
+        assert all(done <= total for done, total in progress)
 
     @staticmethod
     def _cached(tmp_path: Path, hub_url: str, revision: str, cache: S3ModelCache) -> tuple[Manifest, HubClient]:
