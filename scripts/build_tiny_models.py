@@ -6,7 +6,9 @@ Usage::
 
 Writes the repos listed in docs/contracts.md ("Hub simulator model folder"): ``visgate-tiny/sd-tiny`` (public),
 ``visgate-tiny/sd-tiny-gated`` (gated ``auto``), ``visgate-tiny/sd-tiny-private`` (private) and
-``visgate-tiny/text-encoder-only`` (not a pipeline), their ``.hubsim.json`` files and ``<out>/.hubsim-tokens.json``.
+``visgate-tiny/text-encoder-only`` (not a pipeline), ``visgate-tiny/sd-tiny-fp16`` (the public pipeline plus an
+``fp16`` variant of its UNet and a stray pickle that must never be fetched), their ``.hubsim.json`` files and
+``<out>/.hubsim-tokens.json``.
 Everything is seeded, so rebuilding gives byte-identical files (and so the same simulated commit sha). No network:
 the CLIP tokenizer's byte-level BPE vocabulary is built in memory.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -158,6 +161,17 @@ def build_text_encoder_only(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
+def add_fp16_unet_and_pickle(repo: Path) -> None:
+    """Add ``unet/diffusion_pytorch_model.fp16.safetensors`` (the UNet in float16) and a stray pickle,
+    ``unet/diffusion_pytorch_model.bin``, to a saved tiny pipeline."""
+    unet = UNet2DConditionModel.from_pretrained(repo / "unet").to(torch.float16)
+    with tempfile.TemporaryDirectory() as scratch:
+        unet.save_pretrained(scratch, variant="fp16", safe_serialization=True)
+        shutil.copy(Path(scratch) / "diffusion_pytorch_model.fp16.safetensors", repo / "unet")
+    # Not a loadable checkpoint: any fetch of it is the bug (a real pickle could run code when loaded).
+    (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps({"stray": "pickle"}, protocol=4))
+
+
 def _write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -186,12 +200,17 @@ def build_all(out: Path, seed: int = 0) -> list[str]:
             shutil.rmtree(target)
         shutil.copytree(public, target)
         _write_json(target / ".hubsim.json", access)
+    fp16 = out / ORG / "sd-tiny-fp16"
+    if fp16.exists():
+        shutil.rmtree(fp16)
+    shutil.copytree(public, fp16)
+    add_fp16_unet_and_pickle(fp16)
     encoder_only = out / ORG / "text-encoder-only"
     if encoder_only.exists():
         shutil.rmtree(encoder_only)
     build_text_encoder_only(encoder_only, seed)
     _write_json(out / ".hubsim-tokens.json", TOKENS)
-    return [f"{ORG}/sd-tiny", *(f"{ORG}/{name}" for name in repos), f"{ORG}/text-encoder-only"]
+    return [f"{ORG}/sd-tiny", *(f"{ORG}/{name}" for name in repos), f"{ORG}/sd-tiny-fp16", f"{ORG}/text-encoder-only"]
 
 
 def main(argv: list[str] | None = None) -> int:

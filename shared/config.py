@@ -100,13 +100,15 @@ class Settings(BaseSettings):
     readiness_max_interval_s: float = 60.0
     throttled_switch_after_s: float = 90.0
     callback_tolerance_s: int = 300
-    # The model cache the workers use (issue: cache); keys here are read-only ones for the shared cache.
+    # The platform's shared model cache. Its (read-only) keys stay here: the callback function reads manifests and
+    # presigns objects for granted workers; provisioning grants it to deployments of allowlisted models.
     model_cache_s3_url: str | None = None
     model_cache_aws_endpoint_url: str | None = None
     model_cache_aws_region: str | None = None
     model_cache_shared_allowlist: str = ""
     model_cache_aws_access_key_id: SecretStr | None = None
     model_cache_aws_secret_access_key: SecretStr | None = None
+    cache_grant_ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="lifetime of presigned cache URLs")
 
     @field_validator("worker_image")
     @classmethod

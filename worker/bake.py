@@ -13,6 +13,7 @@ from pathlib import Path
 
 from worker.logs import configure_logging
 from worker.model_fetch import FetchRequest, HubClient, fetch_model
+from worker.populate_cache import VARIANT_DTYPES
 
 logger = logging.getLogger("worker.bake")
 
@@ -24,11 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--hf-endpoint", default="https://huggingface.co")
-    parser.add_argument("--variant", choices=["fp16", "default"], default="fp16")
+    parser.add_argument("--variant", choices=sorted(VARIANT_DTYPES), default="fp16")
     args = parser.parse_args(argv)
     configure_logging("image-build")
     request = FetchRequest(
-        model_id=args.model, revision=args.revision, model_dir=args.model_dir, prefer_fp16=args.variant == "fp16"
+        model_id=args.model,
+        revision=args.revision,
+        model_dir=args.model_dir,
+        device="cuda",
+        dtype=VARIANT_DTYPES[args.variant],
     )
     result = fetch_model(request, HubClient(args.hf_endpoint, None), cache=None)
     logger.info("baked", extra={"path": str(result.path), "bytes": result.manifest.total_bytes})

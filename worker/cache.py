@@ -8,8 +8,12 @@ Layout (docs/contracts.md, issue 4)::
 The manifest is written last, so its presence means every file it lists was uploaded: readers treat "no manifest"
 as a miss. Works with any S3 API (AWS, R2, MinIO, GCS interoperability, moto) through boto3.
 
-Downloads split every file into ranged parts fetched by a bounded thread pool; each part streams into its place in
-the file in fixed-size chunks, so memory stays at about ``concurrency x chunk`` whatever the model size. Each file's
+Reads go through one path, :class:`ModelDownloader`, whatever the source of the bytes (:class:`ObjectSource`: the
+S3 client for ``private``, the presigned URLs of a cache grant for ``shared``, see :mod:`worker.cache_grant`).
+Downloads split every file into ranged parts fetched by a bounded thread pool, each part retried a few times; each
+part streams into its place in the file in fixed-size chunks, so memory stays at about ``concurrency x chunk``
+whatever the model size. Any failure on the read path (S3 or HTTP errors, a broken stream, a corrupt manifest, a
+size or sha256 mismatch) is a :class:`~worker.errors.CacheIntegrityError`: the caller falls back to the Hub. Each file's
 sha256 is computed while the download runs: the thread fetching the next part in order hashes it as it streams,
 and parts that finish out of order are hashed (read back from the page cache) as soon as their turn comes, so
 hashing overlaps the network instead of following it.
@@ -21,17 +25,18 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, Field, ValidationError
 
 from worker.errors import CacheIntegrityError
 
@@ -137,6 +142,8 @@ class _FileState:
     next_to_hash: int = 0
     hashing: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The digest before an inline-hashed part began, so a failed attempt at that part can be undone.
+    before_inline: Any = None
 
     def claim_inline(self, index: int) -> bool:
         """Take the hashing role for a part that is next in order, so it is hashed as it streams in."""
@@ -144,7 +151,14 @@ class _FileState:
             if self.hashing or self.next_to_hash != index:
                 return False
             self.hashing = True
+            self.before_inline = self.digest.copy()
             return True
+
+    def abandon_inline(self) -> None:
+        """Undo the hashing of an inline part whose download failed, and give the hashing role back."""
+        with self.lock:
+            self.digest = self.before_inline
+            self.hashing = False
 
     def part_done(self, index: int, hashed_inline: bool = False) -> None:
         """Record a finished part and hash every finished part that is next in order.
@@ -185,8 +199,127 @@ class _FileState:
             raise CacheIntegrityError(f"{self.entry.path}: sha256 mismatch with the cache manifest")
 
 
+class ObjectSource(Protocol):
+    """Where the bytes of one cached model's files come from: an S3 client (``private``) or the presigned URLs
+    of a cache grant (``shared``). Anything it raises is a failed read; the downloader retries the part."""
+
+    def read_range(self, path: str, start: int, stop: int) -> tuple[int | None, Iterator[bytes]]:
+        """The object's total size (when the server says it) and the bytes ``[start, stop)`` of repo file
+        ``path``, as chunks of at most :data:`CHUNK_SIZE`."""
+        ...
+
+
+def content_range_total(header: str | None) -> int | None:
+    """The total size of ``Content-Range: bytes 0-9/1234`` (None when absent or unknown)."""
+    total = str(header or "").rpartition("/")[2]
+    return int(total) if total.isdigit() else None
+
+
+class ModelDownloader:
+    """The one download-and-verify path of the cache, whatever the :class:`ObjectSource`.
+
+    Every file is split into ranged parts fetched by a bounded thread pool; a part that fails is retried
+    ``attempts`` times in all before the download counts as an integrity failure.
+    """
+
+    def __init__(
+        self,
+        source: ObjectSource,
+        *,
+        concurrency: int = 16,
+        part_size: int = DEFAULT_PART_SIZE,
+        attempts: int = 3,
+        retry_backoff_s: float = 0.25,
+    ) -> None:
+        """Read from ``source`` with ``concurrency`` parallel ranged requests of ``part_size`` bytes."""
+        self._source = source
+        self._concurrency = concurrency
+        self._part_size = part_size
+        self._attempts = attempts
+        self._retry_backoff_s = retry_backoff_s
+
+    def download(self, manifest: Manifest, dest: Path, progress: Progress | None = None) -> None:
+        """Download and verify every file of ``manifest`` into ``dest``.
+
+        Raises:
+            CacheIntegrityError: a part stayed unreadable, or a size or sha256 differs from the manifest. Files
+                in ``dest`` are then partial; the caller discards ``dest``.
+        """
+        states = [self._prepare(entry, dest) for entry in manifest.files]
+        tasks = [(state, index) for state in states for index in range(len(state.parts))]
+        run_parallel(lambda task: self._fetch_part(task[0], task[1], progress), tasks, self._concurrency)
+        for state in states:
+            state.verify()
+
+    def _prepare(self, entry: ManifestFile, dest: Path) -> _FileState:
+        target = dest / entry.path
+        if not target.resolve().is_relative_to(dest.resolve()):
+            raise CacheIntegrityError(f"manifest path escapes the model folder: {entry.path!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as handle:
+            handle.truncate(entry.size)
+        starts = range(0, entry.size, self._part_size)
+        parts = [(start, min(start + self._part_size, entry.size)) for start in starts]
+        return _FileState(entry=entry, path=target, parts=parts)
+
+    def _fetch_part(self, state: _FileState, index: int, progress: Progress | None) -> None:
+        for attempt in range(1, self._attempts + 1):
+            inline = state.claim_inline(index)
+            try:
+                self._stream_part(state, index, inline)
+            except Exception as exc:
+                if inline:
+                    state.abandon_inline()
+                if attempt == self._attempts:
+                    if isinstance(exc, CacheIntegrityError):
+                        raise
+                    raise CacheIntegrityError(f"{state.entry.path}: unreadable ({type(exc).__name__}: {exc})") from exc
+                logger.warning("a part of cached %s failed (%s); retrying", state.entry.path, exc)
+                time.sleep(self._retry_backoff_s * attempt)
+            else:
+                state.part_done(index, hashed_inline=inline)
+                if progress:
+                    start, stop = state.parts[index]
+                    progress(stop - start)
+                return
+
+    def _stream_part(self, state: _FileState, index: int, inline: bool) -> None:
+        start, stop = state.parts[index]
+        total, chunks = self._source.read_range(state.entry.path, start, stop)
+        # The total in Content-Range catches an object that grew or shrank since the manifest was written.
+        if total is not None and total != state.entry.size:
+            raise CacheIntegrityError(f"{state.entry.path}: size {total} differs from the manifest")
+        written = 0
+        with state.path.open("r+b") as handle:
+            handle.seek(start)
+            for chunk in chunks:
+                if written + len(chunk) > stop - start:
+                    raise CacheIntegrityError(f"{state.entry.path}: more bytes than the manifest size")
+                handle.write(chunk)
+                if inline:
+                    state.digest.update(chunk)
+                written += len(chunk)
+        if written != stop - start:
+            raise CacheIntegrityError(f"{state.entry.path}: short read at byte {start + written}")
+
+
+class _S3Objects:
+    """The objects of one model in an S3 cache, read with the cache's own client."""
+
+    def __init__(self, client: Any, bucket: str, key_of: Callable[[str], str]) -> None:
+        self._client = client
+        self._bucket = bucket
+        self._key_of = key_of
+
+    def read_range(self, path: str, start: int, stop: int) -> tuple[int | None, Iterator[bytes]]:
+        response = self._client.get_object(
+            Bucket=self._bucket, Key=self._key_of(path), Range=f"bytes={start}-{stop - 1}"
+        )
+        return content_range_total(response.get("ContentRange")), response["Body"].iter_chunks(CHUNK_SIZE)
+
+
 class S3ModelCache:
-    """Reads and writes one model cache location."""
+    """Reads and writes one model cache location (the ``private`` scope, and the operator's populate command)."""
 
     def __init__(
         self,
@@ -215,76 +348,40 @@ class S3ModelCache:
         return "/".join(part for part in parts if part)
 
     def read_manifest(self, model_id: str, revision: str) -> Manifest | None:
-        """The manifest of a model, or None when it is not (completely) cached."""
+        """The manifest of a model, or None when it is not (completely) cached.
+
+        Raises:
+            CacheIntegrityError: the manifest is unreadable (S3 error, not JSON, wrong shape, another model).
+        """
         try:
             response = self._client.get_object(
                 Bucket=self.location.bucket, Key=self.key(model_id, revision, MANIFEST_NAME)
             )
+            return parse_manifest(response["Body"].read(), model_id, revision)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
                 return None
-            raise
-        manifest = Manifest.model_validate_json(response["Body"].read())
-        if manifest.model_id != model_id or manifest.revision != revision:
-            raise CacheIntegrityError(f"cache manifest at {model_id}@{revision} names another model")
-        return manifest
+            raise CacheIntegrityError(f"cache manifest of {model_id}@{revision} unreadable: {exc}") from exc
+        except BotoCoreError as exc:
+            raise CacheIntegrityError(f"cache manifest of {model_id}@{revision} unreadable: {exc}") from exc
 
     def invalidate(self, model_id: str, revision: str) -> None:
-        """Delete the manifest so that the next start treats this model as a miss and repopulates it."""
-        self._client.delete_object(Bucket=self.location.bucket, Key=self.key(model_id, revision, MANIFEST_NAME))
-        logger.warning("cache manifest of %s@%s deleted", model_id, revision)
+        """Delete the manifest so that the next start treats this model as a miss and repopulates it (best effort:
+        a cache that cannot be written is logged, the caller goes on to the Hub)."""
+        try:
+            self._client.delete_object(Bucket=self.location.bucket, Key=self.key(model_id, revision, MANIFEST_NAME))
+        except (ClientError, BotoCoreError):
+            logger.exception("could not delete the cache manifest of %s@%s", model_id, revision)
+        else:
+            logger.warning("cache manifest of %s@%s deleted", model_id, revision)
 
     def download(self, manifest: Manifest, dest: Path, progress: Progress | None = None) -> None:
-        """Download and verify every file of ``manifest`` into ``dest``.
-
-        Raises:
-            CacheIntegrityError: a size or sha256 differs from the manifest. Files in ``dest`` are then partial;
-                the caller discards ``dest``.
-        """
-        states = [self._prepare(entry, dest) for entry in manifest.files]
-        tasks = [(state, index) for state in states for index in range(len(state.parts))]
-        self._run_parallel(lambda task: self._fetch_part(manifest, task[0], task[1], progress), tasks)
-        for state in states:
-            state.verify()
-
-    def _prepare(self, entry: ManifestFile, dest: Path) -> _FileState:
-        target = dest / entry.path
-        if not target.resolve().is_relative_to(dest.resolve()):
-            raise CacheIntegrityError(f"manifest path escapes the model folder: {entry.path!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("wb") as handle:
-            handle.truncate(entry.size)
-        starts = range(0, entry.size, self._part_size)
-        parts = [(start, min(start + self._part_size, entry.size)) for start in starts]
-        return _FileState(entry=entry, path=target, parts=parts)
-
-    def _fetch_part(self, manifest: Manifest, state: _FileState, index: int, progress: Progress | None) -> None:
-        start, stop = state.parts[index]
-        response = self._client.get_object(
-            Bucket=self.location.bucket,
-            Key=self.key(manifest.model_id, manifest.revision, state.entry.path),
-            Range=f"bytes={start}-{stop - 1}",
+        """Download and verify every file of ``manifest`` into ``dest`` (see :class:`ModelDownloader`)."""
+        objects = _S3Objects(
+            self._client, self.location.bucket, lambda path: self.key(manifest.model_id, manifest.revision, path)
         )
-        # The total in Content-Range catches an object that grew or shrank since the manifest was written.
-        total = str(response.get("ContentRange", "")).rpartition("/")[2]
-        if total and total != "*" and int(total) != state.entry.size:
-            raise CacheIntegrityError(f"{state.entry.path}: size {total} differs from the manifest")
-        written = 0
-        inline = state.claim_inline(index)
-        with state.path.open("r+b") as handle:
-            handle.seek(start)
-            for chunk in response["Body"].iter_chunks(CHUNK_SIZE):
-                if written + len(chunk) > stop - start:
-                    raise CacheIntegrityError(f"{state.entry.path}: more bytes than the manifest size")
-                handle.write(chunk)
-                if inline:
-                    state.digest.update(chunk)
-                written += len(chunk)
-                if progress:
-                    progress(len(chunk))
-        if written != stop - start:
-            raise CacheIntegrityError(f"{state.entry.path}: short read at byte {start + written}")
-        state.part_done(index, hashed_inline=inline)
+        downloader = ModelDownloader(objects, concurrency=self._concurrency, part_size=self._part_size)
+        downloader.download(manifest, dest, progress)
 
     def upload(self, manifest: Manifest, src: Path, progress: Progress | None = None) -> None:
         """Upload every file of ``manifest`` from ``src``, then the manifest itself (last, so readers never see a
@@ -305,7 +402,7 @@ class S3ModelCache:
                 Callback=progress,
             )
 
-        self._run_parallel(upload_one, manifest.files, workers=max(1, min(4, self._concurrency)))
+        run_parallel(upload_one, manifest.files, max(1, min(4, self._concurrency)))
         self._client.put_object(
             Bucket=self.location.bucket,
             Key=self.key(manifest.model_id, manifest.revision, MANIFEST_NAME),
@@ -313,13 +410,29 @@ class S3ModelCache:
             ContentType="application/json",
         )
 
-    def _run_parallel(self, work: Callable[[Any], None], items: Iterable[Any], workers: int | None = None) -> None:
-        """Run ``work`` over ``items`` on a bounded pool; the first failure cancels what has not started."""
-        with ThreadPoolExecutor(max_workers=workers or self._concurrency, thread_name_prefix="cache") as pool:
-            futures: list[Future[None]] = [pool.submit(work, item) for item in items]
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [future for future in finished if future.exception() is not None]
-            if failed:
-                for future in futures:
-                    future.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
+
+def parse_manifest(raw: bytes | str, model_id: str, revision: str) -> Manifest:
+    """A manifest read from a cache, checked to describe ``model_id`` at ``revision``.
+
+    Raises:
+        CacheIntegrityError: not a manifest, or one of another model.
+    """
+    try:
+        manifest = Manifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CacheIntegrityError(f"cache manifest of {model_id}@{revision} is corrupt: {exc}") from exc
+    if manifest.model_id != model_id or manifest.revision != revision:
+        raise CacheIntegrityError(f"cache manifest at {model_id}@{revision} names another model")
+    return manifest
+
+
+def run_parallel(work: Callable[[Any], None], items: Iterable[Any], workers: int) -> None:
+    """Run ``work`` over ``items`` on a bounded pool; the first failure cancels what has not started."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache") as pool:
+        futures: list[Future[None]] = [pool.submit(work, item) for item in items]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future for future in finished if future.exception() is not None]
+        if failed:
+            for future in futures:
+                future.cancel()
+            raise failed[0].exception()  # type: ignore[misc]

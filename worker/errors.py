@@ -40,3 +40,7 @@ class ModelLoadError(WorkerError):
 
 class CacheIntegrityError(ModelLoadError):
     """A cached file's size or sha256 differs from its manifest."""
+
+
+class CacheGrantRefusedError(WorkerError):
+    """The callback function refused (or could not answer) the shared-cache grant: the worker uses the Hub."""

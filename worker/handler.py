@@ -6,12 +6,12 @@ Accepted job shapes (``job["input"]``):
   jobs only after its start-up proved the model, so completing it means the model works.
 - A generation, :class:`worker.schemas.GenerateInput`::
 
-    {"prompt": "a red fox",                 # required, 1..2000 chars
+    {"prompt": "a red fox",                 # required, 1..2000 chars, not blank
      "negative_prompt": "blurry",           # optional (pipelines that take one)
      "num_inference_steps": 4,              # 1..100, default by model family
      "guidance_scale": 0.0,                 # 0..30, default by model family
      "width": 512, "height": 512,           # multiples of 8 in 64..2048, default the model's native size
-     "seed": 42,                            # optional; each image returns the seed that reproduces it
+     "seed": 42,                            # optional, 0..2**32-1; each image returns the seed that reproduces it
      "num_images": 1,                       # 1..4
      "output_format": "png"}                # png | jpeg | webp
 
@@ -20,7 +20,8 @@ Accepted job shapes (``job["input"]``):
   job carries Runpod's ``s3Config`` (``{accessId, accessSecret, bucketName, endpointUrl}``, next to ``input``) or
   the worker has the ``BUCKET_*`` env; otherwise they are inline base64.
 
-Anything else (unknown fields, out-of-range values) fails the job with a one-line message: the runpod SDK marks a
+Values must have their JSON type (``4``, not ``"4"``, ``4.0`` or ``true``). Anything else (unknown fields,
+out-of-range values) fails the job with a one-line message: the runpod SDK marks a
 job FAILED when the handler returns a dict with an ``error`` key (serverless/modules/rp_job.py ``run_job``).
 """
 

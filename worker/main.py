@@ -20,17 +20,17 @@ from pydantic import ValidationError
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from worker.cache import S3Location, S3ModelCache, make_s3_client
+from worker.cache_grant import SharedCacheGrant
 from worker.errors import Reason, WorkerError
 from worker.handler import make_handler
 from worker.logs import configure_logging
-from worker.model_fetch import FetchRequest, FetchResult, HubClient, fetch_model
+from worker.model_fetch import FetchRequest, FetchResult, HubClient, ModelCache, fetch_model
 from worker.output import OutputBucket
 from worker.pipeline import (
     LoadedModel,
     gpu_name,
     is_out_of_memory,
     load_model,
-    prefers_fp16_weights,
     resolve_device,
     resolve_dtype,
 )
@@ -52,17 +52,30 @@ class StartupTimings:
     warmup_s: float
 
 
-def build_cache(settings: WorkerSettings) -> S3ModelCache | None:
-    """The S3 cache of the configured scope, or None for ``off``."""
+def build_cache(settings: WorkerSettings) -> ModelCache | None:
+    """The cache of the configured scope: the user's bucket (``private``), a grant from the callback function
+    (``shared``), or None (``off``, or ``shared`` without a grant URL: the Hub, with a warning)."""
+    if settings.model_cache_scope == "shared":
+        secret = settings.visgate_callback_secret
+        if not settings.visgate_cache_grant_url or secret is None:
+            logger.warning("MODEL_CACHE_SCOPE=shared without VISGATE_CACHE_GRANT_URL: fetching from the Hub")
+            return None
+        return SharedCacheGrant(
+            settings.visgate_cache_grant_url,
+            settings.visgate_deployment_id,
+            secret.get_secret_value(),
+            concurrency=settings.worker_download_concurrency,
+            part_size=settings.download_part_size,
+        )
     if settings.model_cache_scope == "off":
         return None
     if not settings.model_cache_s3_url:
-        raise WorkerError(f"MODEL_CACHE_SCOPE={settings.model_cache_scope} needs MODEL_CACHE_S3_URL")
-    key_id, secret = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
+        raise WorkerError("MODEL_CACHE_SCOPE=private needs MODEL_CACHE_S3_URL")
+    key_id, secret_key = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
     client = make_s3_client(
         endpoint_url=settings.model_cache_aws_endpoint_url,
         access_key_id=key_id.get_secret_value() if key_id else None,
-        secret_access_key=secret.get_secret_value() if secret else None,
+        secret_access_key=secret_key.get_secret_value() if secret_key else None,
         region=settings.model_cache_aws_region,
         max_connections=settings.worker_download_concurrency,
     )
@@ -78,7 +91,8 @@ def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedM
     """Fetch, load and warm up the model, reporting each phase (but not ``ready`` nor ``failed``).
 
     Raises:
-        WorkerError: a reason-coded failure; other exceptions are unexpected (``internal``) or out of memory.
+        WorkerError: a reason-coded failure (load and warm-up failures are ``model_load_failed``); other
+            exceptions are out of memory or unexpected (``internal``).
     """
     device = resolve_device(settings.worker_device)
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
@@ -86,9 +100,9 @@ def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedM
         model_id=settings.hf_model_id,
         revision=settings.hf_model_revision,
         model_dir=settings.worker_model_dir,
-        prefer_fp16=prefers_fp16_weights(device, settings.worker_dtype),
+        device=device,
+        dtype=settings.worker_dtype,
         scope=settings.model_cache_scope,
-        shared_allowlist=settings.shared_allowlist,
     )
     started = time.perf_counter()
     reporter.downloading(0, 0)

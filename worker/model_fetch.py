@@ -5,34 +5,34 @@ Decisions (issue 4, docs/contracts.md):
 - Only the files a diffusers pipeline loads are fetched: ``model_index.json`` and, in each component folder
   (``unet/``, ``vae/``, ``tokenizer/``, ...), its JSON configs, tokenizer vocabularies and ``.safetensors``
   weights. Pickles (``.bin``, ``.pt``, ``.ckpt``, ...) never are, nor root-level single-file checkpoints or nested
-  exports (``unet/onnx/...``), which diffusers' folder loader does not read.
-- fp16 variant: when the target dtype is float16 and a component ships ``*.fp16.safetensors``, only those weights
-  are fetched for it; otherwise only the default weights. A cache holds whatever its populator fetched; the loader
-  picks the variant from the files present (fp16 weights load fine into any dtype).
+  exports (``unet/onnx/...``), which diffusers' folder loader does not read. A cache manifest is filtered through
+  the same rules, so a cache that holds a pickle never hands it out.
+- Weight variants: the configs come first, then the target dtype (:func:`worker.variants.target_dtype`) and the
+  files present pick one variant for the pipeline (:func:`worker.variants.choose_variant`), and only those
+  weights are fetched; the loader applies the same rule to the folder.
 - Files land in a scratch folder next to the final one and are moved into place in one rename only after every
   size and sha256 checked out, so nothing partial is ever loaded; a later start on the same volume reuses them.
 - Scopes: ``off`` reads the Hub only. ``private`` reads the user's bucket; on a miss it fetches from the Hub,
-  then uploads the files and the manifest last. A cached file that fails verification fails the start with
-  ``model_load_failed`` and its manifest is deleted, so the next start is a miss that repopulates from the Hub
-  (rather than silently falling back now and hiding a corrupt bucket). ``shared`` reads the platform's bucket
-  read-only, only for models on the allowlist (others go to the Hub, with a warning); a gated model is served
-  from it only after the user's token passes the Hub's access check. Workers never write the shared cache.
+  then uploads the files and the manifest last. ``shared`` reads the platform's bucket through a grant from the
+  callback function (:mod:`worker.cache_grant`); the platform decides who may read it, workers never write it.
+- A cache that cannot serve a verified copy (unreadable or corrupt manifest, a missing or tampered object, a
+  refused grant) is not fatal: the worker logs a warning and fetches from the Hub. In ``private`` it first deletes
+  the manifest, and the Hub copy repopulates the cache, so a bad copy is never served twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import (
@@ -44,17 +44,22 @@ from huggingface_hub.errors import (
 )
 from tqdm.std import tqdm
 
-from worker.cache import Manifest, ManifestFile, S3ModelCache, repo_dirname, sha256_file
-from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError, WorkerError
+from worker.cache import Manifest, ManifestFile, Progress, S3ModelCache, repo_dirname, sha256_file
+from worker.errors import (
+    CacheGrantRefusedError,
+    CacheIntegrityError,
+    ModelGatedError,
+    ModelLoadError,
+    ModelNotFoundError,
+    WorkerError,
+)
+from worker.variants import DtypeName, choose_variant, component_variants, target_dtype, weight_variant
 
 logger = logging.getLogger(__name__)
 
 LOCAL_MANIFEST = ".visgate-manifest.json"
 CONFIG_SUFFIXES = (".json", ".txt", ".model")
-# <name>[.<variant>][-00001-of-00003].safetensors, and the shard index <name>.safetensors.index[.<variant>].json
-WEIGHT_RE = re.compile(r"^[^.]+(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d{5}-of-\d{5})?\.safetensors$")
-INDEX_RE = re.compile(r"^[^.]+\.safetensors\.index(?:\.(?P<variant>[A-Za-z0-9_]+))?\.json$")
-FP16 = "fp16"
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 Source = Literal["local", "cache", "hub"]
 ProgressReport = Callable[[int, int], None]
@@ -81,9 +86,9 @@ class FetchRequest:
     model_id: str
     revision: str
     model_dir: Path
-    prefer_fp16: bool
+    device: str = "cpu"
+    dtype: DtypeName | None = None
     scope: Literal["off", "shared", "private"] = "off"
-    shared_allowlist: frozenset[str] = frozenset()
 
     @property
     def final_dir(self) -> Path:
@@ -91,43 +96,81 @@ class FetchRequest:
         return self.model_dir / repo_dirname(self.model_id) / self.revision
 
 
-def select_pipeline_files(paths: list[str], prefer_fp16: bool) -> list[str]:
-    """The repo files a diffusers pipeline loads, chosen per component folder.
-
-    Args:
-        paths: every file path in the repo at the pinned commit.
-        prefer_fp16: take a component's ``fp16`` variant weights when it has them.
-
-    Raises:
-        ModelLoadError: no ``model_index.json`` (not a diffusers pipeline) or a component without safetensors.
-    """
-    if "model_index.json" not in paths:
-        raise ModelLoadError("not a diffusers pipeline: the repo has no model_index.json")
+def _components(paths: Iterable[str]) -> dict[str, list[str]]:
+    """The file names of each component folder (one level deep; nested exports are not components)."""
     by_component: dict[str, list[str]] = {}
     for path in paths:
         folder, _, name = path.partition("/")
         if name and "/" not in name:
             by_component.setdefault(folder, []).append(name)
+    return by_component
+
+
+def pipeline_config_files(paths: list[str]) -> list[str]:
+    """``model_index.json`` and every component's configs and tokenizer files (no weights).
+
+    Raises:
+        ModelLoadError: no ``model_index.json`` (not a diffusers pipeline).
+    """
+    if "model_index.json" not in paths:
+        raise ModelLoadError("not a diffusers pipeline: the repo has no model_index.json")
     selected = ["model_index.json"]
-    for folder, names in sorted(by_component.items()):
-        variants = {_variant(name) for name in names if name.endswith(".safetensors")}
-        has_default_weights = None in variants
-        variant = FP16 if (prefer_fp16 or not has_default_weights) and FP16 in variants else None
+    for folder, names in sorted(_components(paths).items()):
         for name in sorted(names):
-            weight, index = WEIGHT_RE.match(name), INDEX_RE.match(name)
-            if weight or index:
-                if _variant(name) == variant:
-                    selected.append(f"{folder}/{name}")
-            elif name.endswith(CONFIG_SUFFIXES):
+            if not weight_variant(name)[0] and name.endswith(CONFIG_SUFFIXES):
                 selected.append(f"{folder}/{name}")
-        if any(name.endswith((".bin", ".ckpt", ".pt", ".pth")) for name in names) and not variants:
-            raise ModelLoadError(f"component {folder!r} has pickled weights only; safetensors are required")
     return selected
 
 
-def _variant(name: str) -> str | None:
-    match = WEIGHT_RE.match(name) or INDEX_RE.match(name)
-    return match.group("variant") if match else None
+def pipeline_weight_files(paths: list[str], dtype: str) -> list[str]:
+    """The safetensors weights (and shard indexes) the pipeline loads in ``dtype``: per component, the variant
+    :func:`choose_variant` picks when the component has it, else its plain files.
+
+    Raises:
+        ModelLoadError: a component with pickled weights only, or weights no single variant loads.
+    """
+    components = _components(paths)
+    variants = component_variants(paths)
+    for folder, names in components.items():
+        if folder not in variants and any(name.endswith(PICKLE_SUFFIXES) for name in names):
+            raise ModelLoadError(f"component {folder!r} has pickled weights only; safetensors are required")
+    try:
+        variant = choose_variant(dtype, variants)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    selected = []
+    for folder, names in sorted(components.items()):
+        found = variants.get(folder)
+        if not found:
+            continue
+        use = variant if variant in found else None
+        if use not in found:
+            raise ModelLoadError(f"component {folder!r} has no {variant or 'plain'} weights")
+        selected += [f"{folder}/{name}" for name in sorted(names) if weight_variant(name) == (True, use)]
+    return selected
+
+
+def select_pipeline_files(paths: list[str], dtype: str) -> list[str]:
+    """Every repo file a diffusers pipeline loads in ``dtype``: configs, tokenizer files and the chosen weights."""
+    configs = pipeline_config_files(paths)
+    return _ordered(configs, pipeline_weight_files(paths, dtype))
+
+
+def _ordered(configs: list[str], weights: list[str]) -> list[str]:
+    return ["model_index.json", *sorted({*configs, *weights} - {"model_index.json"})]
+
+
+def _dtype_of(request: FetchRequest, folder: Path) -> str:
+    """The target dtype, from a folder that holds the configs so far."""
+    try:
+        return target_dtype(request.device, request.dtype, folder)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"unreadable pipeline config: {exc}") from exc
+
+
+def _subset(manifest: Manifest, paths: Iterable[str]) -> Manifest:
+    wanted = set(paths)
+    return manifest.model_copy(update={"files": [entry for entry in manifest.files if entry.path in wanted]})
 
 
 class _ByteCounter:
@@ -182,11 +225,6 @@ class HubClient:
         }
         return bool(info.gated), files
 
-    def check_access(self, model_id: str, revision: str) -> None:
-        """Raise unless the token may download the repo's files (the Hub's gate check)."""
-        with _hub_errors(model_id, revision):
-            self._api.auth_check(model_id, token=self._token)
-
     def download(self, model_id: str, revision: str, paths: list[str], dest: Path, counter: _ByteCounter) -> None:
         """Download ``paths`` of the repo at ``revision`` into ``dest`` (parallel across files)."""
         progress_class = _progress_tqdm(counter)
@@ -227,58 +265,70 @@ def _hub_errors(model_id: str, revision: str) -> Iterator[None]:
         raise WorkerError(f"{where}: Hub request failed ({status})") from exc
 
 
+class ModelCache(Protocol):
+    """What a cache scope offers the fetch: :class:`S3ModelCache` (``private``) or :class:`SharedCacheGrant`."""
+
+    def read_manifest(self, model_id: str, revision: str) -> Manifest | None: ...
+
+    def download(self, manifest: Manifest, dest: Path, progress: Progress | None = None) -> None: ...
+
+
 def fetch_model(
     request: FetchRequest,
     hub: HubClient,
-    cache: S3ModelCache | None,
+    cache: ModelCache | None,
     progress: ProgressReport | None = None,
 ) -> FetchResult:
     """Put a verified copy of the model in ``request.final_dir`` and say where it came from.
 
     Args:
-        request: model, revision, local folder, variant preference and cache scope.
+        request: model, revision, local folder, target device and dtype, and cache scope.
         hub: Hub client with the user's token.
-        cache: the S3 cache of the scope (None for ``off``).
+        cache: the cache of the scope (None for ``off``).
         progress: called with (bytes_done, bytes_total) as bytes arrive.
 
     Raises:
-        WorkerError: a reason-coded failure (not found, gated, integrity, ...).
+        WorkerError: a reason-coded failure (not found, gated, not a pipeline, a Hub file that does not verify).
     """
     local = _read_local_manifest(request.final_dir)
     if local is not None:
         logger.info("model found on local disk", extra={"path": str(request.final_dir)})
         return FetchResult(request.final_dir, "local", local)
-    use_cache = cache is not None and request.scope in {"shared", "private"}
-    if request.scope == "shared" and request.model_id not in request.shared_allowlist:
-        logger.warning("shared cache refused: %s is not on the allowlist; fetching from the Hub", request.model_id)
-        use_cache = False
-    if use_cache and cache is not None:
-        manifest = cache.read_manifest(request.model_id, request.revision)
-        if manifest is not None:
-            if request.scope == "shared" and manifest.gated:
-                hub.check_access(request.model_id, request.revision)
-            _from_cache(request, cache, manifest, progress)
-            return FetchResult(request.final_dir, "cache", manifest)
-        logger.info("cache miss", extra={"model": request.model_id, "scope": request.scope})
+    if cache is not None and request.scope != "off":
+        cached = _from_cache(request, cache, progress)
+        if cached is not None:
+            return FetchResult(request.final_dir, "cache", cached)
     manifest = fetch_from_hub(request, hub, progress)
-    if use_cache and cache is not None and request.scope == "private":
+    if request.scope == "private" and isinstance(cache, S3ModelCache):
         _populate(cache, manifest, request.final_dir)
     return FetchResult(request.final_dir, "hub", manifest)
 
 
-def _from_cache(
-    request: FetchRequest, cache: S3ModelCache, manifest: Manifest, progress: ProgressReport | None
-) -> None:
-    counter = _ByteCounter(manifest.total_bytes, progress)
-    counter.add(0)
-    with _scratch(request) as scratch:
-        try:
-            cache.download(manifest, scratch, counter.add)
-        except CacheIntegrityError:
-            if request.scope == "private":
-                cache.invalidate(request.model_id, request.revision)
-            raise
-        _commit(scratch, request.final_dir, manifest)
+def _from_cache(request: FetchRequest, cache: ModelCache, progress: ProgressReport | None) -> Manifest | None:
+    """The manifest of a verified copy fetched from the cache, or None to go to the Hub (a miss, or a cache that
+    cannot serve it: see the module docstring)."""
+    try:
+        manifest = cache.read_manifest(request.model_id, request.revision)
+        if manifest is None:
+            logger.info("cache miss", extra={"model": request.model_id, "scope": request.scope})
+            return None
+        paths = [entry.path for entry in manifest.files]
+        configs = pipeline_config_files(paths)
+        # The total grows once the weights are chosen; until then it covers the configs, so done <= total.
+        counter = _ByteCounter(_subset(manifest, configs).total_bytes, progress)
+        with _scratch(request) as scratch:
+            cache.download(_subset(manifest, configs), scratch, counter.add)
+            weights = pipeline_weight_files(paths, _dtype_of(request, scratch))
+            selected = _subset(manifest, _ordered(configs, weights))
+            counter.total = selected.total_bytes
+            cache.download(_subset(manifest, weights), scratch, counter.add)
+            _commit(scratch, request.final_dir, selected)
+        return selected
+    except (CacheIntegrityError, CacheGrantRefusedError) as exc:
+        logger.warning("the %s cache cannot serve %s (%s); fetching from the Hub", request.scope, request.model_id, exc)
+        if isinstance(exc, CacheIntegrityError) and isinstance(cache, S3ModelCache):
+            cache.invalidate(request.model_id, request.revision)
+        return None
 
 
 def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressReport | None) -> Manifest:
@@ -288,11 +338,16 @@ def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressRepo
         WorkerError: not found, gated, not a pipeline, or a file that differs from the Hub's size or sha256.
     """
     gated, files = hub.repo_files(request.model_id, request.revision)
-    selected = select_pipeline_files(sorted(files), request.prefer_fp16)
-    counter = _ByteCounter(sum(files[path][0] or 0 for path in selected), progress)
-    counter.add(0)
+    paths = sorted(files)
+    configs = pipeline_config_files(paths)
+    counter = _ByteCounter(sum(files[path][0] or 0 for path in configs), progress)
     with _scratch(request) as scratch:
-        hub.download(request.model_id, request.revision, selected, scratch, counter)
+        # Configs first: the target dtype may depend on them, and it picks the weight variant.
+        hub.download(request.model_id, request.revision, configs, scratch, counter)
+        weights = pipeline_weight_files(paths, _dtype_of(request, scratch))
+        selected = _ordered(configs, weights)
+        counter.total = sum(files[path][0] or 0 for path in selected)
+        hub.download(request.model_id, request.revision, weights, scratch, counter)
         entries = _hash_files(scratch, selected)
         for entry in entries:
             size, lfs_sha256 = files[entry.path]

@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from PIL.Image import Image
 
@@ -17,6 +18,28 @@ from worker.settings import WorkerSettings
 
 PRESIGN_EXPIRES_S = 7 * 24 * 3600
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def region_from_endpoint(endpoint_url: str | None) -> str | None:
+    """The signing region an S3-compatible endpoint URL names, as the runpod SDK derives it, or None.
+
+    ``s3.<region>.amazonaws.com`` and ``<bucket>.s3.<region>.amazonaws.com`` (also Backblaze's
+    ``s3.<region>.backblazeb2.com``), the legacy ``s3-<region>.amazonaws.com``, DigitalOcean's
+    ``<region>.digitaloceanspaces.com``, and Cloudflare R2 (``auto``). A SigV4 signature names its region, so a
+    bucket outside us-east-1 refuses uploads signed for us-east-1.
+    """
+    host = (urlsplit(endpoint_url or "").hostname or "").lower()
+    labels = host.split(".")
+    if host.endswith(".r2.cloudflarestorage.com"):
+        return "auto"
+    if host.endswith(".digitaloceanspaces.com") and len(labels) >= 3:
+        return labels[-3]
+    for index, label in enumerate(labels[:-2]):
+        if label == "s3" and labels[index + 1] not in {"amazonaws", "dualstack"}:
+            return labels[index + 1]
+        if label.startswith("s3-") and len(label) > 3:
+            return label[3:]
+    return None
 
 
 def encode_image(image: Image, output_format: OutputFormat) -> bytes:
@@ -46,7 +69,7 @@ class OutputBucket:
             endpoint_url=s3_config.endpoint_url,
             access_key_id=s3_config.access_id,
             secret_access_key=s3_config.access_secret,
-            region=None,
+            region=region_from_endpoint(s3_config.endpoint_url),
             max_connections=4,
         )
         return cls(client=client, bucket=s3_config.bucket_name)
@@ -61,7 +84,7 @@ class OutputBucket:
             endpoint_url=settings.bucket_endpoint_url,
             access_key_id=settings.bucket_access_key_id.get_secret_value(),
             secret_access_key=settings.bucket_secret_access_key.get_secret_value(),
-            region=None,
+            region=settings.bucket_region or region_from_endpoint(settings.bucket_endpoint_url),
             max_connections=4,
         )
         return cls(client=client, bucket=settings.bucket_name or time.strftime("%m-%y"))

@@ -2,9 +2,12 @@
 
 - Device and dtype are explicit: ``WORKER_DEVICE``/``WORKER_DTYPE`` when set; otherwise CUDA with float16 (bfloat16
   for models whose configs ask for it, e.g. FLUX) when CUDA is present, else CPU with float32.
-- Loading is offline (``local_files_only``) from the verified local folder, safetensors only, with the ``fp16``
-  variant exactly when the folder holds fp16 variant weights. No attention slicing: it trades speed for memory,
-  and the GPU was chosen to fit the model.
+- Loading is offline (``local_files_only``) from the verified local folder, safetensors only, with the weight
+  variant :func:`worker.variants.choose_variant` picks from the dtype and the files present (the same rule the
+  fetch used). No attention slicing: it trades speed for memory, and the GPU was chosen to fit the model.
+- Any load or warm-up failure but out-of-memory is ``model_load_failed``; so is a warm-up image that is NaN or all
+  black (float16 overflow), since serving it would return black images. The warm-up is small (at most
+  256x256, 2 steps): it proves the model end to end without paying for a full-size generation.
 - Per-request state never touches the shared pipeline: each call runs on a shallow copy that has its own
   scheduler instance (``__call__`` sets timesteps on the scheduler it holds) and its own seeded generators.
 """
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import logging
 import secrets
 import threading
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import AutoPipelineForText2Image
 from diffusers.utils import logging as diffusers_logging
@@ -30,16 +33,16 @@ from transformers.utils import logging as transformers_logging
 
 from worker.errors import ModelLoadError, WorkerError
 from worker.schemas import MAX_SEED, GenerateInput, Parameters
+from worker.variants import choose_variant, component_variants, target_dtype
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-# Pipelines published in bfloat16, whose activations overflow float16.
-BF16_PIPELINES = frozenset(
-    {"FluxPipeline", "Flux2Pipeline", "QwenImagePipeline", "SanaPipeline", "HiDreamImagePipeline"}
-)
 FEW_STEP_FAMILIES = {"turbo": 1, "lightning": 4, "schnell": 4}
 WARMUP_SEED = 0
+WARMUP_STEPS = 2
+# A multiple of 16 (FLUX-style pipelines need it), capped at the model's native size.
+WARMUP_MAX_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -70,36 +73,9 @@ def resolve_device(requested: str | None) -> str:
     return requested or ("cuda" if available else "cpu")
 
 
-def prefers_fp16_weights(device: str, requested_dtype: str | None) -> bool:
-    """Whether to fetch ``fp16`` variant weights: the dtype will be float16 (decided before configs are local)."""
-    if requested_dtype:
-        return requested_dtype == "float16"
-    return device == "cuda"
-
-
 def resolve_dtype(device: str, requested: str | None, model_dir: Path) -> torch.dtype:
-    """The dtype to load with: the override, else float32 on CPU, else bfloat16 or float16 as the model prefers."""
-    if requested:
-        return DTYPES[requested]
-    if device == "cpu":
-        return torch.float32
-    return torch.bfloat16 if _prefers_bf16(model_dir) else torch.float16
-
-
-def _prefers_bf16(model_dir: Path) -> bool:
-    index = json.loads((model_dir / "model_index.json").read_text(encoding="utf-8"))
-    if index.get("_class_name") in BF16_PIPELINES:
-        return True
-    for config_path in model_dir.glob("*/config.json"):
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("torch_dtype", config.get("dtype")) == "bfloat16":
-            return True
-    return False
-
-
-def has_fp16_variant(model_dir: Path) -> bool:
-    """Whether the folder holds ``fp16`` variant weights (sharded or not)."""
-    return any(".fp16." in path.name or ".fp16-" in path.name for path in model_dir.glob("*/*.safetensors"))
+    """The dtype to load with (:func:`worker.variants.target_dtype`, as the fetch decided it)."""
+    return DTYPES[target_dtype(device, requested, model_dir)]
 
 
 def gpu_name(device: str) -> str | None:
@@ -150,6 +126,45 @@ class LoadedModel:
         seeds = [(first_seed + index) % (MAX_SEED + 1) for index in range(request.num_images)]
         # CPU generators give the same noise whatever the device, so a seed reproduces across GPU types.
         generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        started = time.perf_counter()
+        images = self._call(parameters, generators, "pil")
+        inference_s = time.perf_counter() - started
+        return Generation(images=list(images), seeds=seeds, inference_s=inference_s, parameters=parameters)
+
+    def warm_up(self) -> float:
+        """One small generation with a fixed seed (proves the model end to end); returns its seconds.
+
+        Raises:
+            ModelLoadError: the generation failed (other than out of memory), or its image is NaN or all black.
+        """
+        parameters = Parameters(
+            prompt="a photo of a cat",
+            negative_prompt=None,
+            num_inference_steps=WARMUP_STEPS,
+            guidance_scale=self.defaults.guidance_scale,
+            width=min(WARMUP_MAX_SIZE, self.defaults.width),
+            height=min(WARMUP_MAX_SIZE, self.defaults.height),
+            num_images=1,
+            output_format="png",
+        )
+        started = time.perf_counter()
+        try:
+            pixels = np.asarray(self._call(parameters, [torch.Generator(device="cpu").manual_seed(WARMUP_SEED)], "np"))
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise ModelLoadError(f"the warm-up inference failed: {type(exc).__name__}: {exc}") from exc
+        elapsed = time.perf_counter() - started
+        if not np.isfinite(pixels).all():
+            raise ModelLoadError(
+                f"the warm-up image holds NaN values in {self.dtype} (float16 overflow?): try WORKER_DTYPE=bfloat16"
+            )
+        if float(pixels.max()) <= 0.0:
+            raise ModelLoadError(f"the warm-up image is all black in {self.dtype} (float16 overflow?)")
+        return elapsed
+
+    def _call(self, parameters: Parameters, generators: list[torch.Generator], output_type: str) -> Any:
+        """Run the pipeline (one call at a time) on a per-request copy; the images in ``output_type``."""
         kwargs: dict[str, Any] = {
             "prompt": parameters.prompt,
             "num_inference_steps": parameters.num_inference_steps,
@@ -158,21 +173,12 @@ class LoadedModel:
             "height": parameters.height,
             "num_images_per_prompt": parameters.num_images,
             "generator": generators,
-            "output_type": "pil",
+            "output_type": output_type,
         }
         if parameters.negative_prompt is not None:
             kwargs["negative_prompt"] = parameters.negative_prompt
         with self._lock:
-            started = time.perf_counter()
-            images = self._request_pipeline()(**kwargs).images
-            inference_s = time.perf_counter() - started
-        return Generation(images=list(images), seeds=seeds, inference_s=inference_s, parameters=parameters)
-
-    def warm_up(self) -> float:
-        """One small generation with a fixed seed (proves the model end to end); returns its seconds."""
-        started = time.perf_counter()
-        self.generate(GenerateInput(prompt="a photo of a cat", num_inference_steps=1, seed=WARMUP_SEED))
-        return time.perf_counter() - started
+            return self._request_pipeline()(**kwargs).images
 
     def _request_pipeline(self) -> Any:
         """A shallow copy of the pipeline sharing every weight but holding a fresh scheduler."""
@@ -212,20 +218,27 @@ def load_model(model_dir: Path, model_id: str, device: str, dtype: torch.dtype) 
     """Load the text-to-image pipeline from a verified local folder onto ``device`` in ``dtype``.
 
     Raises:
-        ModelLoadError: the folder does not load as a text-to-image pipeline.
+        ModelLoadError: the folder does not load as a text-to-image pipeline (any error but out of memory).
         torch.cuda.OutOfMemoryError: the model does not fit (the caller reports ``out_of_memory``).
     """
     # Progress bars are terminal output, not log lines: they would garble the JSON logs Runpod collects.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    variant = "fp16" if has_fp16_variant(model_dir) else None
+    files = [str(path.relative_to(model_dir)) for path in model_dir.glob("*/*")]
+    dtype_name = next(name for name, value in DTYPES.items() if value == dtype)
     try:
+        variant = choose_variant(dtype_name, component_variants(files))
         pipe = AutoPipelineForText2Image.from_pretrained(
             model_dir, dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
-        )
-    except (ValueError, OSError, KeyError) as exc:
-        raise ModelLoadError(f"{model_id} does not load as a text-to-image pipeline: {exc}") from exc
-    pipe = pipe.to(device)
+        ).to(device)
+    except Exception as exc:
+        # A state-dict mismatch (RuntimeError), a missing class (ImportError), a bad config (TypeError, ...):
+        # all mean these files do not load as this pipeline; only out-of-memory is the GPU's fault.
+        if is_out_of_memory(exc):
+            raise
+        raise ModelLoadError(
+            f"{model_id} does not load as a text-to-image pipeline: {type(exc).__name__}: {exc}"
+        ) from exc
     pipe.set_progress_bar_config(disable=True)
     logger.info(
         "pipeline loaded",

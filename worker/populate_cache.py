@@ -3,7 +3,7 @@
 Usage::
 
     python -m worker.populate_cache --model stabilityai/sd-turbo --revision <40-hex sha> \\
-        --s3-url s3://visgate-models/cache [--endpoint-url https://...] [--variant auto|fp16|default] [--force]
+        --s3-url s3://visgate-models/cache [--endpoint-url https://...] [--variant auto|fp16|bf16|default] [--force]
 
 Fetches the files a diffusers pipeline loads from the Hub (as the worker does: safetensors, configs, tokenizer
 files, never pickles), verifies them against the Hub's sizes and sha256, uploads them, and writes the manifest
@@ -12,7 +12,8 @@ a gated model from the shared cache only to tokens that pass the Hub's access ch
 
 Credentials come from the usual places and never from the command line: the Hub token from ``HF_TOKEN`` (or
 ``hf auth login``), S3 keys from boto3's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, or an
-instance role). Add the model to the workers' ``MODEL_CACHE_SHARED_ALLOWLIST`` afterwards.
+instance role). Add the model to the platform's ``MODEL_CACHE_SHARED_ALLOWLIST`` afterwards (provisioning grants
+the shared cache to deployments of allowlisted models).
 """
 
 from __future__ import annotations
@@ -29,10 +30,17 @@ from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.errors import WorkerError
 from worker.logs import configure_logging
 from worker.model_fetch import FetchRequest, HubClient, fetch_from_hub
+from worker.variants import DtypeName
 
 logger = logging.getLogger("worker.populate_cache")
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+VARIANT_DTYPES: dict[str, DtypeName | None] = {
+    "auto": None,
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "default": "float32",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hf-endpoint", default=DEFAULT_HF_ENDPOINT, help="Hub base URL")
     parser.add_argument(
         "--variant",
-        choices=["auto", "fp16", "default"],
+        choices=sorted(VARIANT_DTYPES),
         default="auto",
-        help="auto/fp16: fp16 variant weights where a component has them (what GPU workers load); default: none",
+        help="the weights of the dtype a GPU worker loads (auto: the model's preference, fp16, bf16) or default: "
+        "plain weights (float32); see worker.variants.choose_variant",
     )
     parser.add_argument("--work-dir", type=Path, help="scratch folder for the download (default: a temp dir)")
     parser.add_argument("--concurrency", type=int, default=16, help="parallel transfers")
@@ -74,8 +83,13 @@ def populate(args: argparse.Namespace) -> int:
         logger.info("already cached", extra={"model": args.model, "files": len(existing.files)})
         return 0
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="visgate-populate-"))
+    # What a GPU worker loads: "auto" lets the model's configs pick float16 or bfloat16, as the worker does.
     request = FetchRequest(
-        model_id=args.model, revision=args.revision, model_dir=work_dir, prefer_fp16=args.variant != "default"
+        model_id=args.model,
+        revision=args.revision,
+        model_dir=work_dir,
+        device="cuda",
+        dtype=VARIANT_DTYPES[args.variant],
     )
     started = time.perf_counter()
     try:

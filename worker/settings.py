@@ -15,9 +15,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.variants import DtypeName
+
 CacheScope = Literal["off", "shared", "private"]
 Device = Literal["cuda", "cpu"]
-DtypeName = Literal["float16", "bfloat16", "float32"]
 
 
 class ReportSettings(BaseSettings):
@@ -46,16 +47,15 @@ class WorkerSettings(ReportSettings):
     hf_token: SecretStr | None = None
     hf_endpoint: str = "https://huggingface.co"
 
-    # The S3 model cache
+    # The model cache: the S3 location and keys are the user's own, for `private` only
     model_cache_scope: CacheScope = "off"
     model_cache_s3_url: str | None = Field(default=None, pattern=r"^s3://[^/]+(/.*)?$")
     model_cache_aws_access_key_id: SecretStr | None = None
     model_cache_aws_secret_access_key: SecretStr | None = None
     model_cache_aws_endpoint_url: str | None = None
     model_cache_aws_region: str | None = None
-    model_cache_shared_allowlist: str = Field(
-        default="", description="comma-separated model ids the shared cache serves"
-    )
+    # The shared scope asks the callback function for a grant here (signed like the phase reports).
+    visgate_cache_grant_url: str | None = None
 
     # Download tuning: concurrency x part size bounds the bytes in flight, not the file sizes.
     worker_download_concurrency: int = Field(default=16, ge=1, le=128)
@@ -75,16 +75,12 @@ class WorkerSettings(ReportSettings):
     bucket_access_key_id: SecretStr | None = None
     bucket_secret_access_key: SecretStr | None = None
     bucket_name: str | None = Field(default=None, description="output bucket; default as the runpod SDK: %m-%y")
+    bucket_region: str | None = Field(default=None, description="signing region; default: from the endpoint URL")
 
     @field_validator("hf_endpoint", "model_cache_aws_endpoint_url", "bucket_endpoint_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
-
-    @property
-    def shared_allowlist(self) -> frozenset[str]:
-        """The model ids the shared cache may serve."""
-        return frozenset(item.strip() for item in self.model_cache_shared_allowlist.split(",") if item.strip())
 
     @property
     def download_part_size(self) -> int:

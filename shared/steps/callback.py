@@ -1,10 +1,17 @@
 """callback: the phase reports a deployment's worker sends (``downloading_model``, ``loading_model``, ``ready``,
-``failed``), signed Standard-Webhooks style with the deployment's own derived secret.
+``failed``), and its shared-cache grant requests, signed Standard-Webhooks style with the deployment's own derived
+secret.
 
 Only the secret's nonce and hash are stored: the secret is derived again here, checked against the hash (an erased
 or rotated secret no longer verifies), and the signature checked within the tolerance window, so a forged, replayed
 or cross-deployment report changes nothing. Phases only move forward; a late or repeated report is accepted and
 ignored, so the worker does not retry it.
+
+A cache grant (docs/contracts.md "Shared-cache grant") answers the manifest of the deployment's model in the shared
+cache and presigned GET URLs for its files, only when provisioning granted the deployment the shared cache (its
+model is on the allowlist and its token passed the Hub's check), the request names that model at its pinned
+commit, and the deployment is in a state where a worker may be starting. The shared cache's keys never leave the
+platform.
 """
 
 from __future__ import annotations
@@ -15,15 +22,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.crypto import secret_hash
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.gpu import STATIC_POOLS
 from shared.lifecycle import PROVISIONING, FailureReason, Status
 from shared.messages import PhaseReport
+from shared.model_cache import SharedModelCache
 from shared.signing import SignatureError, verify
 from shared.steps.deps import StepDeps
 from shared.steps.teardown import fail_deployment
@@ -44,12 +52,39 @@ _WORKER_REASONS = {
     FailureReason.INTERNAL,
 }
 _POOL_OF_GPU = {gpu: pool.id for pool in STATIC_POOLS for gpu in pool.gpu_type_ids}
+# Where a worker may be starting: the first ones during provisioning, later ones when a ready endpoint scales out.
+_GRANT_STATUSES = {Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL, Status.LOADING_MODEL, Status.READY}
 
 
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
     UNAUTHORIZED = "unauthorized"
     MALFORMED = "malformed"
+    FORBIDDEN = "forbidden"
+    NOT_CACHED = "not_cached"
+
+
+class CacheGrantRequest(BaseModel):
+    """A worker's request for the shared cache (``POST .../cache-grant``); see docs/contracts.md."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: int = 1
+    deployment_id: str
+    model_id: str
+    revision: str
+
+
+_Body = TypeVar("_Body", PhaseReport, CacheGrantRequest)
+
+
+@dataclass(frozen=True)
+class GrantAnswer:
+    """The outcome of a grant request, and the grant itself when accepted."""
+
+    outcome: Outcome
+    grant: dict[str, Any] | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,7 +98,7 @@ class SignedReport:
 
 def receive_report(request: SignedReport, deps: StepDeps) -> Outcome:
     """Authenticate and apply one phase report."""
-    report = _authenticate(request, deps)
+    report = _authenticate(request, deps, PhaseReport)
     if isinstance(report, Outcome):
         return report
     try:
@@ -73,8 +108,50 @@ def receive_report(request: SignedReport, deps: StepDeps) -> Outcome:
     return Outcome.ACCEPTED
 
 
-def _authenticate(request: SignedReport, deps: StepDeps) -> PhaseReport | Outcome:
-    """The report, if this deployment's worker signed it just now; else why not."""
+def grant_cache(request: SignedReport, deps: StepDeps, cache: SharedModelCache | None) -> GrantAnswer:
+    """Authenticate a shared-cache grant request and answer the manifest and presigned URLs, or why not.
+
+    Raises:
+        botocore.exceptions.ClientError, pydantic.ValidationError: the shared cache failed (a 500: the worker
+            falls back to the Hub).
+    """
+    asked = _authenticate(request, deps, CacheGrantRequest)
+    if isinstance(asked, Outcome):
+        return GrantAnswer(asked)
+    doc = deps.store.get(asked.deployment_id)
+    if doc is None:
+        return GrantAnswer(Outcome.UNAUTHORIZED)
+    refusal = _grant_refusal(doc, asked)
+    if refusal:
+        logger.warning("cache grant refused: %s", refusal)
+        return GrantAnswer(Outcome.FORBIDDEN, reason=refusal)
+    manifest = cache.manifest(asked.model_id, asked.revision) if cache is not None else None
+    if cache is None or manifest is None:
+        return GrantAnswer(Outcome.NOT_CACHED, reason=f"{asked.model_id}@{asked.revision} is not in the shared cache")
+    ttl = deps.settings.cache_grant_ttl_s
+    grant = {
+        "schema_version": 1,
+        "manifest": manifest.model_dump(),
+        "urls": cache.presigned_urls(manifest, ttl),
+        "expires_in_s": ttl,
+    }
+    logger.info("cache grant issued", extra={"files": len(manifest.files)})
+    return GrantAnswer(Outcome.ACCEPTED, grant)
+
+
+def _grant_refusal(doc: dict[str, Any], asked: CacheGrantRequest) -> str | None:
+    """Why the deployment may not read the shared cache for this request, or None when it may."""
+    if doc.get("cache_scope") != "shared" or doc.get("shared_cache_granted") is not True:
+        return "the deployment was not granted the shared cache"
+    if Status(doc["status"]) not in _GRANT_STATUSES:
+        return f"no worker may start in status {doc['status']}"
+    if (asked.model_id, asked.revision) != (doc.get("hf_model_id"), doc.get("model_commit_sha")):
+        return "the request names another model or revision than the deployment's"
+    return None
+
+
+def _authenticate(request: SignedReport, deps: StepDeps, body: type[_Body]) -> _Body | Outcome:
+    """The body, if this deployment's worker signed it just now; else why not."""
     deployment_id = request.deployment_id
     secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.match(deployment_id) else None
     nonce = (secrets or {}).get("callback_nonce")
@@ -85,7 +162,7 @@ def _authenticate(request: SignedReport, deps: StepDeps) -> PhaseReport | Outcom
         return Outcome.UNAUTHORIZED
     try:
         verify(secret, request.headers, request.body, tolerance_s=deps.settings.callback_tolerance_s)
-        report = PhaseReport.model_validate_json(request.body)
+        report = body.model_validate_json(request.body)
     except SignatureError as exc:
         logger.warning("phase report refused: %s", exc)
         return Outcome.UNAUTHORIZED

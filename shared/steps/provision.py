@@ -122,17 +122,33 @@ def _credentials(deps: StepDeps, deployment_id: str) -> SealedCredentials | None
 
 def _check_model(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredentials) -> None:
     model = deps.hub.inspect(doc["hf_model_id"], doc["revision"], credentials.hf_token)
+    granted = shared_cache_granted(deps.settings, doc)
+    cache_note = "" if granted is None else f"; shared model cache {'granted' if granted else 'not granted'}"
     deps.lifecycle.transition(
         doc["deployment_id"],
         Status.SELECTING_GPU,
         f"{doc['hf_model_id']}@{model.commit_sha[:12]} is a {model.pipeline_class} "
-        f"({model.weights_gb:.2f} GB of weights); needs about {model.vram_estimate_gb} GB of VRAM",
+        f"({model.weights_gb:.2f} GB of weights); needs about {model.vram_estimate_gb} GB of VRAM{cache_note}",
         fields={
             "model_commit_sha": model.commit_sha,
             "pipeline_class": model.pipeline_class,
             "vram_estimate_gb": model.vram_estimate_gb,
+            "shared_cache_granted": bool(granted),
         },
     )
+
+
+def shared_cache_granted(settings: Settings, doc: dict[str, Any]) -> bool | None:
+    """Whether a ``shared``-scope deployment may read the shared cache (None for other scopes).
+
+    Called once the Hub check passed with the user's token: that check reads the repo's files, which a gated repo
+    serves only to tokens granted access, so a gated model gets here only with a token that passed the Hub's gate.
+    What remains is the platform's allowlist (and a configured cache).
+    """
+    if CacheScope(doc.get("cache_scope") or CacheScope.OFF.value) is not CacheScope.SHARED:
+        return None
+    allowlist = {item.strip() for item in settings.model_cache_shared_allowlist.split(",") if item.strip()}
+    return bool(settings.model_cache_s3_url) and doc["hf_model_id"] in allowlist
 
 
 def _select_gpus(deps: StepDeps, doc: dict[str, Any], client: RunpodClient) -> None:
@@ -247,8 +263,10 @@ def schedule_readiness(deps: StepDeps, deployment_id: str, check: int, delay_s: 
     )
 
 
-def callback_url(settings: Settings, deployment_id: str) -> str:
-    return f"{settings.functions_base_url.rstrip('/')}{function('callback').path}/v1/deployments/{deployment_id}/phase"
+def callback_url(settings: Settings, deployment_id: str, route: str = "phase") -> str:
+    """The callback function's URL for one deployment: ``phase`` reports or ``cache-grant`` requests."""
+    base = f"{settings.functions_base_url.rstrip('/')}{function('callback').path}"
+    return f"{base}/v1/deployments/{deployment_id}/{route}"
 
 
 def template_spec(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredentials) -> TemplateSpec:
@@ -277,30 +295,27 @@ def template_spec(deps: StepDeps, doc: dict[str, Any], credentials: SealedCreden
 
 
 def _cache_env(settings: Settings, doc: dict[str, Any], credentials: SealedCredentials) -> dict[str, str]:
+    """The cache part of the worker env. The template lives in the user's Runpod account, so it carries the user's
+    own keys (``private``) and never the platform's: a ``shared`` worker asks the callback function for a grant."""
     scope = CacheScope(doc.get("cache_scope") or CacheScope.OFF.value)
-    env = {"MODEL_CACHE_SCOPE": scope.value}
     if scope is CacheScope.PRIVATE:
         values = {
+            "MODEL_CACHE_SCOPE": scope.value,
             "MODEL_CACHE_S3_URL": doc.get("user_s3_url"),
             "MODEL_CACHE_AWS_ACCESS_KEY_ID": credentials.user_aws_access_key_id,
             "MODEL_CACHE_AWS_SECRET_ACCESS_KEY": credentials.user_aws_secret_access_key,
             "MODEL_CACHE_AWS_ENDPOINT_URL": doc.get("user_aws_endpoint_url"),
             "MODEL_CACHE_AWS_REGION": doc.get("user_aws_region"),
         }
-    elif scope is CacheScope.SHARED:
-        key_id, secret = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
+    elif scope is CacheScope.SHARED and doc.get("shared_cache_granted"):
         values = {
-            "MODEL_CACHE_S3_URL": settings.model_cache_s3_url,
-            "MODEL_CACHE_AWS_ACCESS_KEY_ID": key_id.get_secret_value() if key_id else None,
-            "MODEL_CACHE_AWS_SECRET_ACCESS_KEY": secret.get_secret_value() if secret else None,
-            "MODEL_CACHE_AWS_ENDPOINT_URL": settings.model_cache_aws_endpoint_url,
-            "MODEL_CACHE_AWS_REGION": settings.model_cache_aws_region,
-            "MODEL_CACHE_SHARED_ALLOWLIST": settings.model_cache_shared_allowlist,
+            "MODEL_CACHE_SCOPE": scope.value,
+            "VISGATE_CACHE_GRANT_URL": callback_url(settings, doc["deployment_id"], "cache-grant"),
         }
     else:
-        values = {}
-    env.update({key: value for key, value in values.items() if value})
-    return env
+        # Not granted (a model off the allowlist): the worker goes to the Hub without asking.
+        values = {"MODEL_CACHE_SCOPE": CacheScope.OFF.value}
+    return {key: value for key, value in values.items() if value}
 
 
 def endpoint_spec(settings: Settings, doc: dict[str, Any], template_id: str, pools: list[str]) -> EndpointSpec:

@@ -25,11 +25,12 @@ PUBLIC = "visgate-tiny/sd-tiny"
 GATED = "visgate-tiny/sd-tiny-gated"
 PRIVATE = "visgate-tiny/sd-tiny-private"
 NOT_A_PIPELINE = "visgate-tiny/text-encoder-only"
+FP16 = "visgate-tiny/sd-tiny-fp16"
 
 
 @pytest.fixture(scope="session")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Hub simulator's models folder with the four tiny repos of docs/contracts.md."""
+    """The Hub simulator's models folder with the tiny repos of docs/contracts.md."""
     root = tmp_path_factory.mktemp("hub-models")
     build_all(root)
     return root
@@ -50,7 +51,7 @@ def hub_url(models_root: Path) -> Iterator[str]:
 def hub_revisions(hub_url: str) -> dict[str, str]:
     """The commit sha the simulator derives for each tiny repo."""
     api = HfApi(endpoint=hub_url, token="hf_tiny_owner")
-    return {repo: str(api.model_info(repo).sha) for repo in (PUBLIC, PRIVATE, NOT_A_PIPELINE)} | {
+    return {repo: str(api.model_info(repo).sha) for repo in (PUBLIC, PRIVATE, NOT_A_PIPELINE, FP16)} | {
         GATED: str(HfApi(endpoint=hub_url).model_info(GATED).sha)
     }
 

@@ -1,25 +1,28 @@
-"""Model fetch: Hub, S3 cache hit, miss-then-populate, tampered files, shared-scope allowlist and gating."""
+"""Model fetch: file and variant selection, Hub, S3 cache hit, miss-then-populate, a bad cache copy falls back to
+the Hub, the shared scope through a grant."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.worker.conftest import GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC
+from shared.signing import new_secret
+from tests.worker.conftest import FP16, GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC, Callback
 from worker.bake import main as bake_main
-from worker.cache import MANIFEST_NAME, Manifest, S3ModelCache, sha256_file
+from worker.cache import MANIFEST_NAME, Manifest, ModelDownloader, S3ModelCache, _S3Objects, sha256_file
+from worker.cache_grant import SharedCacheGrant
 from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError
-from worker.model_fetch import FetchRequest, HubClient, fetch_model, select_pipeline_files
+from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_weight_files, select_pipeline_files
 from worker.populate_cache import build_parser, populate
+from worker.variants import choose_variant, target_dtype
 
 
 def _request(model_dir: Path, model_id: str, revision: str, scope: str = "off", **extra: Any) -> FetchRequest:
-    return FetchRequest(
-        model_id=model_id, revision=revision, model_dir=model_dir, prefer_fp16=False, scope=scope, **extra
-    )  # type: ignore[arg-type]
+    return FetchRequest(model_id=model_id, revision=revision, model_dir=model_dir, scope=scope, **extra)  # type: ignore[arg-type]
 
 
 def _repo_files(models_root: Path, model_id: str) -> dict[str, str]:
@@ -50,7 +53,7 @@ class TestSelectPipelineFiles:
             "scheduler/scheduler_config.json",
             "unet/onnx/model.onnx",
         ]
-        assert select_pipeline_files(paths, prefer_fp16=False) == [
+        assert select_pipeline_files(paths, "float32") == [
             "model_index.json",
             "scheduler/scheduler_config.json",
             "text_encoder/model.safetensors",
@@ -74,7 +77,7 @@ class TestSelectPipelineFiles:
             "vae/config.json",
             "vae/diffusion_pytorch_model.safetensors",
         ]
-        assert select_pipeline_files(paths, prefer_fp16=True) == [
+        assert select_pipeline_files(paths, "float16") == [
             "model_index.json",
             "unet/config.json",
             "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
@@ -86,11 +89,71 @@ class TestSelectPipelineFiles:
 
     def test_not_a_pipeline(self) -> None:
         with pytest.raises(ModelLoadError, match=r"model_index\.json"):
-            select_pipeline_files(["config.json", "model.safetensors"], prefer_fp16=False)
+            select_pipeline_files(["config.json", "model.safetensors"], "float32")
 
     def test_pickles_only_is_refused(self) -> None:
         with pytest.raises(ModelLoadError, match="pickled"):
-            select_pipeline_files(["model_index.json", "unet/diffusion_pytorch_model.bin"], prefer_fp16=False)
+            select_pipeline_files(["model_index.json", "unet/diffusion_pytorch_model.bin"], "float32")
+
+
+PLAIN_AND_HALF: dict[str, set[str | None]] = {"unet": {None, "fp16"}, "vae": {None}, "text_encoder": {None, "fp16"}}
+
+
+class TestVariantRule:
+    @pytest.mark.parametrize(
+        ("dtype", "variants", "expected"),
+        [
+            ("float16", PLAIN_AND_HALF, "fp16"),
+            ("float32", PLAIN_AND_HALF, None),
+            ("bfloat16", PLAIN_AND_HALF, None),  # no bf16 weights: the plain ones, cast on load
+            ("bfloat16", {"transformer": {None, "bf16", "fp16"}, "vae": {None}}, "bf16"),
+            ("float16", {"transformer": {"bf16"}, "vae": {None}}, "bf16"),  # a component with variant files only
+            ("float32", {"unet": {"fp16", "bf16"}, "vae": {None}}, "fp16"),
+            ("float32", {}, None),
+        ],
+    )
+    def test_choice(self, dtype: str, variants: dict[str, set[str | None]], expected: str | None) -> None:
+        assert choose_variant(dtype, variants) == expected
+
+    def test_no_single_variant_loads_both(self) -> None:
+        with pytest.raises(ValueError, match="different weight variants"):
+            choose_variant("float32", {"unet": {"fp16"}, "vae": {"bf16"}})
+
+    def test_bf16_only_repo_gets_its_weights(self) -> None:
+        paths = [
+            "model_index.json",
+            "transformer/config.json",
+            "transformer/diffusion_pytorch_model.bf16.safetensors",
+            "vae/config.json",
+            "vae/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.bin",
+        ]
+        expected_weights = [
+            "transformer/diffusion_pytorch_model.bf16.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+        ]
+        for dtype in ("float16", "bfloat16", "float32"):
+            assert pipeline_weight_files(paths, dtype) == expected_weights
+
+    def test_bf16_dtype_takes_bf16_weights_not_fp16(self) -> None:
+        paths = [
+            "model_index.json",
+            "transformer/diffusion_pytorch_model.safetensors",
+            "transformer/diffusion_pytorch_model.fp16.safetensors",
+            "transformer/diffusion_pytorch_model.bf16.safetensors",
+        ]
+        assert pipeline_weight_files(paths, "bfloat16") == ["transformer/diffusion_pytorch_model.bf16.safetensors"]
+        assert pipeline_weight_files(paths, "float16") == ["transformer/diffusion_pytorch_model.fp16.safetensors"]
+        assert pipeline_weight_files(paths, "float32") == ["transformer/diffusion_pytorch_model.safetensors"]
+
+    def test_target_dtype(self, tmp_path: Path) -> None:
+        (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+        assert target_dtype("cpu", None, tmp_path) == "float32"
+        assert target_dtype("cuda", None, tmp_path) == "float16"
+        assert target_dtype("cuda", "float32", tmp_path) == "float32"
+        (tmp_path / "transformer").mkdir()
+        (tmp_path / "transformer" / "config.json").write_text('{"torch_dtype": "bfloat16"}')
+        assert target_dtype("cuda", None, tmp_path) == "bfloat16"
 
 
 class TestHubFetch:
@@ -111,6 +174,7 @@ class TestHubFetch:
         for path, digest in expected.items():
             assert sha256_file(result.path / path) == digest
         assert progress[-1][0] == progress[-1][1] == result.manifest.total_bytes
+        assert all(done <= total for done, total in progress)
         assert not list(tmp_path.glob(".partial-*"))
         # A second start on the same volume reuses the verified local copy.
         again = fetch_model(_request(tmp_path, PUBLIC, hub_revisions[PUBLIC]), HubClient(hub_url, None), None)
@@ -134,6 +198,11 @@ class TestHubFetch:
         request = _request(tmp_path, NOT_A_PIPELINE, hub_revisions[NOT_A_PIPELINE])
         with pytest.raises(ModelLoadError, match=r"model_index\.json"):
             fetch_model(request, HubClient(hub_url, None), None)
+
+
+@pytest.fixture
+def s3(cache: S3ModelCache, s3_client: Any) -> tuple[S3ModelCache, Any]:
+    return cache, s3_client
 
 
 class TestPrivateCache:
@@ -165,109 +234,156 @@ class TestPrivateCache:
         for item in manifest.files:
             assert sha256_file(second.path / item.path) == item.sha256
         assert progress[-1] == (manifest.total_bytes, manifest.total_bytes)
+        assert all(done <= total for done, total in progress)
 
-    def test_tampered_file_rejected_and_not_reused(
-        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, s3_client: Any
-    ) -> None:
-        revision = hub_revisions[PUBLIC]
+    @staticmethod
+    def _cached(tmp_path: Path, hub_url: str, revision: str, cache: S3ModelCache) -> tuple[Manifest, HubClient]:
         hub = HubClient(hub_url, token=None)
         fetch_model(_request(tmp_path / "a", PUBLIC, revision, "private"), hub, cache)
         manifest = cache.read_manifest(PUBLIC, revision)
         assert manifest is not None
+        return manifest, hub
+
+    @staticmethod
+    def _assert_repaired(tmp_path: Path, cache: S3ModelCache, s3_client: Any, revision: str, result: Any) -> None:
+        """The start fell back to the Hub, loaded nothing partial, and put a good copy back in the cache."""
+        assert result.source == "hub"
+        assert not list((tmp_path / "b").glob(".partial-*"))
+        repaired = cache.read_manifest(PUBLIC, revision)
+        assert repaired is not None
+        for item in repaired.files:
+            body = s3_client.get_object(Bucket=cache.location.bucket, Key=cache.key(PUBLIC, revision, item.path))
+            assert hashlib.sha256(body["Body"].read()).hexdigest() == item.sha256
+            assert sha256_file(result.path / item.path) == item.sha256
+
+    def test_tampered_file_falls_back_to_the_hub_and_repairs_the_cache(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, s3_client: Any
+    ) -> None:
+        revision = hub_revisions[PUBLIC]
+        manifest, hub = self._cached(tmp_path, hub_url, revision, cache)
         victim = max(manifest.files, key=lambda item: item.size)  # several ranged parts
         key = cache.key(PUBLIC, revision, victim.path)
         data = bytearray(s3_client.get_object(Bucket=cache.location.bucket, Key=key)["Body"].read())
         data[len(data) // 2] ^= 0xFF
         s3_client.put_object(Bucket=cache.location.bucket, Key=key, Body=bytes(data))
 
-        with pytest.raises(CacheIntegrityError, match="sha256"):
-            fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), hub, cache)
-        assert not (tmp_path / "b" / "visgate-tiny--sd-tiny" / revision).exists()
-        assert not list((tmp_path / "b").glob(".partial-*"))
-        assert cache.read_manifest(PUBLIC, revision) is None
-        # The next start is a miss that repopulates from the Hub.
-        assert fetch_model(_request(tmp_path / "c", PUBLIC, revision, "private"), hub, cache).source == "hub"
-        assert cache.read_manifest(PUBLIC, revision) is not None
+        result = fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), hub, cache)
+        self._assert_repaired(tmp_path, cache, s3_client, revision, result)
+        assert fetch_model(_request(tmp_path / "c", PUBLIC, revision, "private"), hub, cache).source == "cache"
 
-    def test_truncated_file_rejected(
+    def test_truncated_file_falls_back(
         self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, s3_client: Any
     ) -> None:
         revision = hub_revisions[PUBLIC]
-        fetch_model(_request(tmp_path / "a", PUBLIC, revision, "private"), HubClient(hub_url, None), cache)
-        manifest = cache.read_manifest(PUBLIC, revision)
-        assert manifest is not None
+        manifest, hub = self._cached(tmp_path, hub_url, revision, cache)
         victim = max(manifest.files, key=lambda item: item.size)
-        key = cache.key(PUBLIC, revision, victim.path)
-        s3_client.put_object(Bucket=cache.location.bucket, Key=key, Body=b"short")
-        with pytest.raises(CacheIntegrityError, match="size"):
-            fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), HubClient(hub_url, None), cache)
+        s3_client.put_object(Bucket=cache.location.bucket, Key=cache.key(PUBLIC, revision, victim.path), Body=b"short")
+        result = fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), hub, cache)
+        self._assert_repaired(tmp_path, cache, s3_client, revision, result)
 
-
-class TestSharedCache:
-    @staticmethod
-    def _populate(cache: S3ModelCache, models_root: Path, model_id: str, revision: str, gated: bool) -> Manifest:
-        files = _repo_files(models_root, model_id)
-        manifest = Manifest(
-            model_id=model_id,
-            revision=revision,
-            gated=gated,
-            files=[
-                {"path": path, "size": (models_root / model_id / path).stat().st_size, "sha256": digest}
-                for path, digest in sorted(files.items())
-            ],
-        )
-        cache.upload(manifest, models_root / model_id)
-        return manifest
-
-    def test_allowlisted_model_is_served_read_only(
-        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, models_root: Path
-    ) -> None:
-        revision = hub_revisions[PUBLIC]
-        self._populate(cache, models_root, PUBLIC, revision, gated=False)
-        request = _request(tmp_path, PUBLIC, revision, "shared", shared_allowlist=frozenset({PUBLIC}))
-        assert fetch_model(request, HubClient(hub_url, None), cache).source == "cache"
-
-    def test_model_not_on_allowlist_is_refused(
-        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, models_root: Path
-    ) -> None:
-        revision = hub_revisions[PUBLIC]
-        self._populate(cache, models_root, PUBLIC, revision, gated=False)
-        request = _request(tmp_path, PUBLIC, revision, "shared", shared_allowlist=frozenset({GATED}))
-        result = fetch_model(request, HubClient(hub_url, None), cache)
-        assert result.source == "hub"
-
-    def test_shared_miss_does_not_write(
+    def test_missing_object_falls_back(
         self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, s3_client: Any
     ) -> None:
         revision = hub_revisions[PUBLIC]
-        request = _request(tmp_path, PUBLIC, revision, "shared", shared_allowlist=frozenset({PUBLIC}))
-        assert fetch_model(request, HubClient(hub_url, None), cache).source == "hub"
-        assert s3_client.list_objects_v2(Bucket=cache.location.bucket).get("KeyCount") == 0
+        manifest, hub = self._cached(tmp_path, hub_url, revision, cache)
+        victim = max(manifest.files, key=lambda item: item.size)
+        s3_client.delete_object(Bucket=cache.location.bucket, Key=cache.key(PUBLIC, revision, victim.path))
+        result = fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), hub, cache)
+        self._assert_repaired(tmp_path, cache, s3_client, revision, result)
 
-    def test_gated_model_needs_a_token_with_access(
-        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], cache: S3ModelCache, models_root: Path
+    @pytest.mark.parametrize("body", [b"{not json", b'{"model_id": "x"}', b'{"files": "nope"}'])
+    def test_corrupt_manifest_falls_back(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], s3: tuple[S3ModelCache, Any], body: bytes
     ) -> None:
-        revision = hub_revisions[GATED]
-        self._populate(cache, models_root, GATED, revision, gated=True)
-        allow = frozenset({GATED})
-        with pytest.raises(ModelGatedError):
-            fetch_model(
-                _request(tmp_path / "a", GATED, revision, "shared", shared_allowlist=allow),
-                HubClient(hub_url, "hf_tiny_other"),
-                cache,
-            )
-        with pytest.raises(ModelGatedError):
-            fetch_model(
-                _request(tmp_path / "b", GATED, revision, "shared", shared_allowlist=allow),
-                HubClient(hub_url, None),
-                cache,
-            )
+        cache, s3_client = s3
+        revision = hub_revisions[PUBLIC]
+        _, hub = self._cached(tmp_path, hub_url, revision, cache)
+        s3_client.put_object(Bucket=cache.location.bucket, Key=cache.key(PUBLIC, revision, MANIFEST_NAME), Body=body)
+        with pytest.raises(CacheIntegrityError, match="corrupt"):
+            cache.read_manifest(PUBLIC, revision)
+        result = fetch_model(_request(tmp_path / "b", PUBLIC, revision, "private"), hub, cache)
+        self._assert_repaired(tmp_path, cache, s3_client, revision, result)
+
+    def test_a_failing_part_is_retried(self, tmp_path: Path, models_root: Path, cache: S3ModelCache) -> None:
+        manifest = _manifest_of(models_root, PUBLIC, "1" * 40)
+        cache.upload(manifest, models_root / PUBLIC)
+        objects = _S3Objects(cache._client, cache.location.bucket, lambda path: cache.key(PUBLIC, "1" * 40, path))
+        failed: set[tuple[str, int]] = set()
+
+        class FirstTryFails:
+            def read_range(self, path: str, start: int, stop: int) -> Any:
+                if (path, start) not in failed:
+                    failed.add((path, start))
+                    total, chunks = objects.read_range(path, start, stop)
+                    return total, _broken_after_one_chunk(chunks)
+                return objects.read_range(path, start, stop)
+
+        ModelDownloader(FirstTryFails(), concurrency=4, part_size=256 * 1024, retry_backoff_s=0).download(
+            manifest, tmp_path
+        )
+        for item in manifest.files:
+            assert sha256_file(tmp_path / item.path) == item.sha256
+        assert len(failed) > len(manifest.files)  # several parts per large file, each failed once
+
+    def test_cache_never_hands_out_pickles(
+        self, tmp_path: Path, hub_url: str, cache: S3ModelCache, models_root: Path
+    ) -> None:
+        manifest = _manifest_of(models_root, FP16, "2" * 40)
+        assert "unet/diffusion_pytorch_model.bin" in {item.path for item in manifest.files}
+        cache.upload(manifest, models_root / FP16)
         result = fetch_model(
-            _request(tmp_path / "c", GATED, revision, "shared", shared_allowlist=allow),
-            HubClient(hub_url, "hf_tiny_accepted"),
-            cache,
+            _request(tmp_path, FP16, "2" * 40, "private"), HubClient("http://127.0.0.1:9", None), cache
         )
         assert result.source == "cache"
+        fetched = {item.path for item in result.manifest.files}
+        assert "unet/diffusion_pytorch_model.bin" not in fetched
+        assert not (result.path / "unet" / "diffusion_pytorch_model.bin").exists()
+        # CPU: float32, so the plain UNet weights, not the fp16 variant.
+        assert "unet/diffusion_pytorch_model.safetensors" in fetched
+        assert "unet/diffusion_pytorch_model.fp16.safetensors" not in fetched
+
+
+def _broken_after_one_chunk(chunks: Any) -> Any:
+    yield next(iter(chunks))
+    raise ConnectionError("connection reset by peer")
+
+
+def _manifest_of(models_root: Path, model_id: str, revision: str, gated: bool = False) -> Manifest:
+    files = _repo_files(models_root, model_id)
+    return Manifest(
+        model_id=model_id,
+        revision=revision,
+        gated=gated,
+        files=[
+            {"path": path, "size": (models_root / model_id / path).stat().st_size, "sha256": digest}
+            for path, digest in sorted(files.items())
+        ],
+    )
+
+
+class TestSharedScope:
+    """The worker's side of the grant; the callback function's side runs in tests/integration."""
+
+    def test_refused_grant_falls_back_to_the_hub(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], callback: Callback
+    ) -> None:
+        callback.answers = [403]
+        grant = SharedCacheGrant(callback.url, "dep-1", callback.secret)
+        request = _request(tmp_path, PUBLIC, hub_revisions[PUBLIC], "shared")
+        assert fetch_model(request, HubClient(hub_url, None), grant).source == "hub"
+        assert len(callback.message_ids) == 1  # one signed request, verified by the receiver
+
+    def test_not_cached_is_a_miss(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str], callback: Callback
+    ) -> None:
+        callback.answers = [404]
+        grant = SharedCacheGrant(callback.url, "dep-1", callback.secret)
+        assert grant.read_manifest(PUBLIC, hub_revisions[PUBLIC]) is None
+
+    def test_unreachable_grant_falls_back(self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]) -> None:
+        grant = SharedCacheGrant("http://127.0.0.1:9/grant", "dep-1", new_secret())
+        request = _request(tmp_path, PUBLIC, hub_revisions[PUBLIC], "shared")
+        assert fetch_model(request, HubClient(hub_url, None), grant).source == "hub"
 
 
 class TestPopulateCommand:
@@ -294,8 +410,9 @@ class TestPopulateCommand:
         assert manifest.gated is True
         assert populate(build_parser().parse_args(argv)) == 0  # already cached: nothing to do
 
-        request = _request(tmp_path, GATED, revision, "shared", shared_allowlist=frozenset({GATED}))
-        assert fetch_model(request, HubClient(hub_url, "hf_tiny_accepted"), cache).source == "cache"
+        # A worker reading that bucket finds it (no Hub read: the endpoint is unreachable).
+        request = _request(tmp_path, GATED, revision, "private")
+        assert fetch_model(request, HubClient("http://127.0.0.1:9", None), cache).source == "cache"
 
     def test_refuses_a_branch_name(self, cache: S3ModelCache) -> None:
         args = build_parser().parse_args(["--model", PUBLIC, "--revision", "main", "--s3-url", "s3://b/p"])

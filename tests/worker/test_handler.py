@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,13 +13,17 @@ import numpy as np
 import pytest
 import requests
 import torch
+from diffusers import AutoPipelineForText2Image
 from PIL import Image
 
-from tests.worker.conftest import PUBLIC
+from tests.worker.conftest import FP16, PUBLIC
+from worker.errors import ModelLoadError
 from worker.handler import make_handler
-from worker.output import OutputBucket
+from worker.model_fetch import FetchRequest, HubClient, fetch_model
+from worker.output import OutputBucket, region_from_endpoint
 from worker.pipeline import LoadedModel, load_model, resolve_device, resolve_dtype
-from worker.schemas import GenerateInput
+from worker.schemas import GenerateInput, S3Config
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +54,15 @@ BAD_INPUTS = [
     ({"prompt": "a", "width": 2056}, "width"),
     ({"prompt": "a", "num_images": 5}, "num_images"),
     ({"prompt": "a", "seed": -1}, "seed"),
+    ({"prompt": "a", "seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+    ({"prompt": " \n\t"}, "prompt: Value error, must not be blank"),
+    ({"prompt": "a", "num_images": True}, "num_images: Input should be a valid integer"),
+    ({"prompt": "a", "num_images": "4"}, "num_images: Input should be a valid integer"),
+    ({"prompt": "a", "num_images": 1.0}, "num_images: Input should be a valid integer"),
+    ({"prompt": "a", "width": "512"}, "width: Input should be a valid integer"),
+    ({"prompt": "a", "guidance_scale": "7"}, "guidance_scale: Input should be a valid number"),
+    ({"prompt": 5}, "prompt: Input should be a valid string"),
+    ({"warmup": 1}, "warmup"),
     ({"prompt": "a", "output_format": "gif"}, "output_format"),
     ({"prompt": "a", "steps": 4}, "steps: Extra inputs are not permitted"),
     ({"warmup": False}, "warmup"),
@@ -68,6 +82,10 @@ class TestValidation:
     def test_defaults(self) -> None:
         request = GenerateInput(prompt="a")
         assert (request.num_images, request.output_format, request.seed) == (1, "png", None)
+
+    def test_integral_guidance_and_largest_seed_are_accepted(self) -> None:
+        request = GenerateInput.model_validate({"prompt": "a", "guidance_scale": 7, "seed": 2**32 - 1})
+        assert (request.guidance_scale, request.seed) == (7.0, 2**32 - 1)
 
     def test_warmup(self, model: LoadedModel) -> None:
         assert make_handler(model)(_job({"warmup": True})) == {"warmup": True}
@@ -130,6 +148,10 @@ class TestGeneration:
     def test_warm_up(self, model: LoadedModel) -> None:
         assert model.warm_up() > 0
 
+    def test_random_seeds_fit_32_bits(self, model: LoadedModel) -> None:
+        result = make_handler(model)(_job({"prompt": "a", "num_inference_steps": 1, "num_images": 4}))
+        assert all(0 <= item["seed"] <= 2**32 - 1 for item in result["images"])
+
     def test_presigned_urls_with_s3_config(self, model: LoadedModel, s3_endpoint: str, s3_client: Any) -> None:
         s3_client.create_bucket(Bucket="outputs")
         s3_config = {"accessId": "a", "accessSecret": "b", "bucketName": "outputs", "endpointUrl": s3_endpoint}
@@ -173,3 +195,146 @@ def test_cuda_defaults_to_half_precision_and_generates(models_root: Path) -> Non
     model = load_model(model_dir, PUBLIC, device, dtype)
     result = make_handler(model)(_job({"prompt": "a cat", "num_inference_steps": 2, "seed": 1}))
     assert _decode(result["images"][0]).shape == (64, 64, 3)
+
+
+class TestWarmUpAndLoadFailures:
+    @pytest.fixture
+    def own_model(self, models_root: Path) -> LoadedModel:
+        """A pipeline of its own, free to break."""
+        return load_model(models_root / PUBLIC, PUBLIC, "cpu", torch.float32)
+
+    def test_warm_up_is_small(self, own_model: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[dict[str, Any]] = []
+        real = type(own_model.pipe).__call__
+
+        def spy(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return real(pipe, *args, **kwargs)
+
+        monkeypatch.setattr(type(own_model.pipe), "__call__", spy)
+        own_model.defaults = replace(own_model.defaults, width=1024, height=768)
+        own_model.warm_up()
+        assert (calls[0]["width"], calls[0]["height"], calls[0]["num_inference_steps"]) == (256, 256, 2)
+
+    @pytest.mark.parametrize(("value", "message"), [(float("nan"), "NaN"), (-1000.0, "all black")])
+    def test_nan_or_black_warm_up_image_is_a_load_failure(
+        self, own_model: LoadedModel, value: float, message: str
+    ) -> None:
+        with torch.no_grad():
+            conv_out = own_model.pipe.vae.decoder.conv_out
+            conv_out.weight.zero_()
+            conv_out.bias.fill_(value)
+        with pytest.raises(ModelLoadError, match=message):
+            own_model.warm_up()
+
+    def test_other_warm_up_errors_are_load_failures(self, own_model: LoadedModel) -> None:
+        own_model.pipe.unet.forward = _raise(RuntimeError("expected scalar type Half but found Float"))
+        with pytest.raises(ModelLoadError, match="warm-up inference failed: RuntimeError"):
+            own_model.warm_up()
+
+    def test_out_of_memory_in_warm_up_stays_out_of_memory(self, own_model: LoadedModel) -> None:
+        own_model.pipe.unet.forward = _raise(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+        with pytest.raises(RuntimeError, match="out of memory"):
+            own_model.warm_up()
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            ImportError("cannot import name 'FancyUNet'"),
+            RuntimeError("Error(s) in loading state_dict: size mismatch for conv_in.weight"),
+            TypeError("__init__() got an unexpected keyword argument 'foo'"),
+        ],
+    )
+    def test_any_load_error_is_a_load_failure(
+        self, models_root: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+    ) -> None:
+        monkeypatch.setattr(AutoPipelineForText2Image, "from_pretrained", _raise(error))
+        with pytest.raises(ModelLoadError, match=type(error).__name__):
+            load_model(models_root / PUBLIC, PUBLIC, "cpu", torch.float32)
+
+    def test_out_of_memory_on_load_stays_out_of_memory(
+        self, models_root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(AutoPipelineForText2Image, "from_pretrained", _raise(torch.cuda.OutOfMemoryError("oom")))
+        with pytest.raises(torch.cuda.OutOfMemoryError):
+            load_model(models_root / PUBLIC, PUBLIC, "cpu", torch.float32)
+
+
+def _raise(error: Exception) -> Any:
+    def raiser(*_: Any, **__: Any) -> Any:
+        raise error
+
+    return raiser
+
+
+class TestVariantEndToEnd:
+    """A Hub repo with an fp16 UNet variant and a stray pickle: what is fetched, and that it loads."""
+
+    def test_cpu_fetches_the_plain_weights_and_never_the_pickle(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]
+    ) -> None:
+        request = FetchRequest(model_id=FP16, revision=hub_revisions[FP16], model_dir=tmp_path, device="cpu")
+        fetched = fetch_model(request, HubClient(hub_url, None), None)
+        unet_files = sorted(path.name for path in (fetched.path / "unet").iterdir())
+        assert unet_files == ["config.json", "diffusion_pytorch_model.safetensors"]
+        model = load_model(fetched.path, FP16, "cpu", resolve_dtype("cpu", None, fetched.path))
+        assert model.warm_up() > 0
+
+    def test_the_fp16_variant_is_fetched_for_float16_and_loads(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]
+    ) -> None:
+        request = FetchRequest(
+            model_id=FP16, revision=hub_revisions[FP16], model_dir=tmp_path, device="cuda", dtype="float16"
+        )
+        fetched = fetch_model(request, HubClient(hub_url, None), None)
+        unet_files = sorted(path.name for path in (fetched.path / "unet").iterdir())
+        assert unet_files == ["config.json", "diffusion_pytorch_model.fp16.safetensors"]
+        assert not list(fetched.path.rglob("*.bin"))
+        # On CPU in float32 the folder's only UNet weights are the fp16 variant: the loader must ask for it.
+        model = load_model(fetched.path, FP16, "cpu", torch.float32)
+        assert model.pipe.unet.dtype == torch.float32
+        result = make_handler(model)(_job({"prompt": "a cat", "num_inference_steps": 2, "seed": 3}))
+        assert _decode(result["images"][0]).std() > 0
+
+
+class TestOutputRegion:
+    @pytest.mark.parametrize(
+        ("url", "region"),
+        [
+            ("https://s3.eu-west-3.amazonaws.com", "eu-west-3"),
+            ("https://my-bucket.s3.us-west-2.amazonaws.com", "us-west-2"),
+            ("https://s3-ap-south-1.amazonaws.com", "ap-south-1"),
+            ("https://s3.us-west-004.backblazeb2.com", "us-west-004"),
+            ("https://nyc3.digitaloceanspaces.com", "nyc3"),
+            ("https://0123abcd.r2.cloudflarestorage.com", "auto"),
+            ("https://s3.amazonaws.com", None),
+            ("http://127.0.0.1:9000", None),
+            (None, None),
+        ],
+    )
+    def test_region_from_endpoint(self, url: str | None, region: str | None) -> None:
+        assert region_from_endpoint(url) == region
+
+    def test_bucket_client_signs_for_the_derived_or_configured_region(self) -> None:
+        s3_config = S3Config.model_validate(
+            {
+                "accessId": "a",
+                "accessSecret": "b",
+                "bucketName": "o",
+                "endpointUrl": "https://s3.eu-west-3.amazonaws.com",
+            }
+        )
+        assert OutputBucket.from_job(s3_config).client.meta.region_name == "eu-west-3"
+        env = {
+            "hf_model_id": PUBLIC,
+            "hf_model_revision": "0" * 40,
+            "bucket_endpoint_url": "https://nyc3.digitaloceanspaces.com",
+            "bucket_access_key_id": "a",
+            "bucket_secret_access_key": "b",
+        }
+        bucket = OutputBucket.from_settings(WorkerSettings(**env))
+        assert bucket is not None
+        assert bucket.client.meta.region_name == "nyc3"
+        configured = OutputBucket.from_settings(WorkerSettings(**env, bucket_region="sfo3"))
+        assert configured is not None
+        assert configured.client.meta.region_name == "sfo3"

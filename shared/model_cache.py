@@ -1,0 +1,95 @@
+"""The platform's shared model cache as the callback function reads it: a manifest, and presigned GET URLs.
+
+The layout is the worker's (docs/contracts.md "Model cache"): ``<prefix>/<org--name>/<commit sha>/<repo path>``
+and ``manifest.json`` beside the files. Only this function holds the shared cache's (read-only) keys; workers get
+time-limited URLs for the files of the one model their deployment was granted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, Field
+
+from shared.config import Settings
+
+MANIFEST_NAME = "manifest.json"
+
+
+class CachedFile(BaseModel):
+    path: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class CachedManifest(BaseModel):
+    """``manifest.json`` of one cached model (written by ``python -m worker.populate_cache``)."""
+
+    model_id: str
+    revision: str
+    gated: bool = False
+    files: list[CachedFile]
+
+
+class SharedModelCache:
+    """Reads manifests and presigns objects of the shared cache with the platform's read-only credentials."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SharedModelCache | None:
+        """The cache ``MODEL_CACHE_S3_URL`` names, or None when the platform runs without one."""
+        url = settings.model_cache_s3_url
+        if not url:
+            return None
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        key_id, secret = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
+        client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.model_cache_aws_endpoint_url,
+            aws_access_key_id=key_id.get_secret_value() if key_id else None,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            region_name=settings.model_cache_aws_region or "us-east-1",
+            # Path-style works with every S3-compatible server (R2, MinIO, moto); SigV4 is what presigning needs.
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        return cls(client, bucket, prefix)
+
+    def key(self, model_id: str, revision: str, path: str) -> str:
+        """The object key of one repo file (or of the manifest)."""
+        parts = [self._prefix, model_id.replace("/", "--"), revision, path]
+        return "/".join(part for part in parts if part)
+
+    def manifest(self, model_id: str, revision: str) -> CachedManifest | None:
+        """The manifest of a cached model, or None when the cache does not hold it.
+
+        Raises:
+            botocore.exceptions.ClientError: an S3 failure other than a missing manifest.
+            pydantic.ValidationError: the manifest is not one.
+        """
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self.key(model_id, revision, MANIFEST_NAME))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        return CachedManifest.model_validate_json(response["Body"].read())
+
+    def presigned_urls(self, manifest: CachedManifest, expires_s: int) -> dict[str, str]:
+        """A GET URL per listed file, valid for ``expires_s`` seconds (signed locally: no request per file)."""
+        return {
+            item.path: str(
+                self._client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self._bucket, "Key": self.key(manifest.model_id, manifest.revision, item.path)},
+                    ExpiresIn=expires_s,
+                )
+            )
+            for item in manifest.files
+        }
