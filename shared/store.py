@@ -29,6 +29,7 @@ RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
 
 _PRECONDITION_RETRIES = 8
+PING_TIMEOUT_S = 3.0
 
 
 def utcnow() -> datetime:
@@ -155,8 +156,15 @@ class DeploymentStore:
         return [snap.to_dict() or {} for snap in lines.stream()]
 
     def ping(self) -> None:
-        """A cheap read that proves Firestore answers."""
-        self._db.collection(DEPLOYMENTS).document("_health").get(timeout=5)
+        """A cheap read that proves Firestore answers, failing fast (no retries) when it does not.
+
+        Raises:
+            RetryableError: Firestore did not answer within :data:`PING_TIMEOUT_S`.
+        """
+        try:
+            self._db.collection(DEPLOYMENTS).document("_health").get(retry=None, timeout=PING_TIMEOUT_S)
+        except gexc.GoogleAPICallError as exc:
+            raise RetryableError(f"Firestore did not answer: {exc}") from exc
 
     # --- state changes --------------------------------------------------------------------------------------------
 

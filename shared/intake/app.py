@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Request, Response
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
 from shared.errors import ApiError, RetryableError
@@ -23,19 +25,36 @@ from shared.intake.stream import deployment_events
 
 logger = logging.getLogger(__name__)
 
+
+class DeploymentIdConverter(BaseConverter):
+    """Only ids this API issues: any other id is no route, answered before Firestore sees it (it refuses some)."""
+
+    regex = steps.DEPLOYMENT_ID_PATTERN
+
+
 ROUTES = Map(
     [
         Rule("/v1/deployments", methods=["POST"], endpoint="create_deployment"),
         Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
-        Rule("/v1/deployments/<deployment_id>", methods=["GET"], endpoint="get_deployment"),
-        Rule("/v1/deployments/<deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
-        Rule("/v1/deployments/<deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
-        Rule("/v1/deployments/<deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["GET"], endpoint="get_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
     ],
     strict_slashes=False,
+    converters={"id": DeploymentIdConverter},
+)
+# Google API errors that mean "try again shortly" (the set the client libraries themselves retry, and more).
+TRANSIENT_ERRORS = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.Aborted,
+    gexc.RetryError,
 )
 PUBLIC_ENDPOINTS = frozenset({"health", "metrics", "openapi"})
 STREAM_MAX_SECONDS = 300.0
@@ -81,14 +100,19 @@ class IntakeApi:
                 response = error_response(err, rid)
             except ApiError as exc:
                 response = error_response(exc, rid)
-            except RetryableError as exc:
-                logger.warning("dependency unavailable: %s", exc)
+            except (RetryableError, *TRANSIENT_ERRORS) as exc:
+                logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
                 response = error_response(
                     ApiError(
                         503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}
                     ),
                     rid,
                 )
+            except Exception as exc:  # a bug: still the one error shape, never a framework HTML page
+                # Type and stack only: an exception's text may quote request data (a token, a key).
+                stack = "".join(traceback.format_tb(exc.__traceback__))
+                logger.error("unhandled %s in %s\n%s", type(exc).__name__, route, stack)
+                response = error_response(ApiError(500, "internal", "an internal error; it has been logged"), rid)
             response.headers["X-Request-Id"] = rid
             self._counters.record(route, response.status_code)
             return response

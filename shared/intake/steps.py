@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from shared.pubsub import Publisher
 from shared.store import DeploymentStore, NewDeployment, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 
+# Deployment ids are uuid4().hex; the routes accept nothing else.
+DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 20
@@ -205,7 +208,7 @@ def public_view(doc: dict[str, Any]) -> DeploymentView:
 
 def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> dict[str, Any]:
     """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed)."""
-    doc = store.get(deployment_id) if len(deployment_id) <= 64 else None
+    doc = store.get(deployment_id)
     if doc is None or not hmac.compare_digest(doc["owner"], caller.tenant):
         raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
     return doc
@@ -220,7 +223,7 @@ def list_deployments(
         raise ApiError(400, "invalid_status", f"status must be one of: {', '.join(s.value for s in Status)}") from exc
     size = DEFAULT_PAGE
     if limit is not None:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+        if not re.fullmatch("[0-9]{1,3}", limit) or not 1 <= int(limit) <= MAX_PAGE:  # ASCII digits only
             raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
         size = int(limit)
     try:

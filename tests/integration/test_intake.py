@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.store import DEPLOYMENTS, SECRETS, DeploymentStore
@@ -119,6 +120,9 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
         ("status=bogus", "invalid_status"),
         ("limit=0", "invalid_limit"),
         ("limit=abc", "invalid_limit"),
+        ("limit=%C2%B2", "invalid_limit"),  # '²': isdigit() says yes, int() says no
+        ("limit=%D9%A1", "invalid_limit"),  # Arabic-Indic one
+        ("limit=+5", "invalid_limit"),
         ("page_token=garbage!!", "invalid_page_token"),
     ],
 )
@@ -252,14 +256,37 @@ def _whole_window_ahead(needed_s: float = 15.0) -> None:
 def test_rate_limit_429_with_retry_after(intake_client: Any) -> None:
     _whole_window_ahead()
     headers = auth(key())
-    codes = [intake_client.get("/v1/deployments/nope", headers=headers).status_code for _ in range(125)]
+    nope = f"/v1/deployments/{uuid.uuid4().hex}"
+    codes = [intake_client.get(nope, headers=headers).status_code for _ in range(125)]
     assert codes.count(404) == 120
     assert codes[-1] == 429
-    limited = intake_client.get("/v1/deployments/nope", headers=headers)
+    limited = intake_client.get(nope, headers=headers)
     assert 1 <= int(limited.headers["Retry-After"]) <= 61
     assert limited.json["error"]["code"] == "rate_limited"
     # Another tenant is not affected.
-    assert intake_client.get("/v1/deployments/nope", headers=auth(key())).status_code == 404
+    assert intake_client.get(nope, headers=auth(key())).status_code == 404
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/deployments/__x__",
+        "/v1/deployments/__x__/logs",
+        "/v1/deployments/__x__/stream",
+        "/v1/deployments/.",
+        "/v1/deployments/./logs",
+        "/v1/deployments/..%2F..%2Fsecrets",
+        f"/v1/deployments/{'A' * 32}",
+        f"/v1/deployments/{'a' * 33}",
+    ],
+)
+def test_ids_we_never_issue_are_404_without_asking_firestore(intake_client: Any, method: str, path: str) -> None:
+    # Firestore refuses some of these ids outright (InvalidArgument): they must never reach it.
+    resp = intake_client.open(path, method=method, headers=auth(key()))
+    assert resp.status_code == 404, resp.get_data(as_text=True)
+    assert resp.json["error"]["code"] == "not_found"
+    assert resp.json["error"]["request_id"] == resp.headers["X-Request-Id"]
 
 
 def test_unknown_route_and_method(intake_client: Any) -> None:
@@ -286,7 +313,7 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
     validate(doc)
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {
-        (rule.rule.replace("<deployment_id>", "{deployment_id}"), method)
+        (rule.rule.replace("<id:deployment_id>", "{deployment_id}"), method)
         for rule in ROUTES.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
@@ -368,7 +395,7 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     api_key = key()
     headers = auth(api_key)
     for _ in range(118):
-        assert intake_client.get("/v1/deployments/nope", headers=headers).status_code == 404
+        assert intake_client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=headers).status_code == 404
     refused = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "bogus": 1}, headers=headers)
     assert refused.status_code == 400  # the 119th request: refused bodies count too
     assert intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers).status_code == 202
@@ -377,3 +404,89 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     assert over.json["error"]["code"] == "rate_limited"
     owner = tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
     assert _count(db, "owner", owner) == 1
+
+
+def _intake(db: firestore.Client, store: DeploymentStore | None = None) -> Any:
+    """A test client for one more intake instance, on ``db`` (and ``store``, to inject a fault)."""
+    from flask import Flask, request
+
+    from shared.config import get_settings
+    from shared.intake.app import IntakeApi
+    from shared.intake.metrics import RequestCounters
+    from shared.intake.steps import IntakeDeps
+    from shared.wiring import core
+
+    settings = get_settings()
+    _, _, publisher, lifecycle, sealer = core(settings)
+    store = store or DeploymentStore(db)
+    api = IntakeApi(IntakeDeps(settings, store, lifecycle, publisher, sealer), db, RequestCounters(store))
+    app = Flask("intake-under-test")
+    methods = ["GET", "POST", "PUT", "DELETE"]
+    view = lambda **_: api(request)  # noqa: E731
+    for rule in ("/", "/<path:_path>"):
+        app.add_url_rule(rule, "intake", view, methods=methods)
+    return app.test_client()
+
+
+def test_health_is_503_fast_when_firestore_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
+    unreachable = firestore.Client(project="visgate-local")
+    monkeypatch.undo()
+    started = time.monotonic()
+    resp = _intake(unreachable).get("/health")
+    assert time.monotonic() - started < 10
+    assert resp.status_code == 503
+    assert resp.json["error"]["code"] == "unavailable"
+    assert resp.headers["Retry-After"]
+
+
+class _FailingStore(DeploymentStore):
+    """The real store, except that reading a deployment raises ``error``."""
+
+    def __init__(self, db: firestore.Client, error: Exception) -> None:
+        super().__init__(db)
+        self._error = error
+
+    def get(self, deployment_id: str) -> dict[str, Any] | None:
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        gexc.ServiceUnavailable("firestore went away"),
+        gexc.DeadlineExceeded("too slow"),
+        gexc.RetryError("gave up", cause=None),
+        gexc.InternalServerError("oops"),
+    ],
+)
+def test_transient_google_errors_are_503(db: firestore.Client, error: Exception) -> None:
+    client = _intake(db, _FailingStore(db, error))
+    resp = client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=auth(key()))
+    assert resp.status_code == 503
+    assert resp.json["error"]["code"] == "unavailable"
+    assert resp.headers["Retry-After"] == "2"
+
+
+def test_anything_else_is_500_in_the_error_shape_and_logged_without_its_text(
+    db: firestore.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.logging import JsonFormatter
+
+    canary = "hf_canary_in_an_exception"
+    client = _intake(db, _FailingStore(db, RuntimeError(f"bad thing near {canary}")))
+    caplog.handler.setFormatter(JsonFormatter())
+    resp = client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=auth(key()))
+    assert resp.status_code == 500
+    assert resp.mimetype == "application/json"
+    assert resp.json["error"]["code"] == "internal"
+    assert canary not in resp.get_data(as_text=True)
+    logged = [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+    unhandled = [entry for entry in logged if entry["message"].startswith("unhandled RuntimeError")]
+    assert unhandled and unhandled[0]["request_id"] == resp.json["error"]["request_id"]
+    assert canary not in caplog.text

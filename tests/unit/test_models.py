@@ -139,8 +139,8 @@ def test_bucket_fields_refused_without_private_scope() -> None:
         "https://4294967296/",
         "https://localhost./",
         "https://metadata.google.internal./",
-        "https://ｌｏｃａｌｈｏｓｔ/",
-        "https://１２７.０.０.１/",
+        "https://\N{FULLWIDTH LATIN SMALL LETTER L}ocalhost/",  # IDNA folds it to localhost
+        "https://\N{FULLWIDTH DIGIT ONE}27.0.0.1/",
         "https://%6cocalhost/",
         "https://a..b/",
         # IPv6, and IPv6 that carries a private IPv4 address.
