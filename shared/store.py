@@ -55,6 +55,14 @@ class NewDeployment:
     callback_secret_hash: str
     idempotency_key: str | None = None
     idempotency_record: dict[str, Any] | None = None
+    # The update_time of an expired record under the same key that this create replaces (TTL may not have run yet).
+    replaces_expired_record: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    data: dict[str, Any]
+    update_time: datetime
 
 
 class DeploymentStore:
@@ -66,20 +74,42 @@ class DeploymentStore:
 
     # --- creation and reads -------------------------------------------------------------------------------------
 
-    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> int | None:
+    def read_before_create(self, rate_key: str, idempotency_key: str | None) -> tuple[int, IdempotencyRecord | None]:
+        """The count so far in the tenant's rate window and the idempotency record, in one round trip."""
+        rate_ref = self._db.collection(RATE_LIMITS).document(rate_key)
+        refs = [rate_ref]
+        if idempotency_key:
+            refs.append(self._db.collection(IDEMPOTENCY).document(idempotency_key))
+        count, record = 0, None
+        for snap in self._db.get_all(refs):
+            if not snap.exists:
+                continue
+            if snap.reference.path == rate_ref.path:
+                count = int((snap.to_dict() or {}).get("count", 0))
+            else:
+                record = IdempotencyRecord(snap.to_dict() or {}, snap.update_time)
+        return count, record
+
+    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> None:
         """Write the document, its first log line, sealed credentials and the idempotency record in one commit.
 
-        ``counter`` (rate-limit key, expiry) is incremented in the same commit; its new value is returned.
+        ``counter`` (rate-limit key, expiry) is incremented in the same commit.
 
         Raises:
-            google.api_core.exceptions.Conflict: the idempotency key (or the id) exists already.
+            google.api_core.exceptions.AlreadyExists: the idempotency key (or the id) exists already.
+            google.api_core.exceptions.FailedPrecondition: the expired record it replaces changed (or went) meanwhile.
         """
         doc = new.document
         deployment_id = doc["deployment_id"]
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
         if new.idempotency_key and new.idempotency_record is not None:
-            batch.create(self._db.collection(IDEMPOTENCY).document(new.idempotency_key), new.idempotency_record)
+            key_ref = self._db.collection(IDEMPOTENCY).document(new.idempotency_key)
+            if new.replaces_expired_record is None:
+                batch.create(key_ref, new.idempotency_record)
+            else:  # every field is rewritten, so nothing of the expired record survives
+                option = self._db.write_option(last_update_time=new.replaces_expired_record)
+                batch.update(key_ref, new.idempotency_record, option=option)
         batch.create(ref, {**doc, "event_seq": 1})
         batch.create(
             ref.collection(EVENTS).document(_line_id(1)), _line("info", "deployment accepted", doc["created_at"])
@@ -100,27 +130,24 @@ class DeploymentStore:
                 {"count": firestore.Increment(1), "expires_at": expires_at},
                 merge=True,
             )
-        results = batch.commit()
-        return int(results[-1].transform_results[0].integer_value) if counter is not None else None
+        batch.commit()
 
-    def discard(self, deployment_id: str, idempotency_key: str | None) -> None:
-        """Undo :meth:`create` (used when the request could not be handed on), so nothing is half-written."""
+    def discard(self, deployment_id: str) -> None:
+        """Undo :meth:`create` (a request that could not be handed on), so nothing is half-written."""
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
         batch.delete(ref.collection(EVENTS).document(_line_id(1)))
         batch.delete(ref)
         batch.delete(self._db.collection(SECRETS).document(deployment_id))
-        if idempotency_key:
-            batch.delete(self._db.collection(IDEMPOTENCY).document(idempotency_key))
         batch.commit()
 
     def get(self, deployment_id: str) -> dict[str, Any] | None:
         snap = self._db.collection(DEPLOYMENTS).document(deployment_id).get()
         return snap.to_dict() if snap.exists else None
 
-    def get_idempotency_record(self, key: str) -> dict[str, Any] | None:
+    def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         snap = self._db.collection(IDEMPOTENCY).document(key).get()
-        return snap.to_dict() if snap.exists else None
+        return IdempotencyRecord(snap.to_dict() or {}, snap.update_time) if snap.exists else None
 
     def list_by_owner(
         self, owner: str, status: Status | None, limit: int, page_token: str | None

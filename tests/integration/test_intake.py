@@ -6,12 +6,14 @@ import concurrent.futures
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.errors import RetryableError
 from shared.store import DEPLOYMENTS, SECRETS, DeploymentStore
 
 pytestmark = pytest.mark.usefixtures("intake_env")
@@ -406,8 +408,8 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     assert _count(db, "owner", owner) == 1
 
 
-def _intake(db: firestore.Client, store: DeploymentStore | None = None) -> Any:
-    """A test client for one more intake instance, on ``db`` (and ``store``, to inject a fault)."""
+def _intake(db: firestore.Client, store: DeploymentStore | None = None, publisher: Any = None) -> Any:
+    """A test client for one more intake instance, on ``db`` (``store`` and ``publisher`` inject faults)."""
     from flask import Flask, request
 
     from shared.config import get_settings
@@ -417,8 +419,9 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None) -> Any:
     from shared.wiring import core
 
     settings = get_settings()
-    _, _, publisher, lifecycle, sealer = core(settings)
+    _, _, real_publisher, lifecycle, sealer = core(settings)
     store = store or DeploymentStore(db)
+    publisher = publisher or real_publisher
     api = IntakeApi(IntakeDeps(settings, store, lifecycle, publisher, sealer), db, RequestCounters(store))
     app = Flask("intake-under-test")
     methods = ["GET", "POST", "PUT", "DELETE"]
@@ -490,3 +493,94 @@ def test_anything_else_is_500_in_the_error_shape_and_logged_without_its_text(
     unhandled = [entry for entry in logged if entry["message"].startswith("unhandled RuntimeError")]
     assert unhandled and unhandled[0]["request_id"] == resp.json["error"]["request_id"]
     assert canary not in caplog.text
+
+
+def _tenant(api_key: str) -> str:
+    from shared.config import get_settings
+    from shared.crypto import tenant_id
+
+    return tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
+
+
+def test_an_expired_idempotency_key_starts_afresh(intake_client: Any, db: firestore.Client) -> None:
+    from shared.intake.steps import _idempotency_doc_id
+    from shared.store import IDEMPOTENCY
+
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": "expiring"}
+    first = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    assert first.status_code == 202
+    # The key's 24 h are over, and Firestore's TTL policy has not removed the record yet.
+    record = db.collection(IDEMPOTENCY).document(_idempotency_doc_id(_tenant(api_key), "expiring"))
+    record.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+
+    fresh = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert fresh.status_code == 202, fresh.json
+    assert fresh.json["deployment_id"] != first.json["deployment_id"]
+    again = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert again.json == fresh.json
+    assert record.get().to_dict()["expires_at"] > datetime.now(UTC) + timedelta(hours=23)
+
+
+class _SpyStore(DeploymentStore):
+    """The real store, remembering which deployments it was asked to create."""
+
+    def __init__(self, db: firestore.Client) -> None:
+        super().__init__(db)
+        self.created: list[str] = []
+
+    def create(self, new: Any, counter: Any = None) -> None:
+        self.created.append(new.document["deployment_id"])
+        super().create(new, counter)
+
+
+def test_a_post_over_the_limit_writes_no_deployment(db: firestore.Client) -> None:
+    from shared.intake.ratelimit import current_window
+    from shared.store import RATE_LIMITS
+
+    _whole_window_ahead(5)
+    api_key = key()
+    window = current_window(_tenant(api_key), 120)
+    db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
+    store = _SpyStore(db)
+    over = _intake(db, store).post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
+    assert over.status_code == 429
+    assert store.created == []  # not written then removed: never written
+    assert db.collection(RATE_LIMITS).document(window.key).get().to_dict()["count"] == 121  # the refusal counts
+
+
+class _FailingPublisher:
+    """Publishing fails, as when Pub/Sub is unreachable."""
+
+    def publish(self, topic: str, message: Any, **attributes: str) -> str:
+        raise RetryableError(f"publish to {topic} failed")
+
+
+def test_a_failed_publish_leaves_nothing_without_a_key(db: firestore.Client) -> None:
+    api_key = key()
+    store = _SpyStore(db)
+    client = _intake(db, store, _FailingPublisher())
+    assert client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).status_code == 503
+    (written,) = store.created
+    assert store.get(written) is None
+    assert store.secrets(written) is None
+
+
+def test_a_failed_publish_keeps_a_keyed_deployment_for_its_replay(
+    intake_client: Any, db: firestore.Client, requested: Any
+) -> None:
+    # A duplicate may have been told 202 for this deployment while its first request was publishing: the
+    # deployment must stay, and the replay (which publishes itself) sets it going.
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    store = _SpyStore(db)
+    failed = _intake(db, store, _FailingPublisher()).post(
+        "/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers
+    )
+    assert failed.status_code == 503
+    (written,) = store.created
+    assert store.get(written) is not None
+    retried = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    assert retried.status_code == 202
+    assert retried.json["deployment_id"] == written
+    assert json.loads(requested(written).data)["deployment_id"] == written
