@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ REQUEST_COUNTERS = "request_counters"
 
 _PRECONDITION_RETRIES = 8
 PING_TIMEOUT_S = 3.0
+REQUEST_COUNTER_SHARDS = 8
+COUNTER_WRITE_TIMEOUT_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -294,15 +297,21 @@ class DeploymentStore:
         result = ref.set({"count": firestore.Increment(1), "expires_at": expires_at}, merge=True)
         return int(result.transform_results[0].integer_value)
 
-    def add_request_counts(self, instance_id: str, counts: dict[str, int]) -> None:
-        """Fold one instance's request counters into its durable shard."""
+    def add_request_counts(self, counts: dict[str, int]) -> None:
+        """Fold request counts into one of the fixed shards (spread, so no one document takes every instance's writes).
+
+        No retries: a failed write is the caller's to keep and try again, and the exit-time flush must not hang.
+        """
         if counts:
-            ref = self._db.collection(REQUEST_COUNTERS).document(instance_id)
-            ref.set({"counts": {k: firestore.Increment(v) for k, v in counts.items()}}, merge=True)
+            ref = self._db.collection(REQUEST_COUNTERS).document(f"shard-{random.randrange(REQUEST_COUNTER_SHARDS)}")
+            increments = {"counts": {k: firestore.Increment(v) for k, v in counts.items()}}
+            ref.set(increments, merge=True, retry=None, timeout=COUNTER_WRITE_TIMEOUT_S)
 
     def request_counts(self) -> dict[str, int]:
+        """The request counters summed over the shards (one round trip)."""
+        refs = [self._db.collection(REQUEST_COUNTERS).document(f"shard-{n}") for n in range(REQUEST_COUNTER_SHARDS)]
         totals: dict[str, int] = {}
-        for snap in self._db.collection(REQUEST_COUNTERS).stream():
+        for snap in self._db.get_all(refs):
             for key, value in ((snap.to_dict() or {}).get("counts") or {}).items():
                 totals[key] = totals.get(key, 0) + int(value)
         return totals

@@ -584,3 +584,45 @@ def test_a_failed_publish_keeps_a_keyed_deployment_for_its_replay(
     assert retried.status_code == 202
     assert retried.json["deployment_id"] == written
     assert json.loads(requested(written).data)["deployment_id"] == written
+
+
+def _requests_line(text: str, route: str, code: int) -> int | None:
+    prefix = f'visgate_http_requests_total{{route="{route}",code="{code}"}} '
+    counts = [int(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)]
+    return counts[0] if counts else None
+
+
+def test_request_counts_reach_another_instance_without_a_later_request(db: firestore.Client) -> None:
+    from shared.intake.metrics import RequestCounters
+
+    first = RequestCounters(DeploymentStore(db), flush_interval_s=0.2)
+    route = f"route_{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        first.record(route, 200)
+    first.record(route, 404)
+    other = _intake(db)
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:  # the first instance's timer flushes; nothing calls it again
+        text = other.get("/metrics").get_data(as_text=True)
+        if _requests_line(text, route, 404):
+            break
+        time.sleep(0.1)
+    assert (_requests_line(text, route, 200), _requests_line(text, route, 404)) == (3, 1)
+
+
+def test_request_counts_are_flushed_at_exit(db: firestore.Client) -> None:
+    import os
+    import subprocess
+    import sys
+
+    route = f"route_{uuid.uuid4().hex[:8]}"
+    program = (
+        "from google.cloud import firestore\n"
+        "from shared.intake.metrics import RequestCounters\n"
+        "from shared.store import DeploymentStore\n"
+        "counters = RequestCounters(DeploymentStore(firestore.Client(project='visgate-local')), 3600)\n"
+        f"counters.record({route!r}, 202)\n"
+    )
+    subprocess.run([sys.executable, "-c", program], env=os.environ, check=True, timeout=60)
+    assert DeploymentStore(db).request_counts()[f"{route}|202"] == 1
