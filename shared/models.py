@@ -292,6 +292,19 @@ class DeleteDeploymentResponse(BaseModel):
     status: Literal["deleting", "deleted"]
 
 
+class LogLine(BaseModel):
+    time: datetime | None = None
+    level: str | None = None
+    message: str | None = None
+
+
+class DeploymentLogs(BaseModel):
+    """What ``GET /v1/deployments/{id}/logs`` returns: the last lines of the event log, oldest first."""
+
+    deployment_id: str
+    events: list[LogLine]
+
+
 class DeploymentList(BaseModel):
     deployments: list[DeploymentView]
     next_page_token: str | None = None

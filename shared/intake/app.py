@@ -19,9 +19,10 @@ from shared.http import error_response, json_response, read_json_body, request_i
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.metrics import RequestCounters
-from shared.intake.openapi import openapi_document
+from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
+from shared.models import DeploymentLogs, LogLine
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class IntakeApi:
             return json_response({"status": "ok"})
         if endpoint == "metrics":
             text = self._counters.render(self._deps.store.counts_by_status(None))
-            return Response(text, mimetype="text/plain", headers={"Content-Type": "text/plain; version=0.0.4"})
+            return Response(text, content_type=PROMETHEUS_CONTENT_TYPE)
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
         caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
@@ -161,8 +162,8 @@ class IntakeApi:
 
     def _logs(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
-        lines = self._deps.store.events(deployment_id)
-        return json_response({"deployment_id": deployment_id, "events": [_line_json(line) for line in lines]})
+        lines = [LogLine.model_validate(line) for line in self._deps.store.events(deployment_id)]
+        return json_response(DeploymentLogs(deployment_id=deployment_id, events=lines))
 
     def _stream(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
@@ -173,12 +174,3 @@ class IntakeApi:
             lambda doc: steps.public_view(doc).model_dump_json(),
         )
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _line_json(line: dict[str, object]) -> dict[str, object]:
-    at = line.get("time")
-    return {
-        "time": at.isoformat() if hasattr(at, "isoformat") else at,
-        "level": line.get("level"),
-        "message": line.get("message"),
-    }

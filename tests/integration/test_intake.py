@@ -321,9 +321,100 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
         if method not in ("HEAD", "OPTIONS")
     }
     assert documented == served
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            assert "500" in codes, (method, path)  # the catch-all can answer any route
+            if op.get("security") != []:
+                assert {"401", "429", "503"} <= codes, (method, path)
+            for code in ("429", "503"):
+                if code in codes:
+                    assert "Retry-After" in op["responses"][code]["headers"]
     request_schema = doc["components"]["schemas"]["CreateDeploymentRequest"]
     assert request_schema["additionalProperties"] is False
     assert set(request_schema["properties"]) >= {"hf_model_id", "revision", "gpu_tier", "cache_scope", "ttl_minutes"}
+
+
+def test_openapi_patterns_are_the_validation(intake_client: Any) -> None:
+    """The documented patterns accept and refuse what the API accepts and refuses."""
+    import re
+
+    props = intake_client.get("/openapi.json").json["components"]["schemas"]["CreateDeploymentRequest"]["properties"]
+    for field, value, ok in [
+        ("hf_model_id", "org/_model_", True),
+        ("hf_model_id", "org/a..b", False),
+        ("hf_model_id", "-org/model", False),
+        ("revision", "v1.0/rc", True),
+        ("revision", "../main", False),
+    ]:
+        assert bool(re.fullmatch(props[field]["pattern"], value)) is ok, (field, value)
+        resp = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", field: value}, headers=auth(key()))
+        assert (resp.status_code == 202) is ok, (field, value, resp.json)
+    assert props["hf_model_id"]["maxLength"] == 193
+    assert props["revision"]["maxLength"] == 255
+    assert props["hf_token"]["minLength"] == 1
+
+
+def _conforms(doc: dict[str, Any], method: str, path: str, resp: Any) -> None:
+    """The response's status, content type, documented headers and JSON body are as ``doc`` says for the route."""
+    import jsonschema
+
+    operation = doc["paths"][path][method.lower()]
+    assert str(resp.status_code) in operation["responses"], (method, path, resp.status_code)
+    documented = operation["responses"][str(resp.status_code)]
+    for header in documented.get("headers", {}):
+        assert header in resp.headers, (method, path, resp.status_code, header)
+    content = documented.get("content", {})
+    if content:
+        (media_type,) = content
+        assert resp.headers["Content-Type"] == media_type or resp.mimetype == media_type, (path, resp.content_type)
+        schema = content[media_type].get("schema")
+        if schema and media_type == "application/json":
+            jsonschema.validate(resp.json, {**schema, "components": doc["components"]})
+
+
+def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Client) -> None:
+    from shared.intake.ratelimit import current_window
+    from shared.store import RATE_LIMITS
+
+    doc = intake_client.get("/openapi.json").json
+    api_key = key()
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
+    item = "/v1/deployments/{deployment_id}"
+    one = f"/v1/deployments/{dep.json['deployment_id']}"
+    reused = {**auth(api_key), "Idempotency-Key": "k"}
+    intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=reused)
+    cases = [
+        ("POST", "/v1/deployments", dep),
+        (
+            "POST",
+            "/v1/deployments",
+            intake_client.post("/v1/deployments", json={"hf_model_id": "-"}, headers=auth(api_key)),
+        ),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", data="x", headers=auth(api_key))),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=reused)),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"})),
+        ("GET", "/v1/deployments", intake_client.get("/v1/deployments", headers=auth(api_key))),
+        ("GET", "/v1/deployments", intake_client.get("/v1/deployments?limit=0", headers=auth(api_key))),
+        ("GET", item, intake_client.get(one, headers=auth(api_key))),
+        ("GET", item, intake_client.get(one, headers=auth(key()))),
+        ("GET", item + "/logs", intake_client.get(one + "/logs", headers=auth(api_key))),
+        ("DELETE", item, intake_client.delete(one, headers=auth(api_key))),
+        ("GET", "/health", intake_client.get("/health")),
+        ("GET", "/metrics", intake_client.get("/metrics")),
+        ("GET", "/openapi.json", intake_client.get("/openapi.json")),
+        ("GET", item, _intake(db, _FailingStore(db, RuntimeError("bug"))).get(one, headers=auth(api_key))),
+        ("GET", item, _intake(db, _FailingStore(db, gexc.ServiceUnavailable("x"))).get(one, headers=auth(api_key))),
+    ]
+    _whole_window_ahead(5)
+    full = key()
+    window = current_window(_tenant(full), 120)
+    db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
+    cases.append(("GET", "/v1/deployments", intake_client.get("/v1/deployments", headers=auth(full))))
+    assert {resp.status_code for _, _, resp in cases} >= {200, 202, 400, 401, 404, 409, 415, 429, 500, 503}
+    for method, path, resp in cases:
+        _conforms(doc, method, path, resp)
+    assert intake_client.get("/metrics").headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 def test_stream_sends_current_state_then_changes(intake_client: Any, db: firestore.Client) -> None:
@@ -420,9 +511,8 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None, publishe
 
     settings = get_settings()
     _, _, real_publisher, lifecycle, sealer = core(settings)
-    store = store or DeploymentStore(db)
-    publisher = publisher or real_publisher
-    api = IntakeApi(IntakeDeps(settings, store, lifecycle, publisher, sealer), db, RequestCounters(store))
+    deps = IntakeDeps(settings, store or DeploymentStore(db), lifecycle, publisher or real_publisher, sealer)
+    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)))
     app = Flask("intake-under-test")
     methods = ["GET", "POST", "PUT", "DELETE"]
     view = lambda **_: api(request)  # noqa: E731
@@ -431,7 +521,10 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None, publishe
     return app.test_client()
 
 
-def test_health_is_503_fast_when_firestore_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_is_503_fast_when_firestore_does_not_answer(
+    db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default retry would keep trying for ~5 minutes before answering anything.
     import socket
 
     with socket.socket() as sock:  # a port where nothing listens
@@ -440,12 +533,13 @@ def test_health_is_503_fast_when_firestore_does_not_answer(monkeypatch: pytest.M
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
     unreachable = firestore.Client(project="visgate-local")
     monkeypatch.undo()
+    client = _intake(db, DeploymentStore(unreachable))
     started = time.monotonic()
-    resp = _intake(unreachable).get("/health")
+    resp = client.get("/health")
     assert time.monotonic() - started < 10
     assert resp.status_code == 503
     assert resp.json["error"]["code"] == "unavailable"
-    assert resp.headers["Retry-After"]
+    _conforms(client.get("/openapi.json").json, "GET", "/health", resp)
 
 
 class _FailingStore(DeploymentStore):
