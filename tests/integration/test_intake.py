@@ -616,6 +616,32 @@ def test_an_expired_idempotency_key_starts_afresh(intake_client: Any, db: firest
     assert record.get().to_dict()["expires_at"] > datetime.now(UTC) + timedelta(hours=23)
 
 
+def test_concurrent_requests_on_an_expired_key_create_exactly_one(
+    intake_client_factory: Any, db: firestore.Client
+) -> None:
+    from shared.intake.steps import _idempotency_doc_id
+    from shared.store import IDEMPOTENCY
+
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": "expiring-together"}
+    first = intake_client_factory().post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    record = db.collection(IDEMPOTENCY).document(_idempotency_doc_id(_tenant(api_key), "expiring-together"))
+    record.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    clients = [intake_client_factory() for _ in range(6)]
+
+    def post(i: int) -> Any:
+        return clients[i].post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(post, range(6)))
+    # One replaced the expired record (its update_time precondition); the others replay that one's answer.
+    assert {r.status_code for r in responses} == {202}
+    ids = {r.json["deployment_id"] for r in responses}
+    assert len(ids) == 1
+    assert ids != {first.json["deployment_id"]}
+    assert _count(db, "owner", _tenant(api_key)) == 2
+
+
 class _SpyStore(DeploymentStore):
     """The real store, remembering which deployments it was asked to create."""
 
