@@ -19,9 +19,9 @@ $(VENV)/.installed: requirements/*.txt worker/requirements*.txt
 	@$(PY) -m pip install --quiet --no-deps -e . >&2
 	@touch $@
 
-$(TASKS_VENV)/.installed: requirements/tasks-emulator.txt
+$(TASKS_VENV)/.installed: requirements/tasks-emulator.txt requirements/tasks-emulator-constraints.txt
 	@test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
-	@$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt -c requirements/tasks-emulator-constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@touch $@
 
 install: $(VENV)/.installed $(TASKS_VENV)/.installed

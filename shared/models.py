@@ -13,16 +13,34 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shared.gpu import GpuTier
 from shared.lifecycle import Status
 
-_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+# Hub repo ids: "name" or "org/name"; each part 1-96 of letters, digits, '.', '_', '-', starting and ending with a
+# letter, digit or '_' (the Hub's word boundaries), never holding '..' or '--'. One pattern validates and documents.
+_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
+HF_MODEL_ID_PATTERN = rf"^(?!.*(?:\.\.|--))(?:{_PART}/)?{_PART}$"
+REVISION_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
 _S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
 _BLOCKED_HOSTS = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_DNS_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
+# A legacy numeric IPv4 part, as inet_aton reads it: hex (0x...), octal (leading 0) or decimal.
+_NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
+# IPv6 ranges that carry an IPv4 address a gateway may route to (NAT64, deprecated IPv4-compatible).
+_EMBEDS_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secret_access_key": 256}
 
 
 class CacheScope(StrEnum):
@@ -33,14 +51,11 @@ class CacheScope(StrEnum):
 
 def validate_hf_model_id(value: str) -> str:
     """Hub repo id syntax: ``name`` or ``org/name``; see the Hub's own rules."""
-    parts = value.split("/")
-    if len(parts) > 2 or not all(_REPO_PART.match(part) for part in parts):
+    if not re.fullmatch(HF_MODEL_ID_PATTERN, value):
         raise ValueError(
             "must be 'name' or 'org/name': letters, digits, '-', '_', '.'; at most 96 characters per part; "
-            "not starting or ending with '-' or '.'"
+            "not starting or ending with '-' or '.'; no '..' or '--'"
         )
-    if any(".." in part or "--" in part for part in parts):
-        raise ValueError("must not contain '..' or '--'")
     return value
 
 
@@ -56,15 +71,79 @@ def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> st
         return value
     if parts.scheme != "https":
         raise ValueError(f"{field} must use https")
-    if host in _BLOCKED_HOSTS or host.endswith((".localhost", ".internal")):
-        raise ValueError(f"{field} must not point at a loopback, private or metadata address")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    refused = f"{field} must not point at a loopback, private, link-local or metadata address"
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    if ":" in host:  # an IPv6 literal (urlsplit took off the brackets)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise ValueError(f"{field} has an invalid host") from exc
+    else:
+        name = _dns_name(host, field)
+        if name in _BLOCKED_HOSTS or name.endswith((".localhost", ".internal")):
+            raise ValueError(refused)
+        address = _ipv4_literal(name, field)
+    if address is None:
         return value  # a DNS name: its addresses are checked again at delivery time
-    if not address.is_global:
-        raise ValueError(f"{field} must not point at a loopback, private, link-local or metadata address")
+    if not _is_public(address):
+        raise ValueError(refused)
     return value
+
+
+def _dns_name(host: str, field: str) -> str:
+    """The host as resolvers see it: IDNA-normalised (look-alike characters fold), without the trailing dot."""
+    try:
+        name = host.encode("idna").decode("ascii").lower().removesuffix(".")
+    except UnicodeError as exc:
+        raise ValueError(f"{field} has an invalid host name") from exc
+    if not _DNS_NAME.match(name):
+        raise ValueError(f"{field} has an invalid host name")
+    return name
+
+
+def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
+    """The address a name spells in any form inet_aton accepts (``127.1``, ``0x7f000001``, ``017700000001``, ``0``).
+
+    Raises:
+        ValueError: the name is numeric but no address (a part is out of range).
+    """
+    parts = name.split(".")
+    if len(parts) > 4 or not all(_NUMERIC_PART.match(part) for part in parts):
+        return None
+    values = [int(p[2:] or "0", 16) if p.startswith("0x") else int(p, 8 if p.startswith("0") else 10) for p in parts]
+    *leading, last = values
+    # Each leading part is one byte; the last part fills the bytes that remain.
+    if any(v > 0xFF for v in leading) or last >= 1 << (8 * (5 - len(parts))):
+        raise ValueError(f"{field} has a numeric host that is no IPv4 address")
+    number = last
+    for i, v in enumerate(leading):
+        number |= v << (24 - 8 * i)
+    return ipaddress.IPv4Address(number)
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Global unicast; for IPv6 also the IPv4 address it carries (mapped, 6to4, NAT64, IPv4-compatible)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and (int(address) >> 32 == 0 or any(address in net for net in _EMBEDS_IPV4)):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not _is_public(embedded):
+            return False
+    return address.is_global and not address.is_multicast
+
+
+def _check_secret(value: Any, info: ValidationInfo) -> Any:
+    """Length limits for secrets, in characters (SecretStr's own constraint would say "items")."""
+    if isinstance(value, str):
+        limit = _SECRET_LIMITS[str(info.field_name)]
+        if not value:
+            raise ValueError("must not be empty (leave the field out instead)")
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_check_secret)]
 
 
 class CreateDeploymentRequest(BaseModel):
@@ -72,15 +151,27 @@ class CreateDeploymentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    hf_model_id: Annotated[str, Field(min_length=1, max_length=193, examples=["stabilityai/sd-turbo"])]
-    revision: Annotated[str, Field(min_length=1, max_length=255)] = "main"
+    hf_model_id: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=193,
+            examples=["stabilityai/sd-turbo"],
+            json_schema_extra={"pattern": HF_MODEL_ID_PATTERN},
+        ),
+    ]
+    revision: Annotated[str, Field(min_length=1, max_length=255, json_schema_extra={"pattern": REVISION_PATTERN})] = (
+        "main"
+    )
     gpu_tier: GpuTier | None = None
-    hf_token: SecretStr | None = Field(default=None, max_length=512)
+    hf_token: Secret | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": 512})
     user_webhook_url: Annotated[str, Field(max_length=2048)] | None = None
     cache_scope: CacheScope = CacheScope.OFF
     user_s3_url: Annotated[str, Field(max_length=1024)] | None = None
-    user_aws_access_key_id: SecretStr | None = Field(default=None, max_length=256)
-    user_aws_secret_access_key: SecretStr | None = Field(default=None, max_length=256)
+    user_aws_access_key_id: Secret | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": 256})
+    user_aws_secret_access_key: Secret | None = Field(
+        default=None, json_schema_extra={"minLength": 1, "maxLength": 256}
+    )
     user_aws_endpoint_url: Annotated[str, Field(max_length=2048)] | None = None
     user_aws_region: Annotated[str, Field(pattern=r"^[a-z0-9-]{2,32}$")] | None = None
     workers_min: Annotated[int, Field(ge=0, le=10)] = 0
@@ -96,7 +187,7 @@ class CreateDeploymentRequest(BaseModel):
     @field_validator("revision")
     @classmethod
     def _revision(cls, value: str) -> str:
-        if not _REVISION.match(value) or ".." in value:
+        if not re.fullmatch(REVISION_PATTERN, value):
             raise ValueError("must be a branch, tag or commit sha (letters, digits, '.', '_', '-', '/'; no '..')")
         return value
 
@@ -199,6 +290,19 @@ class CreateDeploymentResponse(BaseModel):
 class DeleteDeploymentResponse(BaseModel):
     deployment_id: str
     status: Literal["deleting", "deleted"]
+
+
+class LogLine(BaseModel):
+    time: datetime | None = None
+    level: str | None = None
+    message: str | None = None
+
+
+class DeploymentLogs(BaseModel):
+    """What ``GET /v1/deployments/{id}/logs`` returns: the last lines of the event log, oldest first."""
+
+    deployment_id: str
+    events: list[LogLine]
 
 
 class DeploymentList(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,9 @@ RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
 
 _PRECONDITION_RETRIES = 8
+PING_TIMEOUT_S = 3.0
+REQUEST_COUNTER_SHARDS = 8
+COUNTER_WRITE_TIMEOUT_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -54,6 +58,14 @@ class NewDeployment:
     callback_secret_hash: str
     idempotency_key: str | None = None
     idempotency_record: dict[str, Any] | None = None
+    # The update_time of an expired record under the same key that this create replaces (TTL may not have run yet).
+    replaces_expired_record: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    data: dict[str, Any]
+    update_time: datetime
 
 
 class DeploymentStore:
@@ -65,20 +77,42 @@ class DeploymentStore:
 
     # --- creation and reads -------------------------------------------------------------------------------------
 
-    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> int | None:
+    def read_before_create(self, rate_key: str, idempotency_key: str | None) -> tuple[int, IdempotencyRecord | None]:
+        """The count so far in the tenant's rate window and the idempotency record, in one round trip."""
+        rate_ref = self._db.collection(RATE_LIMITS).document(rate_key)
+        refs = [rate_ref]
+        if idempotency_key:
+            refs.append(self._db.collection(IDEMPOTENCY).document(idempotency_key))
+        count, record = 0, None
+        for snap in self._db.get_all(refs):
+            if not snap.exists:
+                continue
+            if snap.reference.path == rate_ref.path:
+                count = int((snap.to_dict() or {}).get("count", 0))
+            else:
+                record = IdempotencyRecord(snap.to_dict() or {}, snap.update_time)
+        return count, record
+
+    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> None:
         """Write the document, its first log line, sealed credentials and the idempotency record in one commit.
 
-        ``counter`` (rate-limit key, expiry) is incremented in the same commit; its new value is returned.
+        ``counter`` (rate-limit key, expiry) is incremented in the same commit.
 
         Raises:
-            google.api_core.exceptions.Conflict: the idempotency key (or the id) exists already.
+            google.api_core.exceptions.AlreadyExists: the idempotency key (or the id) exists already.
+            google.api_core.exceptions.FailedPrecondition: the expired record it replaces changed (or went) meanwhile.
         """
         doc = new.document
         deployment_id = doc["deployment_id"]
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
         if new.idempotency_key and new.idempotency_record is not None:
-            batch.create(self._db.collection(IDEMPOTENCY).document(new.idempotency_key), new.idempotency_record)
+            key_ref = self._db.collection(IDEMPOTENCY).document(new.idempotency_key)
+            if new.replaces_expired_record is None:
+                batch.create(key_ref, new.idempotency_record)
+            else:  # every field is rewritten, so nothing of the expired record survives
+                option = self._db.write_option(last_update_time=new.replaces_expired_record)
+                batch.update(key_ref, new.idempotency_record, option=option)
         batch.create(ref, {**doc, "event_seq": 1})
         batch.create(
             ref.collection(EVENTS).document(_line_id(1)), _line("info", "deployment accepted", doc["created_at"])
@@ -99,27 +133,24 @@ class DeploymentStore:
                 {"count": firestore.Increment(1), "expires_at": expires_at},
                 merge=True,
             )
-        results = batch.commit()
-        return int(results[-1].transform_results[0].integer_value) if counter is not None else None
+        batch.commit()
 
-    def discard(self, deployment_id: str, idempotency_key: str | None) -> None:
-        """Undo :meth:`create` (used when the request could not be handed on), so nothing is half-written."""
+    def discard(self, deployment_id: str) -> None:
+        """Undo :meth:`create` (a request that could not be handed on), so nothing is half-written."""
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
         batch.delete(ref.collection(EVENTS).document(_line_id(1)))
         batch.delete(ref)
         batch.delete(self._db.collection(SECRETS).document(deployment_id))
-        if idempotency_key:
-            batch.delete(self._db.collection(IDEMPOTENCY).document(idempotency_key))
         batch.commit()
 
     def get(self, deployment_id: str) -> dict[str, Any] | None:
         snap = self._db.collection(DEPLOYMENTS).document(deployment_id).get()
         return snap.to_dict() if snap.exists else None
 
-    def get_idempotency_record(self, key: str) -> dict[str, Any] | None:
+    def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         snap = self._db.collection(IDEMPOTENCY).document(key).get()
-        return snap.to_dict() if snap.exists else None
+        return IdempotencyRecord(snap.to_dict() or {}, snap.update_time) if snap.exists else None
 
     def list_by_owner(
         self, owner: str, status: Status | None, limit: int, page_token: str | None
@@ -155,8 +186,15 @@ class DeploymentStore:
         return [snap.to_dict() or {} for snap in lines.stream()]
 
     def ping(self) -> None:
-        """A cheap read that proves Firestore answers."""
-        self._db.collection(DEPLOYMENTS).document("_health").get(timeout=5)
+        """A cheap read that proves Firestore answers, failing fast (no retries) when it does not.
+
+        Raises:
+            RetryableError: Firestore did not answer within :data:`PING_TIMEOUT_S`.
+        """
+        try:
+            self._db.collection(DEPLOYMENTS).document("_health").get(retry=None, timeout=PING_TIMEOUT_S)
+        except gexc.GoogleAPICallError as exc:
+            raise RetryableError(f"Firestore did not answer: {exc}") from exc
 
     # --- state changes --------------------------------------------------------------------------------------------
 
@@ -265,15 +303,21 @@ class DeploymentStore:
         result = ref.set({"count": firestore.Increment(1), "expires_at": expires_at}, merge=True)
         return int(result.transform_results[0].integer_value)
 
-    def add_request_counts(self, instance_id: str, counts: dict[str, int]) -> None:
-        """Fold one instance's request counters into its durable shard."""
+    def add_request_counts(self, counts: dict[str, int]) -> None:
+        """Fold request counts into one of the fixed shards (spread, so no one document takes every instance's writes).
+
+        No retries: a failed write is the caller's to keep and try again, and the exit-time flush must not hang.
+        """
         if counts:
-            ref = self._db.collection(REQUEST_COUNTERS).document(instance_id)
-            ref.set({"counts": {k: firestore.Increment(v) for k, v in counts.items()}}, merge=True)
+            ref = self._db.collection(REQUEST_COUNTERS).document(f"shard-{random.randrange(REQUEST_COUNTER_SHARDS)}")
+            increments = {"counts": {k: firestore.Increment(v) for k, v in counts.items()}}
+            ref.set(increments, merge=True, retry=None, timeout=COUNTER_WRITE_TIMEOUT_S)
 
     def request_counts(self) -> dict[str, int]:
+        """The request counters summed over the shards (one round trip)."""
+        refs = [self._db.collection(REQUEST_COUNTERS).document(f"shard-{n}") for n in range(REQUEST_COUNTER_SHARDS)]
         totals: dict[str, int] = {}
-        for snap in self._db.collection(REQUEST_COUNTERS).stream():
+        for snap in self._db.get_all(refs):
             for key, value in ((snap.to_dict() or {}).get("counts") or {}).items():
                 totals[key] = totals.get(key, 0) + int(value)
         return totals

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Request, Response
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
 from shared.errors import ApiError, RetryableError
@@ -17,25 +19,43 @@ from shared.http import error_response, json_response, read_json_body, request_i
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.metrics import RequestCounters
-from shared.intake.openapi import openapi_document
+from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
+from shared.models import DeploymentLogs, LogLine
 
 logger = logging.getLogger(__name__)
+
+
+class DeploymentIdConverter(BaseConverter):
+    """Only ids this API issues: any other id is no route, answered before Firestore sees it (it refuses some)."""
+
+    regex = steps.DEPLOYMENT_ID_PATTERN
+
 
 ROUTES = Map(
     [
         Rule("/v1/deployments", methods=["POST"], endpoint="create_deployment"),
         Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
-        Rule("/v1/deployments/<deployment_id>", methods=["GET"], endpoint="get_deployment"),
-        Rule("/v1/deployments/<deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
-        Rule("/v1/deployments/<deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
-        Rule("/v1/deployments/<deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["GET"], endpoint="get_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
     ],
     strict_slashes=False,
+    converters={"id": DeploymentIdConverter},
+)
+# Google API errors that mean "try again shortly" (the set the client libraries themselves retry, and more).
+TRANSIENT_ERRORS = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.Aborted,
+    gexc.RetryError,
 )
 PUBLIC_ENDPOINTS = frozenset({"health", "metrics", "openapi"})
 STREAM_MAX_SECONDS = 300.0
@@ -81,14 +101,19 @@ class IntakeApi:
                 response = error_response(err, rid)
             except ApiError as exc:
                 response = error_response(exc, rid)
-            except RetryableError as exc:
-                logger.warning("dependency unavailable: %s", exc)
+            except (RetryableError, *TRANSIENT_ERRORS) as exc:
+                logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
                 response = error_response(
                     ApiError(
                         503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}
                     ),
                     rid,
                 )
+            except Exception as exc:  # a bug: still the one error shape, never a framework HTML page
+                # Type and stack only: an exception's text may quote request data (a token, a key).
+                stack = "".join(traceback.format_tb(exc.__traceback__))
+                logger.error("unhandled %s in %s\n%s", type(exc).__name__, route, stack)
+                response = error_response(ApiError(500, "internal", "an internal error; it has been logged"), rid)
             response.headers["X-Request-Id"] = rid
             self._counters.record(route, response.status_code)
             return response
@@ -99,7 +124,7 @@ class IntakeApi:
             return json_response({"status": "ok"})
         if endpoint == "metrics":
             text = self._counters.render(self._deps.store.counts_by_status(None))
-            return Response(text, mimetype="text/plain", headers={"Content-Type": "text/plain; version=0.0.4"})
+            return Response(text, content_type=PROMETHEUS_CONTENT_TYPE)
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
         caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
@@ -137,8 +162,8 @@ class IntakeApi:
 
     def _logs(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
-        lines = self._deps.store.events(deployment_id)
-        return json_response({"deployment_id": deployment_id, "events": [_line_json(line) for line in lines]})
+        lines = [LogLine.model_validate(line) for line in self._deps.store.events(deployment_id)]
+        return json_response(DeploymentLogs(deployment_id=deployment_id, events=lines))
 
     def _stream(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
@@ -149,12 +174,3 @@ class IntakeApi:
             lambda doc: steps.public_view(doc).model_dump_json(),
         )
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _line_json(line: dict[str, object]) -> dict[str, object]:
-    at = line.get("time")
-    return {
-        "time": at.isoformat() if hasattr(at, "isoformat") else at,
-        "level": line.get("level"),
-        "message": line.get("message"),
-    }

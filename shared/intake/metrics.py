@@ -1,12 +1,20 @@
-"""Request counters that survive instances: counted in memory, folded into a Firestore shard per instance."""
+"""Request counters that survive instances: counted in memory, folded into a few shared Firestore shards.
+
+The request path only touches memory. A daemon timer writes what is pending a few seconds after the first count
+(one write per flush, with Increment transforms, into one of a fixed set of shard documents), and once more when
+the interpreter exits, so counts become durable without waiting for a later request.
+"""
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
-import time
-import uuid
+import weakref
 
 from shared.store import DeploymentStore
+
+logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 5.0
 
@@ -14,26 +22,40 @@ FLUSH_INTERVAL_S = 5.0
 class RequestCounters:
     def __init__(self, store: DeploymentStore, flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self._store = store
-        self._instance = f"i_{uuid.uuid4().hex}"
+        self._interval = flush_interval_s
         self._lock = threading.Lock()
         self._pending: dict[str, int] = {}
-        self._interval = flush_interval_s
-        self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
+        _LIVE.add(self)
 
     def record(self, route: str, code: int) -> None:
-        """Count one request; flush when the interval has passed (in the request's thread: no background CPU)."""
+        """Count one request (in memory); the first count after a flush arms the flush timer."""
         key = f"{route}|{code}"
         with self._lock:
             self._pending[key] = self._pending.get(key, 0) + 1
-            due = time.monotonic() - self._last_flush >= self._interval
-        if due:
-            self.flush()
+            if self._timer is None:
+                self._timer = threading.Timer(self._interval, self._flush_on_timer)
+                self._timer.daemon = True  # never holds the process open; the exit hook flushes instead
+                self._timer.start()
+
+    def _flush_on_timer(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
 
     def flush(self) -> None:
+        """Write the pending counts; if the write fails they stay pending for the next flush."""
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._last_flush = time.monotonic()
-        self._store.add_request_counts(self._instance, pending)
+        if not pending:
+            return
+        try:
+            self._store.add_request_counts(pending)
+        except Exception as exc:  # best effort: a lost flush must break neither a request nor the shutdown
+            logger.warning("request counts not written yet (kept for the next flush): %s", type(exc).__name__)
+            with self._lock:
+                for key, n in pending.items():
+                    self._pending[key] = self._pending.get(key, 0) + n
 
     def render(self, deployments_by_status: dict[str, int]) -> str:
         """Prometheus text exposition of durable counters plus current deployment counts."""
@@ -53,3 +75,14 @@ class RequestCounters:
             route, _, code = key.partition("|")
             lines.append(f'visgate_http_requests_total{{route="{route}",code="{code}"}} {n}')
         return "\n".join(lines) + "\n"
+
+
+# Every live instance flushes once more at interpreter exit (weakly held: a discarded instance is not kept alive).
+_LIVE: weakref.WeakSet[RequestCounters] = weakref.WeakSet()
+
+
+@atexit.register
+def flush_all() -> None:
+    """Flush every live instance: at interpreter exit, and in tests before the emulators stop."""
+    for counters in list(_LIVE):
+        counters.flush()

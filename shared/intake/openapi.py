@@ -7,22 +7,26 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.lifecycle import Status
 from shared.models import (
     CreateDeploymentRequest,
     CreateDeploymentResponse,
     DeleteDeploymentResponse,
     DeploymentList,
+    DeploymentLogs,
     DeploymentView,
     ErrorResponse,
 )
 
 _REF = "#/components/schemas/{model}"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MODELS = (
     CreateDeploymentRequest,
     CreateDeploymentResponse,
     DeleteDeploymentResponse,
     DeploymentList,
+    DeploymentLogs,
     DeploymentView,
     ErrorResponse,
 )
@@ -36,23 +40,46 @@ def _json(model: type, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+_RETRY_AFTER = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
+}
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "the scheme to use", "schema": {"type": "string"}}},
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "invalid input",
         401: "missing API key",
         404: "no such deployment (or not yours)",
-        405: "method not allowed",
         409: "Idempotency-Key reused with another body",
         413: "body larger than 64 KiB",
         415: "body is not JSON",
         429: "rate limited (see Retry-After)",
+        500: "an internal error (logged with the request id)",
         503: "a dependency is unavailable (see Retry-After)",
     }
-    return {str(code): _json(ErrorResponse, text[code]) for code in codes}
+    responses = {str(code): _json(ErrorResponse, text[code]) for code in codes}
+    for code in codes:
+        if code in _ERROR_HEADERS:
+            responses[str(code)]["headers"] = _ERROR_HEADERS[code]
+    return responses
 
 
-_ID = {"name": "deployment_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_AUTHED = (401, 429, 503)
+_ID = {
+    "name": "deployment_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{DEPLOYMENT_ID_PATTERN}$"},
+}
+_AUTHED = (401, 429, 500, 503)
+_DESCRIPTION = (
+    "Every error has the shape of ErrorResponse. A path that matches no route (an id this API never issues included) "
+    "is 404 `not_found`; a method a path does not serve is 405 `method_not_allowed` with an Allow header."
+)
 
 
 @lru_cache(maxsize=4)
@@ -60,7 +87,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=_REF)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Visgate Deploy API", "version": "1.0.0"},
+        "info": {"title": "Visgate Deploy API", "version": "1.0.0", "description": _DESCRIPTION},
         "servers": [{"url": server_url}],
         "components": {
             "schemas": schemas.get("$defs", {}),
@@ -87,7 +114,12 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref(CreateDeploymentRequest)}},
                     },
                     "responses": {
-                        "202": _json(CreateDeploymentResponse, "accepted"),
+                        "202": {
+                            **_json(CreateDeploymentResponse, "accepted (or the replay of a key's first answer)"),
+                            "headers": {
+                                "Location": {"description": "the deployment's status_url", "schema": {"type": "string"}}
+                            },
+                        },
                         **_errors(400, 409, 413, 415, *_AUTHED),
                     },
                 },
@@ -135,10 +167,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "operationId": "deployment_logs",
                     "parameters": [_ID],
                     "responses": {
-                        "200": {
-                            "description": "the deployment's event log (last lines, oldest first)",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
+                        "200": _json(DeploymentLogs, "the deployment's event log (last lines, oldest first)"),
                         **_errors(404, *_AUTHED),
                     },
                 }
@@ -147,21 +176,44 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "health",
                     "security": [],
-                    "responses": {"200": {"description": "Firestore answers"}},
+                    "responses": {
+                        "200": {
+                            "description": "Firestore answers",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"status": {"const": "ok"}},
+                                        "required": ["status"],
+                                    }
+                                }
+                            },
+                        },
+                        **_errors(500, 503),
+                    },
                 }
             },
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
                     "security": [],
-                    "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format 0.0.4",
+                            "content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+                        },
+                        **_errors(500, 503),
+                    },
                 }
             },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
                     "security": [],
-                    "responses": {"200": {"description": "this document"}},
+                    "responses": {
+                        "200": {"description": "this document", "content": {"application/json": {}}},
+                        **_errors(500),
+                    },
                 }
             },
         },

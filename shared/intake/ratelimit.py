@@ -1,7 +1,8 @@
 """Per-tenant rate limit that holds across instances: a Firestore counter per tenant per minute.
 
-Every authenticated request counts. A POST that creates a deployment counts inside its one batched commit (the
-counter's increment rides along with the creates), so the busiest route costs one Firestore commit, not two.
+Every authenticated request counts, refused ones too. A POST reads the window's count first (a full window refuses it
+before anything is written) and counts inside its one batched commit, so the busiest route costs one Firestore
+commit, not two (docs/decisions/2026-11-rate-limit-counting.md).
 """
 
 from __future__ import annotations

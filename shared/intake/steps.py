@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -32,9 +33,11 @@ from shared.models import (
     SealedCredentials,
 )
 from shared.pubsub import Publisher
-from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 
+# Deployment ids are uuid4().hex; the routes accept nothing else.
+DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 20
@@ -90,17 +93,17 @@ def create_deployment(
 ) -> CreateDeploymentResponse:
     """Write the deployment (one commit) and hand it to provisioning.
 
-    A replayed idempotency key returns the first answer.
+    One read first: the tenant's rate window (a full window refuses the request before anything is written) and the
+    idempotency record (a live one is replayed; an expired one is replaced in the create's commit).
     """
     pepper = deps.settings.tenant_pepper.get_secret_value()
-    key_id = None
+    key_id = _idempotency_doc_id(caller.tenant, idempotency_key) if idempotency_key is not None else None
     fingerprint = _request_fingerprint(pepper, raw)
-    if idempotency_key is not None:
-        key_id = _idempotency_doc_id(caller.tenant, idempotency_key)
-        replay = _replay(deps.store, key_id, fingerprint)
-        if replay is not None:
-            count_request(deps.store, rate)
-            return replay
+    seen, record = deps.store.read_before_create(rate.key, key_id)
+    if record is not None and not _expired(record):
+        return _replay(deps, rate, record, fingerprint)
+    if seen >= rate.limit:
+        count_request(deps.store, rate)  # the refusal counts too, so this raises the 429
 
     now = utcnow()
     deployment_id = uuid.uuid4().hex
@@ -136,41 +139,57 @@ def create_deployment(
             if key_id
             else None
         ),
+        replaces_expired_record=record.update_time if record is not None else None,
     )
     try:
-        count = deps.store.create(new, counter=(rate.key, rate.expires_at))
-    except gexc.AlreadyExists as exc:
+        # Admitted on the count read above: requests racing this one may pass the limit by as many as are in
+        # flight at once (docs/decisions/2026-11-rate-limit-counting.md); a transaction would cost more than that.
+        deps.store.create(new, counter=(rate.key, rate.expires_at))
+    except (gexc.AlreadyExists, gexc.FailedPrecondition) as exc:
         # A concurrent request with the same key won the race: answer what it answered.
-        replay = _replay(deps.store, key_id, fingerprint) if key_id else None
-        if replay is None:
+        raced = deps.store.get_idempotency_record(key_id) if key_id else None
+        if raced is None or _expired(raced):
             raise RetryableError("idempotency record vanished during a race") from exc
-        count_request(deps.store, rate)
-        return replay
-    try:
-        rate.enforce(count or 0)
-    except ApiError:
-        deps.store.discard(deployment_id, key_id)  # over the limit: as if nothing had been asked
-        raise
+        return _replay(deps, rate, raced, fingerprint)
 
     try:
-        deps.publisher.publish(
-            TOPIC_DEPLOYMENT_REQUESTED,
-            DeploymentRequested(deployment_id=deployment_id, requested_at=now),
-            deployment_id=deployment_id,
-        )
+        _publish_requested(deps, deployment_id)
     except RetryableError:
-        deps.store.discard(deployment_id, key_id)  # nothing half-written: the client may simply retry
+        if key_id is None:
+            deps.store.discard(deployment_id)  # nobody else knows this id: as if nothing had been asked
+        # With a key, a duplicate may already have replayed this deployment, so it stays; the client's retry with
+        # the same key replays it and publishes again.
         raise
     return response
 
 
-def _replay(store: DeploymentStore, key_id: str, fingerprint: str) -> CreateDeploymentResponse | None:
-    record = store.get_idempotency_record(key_id)
-    if record is None or record["expires_at"] < utcnow():
-        return None
-    if not hmac.compare_digest(record["fingerprint"], fingerprint):
+def _replay(
+    deps: IntakeDeps, rate: RateWindow, record: IdempotencyRecord, fingerprint: str
+) -> CreateDeploymentResponse:
+    """The first answer for this key, published again.
+
+    The first request may still be publishing, or its publish may have failed: a replayed 202 must rest on a publish
+    that happened, so the replay publishes too (provisioning treats repeats as no-ops).
+    """
+    count_request(deps.store, rate)
+    if not hmac.compare_digest(record.data["fingerprint"], fingerprint):
         raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
-    return CreateDeploymentResponse.model_validate(record["response"])
+    response = CreateDeploymentResponse.model_validate(record.data["response"])
+    _publish_requested(deps, response.deployment_id)
+    return response
+
+
+def _expired(record: IdempotencyRecord) -> bool:
+    expires_at: datetime = record.data["expires_at"]
+    return expires_at < utcnow()
+
+
+def _publish_requested(deps: IntakeDeps, deployment_id: str) -> None:
+    deps.publisher.publish(
+        TOPIC_DEPLOYMENT_REQUESTED,
+        DeploymentRequested(deployment_id=deployment_id, requested_at=utcnow()),
+        deployment_id=deployment_id,
+    )
 
 
 def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequest, now: Any) -> dict[str, Any]:
@@ -205,7 +224,7 @@ def public_view(doc: dict[str, Any]) -> DeploymentView:
 
 def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> dict[str, Any]:
     """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed)."""
-    doc = store.get(deployment_id) if len(deployment_id) <= 64 else None
+    doc = store.get(deployment_id)
     if doc is None or not hmac.compare_digest(doc["owner"], caller.tenant):
         raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
     return doc
@@ -220,7 +239,7 @@ def list_deployments(
         raise ApiError(400, "invalid_status", f"status must be one of: {', '.join(s.value for s in Status)}") from exc
     size = DEFAULT_PAGE
     if limit is not None:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
+        if not re.fullmatch("[0-9]{1,3}", limit) or not 1 <= int(limit) <= MAX_PAGE:  # ASCII digits only
             raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
         size = int(limit)
     try:

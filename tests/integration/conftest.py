@@ -38,6 +38,9 @@ def intake_env(firestore_emulator: str, pubsub_emulator: str) -> Iterator[None]:
         except gexc.AlreadyExists:
             pass
     yield
+    from shared.intake.metrics import flush_all
+
+    flush_all()  # while Firestore still runs (the exit-time flush would find it stopped)
 
 
 @pytest.fixture(scope="session")

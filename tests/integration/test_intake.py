@@ -6,11 +6,14 @@ import concurrent.futures
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.errors import RetryableError
 from shared.store import DEPLOYMENTS, SECRETS, DeploymentStore
 
 pytestmark = pytest.mark.usefixtures("intake_env")
@@ -119,6 +122,9 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
         ("status=bogus", "invalid_status"),
         ("limit=0", "invalid_limit"),
         ("limit=abc", "invalid_limit"),
+        ("limit=%C2%B2", "invalid_limit"),  # '²': isdigit() says yes, int() says no
+        ("limit=%D9%A1", "invalid_limit"),  # Arabic-Indic one
+        ("limit=+5", "invalid_limit"),
         ("page_token=garbage!!", "invalid_page_token"),
     ],
 )
@@ -252,14 +258,37 @@ def _whole_window_ahead(needed_s: float = 15.0) -> None:
 def test_rate_limit_429_with_retry_after(intake_client: Any) -> None:
     _whole_window_ahead()
     headers = auth(key())
-    codes = [intake_client.get("/v1/deployments/nope", headers=headers).status_code for _ in range(125)]
+    nope = f"/v1/deployments/{uuid.uuid4().hex}"
+    codes = [intake_client.get(nope, headers=headers).status_code for _ in range(125)]
     assert codes.count(404) == 120
     assert codes[-1] == 429
-    limited = intake_client.get("/v1/deployments/nope", headers=headers)
+    limited = intake_client.get(nope, headers=headers)
     assert 1 <= int(limited.headers["Retry-After"]) <= 61
     assert limited.json["error"]["code"] == "rate_limited"
     # Another tenant is not affected.
-    assert intake_client.get("/v1/deployments/nope", headers=auth(key())).status_code == 404
+    assert intake_client.get(nope, headers=auth(key())).status_code == 404
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/deployments/__x__",
+        "/v1/deployments/__x__/logs",
+        "/v1/deployments/__x__/stream",
+        "/v1/deployments/.",
+        "/v1/deployments/./logs",
+        "/v1/deployments/..%2F..%2Fsecrets",
+        f"/v1/deployments/{'A' * 32}",
+        f"/v1/deployments/{'a' * 33}",
+    ],
+)
+def test_ids_we_never_issue_are_404_without_asking_firestore(intake_client: Any, method: str, path: str) -> None:
+    # Firestore refuses some of these ids outright (InvalidArgument): they must never reach it.
+    resp = intake_client.open(path, method=method, headers=auth(key()))
+    assert resp.status_code == 404, resp.get_data(as_text=True)
+    assert resp.json["error"]["code"] == "not_found"
+    assert resp.json["error"]["request_id"] == resp.headers["X-Request-Id"]
 
 
 def test_unknown_route_and_method(intake_client: Any) -> None:
@@ -286,15 +315,106 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
     validate(doc)
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {
-        (rule.rule.replace("<deployment_id>", "{deployment_id}"), method)
+        (rule.rule.replace("<id:deployment_id>", "{deployment_id}"), method)
         for rule in ROUTES.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
     assert documented == served
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            assert "500" in codes, (method, path)  # the catch-all can answer any route
+            if op.get("security") != []:
+                assert {"401", "429", "503"} <= codes, (method, path)
+            for code in ("429", "503"):
+                if code in codes:
+                    assert "Retry-After" in op["responses"][code]["headers"]
     request_schema = doc["components"]["schemas"]["CreateDeploymentRequest"]
     assert request_schema["additionalProperties"] is False
     assert set(request_schema["properties"]) >= {"hf_model_id", "revision", "gpu_tier", "cache_scope", "ttl_minutes"}
+
+
+def test_openapi_patterns_are_the_validation(intake_client: Any) -> None:
+    """The documented patterns accept and refuse what the API accepts and refuses."""
+    import re
+
+    props = intake_client.get("/openapi.json").json["components"]["schemas"]["CreateDeploymentRequest"]["properties"]
+    for field, value, ok in [
+        ("hf_model_id", "org/_model_", True),
+        ("hf_model_id", "org/a..b", False),
+        ("hf_model_id", "-org/model", False),
+        ("revision", "v1.0/rc", True),
+        ("revision", "../main", False),
+    ]:
+        assert bool(re.fullmatch(props[field]["pattern"], value)) is ok, (field, value)
+        resp = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", field: value}, headers=auth(key()))
+        assert (resp.status_code == 202) is ok, (field, value, resp.json)
+    assert props["hf_model_id"]["maxLength"] == 193
+    assert props["revision"]["maxLength"] == 255
+    assert props["hf_token"]["minLength"] == 1
+
+
+def _conforms(doc: dict[str, Any], method: str, path: str, resp: Any) -> None:
+    """The response's status, content type, documented headers and JSON body are as ``doc`` says for the route."""
+    import jsonschema
+
+    operation = doc["paths"][path][method.lower()]
+    assert str(resp.status_code) in operation["responses"], (method, path, resp.status_code)
+    documented = operation["responses"][str(resp.status_code)]
+    for header in documented.get("headers", {}):
+        assert header in resp.headers, (method, path, resp.status_code, header)
+    content = documented.get("content", {})
+    if content:
+        (media_type,) = content
+        assert resp.headers["Content-Type"] == media_type or resp.mimetype == media_type, (path, resp.content_type)
+        schema = content[media_type].get("schema")
+        if schema and media_type == "application/json":
+            jsonschema.validate(resp.json, {**schema, "components": doc["components"]})
+
+
+def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Client) -> None:
+    from shared.intake.ratelimit import current_window
+    from shared.store import RATE_LIMITS
+
+    doc = intake_client.get("/openapi.json").json
+    api_key = key()
+    dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
+    item = "/v1/deployments/{deployment_id}"
+    one = f"/v1/deployments/{dep.json['deployment_id']}"
+    reused = {**auth(api_key), "Idempotency-Key": "k"}
+    intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=reused)
+    cases = [
+        ("POST", "/v1/deployments", dep),
+        (
+            "POST",
+            "/v1/deployments",
+            intake_client.post("/v1/deployments", json={"hf_model_id": "-"}, headers=auth(api_key)),
+        ),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", data="x", headers=auth(api_key))),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=reused)),
+        ("POST", "/v1/deployments", intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"})),
+        ("GET", "/v1/deployments", intake_client.get("/v1/deployments", headers=auth(api_key))),
+        ("GET", "/v1/deployments", intake_client.get("/v1/deployments?limit=0", headers=auth(api_key))),
+        ("GET", item, intake_client.get(one, headers=auth(api_key))),
+        ("GET", item, intake_client.get(one, headers=auth(key()))),
+        ("GET", item + "/logs", intake_client.get(one + "/logs", headers=auth(api_key))),
+        ("DELETE", item, intake_client.delete(one, headers=auth(api_key))),
+        ("GET", "/health", intake_client.get("/health")),
+        ("GET", "/metrics", intake_client.get("/metrics")),
+        ("GET", "/openapi.json", intake_client.get("/openapi.json")),
+        ("GET", item, _intake(db, _FailingStore(db, RuntimeError("bug"))).get(one, headers=auth(api_key))),
+        ("GET", item, _intake(db, _FailingStore(db, gexc.ServiceUnavailable("x"))).get(one, headers=auth(api_key))),
+    ]
+    _whole_window_ahead(5)
+    full = key()
+    window = current_window(_tenant(full), 120)
+    db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
+    cases.append(("GET", "/v1/deployments", intake_client.get("/v1/deployments", headers=auth(full))))
+    assert {resp.status_code for _, _, resp in cases} >= {200, 202, 400, 401, 404, 409, 415, 429, 500, 503}
+    for method, path, resp in cases:
+        _conforms(doc, method, path, resp)
+    assert intake_client.get("/metrics").headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 def test_stream_sends_current_state_then_changes(intake_client: Any, db: firestore.Client) -> None:
@@ -368,7 +488,7 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     api_key = key()
     headers = auth(api_key)
     for _ in range(118):
-        assert intake_client.get("/v1/deployments/nope", headers=headers).status_code == 404
+        assert intake_client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=headers).status_code == 404
     refused = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b", "bogus": 1}, headers=headers)
     assert refused.status_code == 400  # the 119th request: refused bodies count too
     assert intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers).status_code == 202
@@ -377,3 +497,252 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     assert over.json["error"]["code"] == "rate_limited"
     owner = tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
     assert _count(db, "owner", owner) == 1
+
+
+def _intake(db: firestore.Client, store: DeploymentStore | None = None, publisher: Any = None) -> Any:
+    """A test client for one more intake instance, on ``db`` (``store`` and ``publisher`` inject faults)."""
+    from flask import Flask, request
+
+    from shared.config import get_settings
+    from shared.intake.app import IntakeApi
+    from shared.intake.metrics import RequestCounters
+    from shared.intake.steps import IntakeDeps
+    from shared.wiring import core
+
+    settings = get_settings()
+    _, _, real_publisher, lifecycle, sealer = core(settings)
+    deps = IntakeDeps(settings, store or DeploymentStore(db), lifecycle, publisher or real_publisher, sealer)
+    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)))
+    app = Flask("intake-under-test")
+    methods = ["GET", "POST", "PUT", "DELETE"]
+    view = lambda **_: api(request)  # noqa: E731
+    for rule in ("/", "/<path:_path>"):
+        app.add_url_rule(rule, "intake", view, methods=methods)
+    return app.test_client()
+
+
+def test_health_is_503_fast_when_firestore_does_not_answer(
+    db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default retry would keep trying for ~5 minutes before answering anything.
+    import socket
+
+    with socket.socket() as sock:  # a port where nothing listens
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{port}")
+    unreachable = firestore.Client(project="visgate-local")
+    monkeypatch.undo()
+    client = _intake(db, DeploymentStore(unreachable))
+    started = time.monotonic()
+    resp = client.get("/health")
+    assert time.monotonic() - started < 10
+    assert resp.status_code == 503
+    assert resp.json["error"]["code"] == "unavailable"
+    _conforms(client.get("/openapi.json").json, "GET", "/health", resp)
+
+
+class _FailingStore(DeploymentStore):
+    """The real store, except that reading a deployment raises ``error``."""
+
+    def __init__(self, db: firestore.Client, error: Exception) -> None:
+        super().__init__(db)
+        self._error = error
+
+    def get(self, deployment_id: str) -> dict[str, Any] | None:
+        raise self._error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        gexc.ServiceUnavailable("firestore went away"),
+        gexc.DeadlineExceeded("too slow"),
+        gexc.RetryError("gave up", cause=None),
+        gexc.InternalServerError("oops"),
+    ],
+)
+def test_transient_google_errors_are_503(db: firestore.Client, error: Exception) -> None:
+    client = _intake(db, _FailingStore(db, error))
+    resp = client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=auth(key()))
+    assert resp.status_code == 503
+    assert resp.json["error"]["code"] == "unavailable"
+    assert resp.headers["Retry-After"] == "2"
+
+
+def test_anything_else_is_500_in_the_error_shape_and_logged_without_its_text(
+    db: firestore.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.logging import JsonFormatter
+
+    canary = "hf_canary_in_an_exception"
+    client = _intake(db, _FailingStore(db, RuntimeError(f"bad thing near {canary}")))
+    caplog.handler.setFormatter(JsonFormatter())
+    resp = client.get(f"/v1/deployments/{uuid.uuid4().hex}", headers=auth(key()))
+    assert resp.status_code == 500
+    assert resp.mimetype == "application/json"
+    assert resp.json["error"]["code"] == "internal"
+    assert canary not in resp.get_data(as_text=True)
+    logged = [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+    unhandled = [entry for entry in logged if entry["message"].startswith("unhandled RuntimeError")]
+    assert unhandled and unhandled[0]["request_id"] == resp.json["error"]["request_id"]
+    assert canary not in caplog.text
+
+
+def _tenant(api_key: str) -> str:
+    from shared.config import get_settings
+    from shared.crypto import tenant_id
+
+    return tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
+
+
+def test_an_expired_idempotency_key_starts_afresh(intake_client: Any, db: firestore.Client) -> None:
+    from shared.intake.steps import _idempotency_doc_id
+    from shared.store import IDEMPOTENCY
+
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": "expiring"}
+    first = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    assert first.status_code == 202
+    # The key's 24 h are over, and Firestore's TTL policy has not removed the record yet.
+    record = db.collection(IDEMPOTENCY).document(_idempotency_doc_id(_tenant(api_key), "expiring"))
+    record.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+
+    fresh = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert fresh.status_code == 202, fresh.json
+    assert fresh.json["deployment_id"] != first.json["deployment_id"]
+    again = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
+    assert again.json == fresh.json
+    assert record.get().to_dict()["expires_at"] > datetime.now(UTC) + timedelta(hours=23)
+
+
+def test_concurrent_requests_on_an_expired_key_create_exactly_one(
+    intake_client_factory: Any, db: firestore.Client
+) -> None:
+    from shared.intake.steps import _idempotency_doc_id
+    from shared.store import IDEMPOTENCY
+
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": "expiring-together"}
+    first = intake_client_factory().post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    record = db.collection(IDEMPOTENCY).document(_idempotency_doc_id(_tenant(api_key), "expiring-together"))
+    record.update({"expires_at": datetime.now(UTC) - timedelta(seconds=1)})
+    clients = [intake_client_factory() for _ in range(6)]
+
+    def post(i: int) -> Any:
+        return clients[i].post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(post, range(6)))
+    # One replaced the expired record (its update_time precondition); the others replay that one's answer.
+    assert {r.status_code for r in responses} == {202}
+    ids = {r.json["deployment_id"] for r in responses}
+    assert len(ids) == 1
+    assert ids != {first.json["deployment_id"]}
+    assert _count(db, "owner", _tenant(api_key)) == 2
+
+
+class _SpyStore(DeploymentStore):
+    """The real store, remembering which deployments it was asked to create."""
+
+    def __init__(self, db: firestore.Client) -> None:
+        super().__init__(db)
+        self.created: list[str] = []
+
+    def create(self, new: Any, counter: Any = None) -> None:
+        self.created.append(new.document["deployment_id"])
+        super().create(new, counter)
+
+
+def test_a_post_over_the_limit_writes_no_deployment(db: firestore.Client) -> None:
+    from shared.intake.ratelimit import current_window
+    from shared.store import RATE_LIMITS
+
+    _whole_window_ahead(5)
+    api_key = key()
+    window = current_window(_tenant(api_key), 120)
+    db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
+    store = _SpyStore(db)
+    over = _intake(db, store).post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
+    assert over.status_code == 429
+    assert store.created == []  # not written then removed: never written
+    assert db.collection(RATE_LIMITS).document(window.key).get().to_dict()["count"] == 121  # the refusal counts
+
+
+class _FailingPublisher:
+    """Publishing fails, as when Pub/Sub is unreachable."""
+
+    def publish(self, topic: str, message: Any, **attributes: str) -> str:
+        raise RetryableError(f"publish to {topic} failed")
+
+
+def test_a_failed_publish_leaves_nothing_without_a_key(db: firestore.Client) -> None:
+    api_key = key()
+    store = _SpyStore(db)
+    client = _intake(db, store, _FailingPublisher())
+    assert client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key)).status_code == 503
+    (written,) = store.created
+    assert store.get(written) is None
+    assert store.secrets(written) is None
+
+
+def test_a_failed_publish_keeps_a_keyed_deployment_for_its_replay(
+    intake_client: Any, db: firestore.Client, requested: Any
+) -> None:
+    # A duplicate may have been told 202 for this deployment while its first request was publishing: the
+    # deployment must stay, and the replay (which publishes itself) sets it going.
+    api_key = key()
+    headers = {**auth(api_key), "Idempotency-Key": f"k-{uuid.uuid4().hex}"}
+    store = _SpyStore(db)
+    failed = _intake(db, store, _FailingPublisher()).post(
+        "/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers
+    )
+    assert failed.status_code == 503
+    (written,) = store.created
+    assert store.get(written) is not None
+    retried = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=headers)
+    assert retried.status_code == 202
+    assert retried.json["deployment_id"] == written
+    assert json.loads(requested(written).data)["deployment_id"] == written
+
+
+def _requests_line(text: str, route: str, code: int) -> int | None:
+    prefix = f'visgate_http_requests_total{{route="{route}",code="{code}"}} '
+    counts = [int(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)]
+    return counts[0] if counts else None
+
+
+def test_request_counts_reach_another_instance_without_a_later_request(db: firestore.Client) -> None:
+    from shared.intake.metrics import RequestCounters
+
+    first = RequestCounters(DeploymentStore(db), flush_interval_s=0.2)
+    route = f"route_{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        first.record(route, 200)
+    first.record(route, 404)
+    other = _intake(db)
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:  # the first instance's timer flushes; nothing calls it again
+        text = other.get("/metrics").get_data(as_text=True)
+        if _requests_line(text, route, 404):
+            break
+        time.sleep(0.1)
+    assert (_requests_line(text, route, 200), _requests_line(text, route, 404)) == (3, 1)
+
+
+def test_request_counts_are_flushed_at_exit(db: firestore.Client) -> None:
+    import os
+    import subprocess
+    import sys
+
+    route = f"route_{uuid.uuid4().hex[:8]}"
+    program = (
+        "from google.cloud import firestore\n"
+        "from shared.intake.metrics import RequestCounters\n"
+        "from shared.store import DeploymentStore\n"
+        "counters = RequestCounters(DeploymentStore(firestore.Client(project='visgate-local')), 3600)\n"
+        f"counters.record({route!r}, 202)\n"
+    )
+    subprocess.run([sys.executable, "-c", program], env=os.environ, check=True, timeout=60)
+    assert DeploymentStore(db).request_counts()[f"{route}|202"] == 1

@@ -26,14 +26,31 @@ def test_defaults() -> None:
     )
 
 
-@pytest.mark.parametrize("model_id", ["sd-turbo", "org/name", "a/b.c_d-e", "x" * 96 + "/" + "y" * 96])
+@pytest.mark.parametrize(
+    "model_id", ["sd-turbo", "org/name", "a/b.c_d-e", "x" * 96 + "/" + "y" * 96, "_org/_name_", "a_/b", "_"]
+)
 def test_accepted_model_ids(model_id: str) -> None:
     assert parse({"hf_model_id": model_id}).hf_model_id == model_id
 
 
 @pytest.mark.parametrize(
     "model_id",
-    ["", "a/b/c", "-a/b", ".a/b", "a/b-", "a/b.", "a/../b", "a/b..c", "a--b/c", "x" * 97, "a b/c", "a/b?x", "/a"],
+    [
+        "",
+        "a/b/c",
+        "-a/b",
+        ".a/b",
+        "a/b-",
+        "a/b.",
+        "a/../b",
+        "a/b..c",
+        "a--b/c",
+        "x" * 97,
+        "a b/c",
+        "a/b?x",
+        "/a",
+        "a/b\n",
+    ],
 )
 def test_refused_model_ids(model_id: str) -> None:
     with pytest.raises(ValidationError) as exc:
@@ -56,6 +73,7 @@ def test_refused_model_ids(model_id: str) -> None:
         ("gpu_tier", "huge"),
         ("cache_scope", "public"),
         ("revision", "../main"),
+        ("revision", "main\n"),
         ("unknown_field", 1),
     ],
 )
@@ -108,6 +126,31 @@ def test_bucket_fields_refused_without_private_scope() -> None:
         "https://user:pw@example.com/hook",
         "https://0.0.0.0/hook",
         "not a url",
+        # Legacy numeric IPv4 forms (inet_aton: 1-4 parts, decimal, hex or octal) and trailing dots.
+        "https://127.1/",
+        "https://2130706433/",
+        "https://0x7f000001/",
+        "https://0177.0.0.1/",
+        "https://10.1/",
+        "https://0/",
+        "https://0x/",
+        "https://127.0.0.1./",
+        "https://256.1.1.1/",
+        "https://4294967296/",
+        "https://localhost./",
+        "https://metadata.google.internal./",
+        "https://\N{FULLWIDTH LATIN SMALL LETTER L}ocalhost/",  # IDNA folds it to localhost
+        "https://\N{FULLWIDTH DIGIT ONE}27.0.0.1/",
+        "https://%6cocalhost/",
+        "https://a..b/",
+        # IPv6, and IPv6 that carries a private IPv4 address.
+        "https://[::ffff:127.0.0.1]/",
+        "https://[::7f00:1]/",
+        "https://[64:ff9b::a00:1]/",
+        "https://[2002:a00:1::]/",
+        "https://[fe80::1]/",
+        "https://[ff0e::1]/",
+        "https://224.0.0.1/",
     ],
 )
 def test_refused_webhook_urls(url: str) -> None:
@@ -121,6 +164,41 @@ def test_loopback_http_only_when_allowed() -> None:
         parse({"hf_model_id": "a/b", "user_webhook_url": "http://10.0.0.1:9/x"}, allow_loopback=True)
 
 
-def test_public_https_url_accepted() -> None:
-    assert check_public_url("https://hooks.example.com/x", allow_http_loopback=False, field="u")
-    assert check_public_url("https://8.8.8.8/x", allow_http_loopback=False, field="u")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/x",
+        "https://hooks.example.com./x",
+        "https://8.8.8.8/x",
+        "https://134744072/x",  # 8.8.8.8 as one number
+        "https://[2606:4700:4700::1111]/x",
+        "https://bücher.example/x",
+    ],
+)
+def test_public_https_url_accepted(url: str) -> None:
+    assert check_public_url(url, allow_http_loopback=False, field="u") == url
+
+
+@pytest.mark.parametrize("field", ["hf_token", "user_aws_access_key_id", "user_aws_secret_access_key"])
+def test_empty_secrets_are_refused(field: str) -> None:
+    body = {
+        "hf_model_id": "a/b",
+        "cache_scope": "private",
+        "user_s3_url": "s3://bucket/p",
+        "user_aws_access_key_id": "AKIA",
+        "user_aws_secret_access_key": "secret",
+        field: "",
+    }
+    with pytest.raises(ValidationError) as exc:
+        parse(body)
+    (error,) = exc.value.errors()
+    assert error["loc"] == (field,)
+    assert "must not be empty" in error["msg"]
+
+
+def test_secret_length_is_counted_in_characters() -> None:
+    assert parse({"hf_model_id": "a/b", "hf_token": "t" * 512}).hf_token is not None
+    with pytest.raises(ValidationError) as exc:
+        parse({"hf_model_id": "a/b", "hf_token": "t" * 513})
+    assert "at most 512 characters" in exc.value.errors()[0]["msg"]
+    assert "items" not in exc.value.errors()[0]["msg"]
