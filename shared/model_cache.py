@@ -1,7 +1,6 @@
 """The platform's shared model cache as the callback function reads it: a manifest, and presigned GET URLs.
 
-The layout is the worker's (docs/contracts.md "Model cache"): ``<prefix>/<org--name>/<commit sha>/<repo path>``
-and ``manifest.json`` beside the files. Only this function holds the shared cache's (read-only) keys; workers get
+The layout is :mod:`shared.cache_layout`. Only this function holds the shared cache's (read-only) keys; workers get
 time-limited URLs for the files of the one model their deployment was granted.
 """
 
@@ -12,26 +11,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, Field
 
+from shared.cache_layout import MANIFEST_NAME, Manifest, object_key
 from shared.config import Settings
-
-MANIFEST_NAME = "manifest.json"
-
-
-class CachedFile(BaseModel):
-    path: str = Field(min_length=1)
-    size: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class CachedManifest(BaseModel):
-    """``manifest.json`` of one cached model (written by ``python -m worker.populate_cache``)."""
-
-    model_id: str
-    revision: str
-    gated: bool = False
-    files: list[CachedFile]
 
 
 class SharedModelCache:
@@ -63,10 +45,9 @@ class SharedModelCache:
 
     def key(self, model_id: str, revision: str, path: str) -> str:
         """The object key of one repo file (or of the manifest)."""
-        parts = [self._prefix, model_id.replace("/", "--"), revision, path]
-        return "/".join(part for part in parts if part)
+        return object_key(self._prefix, model_id, revision, path)
 
-    def manifest(self, model_id: str, revision: str) -> CachedManifest | None:
+    def manifest(self, model_id: str, revision: str) -> Manifest | None:
         """The manifest of a cached model, or None when the cache does not hold it.
 
         Raises:
@@ -79,9 +60,9 @@ class SharedModelCache:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
                 return None
             raise
-        return CachedManifest.model_validate_json(response["Body"].read())
+        return Manifest.model_validate_json(response["Body"].read())
 
-    def presigned_urls(self, manifest: CachedManifest, expires_s: int) -> dict[str, str]:
+    def presigned_urls(self, manifest: Manifest, expires_s: int) -> dict[str, str]:
         """A GET URL per listed file, valid for ``expires_s`` seconds (signed locally: no request per file)."""
         return {
             item.path: str(

@@ -1,12 +1,8 @@
 """The S3-compatible model cache: content-keyed layout, manifest, verified parallel downloads, uploads.
 
-Layout (docs/contracts.md, issue 4)::
-
-    <prefix>/<org--name>/<commit sha>/<repo path>      one object per repo file
-    <prefix>/<org--name>/<commit sha>/manifest.json  {"model_id", "revision", "gated", "files": [{path, size, sha256}]}
-
-The manifest is written last, so its presence means every file it lists was uploaded: readers treat "no manifest"
-as a miss. Works with any S3 API (AWS, R2, MinIO, GCS interoperability, moto) through boto3.
+Layout: :mod:`shared.cache_layout` (docs/contracts.md). The manifest is written last, so its presence means every
+file it lists was uploaded: readers treat "no manifest" as a miss. Works with any S3 API (AWS, R2, MinIO, GCS
+interoperability, moto) through boto3.
 
 Reads go through one path, :class:`ModelDownloader`, whatever the source of the bytes (:class:`ObjectSource`: the
 S3 client for ``private``, the presigned URLs of a cache grant for ``shared``, see :mod:`worker.cache_grant`).
@@ -36,40 +32,18 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
+from shared.cache_layout import MANIFEST_NAME, Manifest, ManifestFile, object_key
 from worker.errors import CacheIntegrityError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
 CHUNK_SIZE = 1024 * 1024
 HASH_READ_SIZE = 8 * 1024 * 1024
 DEFAULT_PART_SIZE = 32 * 1024 * 1024
 
 Progress = Callable[[int], None]
-
-
-class ManifestFile(BaseModel):
-    """One repo file in the cache."""
-
-    path: str
-    size: int = Field(ge=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class Manifest(BaseModel):
-    """The list of files cached for one model at one commit; written after all of them."""
-
-    model_id: str
-    revision: str
-    gated: bool = False
-    files: list[ManifestFile]
-
-    @property
-    def total_bytes(self) -> int:
-        """Sum of the file sizes."""
-        return sum(item.size for item in self.files)
 
 
 @dataclass(frozen=True)
@@ -88,11 +62,6 @@ class S3Location:
         if not bucket:
             raise ValueError(f"no bucket in {url!r}")
         return cls(bucket=bucket, prefix=prefix.strip("/"))
-
-
-def repo_dirname(model_id: str) -> str:
-    """``org/name`` as one path segment (``org--name``), as the Hub's own cache spells it."""
-    return model_id.replace("/", "--")
 
 
 def make_s3_client(
@@ -344,8 +313,7 @@ class S3ModelCache:
 
     def key(self, model_id: str, revision: str, path: str) -> str:
         """The object key of one repo file (or of the manifest)."""
-        parts = [self.location.prefix, repo_dirname(model_id), revision, path]
-        return "/".join(part for part in parts if part)
+        return object_key(self.location.prefix, model_id, revision, path)
 
     def read_manifest(self, model_id: str, revision: str) -> Manifest | None:
         """The manifest of a model, or None when it is not (completely) cached.

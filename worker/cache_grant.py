@@ -16,11 +16,11 @@ from pathlib import Path
 import requests
 import requests.adapters
 
+from shared.cache_layout import Manifest
 from shared.signing import sign_headers
 from worker.cache import (
     CHUNK_SIZE,
     DEFAULT_PART_SIZE,
-    Manifest,
     ModelDownloader,
     Progress,
     content_range_total,

@@ -44,7 +44,8 @@ from huggingface_hub.errors import (
 )
 from tqdm.std import tqdm
 
-from worker.cache import Manifest, ManifestFile, Progress, S3ModelCache, repo_dirname, sha256_file
+from shared.cache_layout import Manifest, ManifestFile, repo_dirname
+from worker.cache import Progress, S3ModelCache, sha256_file
 from worker.errors import (
     CacheGrantRefusedError,
     CacheIntegrityError,

@@ -15,12 +15,13 @@ import boto3
 import pytest
 import requests
 
+from shared.cache_layout import Manifest, ManifestFile
 from shared.lifecycle import Status
 from shared.models import CacheScope
 from shared.signing import sign_headers
 from tests.integration import test_provisioning as provisioning
 from tests.integration.test_provisioning import GATED, HF_ACCEPTED, PIPE, Env
-from worker.cache import Manifest, ManifestFile, S3Location, S3ModelCache, make_s3_client, sha256_file
+from worker.cache import S3Location, S3ModelCache, make_s3_client, sha256_file
 from worker.cache_grant import SharedCacheGrant
 from worker.model_fetch import FetchRequest, HubClient, fetch_model
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from shared.cache_layout import MANIFEST_NAME, Manifest
 from shared.signing import new_secret
 from tests.worker.conftest import FP16, GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC, Callback
 from worker.bake import main as bake_main
-from worker.cache import MANIFEST_NAME, Manifest, ModelDownloader, S3ModelCache, _S3Objects, sha256_file
+from worker.cache import ModelDownloader, S3ModelCache, _S3Objects, sha256_file
 from worker.cache_grant import SharedCacheGrant
 from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError
 from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_weight_files, select_pipeline_files
