@@ -48,7 +48,6 @@ class TaskDelivery(Generic[M]):
     message: M
     task_name: str
     retry_count: int
-    execution_count: int
     queue: str
 
 
@@ -80,7 +79,6 @@ def parse_task(body: bytes, headers: Mapping[str, str], model: type[M]) -> TaskD
         message=parsed,
         task_name=headers.get("X-CloudTasks-TaskName", ""),
         retry_count=_int(headers.get("X-CloudTasks-TaskRetryCount")),
-        execution_count=_int(headers.get("X-CloudTasks-TaskExecutionCount")),
         queue=headers.get("X-CloudTasks-QueueName", ""),
     )
 

@@ -212,17 +212,8 @@ class RunpodClient:
         """Queue a job (``/run``)."""
         return Job.model_validate(self._data("POST", f"{endpoint_id}/run", {"input": job_input}))
 
-    def status(self, endpoint_id: str, job_id: str) -> Job:
-        return Job.model_validate(self._data("GET", f"{endpoint_id}/status/{job_id}"))
-
-    def cancel(self, endpoint_id: str, job_id: str) -> Job:
-        return Job.model_validate(self._data("POST", f"{endpoint_id}/cancel/{job_id}"))
-
     def health(self, endpoint_id: str) -> Health:
         return Health.model_validate(self._data("GET", f"{endpoint_id}/health"))
-
-    def purge_queue(self, endpoint_id: str) -> dict[str, Any]:
-        return self._data("POST", f"{endpoint_id}/purge-queue")
 
     # --- transport ----------------------------------------------------------------------------------------------
 
