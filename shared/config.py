@@ -86,7 +86,11 @@ class Settings(BaseSettings):
         "ghcr.io/visgate/diffusers-worker@sha256:" + "0" * 64,
         description="the worker image, as <repository>@sha256:<digest>",
     )
-    worker_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    worker_dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        None,
+        description="sent to workers as WORKER_DTYPE only when set; unset, each worker loads the model's own "
+        "preference (bfloat16 for FLUX/Sana-type models, else float16) and the VRAM estimate follows it",
+    )
     worker_container_disk_gb: int = 40
     worker_execution_timeout_s: int = 600
     endpoint_flashboot: bool = True

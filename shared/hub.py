@@ -1,18 +1,16 @@
 """Model checks on the Hugging Face Hub: exists, accessible, a text-to-image pipeline we serve, and how big.
 
 Everything goes through ``huggingface_hub`` against ``HF_ENDPOINT`` with the user's token, so the same code runs
-against the Hub and the simulator. The VRAM estimate comes from the weights the pipeline will really load:
-safetensors only (pickles are refused: they execute code on load), per component exactly one set of files: the
-variant of the load dtype (``fp16`` for float16, ``bf16`` for bfloat16) when the component has it, else the plain
-files, as the worker chooses; parameters counted from the safetensors headers (read with Range requests, never the
-weights themselves).
+against the Hub and the simulator. The VRAM estimate comes from the weights the pipeline will really load, at the
+dtype the worker will load them in, both chosen by the worker's own rule (:mod:`shared.hub_rules`): safetensors only
+(pickles are refused: they execute code on load), per component exactly one set of files; parameters counted from
+the safetensors headers (read with Range requests, never the weights themselves).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +19,12 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+from shared import hub_rules
 from shared.errors import PermanentError, RetryableError
+from shared.hub_rules import DtypeName, WeightSelectionError, hub_refusal, loaded_components, target_dtype
 from shared.lifecycle import FailureReason
 
 MODEL_INDEX = "model_index.json"
-# What the Hub answers (401, in X-Error-Message) to a token it does not know; huggingface_hub raises a plain
-# HfHubHTTPError for it, not RepositoryNotFoundError.
-INVALID_TOKEN = "Invalid credentials in Authorization header"
 
 # Text-to-image pipelines the worker serves (via AutoPipelineForText2Image), with their default resolution: the
 # activation headroom is sized for it.
@@ -46,10 +43,6 @@ SUPPORTED_PIPELINES: dict[str, int] = {
 }
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
-# The variant the worker loads at each dtype, when a component has it (else its plain files).
-DTYPE_VARIANT = {"float16": "fp16", "bfloat16": "bf16", "float32": None}
-# How diffusers and transformers name weights: <name>[.<variant>][-00001-of-00003].safetensors.
-_WEIGHTS = re.compile(r"^[^.]+(?:\.(?P<variant>[A-Za-z0-9_]+))?(?:-\d{5}-of-\d{5})?\.safetensors$")
 _HALF_PRECISION = ("fp16", "bf16")
 _SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -67,6 +60,7 @@ class ModelReport:
 
     commit_sha: str
     pipeline_class: str
+    dtype: DtypeName
     weights_gb: float
     vram_estimate_gb: float
 
@@ -74,17 +68,18 @@ class ModelReport:
 class HubInspector:
     """Built once per instance; one call per deployment."""
 
-    def __init__(self, endpoint: str, timeout_s: float, dtype: str) -> None:
+    def __init__(self, endpoint: str, timeout_s: float, dtype: DtypeName | None) -> None:
+        """``dtype``: the ``WORKER_DTYPE`` the workers are sent, if any; else each model's own preference."""
         self._endpoint = endpoint.rstrip("/")
         self._api = HfApi(endpoint=self._endpoint)
         self._timeout = timeout_s
         self._dtype = dtype
 
     def inspect(self, repo_id: str, revision: str, token: str | None) -> ModelReport:
-        """Check the model and estimate its VRAM at the configured dtype.
+        """Check the model and estimate its VRAM at the dtype its worker will load it in.
 
         Raises:
-            PermanentError: ``model_not_found``, ``model_gated`` or ``unsupported_model``.
+            PermanentError: ``model_not_found``, ``model_gated``, ``hf_token_invalid`` or ``unsupported_model``.
             RetryableError: the Hub is unreachable or failing.
         """
         auth: str | bool = token or False  # False: never fall back to a token stored on this machine
@@ -105,8 +100,16 @@ class HubInspector:
                     f"{repo_id} is a {pipeline or 'pipeline of unknown class'}; supported: "
                     + ", ".join(sorted(SUPPORTED_PIPELINES)),
                 )
-            files = _weight_files(index, sizes, DTYPE_VARIANT[self._dtype])
-            params = sum(self._params(repo_id, info.sha, path, size, auth) for path, size in files)
+            sha = info.sha
+            configs = (
+                json.loads(self._read(repo_id, sha, f"{name}/config.json", auth))
+                for name in sorted(loaded_components(index))
+                if f"{name}/config.json" in sizes
+            )
+            # A GPU worker: the device is always cuda, so the dtype is the override or the model's preference.
+            dtype = target_dtype("cuda", self._dtype, index, configs)
+            files = weight_files(index, sizes, dtype)
+            params = sum(self._params(repo_id, sha, path, size, auth) for path, size in files)
         except GatedRepoError as exc:
             raise PermanentError(
                 FailureReason.MODEL_GATED.value,
@@ -120,12 +123,13 @@ class HubInspector:
             raise _http_failure(exc, repo_id) from exc
         except OSError as exc:  # transport errors of the Hub client are OSErrors
             raise RetryableError(f"the Hub is unreachable: {type(exc).__name__}") from exc
-        weights_gb = params * DTYPE_BYTES[self._dtype] / _GB
+        weights_gb = params * DTYPE_BYTES[dtype] / _GB
         return ModelReport(
             commit_sha=info.sha,
             pipeline_class=pipeline,
+            dtype=dtype,
             weights_gb=round(weights_gb, 3),
-            vram_estimate_gb=estimate_vram_gb(weights_gb, SUPPORTED_PIPELINES[pipeline], self._dtype),
+            vram_estimate_gb=estimate_vram_gb(weights_gb, SUPPORTED_PIPELINES[pipeline], dtype),
         )
 
     def _read(self, repo_id: str, sha: str, path: str, token: str | bool, byte_range: str | None = None) -> bytes:
@@ -139,7 +143,7 @@ class HubInspector:
 
     def _params(self, repo_id: str, sha: str, path: str, size: int, token: str | bool) -> int:
         """Parameters in one safetensors file; a half-precision variant's size says it without a read."""
-        if _variant(path) in _HALF_PRECISION:
+        if hub_rules.weight_variant(path.rsplit("/", 1)[-1])[1] in _HALF_PRECISION:
             return size // 2
         (length,) = struct.unpack("<Q", self._read(repo_id, sha, path, token, "bytes=0-7"))
         if not 0 < length <= _MAX_HEADER_BYTES:
@@ -154,49 +158,29 @@ def estimate_vram_gb(weights_gb: float, resolution: int, dtype: str) -> float:
     return round(weights_gb * _WEIGHT_SLACK + _CONTEXT_GB + activations, 1)
 
 
-def _weight_files(index: dict[str, Any], sizes: dict[str, int], variant: str | None) -> list[tuple[str, int]]:
-    """The safetensors files the pipeline loads: per component, ``variant``'s files when it has them, else the plain
-    ones; a component that has neither is counted by one variant it does have (never by two)."""
-    chosen: list[tuple[str, int]] = []
-    for component, spec in index.items():
-        if component.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[1] is None:
-            continue
-        files = [path for path in sizes if path.startswith(f"{component}/") and "/" not in path[len(component) + 1 :]]
-        by_variant: dict[str | None, list[str]] = {}
-        for path in files:
-            if _WEIGHTS.match(path.rsplit("/", 1)[-1]):
-                by_variant.setdefault(_variant(path), []).append(path)
-        if not by_variant:
-            if any(path.endswith((".bin", ".ckpt", ".pt", ".pth")) for path in files):
-                raise PermanentError(
-                    FailureReason.UNSUPPORTED_MODEL.value, f"component {component} has no safetensors weights"
-                )
-            continue  # tokenizers, schedulers, feature extractors: no weights
-        if variant in by_variant:
-            paths = by_variant[variant]
-        elif None in by_variant:
-            paths = by_variant[None]
-        else:  # variant files only (an fp16-only repo, say): every set holds the same parameters; count one
-            paths = by_variant[min(by_variant, key=str)]
-        chosen += [(path, sizes[path]) for path in sorted(paths)]
-    return chosen
+def weight_files(index: dict[str, Any], sizes: dict[str, int], dtype: str) -> list[tuple[str, int]]:
+    """The safetensors files (with their sizes) the worker fetches and loads at ``dtype``
+    (:func:`shared.hub_rules.pipeline_weight_files`; shard indexes hold no parameters and are left out).
 
-
-def _variant(path: str) -> str | None:
-    """The variant in a weights file name (``unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors``)."""
-    match = _WEIGHTS.match(path.rsplit("/", 1)[-1])
-    return match.group("variant") if match else None
+    Raises:
+        PermanentError: ``unsupported_model``: pickled weights only, or variants no single choice loads.
+    """
+    try:
+        paths = hub_rules.pipeline_weight_files(sizes, dtype, loaded_components(index))
+    except WeightSelectionError as exc:
+        raise PermanentError(FailureReason.UNSUPPORTED_MODEL.value, str(exc)) from exc
+    return [(path, sizes[path]) for path in paths if path.endswith(".safetensors")]
 
 
 def _http_failure(exc: HfHubHTTPError, repo_id: str) -> Exception:
     status = exc.response.status_code if exc.response is not None else 0
-    if status == 401 and exc.response is not None and exc.response.headers.get("X-Error-Message") == INVALID_TOKEN:
-        # The Hub refuses an unknown or expired token on every repo, public ones included: not a gating problem.
+    refusal = hub_refusal(status, exc.response.headers.get("X-Error-Message") if exc.response is not None else None)
+    if refusal == FailureReason.HF_TOKEN_INVALID:
         return PermanentError(
             FailureReason.HF_TOKEN_INVALID.value,
             "the Hub refused the hf_token as invalid or expired; pass a valid token, or none for a public model",
         )
-    if status in (401, 403):
+    if refusal == FailureReason.MODEL_GATED:
         return PermanentError(FailureReason.MODEL_GATED.value, f"the Hub refused access to {repo_id} with this token")
     if status == 404:
         return PermanentError(FailureReason.MODEL_NOT_FOUND.value, f"{repo_id} was not found")

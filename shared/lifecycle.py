@@ -31,6 +31,7 @@ class FailureReason(StrEnum):
     UNSUPPORTED_MODEL = "unsupported_model"
     AUTH_FAILED = "auth_failed"
     NO_CAPACITY = "no_capacity"
+    NO_GPU_FITS = "no_gpu_fits"
     QUOTA_EXCEEDED = "quota_exceeded"
     RUNPOD_RESOURCE_MISSING = "runpod_resource_missing"
     IMAGE_PULL_FAILED = "image_pull_failed"

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 Reason = Literal[
-    "out_of_memory", "model_load_failed", "model_not_found", "model_gated", "image_pull_failed", "internal"
+    "out_of_memory",
+    "model_load_failed",
+    "model_not_found",
+    "model_gated",
+    "hf_token_invalid",
+    "image_pull_failed",
+    "internal",
 ]
 
 
@@ -30,6 +36,12 @@ class ModelGatedError(WorkerError):
     """The repo is gated and the token has not been granted access."""
 
     reason: Reason = "model_gated"
+
+
+class HfTokenInvalidError(WorkerError):
+    """The Hub refused the token itself (unknown or expired), as provisioning's check reports it."""
+
+    reason: Reason = "hf_token_invalid"
 
 
 class ModelLoadError(WorkerError):

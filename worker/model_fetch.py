@@ -7,9 +7,9 @@ Decisions (issue 4, docs/contracts.md):
   weights. Pickles (``.bin``, ``.pt``, ``.ckpt``, ...) never are, nor root-level single-file checkpoints or nested
   exports (``unet/onnx/...``), which diffusers' folder loader does not read. A cache manifest is filtered through
   the same rules, so a cache that holds a pickle never hands it out.
-- Weight variants: the configs come first, then the target dtype (:func:`worker.variants.target_dtype`) and the
-  files present pick one variant for the pipeline (:func:`worker.variants.choose_variant`), and only those
-  weights are fetched; the loader applies the same rule to the folder.
+- Weight variants: the configs come first, then the target dtype (:func:`worker.variants.folder_dtype`) and the
+  files present pick one variant for the pipeline (:func:`shared.hub_rules.pipeline_weight_files`, the rule
+  provisioning sizes the model by), and only those weights are fetched; the loader applies the same rule.
 - Files land in a scratch folder next to the final one and are moved into place in one rename only after every
   size and sha256 checked out, so nothing partial is ever loaded; a later start on the same volume reuses them.
 - Scopes: ``off`` reads the Hub only. ``private`` reads the user's bucket; on a miss it fetches from the Hub,
@@ -44,23 +44,25 @@ from huggingface_hub.errors import (
 )
 from tqdm.std import tqdm
 
+from shared import hub_rules
 from shared.cache_layout import Manifest, ManifestFile, repo_dirname
+from shared.hub_rules import DtypeName, hub_refusal, loaded_components, weight_variant
 from worker.cache import Progress, S3ModelCache, sha256_file
 from worker.errors import (
     CacheGrantRefusedError,
     CacheIntegrityError,
+    HfTokenInvalidError,
     ModelGatedError,
     ModelLoadError,
     ModelNotFoundError,
     WorkerError,
 )
-from worker.variants import DtypeName, choose_variant, component_variants, target_dtype, weight_variant
+from worker.variants import folder_dtype, read_index
 
 logger = logging.getLogger(__name__)
 
 LOCAL_MANIFEST = ".visgate-manifest.json"
 CONFIG_SUFFIXES = (".json", ".txt", ".model")
-PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth")
 
 Source = Literal["local", "cache", "hub"]
 ProgressReport = Callable[[int, int], None]
@@ -123,38 +125,17 @@ def pipeline_config_files(paths: list[str]) -> list[str]:
     return selected
 
 
-def pipeline_weight_files(paths: list[str], dtype: str) -> list[str]:
-    """The safetensors weights (and shard indexes) the pipeline loads in ``dtype``: per component, the variant
-    :func:`choose_variant` picks when the component has it, else its plain files.
+def pipeline_weight_files(paths: list[str], dtype: str, folder: Path) -> list[str]:
+    """The weights the pipeline whose configs are in ``folder`` loads in ``dtype``
+    (:func:`shared.hub_rules.pipeline_weight_files`).
 
     Raises:
         ModelLoadError: a component with pickled weights only, or weights no single variant loads.
     """
-    components = _components(paths)
-    variants = component_variants(paths)
-    for folder, names in components.items():
-        if folder not in variants and any(name.endswith(PICKLE_SUFFIXES) for name in names):
-            raise ModelLoadError(f"component {folder!r} has pickled weights only; safetensors are required")
     try:
-        variant = choose_variant(dtype, variants)
-    except ValueError as exc:
+        return hub_rules.pipeline_weight_files(paths, dtype, loaded_components(read_index(folder)))
+    except (OSError, ValueError) as exc:
         raise ModelLoadError(str(exc)) from exc
-    selected = []
-    for folder, names in sorted(components.items()):
-        found = variants.get(folder)
-        if not found:
-            continue
-        use = variant if variant in found else None
-        if use not in found:
-            raise ModelLoadError(f"component {folder!r} has no {variant or 'plain'} weights")
-        selected += [f"{folder}/{name}" for name in sorted(names) if weight_variant(name) == (True, use)]
-    return selected
-
-
-def select_pipeline_files(paths: list[str], dtype: str) -> list[str]:
-    """Every repo file a diffusers pipeline loads in ``dtype``: configs, tokenizer files and the chosen weights."""
-    configs = pipeline_config_files(paths)
-    return _ordered(configs, pipeline_weight_files(paths, dtype))
 
 
 def _ordered(configs: list[str], weights: list[str]) -> list[str]:
@@ -164,7 +145,7 @@ def _ordered(configs: list[str], weights: list[str]) -> list[str]:
 def _dtype_of(request: FetchRequest, folder: Path) -> str:
     """The target dtype, from a folder that holds the configs so far."""
     try:
-        return target_dtype(request.device, request.dtype, folder)
+        return folder_dtype(request.device, request.dtype, folder)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"unreadable pipeline config: {exc}") from exc
 
@@ -261,7 +242,10 @@ def _hub_errors(model_id: str, revision: str) -> Iterator[None]:
         raise ModelNotFoundError(f"{where} not found on the Hub (or not visible to the token)") from exc
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
-        if status in {401, 403}:
+        refusal = hub_refusal(status, exc.response.headers.get("X-Error-Message") if exc.response is not None else None)
+        if refusal == "hf_token_invalid":
+            raise HfTokenInvalidError(f"{where}: the Hub refused the token as invalid or expired") from exc
+        if refusal == "model_gated":
             raise ModelGatedError(f"{where}: the Hub refused the token ({status})") from exc
         raise WorkerError(f"{where}: Hub request failed ({status})") from exc
 
@@ -319,7 +303,7 @@ def _from_cache(request: FetchRequest, cache: ModelCache, progress: ProgressRepo
         counter = _ByteCounter(_subset(manifest, configs).total_bytes, progress)
         with _scratch(request) as scratch:
             cache.download(_subset(manifest, configs), scratch, counter.add)
-            weights = pipeline_weight_files(paths, _dtype_of(request, scratch))
+            weights = pipeline_weight_files(paths, _dtype_of(request, scratch), scratch)
             selected = _subset(manifest, _ordered(configs, weights))
             counter.total = selected.total_bytes
             cache.download(_subset(manifest, weights), scratch, counter.add)
@@ -345,7 +329,7 @@ def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressRepo
     with _scratch(request) as scratch:
         # Configs first: the target dtype may depend on them, and it picks the weight variant.
         hub.download(request.model_id, request.revision, configs, scratch, counter)
-        weights = pipeline_weight_files(paths, _dtype_of(request, scratch))
+        weights = pipeline_weight_files(paths, _dtype_of(request, scratch), scratch)
         selected = _ordered(configs, weights)
         counter.total = sum(files[path][0] or 0 for path in selected)
         hub.download(request.model_id, request.revision, weights, scratch, counter)

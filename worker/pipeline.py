@@ -3,7 +3,7 @@
 - Device and dtype are explicit: ``WORKER_DEVICE``/``WORKER_DTYPE`` when set; otherwise CUDA with float16 (bfloat16
   for models whose configs ask for it, e.g. FLUX) when CUDA is present, else CPU with float32.
 - Loading is offline (``local_files_only``) from the verified local folder, safetensors only, with the weight
-  variant :func:`worker.variants.choose_variant` picks from the dtype and the files present (the same rule the
+  variant :func:`shared.hub_rules.choose_variant` picks from the dtype and the files present (the same rule the
   fetch used). No attention slicing: it trades speed for memory, and the GPU was chosen to fit the model.
 - Any load or warm-up failure but out-of-memory is ``model_load_failed``; so is a warm-up image that is NaN or all
   black (float16 overflow), since serving it would return black images. The warm-up is small (at most
@@ -31,9 +31,10 @@ from diffusers.utils import logging as diffusers_logging
 from PIL.Image import Image
 from transformers.utils import logging as transformers_logging
 
+from shared.hub_rules import choose_variant, component_variants
 from worker.errors import ModelLoadError, WorkerError
 from worker.schemas import MAX_SEED, GenerateInput, Parameters
-from worker.variants import choose_variant, component_variants, target_dtype
+from worker.variants import folder_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def resolve_device(requested: str | None) -> str:
 
 
 def resolve_dtype(device: str, requested: str | None, model_dir: Path) -> torch.dtype:
-    """The dtype to load with (:func:`worker.variants.target_dtype`, as the fetch decided it)."""
-    return DTYPES[target_dtype(device, requested, model_dir)]
+    """The dtype to load with (:func:`worker.variants.folder_dtype`, as the fetch decided it)."""
+    return DTYPES[folder_dtype(device, requested, model_dir)]
 
 
 def gpu_name(device: str) -> str | None:

@@ -7,8 +7,11 @@ Usage::
 
 Fetches the files a diffusers pipeline loads from the Hub (as the worker does: safetensors, configs, tokenizer
 files, never pickles), verifies them against the Hub's sizes and sha256, uploads them, and writes the manifest
-last, so workers never see a half-populated model. The manifest records whether the repo is gated, so workers serve
-a gated model from the shared cache only to tokens that pass the Hub's access check.
+last, so workers never see a half-populated model. Access to a gated model is not decided by the cache: the
+callback function grants the shared cache only to deployments that provisioning granted it, which happens only
+after the Hub check passed with the deployment's own token (a gated repo's files are served only to tokens granted
+access) and for models on the allowlist. The manifest's ``gated`` flag is information for operators, never read
+for access.
 
 Credentials come from the usual places and never from the command line: the Hub token from ``HF_TOKEN`` (or
 ``hf auth login``), S3 keys from boto3's chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile, or an
@@ -26,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared.hub_rules import DtypeName
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.errors import WorkerError
 from worker.logs import configure_logging
 from worker.model_fetch import FetchRequest, HubClient, fetch_from_hub
-from worker.variants import DtypeName
 
 logger = logging.getLogger("worker.populate_cache")
 
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(VARIANT_DTYPES),
         default="auto",
         help="the weights of the dtype a GPU worker loads (auto: the model's preference, fp16, bf16) or default: "
-        "plain weights (float32); see worker.variants.choose_variant",
+        "plain weights (float32); see shared.hub_rules.choose_variant",
     )
     parser.add_argument("--work-dir", type=Path, help="scratch folder for the download (default: a temp dir)")
     parser.add_argument("--concurrency", type=int, default=16, help="parallel transfers")

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.variants import DtypeName
+from shared.hub_rules import DtypeName
 
 CacheScope = Literal["off", "shared", "private"]
 Device = Literal["cuda", "cpu"]

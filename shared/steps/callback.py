@@ -47,6 +47,7 @@ _WORKER_REASONS = {
     FailureReason.IMAGE_PULL_FAILED,
     FailureReason.MODEL_NOT_FOUND,
     FailureReason.MODEL_GATED,
+    FailureReason.HF_TOKEN_INVALID,
     FailureReason.UNSUPPORTED_MODEL,
     FailureReason.TIMEOUT,
     FailureReason.INTERNAL,

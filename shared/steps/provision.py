@@ -128,7 +128,8 @@ def _check_model(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredent
         doc["deployment_id"],
         Status.SELECTING_GPU,
         f"{doc['hf_model_id']}@{model.commit_sha[:12]} is a {model.pipeline_class} "
-        f"({model.weights_gb:.2f} GB of weights); needs about {model.vram_estimate_gb} GB of VRAM{cache_note}",
+        f"({model.weights_gb:.2f} GB of weights in {model.dtype}); needs about {model.vram_estimate_gb} GB of VRAM"
+        f"{cache_note}",
         fields={
             "model_commit_sha": model.commit_sha,
             "pipeline_class": model.pipeline_class,
@@ -157,7 +158,8 @@ def _select_gpus(deps: StepDeps, doc: dict[str, Any], client: RunpodClient) -> N
     ranked = rank_pools(deps.gpus.pools(client.gpu_types), vram, tier)
     if not ranked:
         wanted = f" at tier {tier.value} or above" if tier else ""
-        raise PermanentError(FailureReason.NO_CAPACITY.value, f"no Runpod GPU pool{wanted} has {vram} GB of VRAM")
+        # Not a capacity problem that waiting or another window solves: no GPU is big enough at all.
+        raise PermanentError(FailureReason.NO_GPU_FITS.value, f"no Runpod GPU pool{wanted} has {vram} GB of VRAM")
     window = ranked[: deps.settings.max_gpu_candidates]
     deps.lifecycle.transition(
         doc["deployment_id"],
@@ -281,9 +283,12 @@ def template_spec(deps: StepDeps, doc: dict[str, Any], credentials: SealedCreden
         "HF_MODEL_ID": doc["hf_model_id"],
         "HF_MODEL_REVISION": doc["model_commit_sha"],
         "HF_ENDPOINT": settings.hf_endpoint,
-        "WORKER_DTYPE": settings.worker_dtype,
         **_cache_env(settings, doc, credentials),
     }
+    if settings.worker_dtype:
+        # Only an explicit override: unset, the worker picks the model's own dtype (shared.hub_rules.target_dtype),
+        # which is also the one the VRAM estimate assumed.
+        env["WORKER_DTYPE"] = settings.worker_dtype
     if credentials.hf_token:
         env["HF_TOKEN"] = credentials.hf_token
     return TemplateSpec(

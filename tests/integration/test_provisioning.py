@@ -36,6 +36,7 @@ from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, 
 
 REPO = Path(__file__).resolve().parents[2]
 PIPE, GATED, ENCODER = "visgate-test/pipe", "visgate-test/pipe-gated", "visgate-test/encoder-only"
+BF16 = "visgate-test/pipe-bf16"
 HF_ACCEPTED, HF_OTHER = "hf_accepted_test", "hf_other_test"
 FIRST_WINDOW = ["AMPERE_16", "AMPERE_24", "ADA_24"]
 SECOND_WINDOW = ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"]
@@ -53,7 +54,7 @@ FAST_WATCHDOG = {
 
 
 def _safetensors(dtype: str, shape: list[int]) -> bytes:
-    size = {"F32": 4, "F16": 2}[dtype] * shape[0] * shape[1]
+    size = {"F32": 4, "F16": 2, "BF16": 2}[dtype] * shape[0] * shape[1]
     header = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, size]}}).encode()
     return len(header).to_bytes(8, "little") + header + bytes(size)
 
@@ -102,6 +103,11 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / GATED / ".hubsim.json").write_text(
         json.dumps({"gated": "auto", "private": False, "authorized_tokens": [HF_ACCEPTED]})
     )
+    bf16 = _pipeline_files()
+    bf16["unet/config.json"] = json.dumps({"torch_dtype": "bfloat16"})
+    bf16["unet/diffusion_pytorch_model.bf16.safetensors"] = _safetensors("BF16", [64, 64])
+    bf16["vae/diffusion_pytorch_model.bf16.safetensors"] = _safetensors("BF16", [32, 32])
+    _write(root / BF16, bf16)
     _write(root / ENCODER, {"config.json": "{}", "model.safetensors": _safetensors("F32", [8, 8])})
     return root
 
@@ -307,6 +313,7 @@ def test_happy_path_reaches_ready_with_timings(e: Env) -> None:
     template_env = {pair["key"]: pair["value"] for pair in state["templates"][0]["env"]}
     assert template_env["HF_MODEL_REVISION"] == doc["model_commit_sha"]
     assert template_env["VISGATE_CALLBACK_URL"].endswith(f"/callback/v1/deployments/{deployment_id}/phase")
+    assert "WORKER_DTYPE" not in template_env  # unset: the worker loads the model's own dtype
     assert [j["input"] for j in state["jobs"]] == [{"warmup": True}]
     # No secret lands on the document.
     assert key not in json.dumps(doc, default=str)
@@ -402,6 +409,37 @@ def test_no_capacity_anywhere_fails_and_leaves_nothing(e: Env) -> None:
 
     assert doc["error"]["code"] == "no_capacity"
     _eventually(_nothing_left(e, key))
+
+
+def test_a_model_no_gpu_can_hold_fails_with_its_own_reason_before_any_endpoint(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    e.store.transition(deployment_id, Status.SELECTING_GPU, "checked", fields={"vram_estimate_gb": 500.0})
+
+    e.provision(deployment_id)
+    doc = e.wait_status(deployment_id, Status.FAILED)
+
+    assert doc["error"]["code"] == "no_gpu_fits"
+    assert "500.0 GB of VRAM" in doc["error"]["message"]
+    assert e.runpod_state(key)["templates"] == []
+
+
+def test_the_estimate_uses_the_dtype_the_worker_will_load(models_root: Path) -> None:
+    from shared.hub import HubInspector
+    from simulators.hub.app import create_app as create_hub
+
+    hub = Served(create_hub(models_root))
+    try:
+        preferred = HubInspector(hub.url, 10, None).inspect(BF16, "main", None)
+        forced = HubInspector(hub.url, 10, "float32").inspect(BF16, "main", None)
+        plain = HubInspector(hub.url, 10, None).inspect(PIPE, "main", None)
+    finally:
+        hub.stop()
+
+    assert preferred.dtype == "bfloat16"  # a component config asks for it; no WORKER_DTYPE set
+    assert forced.dtype == "float32"
+    assert forced.vram_estimate_gb > preferred.vram_estimate_gb  # full-precision activations
+    assert plain.dtype == "float16"
 
 
 def test_bad_runpod_key_fails_auth(e: Env) -> None:
@@ -508,6 +546,18 @@ def test_worker_failure_fails_and_tears_down(e: Env) -> None:
     doc = e.wait_status(deployment_id, Status.FAILED)
     assert doc["error"]["code"] == "out_of_memory"
     _eventually(_nothing_left(e, key))
+
+
+def test_a_worker_refused_an_invalid_hub_token_keeps_that_reason(e: Env) -> None:
+    key = e.account()
+    e.scenario(start_delay_s=30)  # keep the real (instant) worker quiet
+    deployment_id = e.create(key)
+    e.provision(deployment_id)
+    e.wait_status(deployment_id, Status.CREATING_ENDPOINT)
+    failed = {"deployment_id": deployment_id, "phase": "failed", "reason": "hf_token_invalid", "message": "expired"}
+
+    assert e.report(deployment_id, failed, e.callback_secret(deployment_id)).status_code == 204
+    assert e.wait_status(deployment_id, Status.FAILED)["error"]["code"] == "hf_token_invalid"
 
 
 def test_delete_during_provisioning_leaves_nothing(e: Env) -> None:

@@ -16,10 +16,10 @@ from tests.worker.conftest import FP16, GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC, 
 from worker.bake import main as bake_main
 from worker.cache import ModelDownloader, S3ModelCache, _S3Objects, sha256_file
 from worker.cache_grant import SharedCacheGrant
-from worker.errors import CacheIntegrityError, ModelGatedError, ModelLoadError, ModelNotFoundError
-from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_weight_files, select_pipeline_files
+from worker.errors import CacheIntegrityError, HfTokenInvalidError, ModelGatedError, ModelLoadError, ModelNotFoundError
+from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_config_files, pipeline_weight_files
 from worker.populate_cache import build_parser, populate
-from worker.variants import choose_variant, target_dtype
+from worker.variants import folder_dtype
 
 
 def _request(model_dir: Path, model_id: str, revision: str, scope: str = "off", **extra: Any) -> FetchRequest:
@@ -35,126 +35,48 @@ def _repo_files(models_root: Path, model_id: str) -> dict[str, str]:
     }
 
 
-class TestSelectPipelineFiles:
-    def test_takes_configs_tokenizer_and_safetensors_only(self) -> None:
+class TestPipelineConfigFiles:
+    def test_configs_and_tokenizer_files_of_component_folders_only(self) -> None:
         paths = [
             "model_index.json",
             "README.md",
-            "v1-5-pruned.safetensors",
             "v1-5-pruned.ckpt",
             "unet/config.json",
             "unet/diffusion_pytorch_model.safetensors",
-            "unet/diffusion_pytorch_model.bin",
-            "unet/diffusion_pytorch_model.fp16.safetensors",
-            "text_encoder/model.safetensors",
-            "text_encoder/pytorch_model.bin",
-            "tokenizer/vocab.json",
-            "tokenizer/merges.txt",
-            "tokenizer/special_tokens_map.json",
-            "scheduler/scheduler_config.json",
-            "unet/onnx/model.onnx",
-        ]
-        assert select_pipeline_files(paths, "float32") == [
-            "model_index.json",
-            "scheduler/scheduler_config.json",
-            "text_encoder/model.safetensors",
-            "tokenizer/merges.txt",
-            "tokenizer/special_tokens_map.json",
-            "tokenizer/vocab.json",
-            "unet/config.json",
-            "unet/diffusion_pytorch_model.safetensors",
-        ]
-
-    def test_fp16_variant_per_component_including_sharded(self) -> None:
-        paths = [
-            "model_index.json",
-            "unet/config.json",
             "unet/diffusion_pytorch_model.safetensors.index.json",
-            "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
-            "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
-            "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
-            "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
-            "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
-            "vae/config.json",
-            "vae/diffusion_pytorch_model.safetensors",
+            "tokenizer/vocab.json",
+            "tokenizer/merges.txt",
+            "scheduler/scheduler_config.json",
+            "unet/onnx/config.json",
         ]
-        assert select_pipeline_files(paths, "float16") == [
+        assert pipeline_config_files(paths) == [
             "model_index.json",
+            "scheduler/scheduler_config.json",
+            "tokenizer/merges.txt",
+            "tokenizer/vocab.json",
             "unet/config.json",
-            "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
-            "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
-            "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
-            "vae/config.json",
-            "vae/diffusion_pytorch_model.safetensors",
         ]
 
     def test_not_a_pipeline(self) -> None:
         with pytest.raises(ModelLoadError, match=r"model_index\.json"):
-            select_pipeline_files(["config.json", "model.safetensors"], "float32")
-
-    def test_pickles_only_is_refused(self) -> None:
-        with pytest.raises(ModelLoadError, match="pickled"):
-            select_pipeline_files(["model_index.json", "unet/diffusion_pytorch_model.bin"], "float32")
+            pipeline_config_files(["config.json", "model.safetensors"])
 
 
-PLAIN_AND_HALF: dict[str, set[str | None]] = {"unet": {None, "fp16"}, "vae": {None}, "text_encoder": {None, "fp16"}}
+def test_weights_the_worker_cannot_load_fail_the_load(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DConditionModel"]}')
+    with pytest.raises(ModelLoadError, match="pickled"):
+        pipeline_weight_files(["model_index.json", "unet/diffusion_pytorch_model.bin"], "float16", tmp_path)
+    # Only the components model_index.json names are fetched.
+    paths = ["model_index.json", "unet/diffusion_pytorch_model.safetensors", "safety_checker/model.safetensors"]
+    assert pipeline_weight_files(paths, "float16", tmp_path) == ["unet/diffusion_pytorch_model.safetensors"]
 
 
-class TestVariantRule:
-    @pytest.mark.parametrize(
-        ("dtype", "variants", "expected"),
-        [
-            ("float16", PLAIN_AND_HALF, "fp16"),
-            ("float32", PLAIN_AND_HALF, None),
-            ("bfloat16", PLAIN_AND_HALF, None),  # no bf16 weights: the plain ones, cast on load
-            ("bfloat16", {"transformer": {None, "bf16", "fp16"}, "vae": {None}}, "bf16"),
-            ("float16", {"transformer": {"bf16"}, "vae": {None}}, "bf16"),  # a component with variant files only
-            ("float32", {"unet": {"fp16", "bf16"}, "vae": {None}}, "fp16"),
-            ("float32", {}, None),
-        ],
-    )
-    def test_choice(self, dtype: str, variants: dict[str, set[str | None]], expected: str | None) -> None:
-        assert choose_variant(dtype, variants) == expected
-
-    def test_no_single_variant_loads_both(self) -> None:
-        with pytest.raises(ValueError, match="different weight variants"):
-            choose_variant("float32", {"unet": {"fp16"}, "vae": {"bf16"}})
-
-    def test_bf16_only_repo_gets_its_weights(self) -> None:
-        paths = [
-            "model_index.json",
-            "transformer/config.json",
-            "transformer/diffusion_pytorch_model.bf16.safetensors",
-            "vae/config.json",
-            "vae/diffusion_pytorch_model.safetensors",
-            "vae/diffusion_pytorch_model.bin",
-        ]
-        expected_weights = [
-            "transformer/diffusion_pytorch_model.bf16.safetensors",
-            "vae/diffusion_pytorch_model.safetensors",
-        ]
-        for dtype in ("float16", "bfloat16", "float32"):
-            assert pipeline_weight_files(paths, dtype) == expected_weights
-
-    def test_bf16_dtype_takes_bf16_weights_not_fp16(self) -> None:
-        paths = [
-            "model_index.json",
-            "transformer/diffusion_pytorch_model.safetensors",
-            "transformer/diffusion_pytorch_model.fp16.safetensors",
-            "transformer/diffusion_pytorch_model.bf16.safetensors",
-        ]
-        assert pipeline_weight_files(paths, "bfloat16") == ["transformer/diffusion_pytorch_model.bf16.safetensors"]
-        assert pipeline_weight_files(paths, "float16") == ["transformer/diffusion_pytorch_model.fp16.safetensors"]
-        assert pipeline_weight_files(paths, "float32") == ["transformer/diffusion_pytorch_model.safetensors"]
-
-    def test_target_dtype(self, tmp_path: Path) -> None:
-        (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
-        assert target_dtype("cpu", None, tmp_path) == "float32"
-        assert target_dtype("cuda", None, tmp_path) == "float16"
-        assert target_dtype("cuda", "float32", tmp_path) == "float32"
-        (tmp_path / "transformer").mkdir()
-        (tmp_path / "transformer" / "config.json").write_text('{"torch_dtype": "bfloat16"}')
-        assert target_dtype("cuda", None, tmp_path) == "bfloat16"
+def test_folder_dtype_reads_the_configs_on_disk(tmp_path: Path) -> None:
+    (tmp_path / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    assert folder_dtype("cuda", None, tmp_path) == "float16"
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text('{"torch_dtype": "bfloat16"}')
+    assert folder_dtype("cuda", None, tmp_path) == "bfloat16"
 
 
 class TestHubFetch:
@@ -186,6 +108,14 @@ class TestHubFetch:
         with pytest.raises(ModelGatedError):
             fetch_model(request, HubClient(hub_url, token="hf_tiny_other"), None)
         assert fetch_model(request, HubClient(hub_url, token="hf_tiny_accepted"), None).source == "hub"
+
+    def test_an_invalid_token_is_its_own_reason_as_in_provisioning(
+        self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]
+    ) -> None:
+        request = _request(tmp_path, PUBLIC, hub_revisions[PUBLIC])
+        with pytest.raises(HfTokenInvalidError) as caught:
+            fetch_model(request, HubClient(hub_url, token="hf_expired_or_made_up"), None)
+        assert caught.value.reason == "hf_token_invalid"
 
     def test_private_is_not_found_for_others(self, tmp_path: Path, hub_url: str, hub_revisions: dict[str, str]) -> None:
         with pytest.raises(ModelNotFoundError):
