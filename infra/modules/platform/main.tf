@@ -7,6 +7,12 @@ variable "bundle_dir" { type = string }
 variable "worker_image" {
   type        = string
   description = "the worker image Runpod templates use (pushed by cloudbuild.yaml)"
+  # shared/config.py defaults WORKER_IMAGE to an all-zero digest so that local runs and tests need no image; a
+  # deployed environment must never create templates from it.
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$", var.worker_image)) && !can(regex("@sha256:0{64}$", var.worker_image))
+    error_message = "worker_image must be a pushed image pinned by digest (<repository>@sha256:<64 hex>), not the all-zero placeholder."
+  }
 }
 variable "public_api_base_url" {
   type        = string
