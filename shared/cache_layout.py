@@ -27,6 +27,8 @@ class Manifest(BaseModel):
 
     model_id: str
     revision: str
+    # Whether the repo was gated when cached: information for operators, never read for access (the callback's
+    # grant decides; provisioning grants only after the Hub check passed with the deployment's own token).
     gated: bool = False
     files: list[ManifestFile]
 

@@ -121,6 +121,10 @@ class HubInspector:
             ) from exc
         except HfHubHTTPError as exc:
             raise _http_failure(exc, repo_id) from exc
+        except json.JSONDecodeError as exc:  # before OSError: a config no worker could read either
+            raise PermanentError(
+                FailureReason.UNSUPPORTED_MODEL.value, f"{repo_id} has a config that is not valid JSON: {exc}"
+            ) from exc
         except OSError as exc:  # transport errors of the Hub client are OSErrors
             raise RetryableError(f"the Hub is unreachable: {type(exc).__name__}") from exc
         weights_gb = params * DTYPE_BYTES[dtype] / _GB

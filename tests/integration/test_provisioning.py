@@ -36,7 +36,7 @@ from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, 
 
 REPO = Path(__file__).resolve().parents[2]
 PIPE, GATED, ENCODER = "visgate-test/pipe", "visgate-test/pipe-gated", "visgate-test/encoder-only"
-BF16 = "visgate-test/pipe-bf16"
+BF16, BROKEN = "visgate-test/pipe-bf16", "visgate-test/pipe-broken-config"
 HF_ACCEPTED, HF_OTHER = "hf_accepted_test", "hf_other_test"
 FIRST_WINDOW = ["AMPERE_16", "AMPERE_24", "ADA_24"]
 SECOND_WINDOW = ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"]
@@ -108,6 +108,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bf16["unet/diffusion_pytorch_model.bf16.safetensors"] = _safetensors("BF16", [64, 64])
     bf16["vae/diffusion_pytorch_model.bf16.safetensors"] = _safetensors("BF16", [32, 32])
     _write(root / BF16, bf16)
+    _write(root / BROKEN, {**_pipeline_files(), "unet/config.json": "{not json"})
     _write(root / ENCODER, {"config.json": "{}", "model.safetensors": _safetensors("F32", [8, 8])})
     return root
 
@@ -425,6 +426,7 @@ def test_a_model_no_gpu_can_hold_fails_with_its_own_reason_before_any_endpoint(e
 
 
 def test_the_estimate_uses_the_dtype_the_worker_will_load(models_root: Path) -> None:
+    from shared.errors import PermanentError
     from shared.hub import HubInspector
     from simulators.hub.app import create_app as create_hub
 
@@ -433,6 +435,8 @@ def test_the_estimate_uses_the_dtype_the_worker_will_load(models_root: Path) -> 
         preferred = HubInspector(hub.url, 10, None).inspect(BF16, "main", None)
         forced = HubInspector(hub.url, 10, "float32").inspect(BF16, "main", None)
         plain = HubInspector(hub.url, 10, None).inspect(PIPE, "main", None)
+        with pytest.raises(PermanentError) as broken:
+            HubInspector(hub.url, 10, None).inspect(BROKEN, "main", None)
     finally:
         hub.stop()
 
@@ -440,6 +444,7 @@ def test_the_estimate_uses_the_dtype_the_worker_will_load(models_root: Path) -> 
     assert forced.dtype == "float32"
     assert forced.vram_estimate_gb > preferred.vram_estimate_gb  # full-precision activations
     assert plain.dtype == "float16"
+    assert broken.value.reason == "unsupported_model"
 
 
 def test_bad_runpod_key_fails_auth(e: Env) -> None:
@@ -842,7 +847,7 @@ def _check(deployment_id: str, check: int) -> Any:
     from shared.messages import ReadinessCheck
 
     message = ReadinessCheck(deployment_id=deployment_id, check=check)
-    return TaskDelivery(message, f"readiness-{deployment_id}-{check}", 0, 0, QUEUE_READINESS)
+    return TaskDelivery(message, task_name=f"readiness-{deployment_id}-{check}", retry_count=0, queue=QUEUE_READINESS)
 
 
 def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(e: Env) -> None:
