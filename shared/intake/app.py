@@ -57,7 +57,6 @@ TRANSIENT_ERRORS = (
     gexc.Aborted,
     gexc.RetryError,
 )
-PUBLIC_ENDPOINTS = frozenset({"health", "metrics", "openapi"})
 STREAM_MAX_SECONDS = 300.0
 
 
