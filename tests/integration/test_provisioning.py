@@ -601,21 +601,52 @@ def test_past_the_deadline_the_watchdog_fails_with_timeout(e: Env) -> None:
 # --- delivery rules: what is acknowledged, dropped or retried (shared.steps.runner) --------------------------------
 
 
-def _raw_push(e: Env, fn: str, topic: str, data: bytes, publish_time: datetime) -> requests.Response:
+def _raw_push(
+    e: Env, fn: str, topic: str, data: bytes, publish_time: datetime, *, message_id: str = ""
+) -> requests.Response:
     message = {
         "data": base64.b64encode(data).decode(),
-        "messageId": uuid.uuid4().hex,
+        "messageId": message_id or uuid.uuid4().hex,
         "publishTime": publish_time.isoformat().replace("+00:00", "Z"),
     }
     body = {"message": message, "subscription": f"projects/test/subscriptions/{fn}-push"}
     return requests.post(f"{e.functions}/{fn}/_pubsub/{topic}", json=body, timeout=30)
 
 
-def test_malformed_delivery_is_acknowledged_and_changes_nothing(e: Env) -> None:
+def _json_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+
+
+def test_malformed_delivery_is_acknowledged_and_changes_nothing(e: Env, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.logging import JsonFormatter
+
+    caplog.handler.setFormatter(JsonFormatter())
     deployment_id = e.create(e.account())
-    resp = _raw_push(e, "provision", TOPIC_DEPLOYMENT_REQUESTED, b'{"not": "a request"}', datetime.now(UTC))
+    message_id = uuid.uuid4().hex
+    resp = _raw_push(
+        e, "provision", TOPIC_DEPLOYMENT_REQUESTED, b'{"not": "a request"}', datetime.now(UTC), message_id=message_id
+    )
     assert resp.status_code == 200  # a retry could not fix it: acknowledged, not redelivered forever
     assert e.doc(deployment_id)["status"] == Status.VALIDATING.value
+    dropped = [line for line in _json_logs(caplog) if line["message"].startswith("dropped a malformed delivery")]
+    assert [line["execution_id"] for line in dropped] == [message_id]
+
+
+def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
+    e: Env, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.logging import JsonFormatter
+    from shared.store import DEPLOYMENTS
+
+    caplog.handler.setFormatter(JsonFormatter())
+    deployment_id = e.create(e.account())
+    db.collection(DEPLOYMENTS).document(deployment_id).update({"status": "no-such-status"})  # a bug, say
+    assert e.provision(deployment_id).status_code == 500  # retried: the bug may be fixed by a redeploy
+    unhandled = [line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValueError in provision")]
+    assert len(unhandled) == 1
+    assert unhandled[0]["deployment_id"] == deployment_id
+    assert unhandled[0]["step"] == "provision"
+    assert "no-such-status" not in unhandled[0]["message"]  # the type and stack only, never the text
 
 
 def test_stale_delivery_is_dropped(e: Env) -> None:
