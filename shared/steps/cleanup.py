@@ -45,11 +45,11 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
         # Failing it is refused (deleting -> failed), and the delete must still happen: retry, as for an outage.
         raise RetryableError(f"Runpod refused part of the teardown; will retry: {exc.message}") from exc
     deps.store.erase_secrets(deployment_id)
-    message, level = ("deleted: Runpod resources removed, credentials erased", "info")
+    note, level = ("deleted: Runpod resources removed, credentials erased", "info")
     if not removed:
-        message, level = _not_removed(doc), "error"
+        note, level = _not_removed(doc), "error"
     try:
-        deps.lifecycle.transition(deployment_id, Status.DELETED, message, fields={"deleted_at": utcnow()}, level=level)
+        deps.lifecycle.transition(deployment_id, Status.DELETED, note, fields={"deleted_at": utcnow()}, level=level)
     except (IllegalTransitionError, DeploymentNotFoundError):
         return "deleted meanwhile"
     return "deleted"

@@ -30,7 +30,7 @@ locals {
   # expects (base URL + the function's path), which is known before the functions exist.
   functions_base_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
   # The shared cache's key is optional: a secret without a version is read as unset.
-  secret_ids         = ["tenant-pepper", "sealing-key", "model-cache-aws-secret-access-key"]
+  secret_ids = ["tenant-pepper", "sealing-key", "model-cache-aws-secret-access-key"]
   apis = [
     "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com", "cloudtasks.googleapis.com", "eventarc.googleapis.com",
