@@ -1,8 +1,9 @@
 """One settings object for every deployable; the only place that reads the environment.
 
 Field names are the environment variable names (case-insensitive), e.g. ``RUNPOD_API_BASE_URL``. Secrets
-(``TENANT_PEPPER``, ``SEALING_KEY``) come from Secret Manager when ``SECRET_MANAGER_PROJECT`` is set, otherwise
-from the environment (the local stack writes them to ``.local/stack.env``).
+(``TENANT_PEPPER``, ``SEALING_KEY``, ``MODEL_CACHE_AWS_SECRET_ACCESS_KEY``) come from Secret Manager when
+``SECRET_MANAGER_PROJECT`` is set, otherwise from the environment (the local stack writes them to
+``.local/stack.env``). Validation errors never quote the input: it holds the secrets.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-SECRET_FIELDS = ("tenant_pepper", "sealing_key")
+SECRET_FIELDS = ("tenant_pepper", "sealing_key", "model_cache_aws_secret_access_key")
 _PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
@@ -33,6 +34,7 @@ class SecretManagerSource(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         if not self._project:
             return {}
+        from google.api_core.exceptions import NotFound
         from google.cloud import secretmanager  # imported only where Secret Manager is used
 
         client = secretmanager.SecretManagerServiceClient()
@@ -40,12 +42,17 @@ class SecretManagerSource(PydanticBaseSettingsSource):
         for name in SECRET_FIELDS:
             secret_id = name.replace("_", "-")
             path = f"projects/{self._project}/secrets/{secret_id}/versions/latest"
-            values[name] = client.access_secret_version(name=path).payload.data.decode()
+            try:
+                values[name] = client.access_secret_version(name=path).payload.data.decode()
+            except NotFound:
+                if self.settings_cls.model_fields[name].is_required():
+                    raise
+                # An optional secret (the shared cache's key) that this project does not use.
         return values
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
     # Where we run
     google_cloud_project: str = "visgate-local"
@@ -120,6 +127,12 @@ class Settings(BaseSettings):
         if not _PINNED_IMAGE.match(value):
             raise ValueError("WORKER_IMAGE must be pinned by digest: <repository>@sha256:<64 hex>")
         return value
+
+    @field_validator(*SECRET_FIELDS, mode="before")
+    @classmethod
+    def _strip_secret(cls, value: Any) -> Any:
+        # `echo ... | gcloud secrets create --data-file=-` stores a trailing newline, and so do most .env editors.
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("sealing_key")
     @classmethod

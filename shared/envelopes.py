@@ -26,7 +26,12 @@ _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
 
 
 class MalformedDeliveryError(Exception):
-    """The delivery is not a message of the expected schema."""
+    """The delivery is not a message of the expected schema; ``delivery_id`` names it in the logs (the Pub/Sub
+    message id or the task name, empty when the delivery does not say)."""
+
+    def __init__(self, message: str, delivery_id: str) -> None:
+        super().__init__(message)
+        self.delivery_id = delivery_id
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ def parse_pubsub(event: Any, model: type[M]) -> PubSubDelivery[M]:
         raw = base64.b64decode(message.get("data") or "", validate=True)
         parsed = model.model_validate_json(raw)
     except (KeyError, TypeError, AttributeError, binascii.Error, ValidationError) as exc:
-        raise MalformedDeliveryError(f"not a {model.__name__} Pub/Sub message: {type(exc).__name__}") from exc
+        raise MalformedDeliveryError(
+            f"not a {model.__name__} Pub/Sub message: {type(exc).__name__}", str(_attribute(event, "id") or "")
+        ) from exc
     published = message.get("publishTime") or message.get("publish_time") or _attribute(event, "time")
     return PubSubDelivery(
         message=parsed,
@@ -74,7 +81,9 @@ def parse_task(body: bytes, headers: Mapping[str, str], model: type[M]) -> TaskD
     try:
         parsed = model.model_validate_json(body)
     except ValidationError as exc:
-        raise MalformedDeliveryError(f"not a {model.__name__} task body") from exc
+        raise MalformedDeliveryError(
+            f"not a {model.__name__} task body", headers.get("X-CloudTasks-TaskName", "")
+        ) from exc
     return TaskDelivery(
         message=parsed,
         task_name=headers.get("X-CloudTasks-TaskName", ""),

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import json
+import logging
+import traceback
 import uuid
 from typing import Any
 
+from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import ReadTimeoutError as S3ReadTimeoutError
 from flask import Request, Response
+from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import ApiError
+from shared.errors import ApiError, RetryableError
+
+logger = logging.getLogger(__name__)
+
+# Failures that mean "try again shortly": Google API errors (the set the client libraries themselves retry, and
+# more), S3 transport errors, and our own RetryableError (Runpod unavailable, say).
+TRANSIENT_ERRORS = (
+    RetryableError,
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.TooManyRequests,
+    gexc.Aborted,
+    gexc.RetryError,
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ConnectionClosedError,
+    S3ReadTimeoutError,
+)
+_TRANSIENT_S3_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"})
 
 
 def request_id(request: Request) -> str:
@@ -52,3 +76,30 @@ def validation_error(exc: ValidationError) -> ApiError:
     if any(err["type"] == "json_invalid" for err in exc.errors()):
         return ApiError(400, "invalid_json", "the body is not valid JSON", details)
     return ApiError(400, "invalid_request", "the request body is invalid", details)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a retry may fix ``exc`` (see TRANSIENT_ERRORS; an S3 error answer counts when it is a 5xx or
+    a throttle)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code") in _TRANSIENT_S3_CODES
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def failure_error(exc: Exception, where: str) -> ApiError:
+    """The answer to an exception a handler did not expect: 503 when a retry may fix it, else 500; logged.
+
+    The 500 is logged with its type and stack only: an exception's text may quote request data or a secret.
+    """
+    if is_transient(exc):
+        logger.warning("dependency unavailable in %s: %s", where, type(exc).__name__)
+        return ApiError(503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"})
+    log_unexpected(exc, where)
+    return ApiError(500, "internal", "an internal error; it has been logged")
+
+
+def log_unexpected(exc: BaseException, where: str) -> None:
+    """Log a bug with its type and stack, never its text (it may quote a token or a key)."""
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("unhandled %s in %s\n%s", type(exc).__name__, where, stack)

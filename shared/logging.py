@@ -39,8 +39,6 @@ class JsonFormatter(logging.Formatter):
         labels = {name: str(entry[name]) for name in _LABEL_FIELDS if entry.get(name)}
         if labels:
             entry["logging.googleapis.com/labels"] = labels
-        if "trace" in context:
-            entry["logging.googleapis.com/trace"] = context["trace"]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -65,8 +63,3 @@ def bind(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
-
-
-def current() -> dict[str, Any]:
-    """The correlation fields bound right now."""
-    return dict(_context.get())

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
@@ -42,15 +43,27 @@ class PresignedObjects:
         self._timeout_s = timeout_s
 
     def read_range(self, path: str, start: int, stop: int) -> tuple[int | None, Iterator[bytes]]:
-        """See :class:`worker.cache.ObjectSource`; an HTTP error status raises ``requests.HTTPError``."""
+        """See :class:`worker.cache.ObjectSource`; an HTTP error status raises ``requests.HTTPError``.
+
+        The errors name the URL without its query: the query is the signature and the access key id.
+        """
         url = self._urls.get(path)
         if url is None:
             raise CacheIntegrityError(f"the cache grant has no URL for {path}")
-        response = self._session.get(
-            url, headers={"Range": f"bytes={start}-{stop - 1}"}, stream=True, timeout=self._timeout_s
-        )
-        response.raise_for_status()
+        try:
+            response = self._session.get(
+                url, headers={"Range": f"bytes={start}-{stop - 1}"}, stream=True, timeout=self._timeout_s
+            )
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            status = f"HTTP {exc.response.status_code}" if exc.response is not None else type(exc).__name__
+            # `from None`: requests' own text (and so the chained traceback) quotes the whole URL.
+            raise type(exc)(f"{status} reading {path} from {_without_query(url)}") from None
         return content_range_total(response.headers.get("Content-Range")), response.iter_content(CHUNK_SIZE)
+
+
+def _without_query(url: str) -> str:
+    return urlsplit(url)._replace(query="", fragment="").geturl()
 
 
 class SharedCacheGrant:

@@ -129,6 +129,14 @@ def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedM
     return model, fetched, StartupTimings(download_s=download_s, load_s=load_s, warmup_s=warmup_s)
 
 
+def config_problems(exc: ValidationError) -> list[str]:
+    """``VARIABLE: reason`` for each refused setting, without the values (they include the secrets)."""
+    return [
+        f"{'.'.join(str(part) for part in err['loc']).upper() or 'ENVIRONMENT'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
 def main() -> int:
     """Start the worker; returns the exit status when start-up fails (the SDK loop otherwise runs on)."""
     try:
@@ -136,8 +144,12 @@ def main() -> int:
     except ValidationError as exc:
         report_settings = get_report_settings()
         configure_logging(report_settings.visgate_deployment_id, report_settings.worker_log_level)
-        logger.error("invalid worker configuration", extra={"errors": exc.errors(include_url=False)})
-        PhaseReporter.from_settings(report_settings).failed("internal", f"invalid worker configuration: {exc}")
+        problems = config_problems(exc)
+        logger.error("invalid worker configuration", extra={"errors": problems})
+        # The report lands in the deployment's public document: names and reasons only, never a value.
+        PhaseReporter.from_settings(report_settings).failed(
+            "internal", "invalid worker configuration: " + "; ".join(problems)
+        )
         return EXIT_BAD_CONFIG
     configure_logging(settings.visgate_deployment_id, settings.worker_log_level)
     reporter = PhaseReporter.from_settings(settings)

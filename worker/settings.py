@@ -25,7 +25,8 @@ class ReportSettings(BaseSettings):
     """Who the worker is and where it reports: read on its own too, so that a worker whose other settings are
     invalid can still report ``failed``."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    # The input of a validation error is the whole environment (HF_TOKEN, the callback secret, S3 keys).
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
     visgate_deployment_id: str = Field(default="local", description="deployment id, on every log line and report")
     visgate_callback_url: str | None = Field(default=None, description="phase reports go here; unset: logged only")

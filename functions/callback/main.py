@@ -9,7 +9,7 @@ from flask import Request, Response, jsonify
 from shared import logging as slog
 from shared.config import get_settings
 from shared.errors import ApiError
-from shared.http import error_response, request_id
+from shared.http import error_response, failure_error, request_id
 from shared.model_cache import SharedModelCache
 from shared.steps.callback import GrantAnswer, Outcome, SignedReport, grant_cache, receive_report
 from shared.wiring import step_deps
@@ -34,10 +34,13 @@ def callback(request: Request) -> Response:
         return error_response(not_found, request_id(request))
     signed = SignedReport(match["id"], dict(request.headers), request.get_data())
     with slog.bind(deployment_id=match["id"], execution_id=request.headers.get("webhook-id"), step="callback"):
-        if match["route"] == "phase":
-            answer = GrantAnswer(receive_report(signed, _deps))
-        else:
-            answer = grant_cache(signed, _deps, _shared_cache)
+        try:
+            if match["route"] == "phase":
+                answer = GrantAnswer(receive_report(signed, _deps))
+            else:
+                answer = grant_cache(signed, _deps, _shared_cache)
+        except Exception as exc:  # Firestore, S3 or Runpod failed: the one error shape, logged with the id
+            return error_response(failure_error(exc, f"callback {match['route']}"), request_id(request))
     if answer.grant is not None:
         return jsonify(answer.grant)
     if answer.outcome not in _REFUSALS:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Request, Response
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
-from shared.errors import ApiError, RetryableError
-from shared.http import error_response, json_response, read_json_body, request_id
+from shared.errors import ApiError
+from shared.http import error_response, failure_error, json_response, read_json_body, request_id
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.metrics import RequestCounters
@@ -48,16 +46,6 @@ ROUTES = Map(
     strict_slashes=False,
     converters={"id": DeploymentIdConverter},
 )
-# Google API errors that mean "try again shortly" (the set the client libraries themselves retry, and more).
-TRANSIENT_ERRORS = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.TooManyRequests,
-    gexc.Aborted,
-    gexc.RetryError,
-)
-PUBLIC_ENDPOINTS = frozenset({"health", "metrics", "openapi"})
 STREAM_MAX_SECONDS = 300.0
 
 
@@ -101,19 +89,8 @@ class IntakeApi:
                 response = error_response(err, rid)
             except ApiError as exc:
                 response = error_response(exc, rid)
-            except (RetryableError, *TRANSIENT_ERRORS) as exc:
-                logger.warning("dependency unavailable: %s: %s", type(exc).__name__, exc)
-                response = error_response(
-                    ApiError(
-                        503, "unavailable", "a dependency is unavailable; retry shortly", headers={"Retry-After": "2"}
-                    ),
-                    rid,
-                )
-            except Exception as exc:  # a bug: still the one error shape, never a framework HTML page
-                # Type and stack only: an exception's text may quote request data (a token, a key).
-                stack = "".join(traceback.format_tb(exc.__traceback__))
-                logger.error("unhandled %s in %s\n%s", type(exc).__name__, route, stack)
-                response = error_response(ApiError(500, "internal", "an internal error; it has been logged"), rid)
+            except Exception as exc:  # still the one error shape, never a framework HTML page
+                response = error_response(failure_error(exc, route), rid)
             response.headers["X-Request-Id"] = rid
             self._counters.record(route, response.status_code)
             return response

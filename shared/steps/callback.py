@@ -113,8 +113,8 @@ def grant_cache(request: SignedReport, deps: StepDeps, cache: SharedModelCache |
     """Authenticate a shared-cache grant request and answer the manifest and presigned URLs, or why not.
 
     Raises:
-        botocore.exceptions.ClientError, pydantic.ValidationError: the shared cache failed (a 500: the worker
-            falls back to the Hub).
+        botocore.exceptions.ClientError, pydantic.ValidationError: the shared cache failed (a 500, or a 503 when a
+            retry may fix it: the worker falls back to the Hub).
     """
     asked = _authenticate(request, deps, CacheGrantRequest)
     if isinstance(asked, Outcome):

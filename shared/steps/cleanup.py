@@ -4,18 +4,23 @@ Order matters for retries: Runpod first (with the sealed key), then the credenti
 erased, then the status moves. A retry after any step finds less to do; with the credentials already erased the
 Runpod part was done. Whatever provisioning creates after this ran, provisioning removes itself (it re-checks the
 status before recording each resource).
+
+A deployment being deleted never fails: a Runpod refusal during the teardown (quota, a rejected call) is retried
+like an outage. Sealed credentials that do not open end the delete with an honest ``deleted`` that names what
+could not be removed (docs/decisions/2026-11-unreadable-credentials.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
-from shared.errors import DeploymentNotFoundError, IllegalTransitionError
+from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError, RetryableError
 from shared.lifecycle import Status
 from shared.messages import DeploymentDeleteRequested
-from shared.steps.deps import StepDeps
-from shared.steps.teardown import release
+from shared.steps.deps import StepDeps, resource_name
+from shared.steps.teardown import NOT_REMOVED, may_exist_on_runpod, release
 from shared.store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -34,15 +39,33 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
     if doc["status"] != Status.DELETING.value:
         with contextlib.suppress(IllegalTransitionError):
             deps.lifecycle.transition(deployment_id, Status.DELETING, f"delete requested ({message.reason})")
-    release(deps, deployment_id, endpoint_id=doc.get("endpoint_id"))
-    deps.store.erase_secrets(deployment_id)
     try:
-        deps.lifecycle.transition(
-            deployment_id,
-            Status.DELETED,
-            "deleted: Runpod resources removed, credentials erased",
-            fields={"deleted_at": utcnow()},
-        )
+        removed = release(deps, deployment_id, endpoint_id=doc.get("endpoint_id"))
+    except PermanentError as exc:
+        # Failing it is refused (deleting -> failed), and the delete must still happen: retry, as for an outage.
+        raise RetryableError(f"Runpod refused part of the teardown; will retry: {exc.message}") from exc
+    deps.store.erase_secrets(deployment_id)
+    note, level = ("deleted: Runpod resources removed, credentials erased", "info")
+    if not removed:
+        note, level = _not_removed(doc), "error"
+    try:
+        deps.lifecycle.transition(deployment_id, Status.DELETED, note, fields={"deleted_at": utcnow()}, level=level)
     except (IllegalTransitionError, DeploymentNotFoundError):
         return "deleted meanwhile"
     return "deleted"
+
+
+def _not_removed(doc: dict[str, Any]) -> str:
+    """The ``deleted`` message when the sealed credentials did not open: what may be left on Runpod."""
+    if not may_exist_on_runpod(doc):
+        return "deleted: nothing was created on Runpod, credentials erased"
+    ids = [
+        f"{kind} {doc[field]}"
+        for kind, field in (("endpoint", "endpoint_id"), ("template", "template_id"))
+        if doc.get(field)
+    ]
+    left = ", ".join(ids) if ids else "none recorded"
+    return (
+        f"deleted, but {NOT_REMOVED}: remove them in the Runpod console (named {resource_name(doc['deployment_id'])}; "
+        f"{left}); credentials erased"
+    )

@@ -29,7 +29,7 @@ from shared.models import CacheScope, SealedCredentials
 from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient, TemplateSpec
 from shared.runpod.errors import RunpodNameTakenError, RunpodNotFoundError
 from shared.steps.deps import StepDeps, is_resource_of, resource_name
-from shared.steps.teardown import may_exist_on_runpod, release, remove_endpoint
+from shared.steps.teardown import may_exist_on_runpod, open_credentials, release, remove_endpoint
 from shared.topology import QUEUE_READINESS, function
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def provision(message: DeploymentRequested, deps: StepDeps) -> str:
     """Advance the deployment as far as provisioning goes; returns what happened, for the log.
 
     Raises:
-        PermanentError: the deployment must fail with ``reason`` (the handler fails it and tears down).
+        PermanentError: the deployment must fail with ``reason`` (the handler fails it and tears down); the sealed
+            credentials that do not open are one (CredentialsUnreadableError: no Runpod call is possible).
         RetryableError: try the delivery again.
     """
     deployment_id = message.deployment_id
@@ -59,7 +60,7 @@ def provision(message: DeploymentRequested, deps: StepDeps) -> str:
             return settled or "no such deployment"
         status = Status(doc["status"])
         first_status = first_status or status
-        credentials = _credentials(deps, deployment_id)
+        credentials = open_credentials(deps, deployment_id)
         if credentials is None:
             return "credentials erased (deleted meanwhile): not provisioned"
         try:
@@ -111,13 +112,6 @@ def _finish_teardown(deps: StepDeps, doc: dict[str, Any]) -> bool:
         return False
     release(deps, doc["deployment_id"], endpoint_id=doc.get("endpoint_id"))
     return True
-
-
-def _credentials(deps: StepDeps, deployment_id: str) -> SealedCredentials | None:
-    secrets = deps.store.secrets(deployment_id)
-    if not secrets or not secrets.get("sealed"):
-        return None
-    return deps.sealer.open(deployment_id, secrets["sealed"])
 
 
 def _check_model(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredentials) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from shared.crypto import UnsealError
 from shared.deployments import Lifecycle
-from shared.errors import DeploymentNotFoundError, IllegalTransitionError
-from shared.lifecycle import Status
+from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError
+from shared.lifecycle import FailureReason, Status
+from shared.models import SealedCredentials
 from shared.runpod.client import Endpoint, RunpodClient
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.steps.deps import StepDeps, is_resource_of
@@ -23,6 +24,18 @@ from shared.store import utcnow
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_MESSAGE = 500
+NOT_REMOVED = "the Runpod resources could not be removed: the sealed credentials do not open"
+
+
+class CredentialsUnreadableError(PermanentError):
+    """The sealed credentials do not open (the sealing key was rotated, or the blob is corrupt): nothing can reach
+    Runpod for this deployment any more, and no retry changes that."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            FailureReason.INTERNAL.value,
+            "the sealed credentials do not open (was the sealing key rotated?): Runpod cannot be reached",
+        )
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,24 @@ def may_exist_on_runpod(doc: dict[str, Any]) -> bool:
     return Status.CREATING_ENDPOINT.value in (doc.get("phase_timestamps") or {})
 
 
-def release(deps: StepDeps, deployment_id: str, api_key: str | None = None, endpoint_id: str | None = None) -> None:
+def release(deps: StepDeps, deployment_id: str, api_key: str | None = None, endpoint_id: str | None = None) -> bool:
     """Tear down with the deployment's key (given, or from its sealed credentials) and note it on the document.
 
     Without a key (credentials erased) there is nothing we can reach. A refused key cannot have created anything
     that another key could remove, so that also ends the teardown.
+
+    Returns:
+        False when the sealed credentials do not open: nothing was removed (the document's event log says so).
     """
-    key = api_key or runpod_key(deps, deployment_id)
+    try:
+        key = api_key or runpod_key(deps, deployment_id)
+    except CredentialsUnreadableError:
+        logger.error("teardown impossible: %s", NOT_REMOVED)
+        with contextlib.suppress(DeploymentNotFoundError):
+            deps.store.update_if_status(deployment_id, {Status.FAILED, Status.DELETING}, {}, message=NOT_REMOVED)
+        return False
     if key is None:
-        return
+        return True
     try:
         report = teardown(deps.runpod.client(key), deployment_id, endpoint_id)
     except RunpodAuthError:
@@ -88,18 +110,32 @@ def release(deps: StepDeps, deployment_id: str, api_key: str | None = None, endp
         deps.store.update_if_status(
             deployment_id, {Status.FAILED, Status.DELETING}, {"torn_down_at": utcnow()}, message=report.describe()
         )
+    return True
 
 
 def runpod_key(deps: StepDeps, deployment_id: str) -> str | None:
-    """The user's Runpod key from the sealed credentials; None once they are erased (deleted)."""
+    """The user's Runpod key from the sealed credentials; None once they are erased (deleted).
+
+    Raises:
+        CredentialsUnreadableError: they do not open.
+    """
+    credentials = open_credentials(deps, deployment_id)
+    return credentials.runpod_api_key if credentials else None
+
+
+def open_credentials(deps: StepDeps, deployment_id: str) -> SealedCredentials | None:
+    """The deployment's sealed credentials, opened; None once they are erased (deleted).
+
+    Raises:
+        CredentialsUnreadableError: they do not open.
+    """
     secrets = deps.store.secrets(deployment_id)
     if not secrets or not secrets.get("sealed"):
         return None
     try:
-        return deps.sealer.open(deployment_id, secrets["sealed"]).runpod_api_key
+        return deps.sealer.open(deployment_id, secrets["sealed"])
     except UnsealError:
-        logger.error("sealed credentials do not open; cannot reach Runpod for this deployment")
-        return None
+        raise CredentialsUnreadableError() from None
 
 
 def fail_deployment(

@@ -119,6 +119,9 @@ def _add_control_plane(app: Flask, sim: RunpodSimulator, schema: RunpodSchema) -
             return response, 429
         if forced == HTTPStatus.INTERNAL_SERVER_ERROR:
             return jsonify({"errors": [{"message": "Something went wrong. Please try again later."}]}), 500
+        if forced == HTTPStatus.OK:  # how Runpod refuses what no retry changes: a GraphQL error in a 200
+            message = "Max workers across all endpoints must not exceed your workers quota (5)."
+            return jsonify({"data": None, "errors": [{"message": message}]})
         try:
             account = sim.account_for_key(key)
         except SimError:

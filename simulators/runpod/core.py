@@ -141,7 +141,8 @@ class RunpodSimulator:
             return self.scenario.view()
 
     def take_forced_failure(self) -> int | None:
-        """The HTTP status a scenario forces on this control-plane call (429 or 500), consuming one count."""
+        """The HTTP status a scenario forces on this control-plane call (429, 500, or 200 for a GraphQL refusal),
+        consuming one count."""
         with self._cond:
             if self.scenario.rate_limit > 0:
                 self.scenario.rate_limit -= 1
@@ -149,6 +150,9 @@ class RunpodSimulator:
             if self.scenario.graphql_errors > 0:
                 self.scenario.graphql_errors -= 1
                 return 500
+            if self.scenario.graphql_refusals > 0:
+                self.scenario.graphql_refusals -= 1
+                return 200
             return None
 
     def reset(self) -> None:

@@ -328,6 +328,7 @@ class Scenario:
     crash_on_start: bool = False
     worker_report: str = "ready"
     graphql_errors: int = 0
+    graphql_refusals: int = 0
     rate_limit: int = 0
     duplicate_endpoint_names: bool = False
 
@@ -341,7 +342,7 @@ class Scenario:
         unknown = set(changes) - set(self.view())
         if unknown:
             raise SimError(f"unknown scenario keys: {', '.join(sorted(unknown))}")
-        for key in ("start_delay_s", "graphql_errors", "rate_limit"):
+        for key in ("start_delay_s", "graphql_errors", "graphql_refusals", "rate_limit"):
             value = changes.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise SimError(f"{key} must be a non-negative number")
@@ -375,6 +376,7 @@ class Scenario:
             "crash_on_start": self.crash_on_start,
             "worker_report": self.worker_report,
             "graphql_errors": self.graphql_errors,
+            "graphql_refusals": self.graphql_refusals,
             "rate_limit": self.rate_limit,
             "duplicate_endpoint_names": self.duplicate_endpoint_names,
         }

@@ -656,21 +656,52 @@ def test_past_the_deadline_the_watchdog_fails_with_timeout(e: Env) -> None:
 # --- delivery rules: what is acknowledged, dropped or retried (shared.steps.runner) --------------------------------
 
 
-def _raw_push(e: Env, fn: str, topic: str, data: bytes, publish_time: datetime) -> requests.Response:
+def _raw_push(
+    e: Env, fn: str, topic: str, data: bytes, publish_time: datetime, *, message_id: str = ""
+) -> requests.Response:
     message = {
         "data": base64.b64encode(data).decode(),
-        "messageId": uuid.uuid4().hex,
+        "messageId": message_id or uuid.uuid4().hex,
         "publishTime": publish_time.isoformat().replace("+00:00", "Z"),
     }
     body = {"message": message, "subscription": f"projects/test/subscriptions/{fn}-push"}
     return requests.post(f"{e.functions}/{fn}/_pubsub/{topic}", json=body, timeout=30)
 
 
-def test_malformed_delivery_is_acknowledged_and_changes_nothing(e: Env) -> None:
+def _json_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in caplog.text.splitlines() if line.startswith("{")]
+
+
+def test_malformed_delivery_is_acknowledged_and_changes_nothing(e: Env, caplog: pytest.LogCaptureFixture) -> None:
+    from shared.logging import JsonFormatter
+
+    caplog.handler.setFormatter(JsonFormatter())
     deployment_id = e.create(e.account())
-    resp = _raw_push(e, "provision", TOPIC_DEPLOYMENT_REQUESTED, b'{"not": "a request"}', datetime.now(UTC))
+    message_id = uuid.uuid4().hex
+    resp = _raw_push(
+        e, "provision", TOPIC_DEPLOYMENT_REQUESTED, b'{"not": "a request"}', datetime.now(UTC), message_id=message_id
+    )
     assert resp.status_code == 200  # a retry could not fix it: acknowledged, not redelivered forever
     assert e.doc(deployment_id)["status"] == Status.VALIDATING.value
+    dropped = [line for line in _json_logs(caplog) if line["message"].startswith("dropped a malformed delivery")]
+    assert [line["execution_id"] for line in dropped] == [message_id]
+
+
+def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
+    e: Env, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.logging import JsonFormatter
+    from shared.store import DEPLOYMENTS
+
+    caplog.handler.setFormatter(JsonFormatter())
+    deployment_id = e.create(e.account())
+    db.collection(DEPLOYMENTS).document(deployment_id).update({"status": "no-such-status"})  # a bug, say
+    assert e.provision(deployment_id).status_code == 500  # retried: the bug may be fixed by a redeploy
+    unhandled = [line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValueError in provision")]
+    assert len(unhandled) == 1
+    assert unhandled[0]["deployment_id"] == deployment_id
+    assert unhandled[0]["step"] == "provision"
+    assert "no-such-status" not in unhandled[0]["message"]  # the type and stack only, never the text
 
 
 def test_stale_delivery_is_dropped(e: Env) -> None:
@@ -984,3 +1015,68 @@ def test_a_check_whose_next_check_failed_to_schedule_schedules_it_on_retry(e: En
     # The watch goes on: the retry scheduled check 2 and only then recorded check 1 as done.
     assert names == [f"readiness-{deployment_id}-2"]
     assert e.doc(deployment_id)["readiness"]["check"] == 1
+
+
+# --- teardown that Runpod refuses, and sealed credentials that no longer open -------------------------------------
+
+
+def test_a_runpod_refusal_during_a_delete_keeps_it_deleting_and_is_retried(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    assert e.provision(deployment_id).status_code == 200
+    e.wait_status(deployment_id, Status.READY)
+    e.scenario(graphql_refusals=1)  # the teardown's first call is refused with a quota error
+    try:
+        before = e.runpod_state(key)["requests"]
+        assert e.delete(deployment_id).status_code == 500  # retried, once: one refused call, no second teardown
+        assert e.runpod_state(key)["requests"] - before == 1
+    finally:
+        e.scenario(graphql_refusals=0)
+    doc = e.doc(deployment_id)
+    assert doc["status"] == Status.DELETING.value
+    assert doc["error"] is None
+    assert e.delete(deployment_id).status_code == 200
+    e.wait_status(deployment_id, Status.DELETED)
+    _eventually(_nothing_left(e, key))
+
+
+def _seal_with_another_key(e: Env, deployment_id: str, key: str) -> None:
+    """What a rotated SEALING_KEY leaves behind: a blob the functions' key cannot open."""
+    from shared.store import SECRETS
+
+    other = Sealer(base64.b64encode(secrets.token_bytes(32)).decode())
+    sealed = other.seal(deployment_id, SealedCredentials(runpod_api_key=key))
+    e.store._db.collection(SECRETS).document(deployment_id).update({"sealed": sealed})
+
+
+def test_provisioning_with_credentials_that_do_not_open_fails_for_good(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    _seal_with_another_key(e, deployment_id, key)
+
+    assert e.provision(deployment_id).status_code == 200  # acknowledged: no retry opens them
+
+    doc = e.wait_status(deployment_id, Status.FAILED)
+    assert doc["error"]["code"] == "internal"
+    assert "sealed credentials do not open" in doc["error"]["message"]
+    assert e.runpod_state(key)["requests"] == 0
+
+
+def test_a_delete_whose_credentials_do_not_open_names_what_is_left_on_runpod(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key)
+    assert e.provision(deployment_id).status_code == 200
+    ready = e.wait_status(deployment_id, Status.READY)
+    _seal_with_another_key(e, deployment_id, key)
+
+    assert e.delete(deployment_id).status_code == 200  # ends: retrying cannot open them either
+
+    e.wait_status(deployment_id, Status.DELETED)
+    last = e.store.events(deployment_id)[-1]
+    assert last["level"] == "error"
+    assert "Runpod resources removed" not in last["message"]
+    assert "could not be removed" in last["message"]
+    assert ready["endpoint_id"] in last["message"]
+    assert ready["template_id"] in last["message"]
+    assert len(e.runpod_state(key)["endpoints"]) == 1  # true: it is still there
+    assert e.store.secrets(deployment_id) is None

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from shared.cache_layout import MANIFEST_NAME, Manifest
 from shared.signing import new_secret
 from tests.worker.conftest import FP16, GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC, Callback
 from worker.bake import main as bake_main
 from worker.cache import ModelDownloader, S3ModelCache, _S3Objects, sha256_file
-from worker.cache_grant import SharedCacheGrant
+from worker.cache_grant import PresignedObjects, SharedCacheGrant
 from worker.errors import CacheIntegrityError, HfTokenInvalidError, ModelGatedError, ModelLoadError, ModelNotFoundError
 from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_config_files, pipeline_weight_files
 from worker.populate_cache import build_parser, populate
@@ -315,6 +316,20 @@ class TestSharedScope:
         grant = SharedCacheGrant("http://127.0.0.1:9/grant", "dep-1", new_secret())
         request = _request(tmp_path, PUBLIC, hub_revisions[PUBLIC], "shared")
         assert fetch_model(request, HubClient(hub_url, None), grant).source == "hub"
+
+    def test_errors_reading_a_presigned_url_do_not_quote_its_signature(self, s3_client: Any, bucket: str) -> None:
+        missing = s3_client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "no/such/object"}, ExpiresIn=60
+        )
+        unreachable = "http://127.0.0.1:9/bucket/object?X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=deadbeef"
+        objects = PresignedObjects({"missing": missing, "unreachable": unreachable}, requests.Session(), 5.0)
+        for path, url, problem in (("missing", missing, "HTTP 404"), ("unreachable", unreachable, "ConnectionError")):
+            with pytest.raises(requests.RequestException) as caught:
+                objects.read_range(path, 0, 10)
+            query = url.split("?", 1)[1]
+            assert query and query not in str(caught.value)
+            assert "Signature" not in str(caught.value)
+            assert str(caught.value) == f"{problem} reading {path} from {url.split('?', 1)[0]}"
 
 
 class TestPopulateCommand:

@@ -186,3 +186,31 @@ class TestMainProcess:
         assert result.returncode == 2
         assert callback.reports[-1]["reason"] == "internal"
         assert "HF_MODEL_REVISION" in callback.reports[-1]["message"].upper()
+
+    def test_a_configuration_error_never_logs_or_reports_a_secret(self, callback: Callback) -> None:
+        secrets = {
+            "HF_TOKEN": "hf_secret_token_value",
+            "MODEL_CACHE_AWS_SECRET_ACCESS_KEY": "aws-secret-key-value",
+            "BUCKET_SECRET_ACCESS_KEY": "bucket-secret-key-value",
+        }
+        # A missing variable: pydantic's error input is then the whole environment, secrets included.
+        result = _run_worker(
+            {
+                "VISGATE_DEPLOYMENT_ID": "dep-1",
+                "VISGATE_CALLBACK_URL": callback.url,
+                "VISGATE_CALLBACK_SECRET": callback.secret,
+                "HF_MODEL_REVISION": "main",
+                **secrets,
+            }
+        )
+        assert result.returncode == 2
+        report = callback.reports[-1]
+        assert report["message"] == (
+            "invalid worker configuration: HF_MODEL_ID: Field required; "
+            "HF_MODEL_REVISION: String should match pattern '^[0-9a-f]{40}$'"
+        )
+        for value in [*secrets.values(), callback.secret]:
+            assert value not in result.stdout + result.stderr
+            assert value not in json.dumps(callback.reports)
+        logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+        assert any(line.get("errors") for line in logged)

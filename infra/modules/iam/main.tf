@@ -12,7 +12,7 @@ variable "functions" {
 }
 variable "secret_ids" {
   type        = list(string)
-  description = "Secret Manager secrets every function reads (tenant-pepper, sealing-key)"
+  description = "Secret Manager secrets every function reads (tenant-pepper, sealing-key, model-cache-aws-secret-access-key)"
 }
 
 locals {

@@ -35,7 +35,8 @@ locals {
   # Gen2 functions also answer on https://REGION-PROJECT.cloudfunctions.net/NAME, the layout FUNCTIONS_BASE_URL
   # expects (base URL + the function's path), which is known before the functions exist.
   functions_base_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
-  secret_ids         = ["tenant-pepper", "sealing-key"]
+  # The shared cache's key is optional: a secret without a version is read as unset.
+  secret_ids = ["tenant-pepper", "sealing-key", "model-cache-aws-secret-access-key"]
   apis = [
     "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com", "cloudtasks.googleapis.com", "eventarc.googleapis.com",
