@@ -3,7 +3,8 @@
 Each deployment is POSTed to the intake and followed in Firestore to ``ready``. Overhead = ready_at - accepted_at
 - the worker's own reported time (download + load + warm-up), i.e. what Pub/Sub, the functions, Firestore, the Hub
 checks and the Runpod calls add. Per-hop latencies come from the document's phase timestamps. The simulator is
-switched to instant workers for the run and put back afterwards. Run with `make bench` (after `make up`).
+switched to instant workers for the run and put back afterwards. Everything the run created is deleted at the end. Run
+with `make bench`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ HOPS = (
 )
 
 
-def deploy(intake_url: str, api_key: str, model: str, db: Any) -> dict[str, Any]:
-    """POST one deployment and wait (listening on its document) until it is ready or failed."""
+def deploy(intake_url: str, api_key: str, model: str, db: Any, created: list[str]) -> dict[str, Any]:
+    """POST one deployment (its id goes to ``created``) and poll its document until it is ready or failed."""
     answer = requests.post(
         f"{intake_url.rstrip('/')}/v1/deployments",
         json={"hf_model_id": model},
@@ -43,6 +44,7 @@ def deploy(intake_url: str, api_key: str, model: str, db: Any) -> dict[str, Any]
     )
     answer.raise_for_status()
     deployment_id = answer.json()["deployment_id"]
+    created.append(deployment_id)
     ref = db.collection("deployments").document(deployment_id)
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
@@ -51,6 +53,28 @@ def deploy(intake_url: str, api_key: str, model: str, db: Any) -> dict[str, Any]
             return doc
         time.sleep(0.02)
     raise TimeoutError(f"{deployment_id} not ready after {TIMEOUT_S:.0f} s")
+
+
+def delete_all(intake_url: str, api_key: str, deployment_ids: list[str], db: Any) -> None:
+    """DELETE what the run created and wait until cleanup tore it down, so no endpoint outlives the benchmark
+    (their workers would also take CPU from the benchmarks that follow)."""
+    for deployment_id in deployment_ids:
+        requests.delete(
+            f"{intake_url.rstrip('/')}/v1/deployments/{deployment_id}",
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=10,
+        ).raise_for_status()
+    deadline = time.monotonic() + TIMEOUT_S
+    pending = set(deployment_ids)
+    while pending and time.monotonic() < deadline:
+        pending = {
+            i
+            for i in pending
+            if (db.collection("deployments").document(i).get().to_dict() or {}).get("status") != "deleted"
+        }
+        time.sleep(0.2)
+    if pending:
+        raise TimeoutError(f"{len(pending)} deployments not deleted after {TIMEOUT_S:.0f} s")
 
 
 def measure(doc: dict[str, Any]) -> dict[str, float]:
@@ -89,11 +113,13 @@ def main(argv: list[str] | None = None) -> None:
     # A fresh account per run: the intake's per-tenant rate limit (120/min) would throttle repeated runs of one key.
     api_key = f"rp_bench_{uuid.uuid4().hex}"
     requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
+    intake = env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]
+    created: list[str] = []
     try:
-        intake = env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]
         with ThreadPoolExecutor(args.concurrency) as pool:
-            docs = list(pool.map(lambda _: deploy(intake, api_key, DEMO_MODEL, db), range(args.count)))
+            docs = list(pool.map(lambda _: deploy(intake, api_key, DEMO_MODEL, db, created), range(args.count)))
     finally:
+        delete_all(intake, api_key, created, db)
         requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": before}, timeout=5)
     failed = [d for d in docs if d.get("status") != "ready"]
     rows = [measure(d) for d in docs if d.get("status") == "ready"]
