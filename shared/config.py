@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 64 * 1024
     event_log_max_lines: int = 200
     max_event_age_s: int = 3600
+    key_verdict_ttl_s: float = Field(3600.0, description="how long Runpod's acceptance of a key is remembered")
+    key_refusal_ttl_s: float = Field(60.0, description="how long Runpod's refusal of a key is remembered")
+    refused_keys_per_address_per_minute: int = Field(10, ge=1, description="refused keys one client address may send")
 
     # Providers
     runpod_api_base_url: str = "https://api.runpod.io"
@@ -104,7 +107,7 @@ class Settings(BaseSettings):
     endpoint_scaler_type: Literal["QUEUE_DELAY", "REQUEST_COUNT"] = "QUEUE_DELAY"
     endpoint_scaler_value: int = 4
     max_gpu_candidates: int = 3
-    gpu_types_cache_minutes: float = 10.0
+    gpu_catalog_cache_s: float = Field(60.0, description="how long an instance reuses Runpod's GPU catalog")
     readiness_deadline_s: float = 15 * 60
     readiness_first_check_s: float = 20.0
     readiness_backoff_factor: float = 1.5

@@ -11,8 +11,10 @@ from typing import Any
 from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
 from botocore.exceptions import ReadTimeoutError as S3ReadTimeoutError
 from flask import Request, Response
+from flask import request as flask_request
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from shared.errors import ApiError, RetryableError
 
@@ -52,6 +54,22 @@ def json_response(
 def error_response(error: ApiError, rid: str) -> Response:
     headers = {**error.headers, "X-Request-Id": rid}
     return Response(json.dumps(error.body(rid)), status=error.status, mimetype="application/json", headers=headers)
+
+
+def answer_unrouted_in_error_shape() -> None:
+    """Make the functions framework answer paths its own router refuses (a control character such as ``%0A``
+    matches no rule) in the one error shape instead of an HTML page. Call it from a function's module: the
+    framework points ``errorhandler`` at the app it is loading that module into."""
+    import functions_framework  # the framework only exists in the functions' runtime, not in the worker
+
+    def not_found(_exc: Exception) -> Response:
+        return error_response(ApiError(404, "not_found", "no such route"), request_id(flask_request))
+
+    def not_allowed(_exc: Exception) -> Response:
+        return error_response(ApiError(405, "method_not_allowed", "method not allowed here"), request_id(flask_request))
+
+    functions_framework.errorhandler(NotFound)(not_found)
+    functions_framework.errorhandler(MethodNotAllowed)(not_allowed)
 
 
 def read_json_body(request: Request, max_bytes: int) -> bytes:

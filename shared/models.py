@@ -250,6 +250,13 @@ class Timings(BaseModel):
     loaded_from_cache: bool | None = None
 
 
+class SkippedPoolView(BaseModel):
+    """A GPU pool provisioning did not choose first, and why (too small, below the tier, no availability)."""
+
+    pool: str
+    reason: str
+
+
 class DeploymentView(BaseModel):
     """The public view of a deployment: what ``GET /v1/deployments/{id}`` returns. No secrets, ever."""
 
@@ -267,6 +274,7 @@ class DeploymentView(BaseModel):
     user_webhook_url: str | None = None
     vram_estimate_gb: float | None = None
     gpu_candidates: list[str] = Field(default_factory=list)
+    gpu_skipped: list[SkippedPoolView] = Field(default_factory=list)
     gpu_pool: str | None = None
     endpoint_id: str | None = None
     endpoint_url: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +19,9 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.errors import DeploymentNotFoundError, IllegalTransitionError, RetryableError
-from shared.lifecycle import Status, can_transition
+from shared.document import Deployment
+from shared.errors import DeploymentNotFoundError, RetryableError
+from shared.lifecycle import Status
 
 DEPLOYMENTS = "deployments"
 EVENTS = "events"
@@ -28,6 +29,7 @@ SECRETS = "deployment_secrets"
 IDEMPOTENCY = "idempotency_keys"
 RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
+KEY_VERDICTS = "key_verdicts"
 
 _PRECONDITION_RETRIES = 8
 PING_TIMEOUT_S = 3.0
@@ -40,19 +42,10 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True)
-class TransitionResult:
-    """``changed`` is False for a repeated identical transition (a no-op)."""
-
-    changed: bool
-    previous: Status
-    document: dict[str, Any]
-
-
-@dataclass(frozen=True)
 class NewDeployment:
     """Everything one POST writes, committed together."""
 
-    document: dict[str, Any]
+    document: Deployment
     sealed_credentials: bytes
     callback_nonce: str
     callback_secret_hash: str
@@ -60,6 +53,14 @@ class NewDeployment:
     idempotency_record: dict[str, Any] | None = None
     # The update_time of an expired record under the same key that this create replaces (TTL may not have run yet).
     replaces_expired_record: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KeyVerdict:
+    """Whether Runpod accepts a tenant's key, until ``expires_at`` (a Firestore TTL policy removes old ones)."""
+
+    valid: bool
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,8 @@ class DeploymentStore:
             google.api_core.exceptions.AlreadyExists: the idempotency key (or the id) exists already.
             google.api_core.exceptions.FailedPrecondition: the expired record it replaces changed (or went) meanwhile.
         """
-        doc = new.document
-        deployment_id = doc["deployment_id"]
+        doc = new.document.model_copy(update={"event_seq": 1}).to_firestore()
+        deployment_id = new.document.deployment_id
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
         if new.idempotency_key and new.idempotency_record is not None:
@@ -113,7 +114,7 @@ class DeploymentStore:
             else:  # every field is rewritten, so nothing of the expired record survives
                 option = self._db.write_option(last_update_time=new.replaces_expired_record)
                 batch.update(key_ref, new.idempotency_record, option=option)
-        batch.create(ref, {**doc, "event_seq": 1})
+        batch.create(ref, doc)
         batch.create(
             ref.collection(EVENTS).document(_line_id(1)), _line("info", "deployment accepted", doc["created_at"])
         )
@@ -144,9 +145,9 @@ class DeploymentStore:
         batch.delete(self._db.collection(SECRETS).document(deployment_id))
         batch.commit()
 
-    def get(self, deployment_id: str) -> dict[str, Any] | None:
+    def get(self, deployment_id: str) -> Deployment | None:
         snap = self._db.collection(DEPLOYMENTS).document(deployment_id).get()
-        return snap.to_dict() if snap.exists else None
+        return Deployment.from_firestore(snap.to_dict() or {}) if snap.exists else None
 
     def get_idempotency_record(self, key: str) -> IdempotencyRecord | None:
         snap = self._db.collection(IDEMPOTENCY).document(key).get()
@@ -154,7 +155,7 @@ class DeploymentStore:
 
     def list_by_owner(
         self, owner: str, status: Status | None, limit: int, page_token: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Deployment], str | None]:
         """Newest first, cursor-paginated; the token is opaque to clients."""
         query = self._db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter("owner", "==", owner))
         if status is not None:
@@ -165,8 +166,8 @@ class DeploymentStore:
         if page_token:
             created_at, last_id = decode_page_token(page_token)
             query = query.start_after({"created_at": created_at, "deployment_id": last_id})
-        docs = [snap.to_dict() for snap in query.limit(limit + 1).stream()]
-        page = [d for d in docs[:limit] if d]
+        docs = [Deployment.from_firestore(snap.to_dict() or {}) for snap in query.limit(limit + 1).stream()]
+        page = docs[:limit]
         next_token = encode_page_token(page[-1]) if len(docs) > limit and page else None
         return page, next_token
 
@@ -198,60 +199,46 @@ class DeploymentStore:
 
     # --- state changes --------------------------------------------------------------------------------------------
 
-    def transition(
+    def update(
         self,
         deployment_id: str,
-        to: Status,
-        message: str,
-        fields: dict[str, Any] | None = None,
+        change: Callable[[Deployment], bool],
+        message: str | None = None,
         level: str = "info",
-    ) -> TransitionResult:
-        """Move a deployment to ``to`` if the state machine allows it; a repeat of the current status is a no-op.
+    ) -> Deployment | None:
+        """The one way a deployment changes: read, let ``change`` edit the typed document, write it back only if
+        nobody wrote it since the read (an ``update_time`` precondition; retried on conflict), with ``message`` as
+        one log line in the same commit.
+
+        ``change`` decides from the document alone and returns False to leave it as it is (then None is returned);
+        it may raise, e.g. IllegalTransitionError, which propagates. Only the fields it changed are written, so
+        fields this release does not know survive.
 
         Raises:
             DeploymentNotFoundError: no such deployment.
-            IllegalTransitionError: the move is refused (e.g. backwards, or out of a terminal status).
+            RetryableError: the document kept changing under us.
         """
         for _ in range(_PRECONDITION_RETRIES):
             snap = self._snapshot(deployment_id)
-            doc = snap.to_dict() or {}
-            current = Status(doc["status"])
-            if current is to:
-                return TransitionResult(changed=False, previous=current, document=doc)
-            if not can_transition(current, to):
-                raise IllegalTransitionError(current.value, to.value)
-            now = utcnow()
-            updates = {"status": to.value, "updated_at": now, f"phase_timestamps.{to.value}": now, **(fields or {})}
-            if self._commit_with_line(snap, updates, level, message, now):
-                merged = _apply(doc, updates)
-                return TransitionResult(changed=True, previous=current, document=merged)
-        raise RetryableError(f"deployment {deployment_id} kept changing under us")
-
-    def update_if_status(
-        self,
-        deployment_id: str,
-        allowed: Iterable[Status],
-        fields: dict[str, Any],
-        message: str | None = None,
-        unless_set: str | None = None,
-    ) -> dict[str, Any] | None:
-        """Set ``fields`` only while the status is one of ``allowed`` and the field ``unless_set`` (if named) is
-        still empty; returns the new document or None if refused."""
-        allowed_set = set(allowed)
-        for _ in range(_PRECONDITION_RETRIES):
-            snap = self._snapshot(deployment_id)
-            doc = snap.to_dict() or {}
-            if Status(doc["status"]) not in allowed_set or (unless_set and doc.get(unless_set)):
+            stored = snap.to_dict() or {}
+            doc = Deployment.from_firestore(stored)
+            if not change(doc):
                 return None
-            updates = {"updated_at": utcnow(), **fields}
+            now = utcnow()
+            doc.updated_at = now
+            written = doc.to_firestore()
+            updates: dict[str, Any] = {k: v for k, v in written.items() if stored.get(k) != v}
+            # Names the model moved (legacy flat fields) go, or the document would carry both shapes.
+            updates.update({k: firestore.DELETE_FIELD for k in stored if k not in written})
             if message is None:
                 try:
                     snap.reference.update(updates, option=self._db.write_option(last_update_time=snap.update_time))
                 except (gexc.FailedPrecondition, gexc.Aborted):
                     continue
-                return _apply(doc, updates)
-            if self._commit_with_line(snap, updates, "info", message, updates["updated_at"]):
-                return _apply(doc, updates)
+                return doc
+            if self._commit_with_line(snap, updates, level, message, now):
+                doc.event_seq = int(stored.get("event_seq", 0)) + 1
+                return doc
         raise RetryableError(f"deployment {deployment_id} kept changing under us")
 
     def log(self, deployment_id: str, message: str, level: str = "info") -> None:
@@ -297,6 +284,24 @@ class DeploymentStore:
         """Remove the sealed credentials and the callback secret's nonce and hash (idempotent)."""
         self._db.collection(SECRETS).document(deployment_id).delete()
 
+    def key_verdict(self, tenant: str) -> KeyVerdict | None:
+        """The remembered verdict on a tenant's key, unless it expired."""
+        snap = self._db.collection(KEY_VERDICTS).document(tenant).get()
+        data = snap.to_dict() if snap.exists else None
+        if not data or data["expires_at"] <= utcnow():
+            return None
+        return KeyVerdict(valid=bool(data["valid"]), expires_at=data["expires_at"])
+
+    def record_key_verdict(self, tenant: str, verdict: KeyVerdict) -> None:
+        self._db.collection(KEY_VERDICTS).document(tenant).set(
+            {"valid": verdict.valid, "checked_at": utcnow(), "expires_at": verdict.expires_at}
+        )
+
+    def count_in_window(self, key: str) -> int:
+        """The count of a counter document (0 when absent)."""
+        snap = self._db.collection(RATE_LIMITS).document(key).get()
+        return int((snap.to_dict() or {}).get("count", 0)) if snap.exists else 0
+
     def increment_window(self, key: str, expires_at: datetime) -> int:
         """Atomically add one to a counter document and return the new value (no transaction, no contention)."""
         ref = self._db.collection(RATE_LIMITS).document(key)
@@ -331,22 +336,8 @@ def _line(level: str, message: str, at: datetime) -> dict[str, Any]:
     return {"time": at, "level": level, "message": message}
 
 
-def _apply(doc: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    """The document as it is after ``updates`` (dotted keys are nested fields, as in Firestore)."""
-    merged = dict(doc)
-    for key, value in updates.items():
-        target = merged
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target[parent] = dict(target.get(parent) or {})
-            target = target[parent]
-        target[leaf] = value
-    return merged
-
-
-def encode_page_token(doc: dict[str, Any]) -> str:
-    created_at: datetime = doc["created_at"]
-    raw = json.dumps([created_at.isoformat(), doc["deployment_id"]]).encode()
+def encode_page_token(doc: Deployment) -> str:
+    raw = json.dumps([doc.created_at.isoformat(), doc.deployment_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -5,12 +5,14 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import get_settings
+from shared.http import answer_unrouted_in_error_shape
 from shared.messages import ReadinessCheck
 from shared.steps.readiness import check_readiness
 from shared.steps.runner import handle_task
 from shared.wiring import step_deps
 
 slog.configure()
+answer_unrouted_in_error_shape()
 _deps = step_deps(get_settings())
 
 

@@ -12,10 +12,12 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
+from shared.document import Deployment
 from shared.errors import ApiError
 from shared.http import error_response, failure_error, json_response, read_json_body, request_id
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
+from shared.intake.keys import client_address
 from shared.intake.metrics import RequestCounters
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
@@ -105,6 +107,8 @@ class IntakeApi:
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
         caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
+        # Before anything is written for this tenant (its rate-limit window included): does Runpod know the key?
+        self._deps.keys.verify(caller, client_address(request))
         if endpoint != "create_deployment":  # a create counts inside its own commit
             check_rate_limit(self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute)
         with slog.bind(tenant=caller.tenant, deployment_id=args.get("deployment_id")):
@@ -132,7 +136,7 @@ class IntakeApi:
         return json_response(page)
 
     def _get(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
-        return json_response(steps.public_view(steps.owned_deployment(self._deps.store, caller, deployment_id)))
+        return json_response(steps.owned_deployment(self._deps.store, caller, deployment_id).view())
 
     def _delete(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         return json_response(steps.delete_deployment(self._deps, caller, deployment_id), 202)
@@ -148,6 +152,6 @@ class IntakeApi:
             self._db,
             deployment_id,
             self._stream_max_s,
-            lambda doc: steps.public_view(doc).model_dump_json(),
+            lambda doc: Deployment.from_firestore(doc).view().model_dump_json(),
         )
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})

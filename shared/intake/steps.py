@@ -10,17 +10,17 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
 from shared.config import Settings
 from shared.crypto import Sealer, secret_hash
-from shared.deployments import Lifecycle
+from shared.document import Deployment
 from shared.errors import ApiError, IllegalTransitionError, RetryableError
 from shared.http import validation_error
 from shared.intake.auth import Caller
+from shared.intake.keys import KeyVerifier
 from shared.intake.ratelimit import RateWindow, count_request
 from shared.lifecycle import Status
 from shared.messages import DeploymentDeleteRequested, DeploymentRequested
@@ -29,12 +29,12 @@ from shared.models import (
     CreateDeploymentResponse,
     DeleteDeploymentResponse,
     DeploymentList,
-    DeploymentView,
     SealedCredentials,
 )
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
+from shared.transitions import Transitions
 
 # Deployment ids are uuid4().hex; the routes accept nothing else.
 DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
@@ -48,9 +48,10 @@ MAX_PAGE = 100
 class IntakeDeps:
     settings: Settings
     store: DeploymentStore
-    lifecycle: Lifecycle
+    transitions: Transitions
     publisher: Publisher
     sealer: Sealer
+    keys: KeyVerifier
 
 
 def parse_create_request(raw: bytes, settings: Settings) -> CreateDeploymentRequest:
@@ -192,40 +193,35 @@ def _publish_requested(deps: IntakeDeps, deployment_id: str) -> None:
     )
 
 
-def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequest, now: Any) -> dict[str, Any]:
-    return {
-        "deployment_id": deployment_id,
-        "owner": owner,
-        "status": Status.VALIDATING.value,
-        "hf_model_id": body.hf_model_id,
-        "revision": body.revision,
-        "gpu_tier": body.gpu_tier.value if body.gpu_tier else None,
-        "cache_scope": body.cache_scope.value,
-        "user_s3_url": body.user_s3_url,
-        "user_aws_endpoint_url": body.user_aws_endpoint_url,
-        "user_aws_region": body.user_aws_region,
-        "has_hf_token": body.hf_token is not None,
-        "workers_min": body.workers_min,
-        "workers_max": body.workers_max,
-        "idle_timeout_seconds": body.idle_timeout_seconds,
-        "ttl_minutes": body.ttl_minutes,
-        "user_webhook_url": body.user_webhook_url,
-        "created_at": now,
-        "updated_at": now,
-        "phase_timestamps": {Status.VALIDATING.value: now},
-        "expires_at": now + timedelta(minutes=body.ttl_minutes) if body.ttl_minutes else None,
-        "error": None,
-    }
+def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequest, now: datetime) -> Deployment:
+    return Deployment(
+        deployment_id=deployment_id,
+        owner=owner,
+        status=Status.VALIDATING,
+        hf_model_id=body.hf_model_id,
+        revision=body.revision,
+        gpu_tier=body.gpu_tier,
+        cache_scope=body.cache_scope,
+        user_s3_url=body.user_s3_url,
+        user_aws_endpoint_url=body.user_aws_endpoint_url,
+        user_aws_region=body.user_aws_region,
+        has_hf_token=body.hf_token is not None,
+        workers_min=body.workers_min,
+        workers_max=body.workers_max,
+        idle_timeout_seconds=body.idle_timeout_seconds,
+        ttl_minutes=body.ttl_minutes,
+        user_webhook_url=body.user_webhook_url,
+        created_at=now,
+        updated_at=now,
+        phase_timestamps={Status.VALIDATING: now},
+        expires_at=now + timedelta(minutes=body.ttl_minutes) if body.ttl_minutes else None,
+    )
 
 
-def public_view(doc: dict[str, Any]) -> DeploymentView:
-    return DeploymentView.model_validate({k: v for k, v in doc.items() if k in DeploymentView.model_fields})
-
-
-def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> dict[str, Any]:
+def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> Deployment:
     """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed)."""
     doc = store.get(deployment_id)
-    if doc is None or not hmac.compare_digest(doc["owner"], caller.tenant):
+    if doc is None or not hmac.compare_digest(doc.owner, caller.tenant):
         raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
     return doc
 
@@ -247,7 +243,7 @@ def list_deployments(
     except (ValueError, TypeError) as exc:
         raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
     return DeploymentList(
-        deployments=[public_view(d) for d in docs],
+        deployments=[d.view() for d in docs],
         next_page_token=next_token,
         counts_by_status=store.counts_by_status(caller.tenant),
     )
@@ -256,10 +252,10 @@ def list_deployments(
 def delete_deployment(deps: IntakeDeps, caller: Caller, deployment_id: str) -> DeleteDeploymentResponse:
     """Move to ``deleting`` and ask cleanup to tear down; repeating it is harmless (cleanup is idempotent)."""
     doc = owned_deployment(deps.store, caller, deployment_id)
-    if doc["status"] == Status.DELETED.value:
+    if doc.status is Status.DELETED:
         return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")
     try:
-        deps.lifecycle.transition(deployment_id, Status.DELETING, "delete requested by the owner")
+        deps.transitions.move(deployment_id, Status.DELETING, "delete requested by the owner")
     except IllegalTransitionError:
         # Only "deleted" refuses "deleting"; it got there between our read and write.
         return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")

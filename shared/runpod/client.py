@@ -1,161 +1,155 @@
-"""A small Runpod client over ``requests``: the GraphQL control plane and the ``/v2`` data plane.
+"""Runpod over HTTP: the REST API v2 control plane (``https://api.runpod.io/v2``) and the job data plane
+(``https://api.runpod.ai/v2/{endpoint_id}``).
 
-Not the runpod SDK: importing it costs ~1.3 s of cold start, and it interpolates values (env included) into
-GraphQL documents unescaped. Here every value is a GraphQL variable.
+Not the runpod SDK: importing it costs ~1.3 s of cold start, and its control-plane helpers speak the GraphQL API
+that Runpod retires in early 2027. Requests carry only the fields we mean (v2 refuses unknown fields by name), and
+answers are read leniently (Runpod may add fields).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from enum import StrEnum
+from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.runpod import documents
 from shared.runpod.errors import (
     RunpodAuthError,
     RunpodNotFoundError,
     RunpodRejectedError,
     RunpodUnavailableError,
-    classify_graphql_error,
+    rate_limit_reset_s,
 )
 
+logger = logging.getLogger(__name__)
+
 _AUTH_STATUSES = (401, 403)
+_REFUSED_STATUSES = (400, 422)
 
 
-class _RunpodModel(BaseModel):
+class _Sent(BaseModel):
+    """A request body: exactly the fields set, by their v2 names."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class _Read(BaseModel):
+    """An answer: fields we do not use are ignored (Runpod may add fields at any time)."""
+
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
 
-class TemplateSpec(_RunpodModel):
-    """``SaveTemplateInput`` for a serverless template."""
+class WorkerLimits(_Sent):
+    min: int
+    max: int
+    idle_timeout: int | None = Field(None, alias="idleTimeout")
+
+
+class GpuSelection(_Sent):
+    """``gpu``: pools in priority order. A PATCH that sends ``pools`` replaces the whole selection (it clears
+    ``excludedTypes`` unless restated), so the pool switch restates nothing else: we never exclude types."""
+
+    pools: list[str]
+    count: int = 1
+
+
+class QueueDelayScaling(_Sent):
+    type: Literal["QUEUE_DELAY"] = "QUEUE_DELAY"
+    queue_delay: float = Field(alias="queueDelay")
+
+
+class RequestCountScaling(_Sent):
+    type: Literal["REQUEST_COUNT"] = "REQUEST_COUNT"
+    request_count: int = Field(alias="requestCount")
+
+
+class EndpointSpec(_Sent):
+    """``CreateEndpointRequest``: a queue-based endpoint with the container config inline (no separate template)."""
 
     name: str
-    image_name: str = Field(alias="imageName")
+    type: Literal["QUEUE"] = "QUEUE"
+    image: str
     env: dict[str, str]
-    container_disk_in_gb: int = Field(alias="containerDiskInGb")
-
-    def variables(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "imageName": self.image_name,
-            "dockerArgs": "",
-            "containerDiskInGb": self.container_disk_in_gb,
-            "volumeInGb": 0,
-            "ports": "",
-            "env": [{"key": key, "value": value} for key, value in self.env.items()],
-            "isServerless": True,
-            "startSsh": False,
-            "isPublic": False,
-            "readme": "",
-        }
+    disk: int
+    gpu: GpuSelection
+    workers: WorkerLimits
+    scaling: QueueDelayScaling | RequestCountScaling
+    flashboot: Literal["OFF", "FLASHBOOT"]
+    timeout: int  # per-job execution timeout, ms
 
 
-class Template(_RunpodModel):
+class EndpointChange(_Sent):
+    """``UpdateEndpointRequest``: PATCH changes only the fields it carries."""
+
+    gpu: GpuSelection | None = None
+    workers: WorkerLimits | None = None
+
+
+class Endpoint(_Read):
     id: str
     name: str
+    workers: WorkerLimits | None = None
+    gpu: GpuSelection | None = None
 
 
-class EndpointSpec(_RunpodModel):
-    """``EndpointInput``. ``saveEndpoint`` replaces the whole config, so every update sends all of it."""
-
-    name: str
-    template_id: str = Field(alias="templateId")
-    gpu_ids: str = Field(alias="gpuIds")
-    workers_min: int = Field(alias="workersMin")
-    workers_max: int = Field(alias="workersMax")
-    idle_timeout: int = Field(alias="idleTimeout")
-    scaler_type: str = Field(alias="scalerType")
-    scaler_value: int = Field(alias="scalerValue")
-    flashboot: bool = True
-    execution_timeout_ms: int = Field(600_000, alias="executionTimeoutMs")
-
-    def variables(self, endpoint_id: str | None) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "name": self.name,
-            "templateId": self.template_id,
-            "gpuIds": self.gpu_ids,
-            "gpuCount": 1,
-            "networkVolumeId": "",
-            "locations": "",
-            "idleTimeout": self.idle_timeout,
-            "scalerType": self.scaler_type,
-            "scalerValue": self.scaler_value,
-            "workersMin": self.workers_min,
-            "workersMax": self.workers_max,
-            "executionTimeoutMs": self.execution_timeout_ms,
-            "flashBootType": "FLASHBOOT" if self.flashboot else "OFF",
-        }
-        if endpoint_id:
-            values["id"] = endpoint_id
-        return values
+class WorkerStatus(StrEnum):
+    RUNNING = "RUNNING"
+    IDLE = "IDLE"
+    INITIALIZING = "INITIALIZING"
+    THROTTLED = "THROTTLED"
+    UNHEALTHY = "UNHEALTHY"
 
 
-class Endpoint(_RunpodModel):
+class Worker(_Read):
     id: str
-    name: str
-    template_id: str = Field(alias="templateId")
-    gpu_ids: str = Field("", alias="gpuIds")
-    workers_min: int = Field(0, alias="workersMin")
-    workers_max: int = Field(0, alias="workersMax")
-    idle_timeout: int = Field(5, alias="idleTimeout")
-    scaler_type: str = Field("QUEUE_DELAY", alias="scalerType")
-    scaler_value: int = Field(4, alias="scalerValue")
-    flash_boot_type: str | None = Field(None, alias="flashBootType")
-    execution_timeout_ms: int = Field(600_000, alias="executionTimeoutMs")
-
-    def as_spec(self) -> EndpointSpec:
-        """The endpoint's current config, to change one thing and send it all back."""
-        return EndpointSpec(
-            name=self.name,
-            templateId=self.template_id,
-            gpuIds=self.gpu_ids,
-            workersMin=self.workers_min,
-            workersMax=self.workers_max,
-            idleTimeout=self.idle_timeout,
-            scalerType=self.scaler_type,
-            scalerValue=self.scaler_value,
-            flashboot=self.flash_boot_type == "FLASHBOOT",
-            executionTimeoutMs=self.execution_timeout_ms,
-        )
+    status: WorkerStatus
+    gpu_type_id: str | None = Field(None, alias="gpuTypeId")
 
 
-class GpuType(_RunpodModel):
-    id: str
-    display_name: str = Field("", alias="displayName")
-    memory_in_gb: int = Field(alias="memoryInGb")
-    secure_cloud: bool | None = Field(None, alias="secureCloud")
-    community_cloud: bool | None = Field(None, alias="communityCloud")
-
-
-class WorkerCounts(_RunpodModel):
+class WorkerSummary(_Read):
+    running: int = 0
     idle: int = 0
     initializing: int = 0
-    ready: int = 0
-    running: int = 0
     throttled: int = 0
     unhealthy: int = 0
-
-    @property
-    def up(self) -> int:
-        """Workers that hold a GPU and are starting or serving."""
-        return self.idle + self.initializing + self.ready + self.running
+    total: int = 0
 
 
-class JobCounts(_RunpodModel):
-    completed: int = 0
-    failed: int = 0
-    in_progress: int = Field(0, alias="inProgress")
-    in_queue: int = Field(0, alias="inQueue")
-    retried: int = 0
+class EndpointWorkers(_Read):
+    """``GET /v2/serverless/{id}/workers``."""
+
+    workers: list[Worker] = Field(default_factory=list)
+    summary: WorkerSummary = WorkerSummary()
 
 
-class Health(_RunpodModel):
-    jobs: JobCounts = JobCounts.model_validate({})
-    workers: WorkerCounts = WorkerCounts()
+class Availability(StrEnum):
+    NONE = "NONE"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
 
 
-class Job(_RunpodModel):
+class GpuPrice(_Read):
+    serverless: float | None = None  # USD per GPU-hour of the GPU's serverless pool
+
+
+class CatalogGpu(_Read):
+    """One GPU type of ``GET /v2/catalog/gpus?include=AVAILABILITY&product=SERVERLESS``."""
+
+    id: str
+    name: str = ""
+    pool: str | None = None
+    memory: int
+    price: GpuPrice = GpuPrice()
+    availability: Availability | None = None
+
+
+class Job(_Read):
     id: str
     status: str
     output: Any = None
@@ -167,91 +161,102 @@ class RunpodClient:
 
     def __init__(self, session: requests.Session, api_base: str, endpoint_base: str, api_key: str, timeout_s: float):
         self._session = session
-        self._graphql_url = f"{api_base.rstrip('/')}/graphql"
-        self._v2 = f"{endpoint_base.rstrip('/')}/v2"
-        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._api = f"{api_base.rstrip('/')}/v2"
+        self._data_plane = f"{endpoint_base.rstrip('/')}/v2"
+        self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = timeout_s
 
     def endpoint_url(self, endpoint_id: str) -> str:
         """The base URL users call the endpoint at."""
-        return f"{self._v2}/{endpoint_id}"
+        return f"{self._data_plane}/{endpoint_id}"
 
-    # --- control plane ------------------------------------------------------------------------------------------
+    # --- control plane (REST v2) --------------------------------------------------------------------------------
 
-    def save_template(self, spec: TemplateSpec) -> Template:
-        """Create a template. Raises RunpodNameTakenError when one of that name exists."""
-        data = self._graphql(documents.SAVE_TEMPLATE, {"input": spec.variables()})
-        return Template.model_validate(data["saveTemplate"])
+    def create_endpoint(self, spec: EndpointSpec) -> Endpoint:
+        """``POST /v2/serverless``. Runpod does not refuse a duplicate name: look before creating on a retry."""
+        return Endpoint.model_validate(self._call("POST", f"{self._api}/serverless", spec.body()))
 
-    def delete_template(self, name: str) -> None:
-        """Delete a template by name. Raises RunpodNotFoundError when there is none."""
-        self._graphql(documents.DELETE_TEMPLATE, {"templateName": name})
+    def list_endpoints(self) -> list[Endpoint]:
+        """Every endpoint of the account (``GET /v2/serverless``: one answer, v2 does not page it)."""
+        answer = self._call("GET", f"{self._api}/serverless")
+        return [Endpoint.model_validate(e) for e in answer.get("endpoints") or []]
 
-    def save_endpoint(self, spec: EndpointSpec, endpoint_id: str | None = None) -> Endpoint:
-        """Create an endpoint, or replace the whole config of ``endpoint_id``."""
-        data = self._graphql(documents.SAVE_ENDPOINT, {"input": spec.variables(endpoint_id)})
-        return Endpoint.model_validate(data["saveEndpoint"])
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        """``GET /v2/serverless/{id}``. Raises RunpodNotFoundError when it is gone."""
+        return Endpoint.model_validate(self._call("GET", f"{self._api}/serverless/{endpoint_id}"))
+
+    def update_endpoint(self, endpoint_id: str, change: EndpointChange) -> Endpoint:
+        """``PATCH /v2/serverless/{id}`` with only the fields to change."""
+        return Endpoint.model_validate(self._call("PATCH", f"{self._api}/serverless/{endpoint_id}", change.body()))
 
     def delete_endpoint(self, endpoint_id: str) -> None:
-        """Delete an endpoint (Runpod requires workersMin = workersMax = 0 first)."""
-        self._graphql(documents.DELETE_ENDPOINT, {"id": endpoint_id})
+        """``DELETE /v2/serverless/{id}``: terminates its workers and cancels its jobs. RunpodNotFoundError if gone."""
+        self._call("DELETE", f"{self._api}/serverless/{endpoint_id}")
 
-    def resources(self) -> tuple[list[Endpoint], list[Template]]:
-        """Every endpoint and template of the account."""
-        myself = self._graphql(documents.MY_RESOURCES, {})["myself"] or {}
-        endpoints = [Endpoint.model_validate(e) for e in myself.get("endpoints") or []]
-        templates = [Template.model_validate(t) for t in myself.get("podTemplates") or []]
-        return endpoints, templates
+    def endpoint_workers(self, endpoint_id: str) -> EndpointWorkers:
+        """``GET /v2/serverless/{id}/workers``: each worker's status and GPU type, and the summary."""
+        return EndpointWorkers.model_validate(self._call("GET", f"{self._api}/serverless/{endpoint_id}/workers"))
 
-    def gpu_types(self) -> list[GpuType]:
-        return [GpuType.model_validate(g) for g in self._graphql(documents.GPU_TYPES, {})["gpuTypes"] or []]
+    def gpu_catalog(self) -> list[CatalogGpu]:
+        """Serverless GPU types with their pool, VRAM, serverless price and current availability."""
+        params = {"include": "AVAILABILITY", "product": "SERVERLESS"}
+        answer = self._call("GET", f"{self._api}/catalog/gpus", params=params)
+        return [CatalogGpu.model_validate(g) for g in answer.get("gpus") or []]
 
     # --- data plane ---------------------------------------------------------------------------------------------
 
     def run(self, endpoint_id: str, job_input: dict[str, Any]) -> Job:
         """Queue a job (``/run``)."""
-        return Job.model_validate(self._data("POST", f"{endpoint_id}/run", {"input": job_input}))
-
-    def health(self, endpoint_id: str) -> Health:
-        return Health.model_validate(self._data("GET", f"{endpoint_id}/health"))
+        return Job.model_validate(self._call("POST", f"{self._data_plane}/{endpoint_id}/run", {"input": job_input}))
 
     # --- transport ----------------------------------------------------------------------------------------------
 
-    def _graphql(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
-        response = self._send("POST", self._graphql_url, {"query": document, "variables": variables})
+    def _call(
+        self, method: str, url: str, payload: dict[str, Any] | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """One request; the answer's JSON object ({} for 204). Errors are classified by status and structure."""
+        what = f"Runpod {method} {url.split('/v2', 1)[-1].split('?', maxsplit=1)[0]}"
         try:
-            body = response.json()
-        except ValueError as exc:
-            raise RunpodUnavailableError(f"Runpod GraphQL answered {response.status_code} without JSON") from exc
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if errors:
-            raise classify_graphql_error(str(errors[0].get("message", "")))
-        if response.status_code >= 400 or not isinstance(body.get("data"), dict):
-            raise RunpodRejectedError(f"Runpod GraphQL answered {response.status_code}")
-        return dict(body["data"])
-
-    def _data(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self._send(method, f"{self._v2}/{path}", payload)
-        if response.status_code == 404:
-            raise RunpodNotFoundError(f"Runpod has no {path.split('/', 1)[0]}")
-        if response.status_code >= 400:
-            raise RunpodRejectedError(f"Runpod {path.split('/')[1]} answered {response.status_code}")
-        try:
-            return dict(response.json())
-        except ValueError as exc:
-            raise RunpodUnavailableError(f"Runpod answered {response.status_code} without JSON") from exc
-
-    def _send(self, method: str, url: str, payload: dict[str, Any] | None) -> requests.Response:
-        try:
-            response = self._session.request(method, url, json=payload, headers=self._headers, timeout=self._timeout)
+            response = self._session.request(
+                method, url, json=payload, params=params, headers=self._headers, timeout=self._timeout
+            )
         except requests.RequestException as exc:
             # The exception text holds only the URL, never the headers (the key).
-            raise RunpodUnavailableError(f"Runpod unreachable: {type(exc).__name__}") from exc
-        if response.status_code in _AUTH_STATUSES:
+            raise RunpodUnavailableError(f"{what}: unreachable ({type(exc).__name__})") from exc
+        status = response.status_code
+        if status in _AUTH_STATUSES:
             raise RunpodAuthError()
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RunpodUnavailableError(f"Runpod answered {response.status_code}")
-        return response
+        if status == 429:
+            reset = rate_limit_reset_s(response.headers.get("RateLimit"), response.headers.get("Retry-After"))
+            raise RunpodUnavailableError(f"{what}: rate limited", retry_after_s=reset)
+        if status >= 500:
+            raise RunpodUnavailableError(f"{what}: answered {status}")
+        if status == 404:
+            raise RunpodNotFoundError(f"{what}: not found")
+        if status >= 400:
+            errors = _problem_errors(response)
+            # Runpod refused what we sent: a bug on our side. The errors name fields, never their values.
+            logger.error("%s refused (%s): %s", what, status, "; ".join(errors) or "no errors[] given")
+            raise RunpodRejectedError(f"{what} was refused ({status})", errors)
+        if status == 204 or not response.content:
+            return {}
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise RunpodUnavailableError(f"{what}: answered {status} without JSON") from exc
+        if not isinstance(answer, dict):
+            raise RunpodUnavailableError(f"{what}: answered {status} with a JSON {type(answer).__name__}")
+        return answer
+
+
+def _problem_errors(response: requests.Response) -> tuple[str, ...]:
+    """The ``errors[]`` of a problem+json answer (validation failures, one per refused field)."""
+    try:
+        problem = response.json()
+    except ValueError:
+        return ()
+    errors = problem.get("errors") if isinstance(problem, dict) else None
+    return tuple(str(e)[:300] for e in errors or () if isinstance(e, str))
 
 
 class RunpodConnector:

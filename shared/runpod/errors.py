@@ -1,15 +1,18 @@
-"""How Runpod failures map onto our retry semantics.
+"""How Runpod's answers map onto our retry semantics.
 
-HTTP 401/403 mean the user's key is wrong (permanent, ``auth_failed``); 429, 5xx and transport errors are transient.
-Runpod answers most refusals as GraphQL errors with HTTP 200 and a message only, so those are classified by message.
+REST v2 answers errors as RFC 9457 problem+json (``title``, ``status``, ``detail``, ``errors[]``). They are told
+apart by HTTP status and structure only, never by the text of a message (Runpod words them as it likes):
+
+- 401/403: the user's key is refused (permanent, ``auth_failed``);
+- 404: the resource is gone (for teardown: done; anywhere else ``runpod_resource_missing``);
+- 400/422: Runpod refused what we sent, a bug on our side that no retry fixes (``internal``; ``errors[]`` logged);
+- 429: rate limited, retry after the ``RateLimit`` header's reset; 5xx and transport failures: retry.
 """
 
 from __future__ import annotations
 
 from shared.errors import PermanentError, RetryableError
 from shared.lifecycle import FailureReason
-
-_MAX_MESSAGE = 200
 
 
 class RunpodAuthError(PermanentError):
@@ -19,31 +22,25 @@ class RunpodAuthError(PermanentError):
         super().__init__(FailureReason.AUTH_FAILED.value, message)
 
 
-class RunpodQuotaError(PermanentError):
-    """The account may not create more (endpoints, workers, balance)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(FailureReason.QUOTA_EXCEEDED.value, message)
-
-
 class RunpodRejectedError(PermanentError):
     """Runpod refused a request that no retry will change (a bug on our side, or a config it will not take)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, errors: tuple[str, ...] = ()) -> None:
         super().__init__(FailureReason.INTERNAL.value, message)
+        self.errors = errors
 
 
 class RunpodUnavailableError(RetryableError):
-    """Rate limited, a server error or a transport failure: try again later."""
+    """Rate limited, a server error or a transport failure: try again later (``retry_after_s`` when Runpod said)."""
 
-
-class RunpodNameTakenError(Exception):
-    """A template or endpoint of that name exists already (an earlier attempt created it: adopt it)."""
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RunpodNotFoundError(PermanentError):
     """The resource does not exist: for teardown it is gone already; anywhere else it was removed on Runpod behind
-    our back (a deleted endpoint or template), which no retry brings back."""
+    our back (a deleted endpoint), which no retry brings back."""
 
     def __init__(self, message: str) -> None:
         super().__init__(
@@ -51,26 +48,16 @@ class RunpodNotFoundError(PermanentError):
         )
 
 
-_NAME_TAKEN = ("must be unique", "already exists", "already in use", "name is taken", "name taken")
-_NOT_FOUND = ("not found", "does not exist", "no such")
-_QUOTA = ("quota", "maximum number", "max workers", "balance", "limit reached", "limit exceeded")
-_AUTH = ("unauthorized", "unauthenticated", "forbidden", "permission denied", "invalid api key")
-# Runpod refuses deleteEndpoint until a 0/0 scale-down took effect, and deleteTemplate while an endpoint uses it;
-# both settle by themselves.
-_SETTLING = ("while it has workers", "has running workers", "workersmin and workersmax to 0", "in use by")
-
-
-def classify_graphql_error(message: str) -> Exception:
-    """The exception a GraphQL error message stands for."""
-    text = message.lower()
-    short = message[:_MAX_MESSAGE]
-    for needles, error in (
-        (_AUTH, lambda: RunpodAuthError(f"Runpod refused the API key: {short}")),
-        (_SETTLING, lambda: RunpodUnavailableError(f"Runpod is still scaling down: {short}")),
-        (_NAME_TAKEN, lambda: RunpodNameTakenError(short)),
-        (_NOT_FOUND, lambda: RunpodNotFoundError(short)),
-        (_QUOTA, lambda: RunpodQuotaError(f"Runpod quota: {short}")),
-    ):
-        if any(needle in text for needle in needles):
-            return error()
-    return RunpodRejectedError(f"Runpod refused the request: {short}")
+def rate_limit_reset_s(rate_limit: str | None, retry_after: str | None) -> float | None:
+    """Seconds until the exhausted window resets, from ``RateLimit`` (``"minute";r=0;t=12, "hour";r=5;t=1812``)
+    or else ``Retry-After``; None when neither says."""
+    resets = []
+    for member in (rate_limit or "").split(","):
+        params = dict(part.strip().partition("=")[::2] for part in member.split(";")[1:])
+        if params.get("r") == "0" and params.get("t", "").isdigit():
+            resets.append(float(params["t"]))
+    if resets:
+        return max(resets)
+    if retry_after and retry_after.strip().isdigit():
+        return float(retry_after.strip())
+    return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -27,11 +27,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.crypto import secret_hash
+from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
-from shared.gpu import STATIC_POOLS
+from shared.gpu import pool_of_gpu_type
 from shared.lifecycle import PROVISIONING, FailureReason, Status
 from shared.messages import PhaseReport
 from shared.model_cache import SharedModelCache
+from shared.models import CacheScope, Progress, Timings
 from shared.signing import SignatureError, verify
 from shared.steps.deps import StepDeps
 from shared.steps.teardown import fail_deployment
@@ -52,7 +54,6 @@ _WORKER_REASONS = {
     FailureReason.TIMEOUT,
     FailureReason.INTERNAL,
 }
-_POOL_OF_GPU = {gpu: pool.id for pool in STATIC_POOLS for gpu in pool.gpu_type_ids}
 # Where a worker may be starting: the first ones during provisioning, later ones when a ready endpoint scales out.
 _GRANT_STATUSES = {Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL, Status.LOADING_MODEL, Status.READY}
 
@@ -140,13 +141,13 @@ def grant_cache(request: SignedReport, deps: StepDeps, cache: SharedModelCache |
     return GrantAnswer(Outcome.ACCEPTED, grant)
 
 
-def _grant_refusal(doc: dict[str, Any], asked: CacheGrantRequest) -> str | None:
-    """Why the deployment may not read the shared cache for this request, or None when it may."""
-    if doc.get("cache_scope") != "shared" or doc.get("shared_cache_granted") is not True:
+def _grant_refusal(doc: Deployment, asked: CacheGrantRequest) -> str | None:
+    """Why the deployment may not read the shared cache for this request, or None when it may (pure)."""
+    if doc.cache_scope is not CacheScope.SHARED or doc.shared_cache_granted is not True:
         return "the deployment was not granted the shared cache"
-    if Status(doc["status"]) not in _GRANT_STATUSES:
-        return f"no worker may start in status {doc['status']}"
-    if (asked.model_id, asked.revision) != (doc.get("hf_model_id"), doc.get("model_commit_sha")):
+    if doc.status not in _GRANT_STATUSES:
+        return f"no worker may start in status {doc.status.value}"
+    if (asked.model_id, asked.revision) != (doc.hf_model_id, doc.model_commit_sha):
         return "the request names another model or revision than the deployment's"
     return None
 
@@ -176,24 +177,29 @@ def _authenticate(request: SignedReport, deps: StepDeps, body: type[_Body]) -> _
 def _apply(report: PhaseReport, deps: StepDeps) -> None:
     deployment_id = report.deployment_id
     now = utcnow()
-    seen = {"worker_last_report_at": now}
+    progress = Progress(bytes_done=report.bytes_done or 0, bytes_total=report.bytes_total)
+
+    def seen(doc: Deployment) -> None:
+        doc.worker_last_report_at = now
+
+    def downloading(doc: Deployment) -> None:
+        seen(doc)
+        doc.progress = progress
+
+    def more_progress(doc: Deployment) -> bool:
+        if doc.status is not Status.DOWNLOADING_MODEL:
+            return False
+        downloading(doc)
+        return True
+
     try:
         if report.phase == "downloading_model":
-            progress = {"bytes_done": report.bytes_done or 0, "bytes_total": report.bytes_total}
-            updated = deps.store.update_if_status(
-                deployment_id, {Status.DOWNLOADING_MODEL}, {**seen, "progress": progress}
-            )
-            if updated is None:
-                deps.lifecycle.transition(
-                    deployment_id,
-                    Status.DOWNLOADING_MODEL,
-                    "the worker is downloading the model",
-                    fields={**seen, "progress": progress},
+            if deps.store.update(deployment_id, more_progress) is None:
+                deps.transitions.move(
+                    deployment_id, Status.DOWNLOADING_MODEL, "the worker is downloading the model", apply=downloading
                 )
         elif report.phase == "loading_model":
-            deps.lifecycle.transition(
-                deployment_id, Status.LOADING_MODEL, "the worker is loading the model", fields=seen
-            )
+            deps.transitions.move(deployment_id, Status.LOADING_MODEL, "the worker is loading the model", apply=seen)
         elif report.phase == "ready":
             _ready(report, deps, seen)
         else:
@@ -202,32 +208,40 @@ def _apply(report: PhaseReport, deps: StepDeps) -> None:
         logger.info("late or repeated %s report ignored (%s)", report.phase, exc)
 
 
-def _ready(report: PhaseReport, deps: StepDeps, seen: dict[str, Any]) -> None:
-    timings = report.timings.model_dump() if report.timings else {}
-    fields: dict[str, Any] = {**seen, "timings": {**timings, "loaded_from_cache": report.loaded_from_cache}}
-    pool = _POOL_OF_GPU.get(report.gpu_type_id or "")
-    if pool:
-        fields["gpu_pool"] = pool
-    total = sum(value for value in timings.values() if value)
+def _ready(report: PhaseReport, deps: StepDeps, seen: Callable[[Deployment], None]) -> None:
+    reported = report.timings.model_dump() if report.timings else {}
+    pool = pool_of_gpu_type(report.gpu_type_id)
+
+    def record_ready(doc: Deployment) -> None:
+        seen(doc)
+        doc.timings = Timings.model_validate({**reported, "loaded_from_cache": report.loaded_from_cache})
+        if pool:
+            doc.gpu.pool_in_use = pool
+
+    total = sum(value for value in reported.values() if isinstance(value, int | float) and value)
     where = f" on {pool}" if pool else ""
-    deps.lifecycle.transition(
+    deps.transitions.move(
         report.deployment_id,
         Status.READY,
         f"ready{where}: the worker loaded the model and finished a warm-up inference ({total:.1f} s)",
-        fields=fields,
+        apply=record_ready,
     )
 
 
 def _failed(report: PhaseReport, deps: StepDeps) -> None:
     doc = deps.store.get(report.deployment_id)
-    if doc is None or Status(doc["status"]) not in PROVISIONING:
+    if doc is None or doc.status not in PROVISIONING:
         # A serving deployment is not failed by one worker's start-up failure; Runpod replaces that worker.
         logger.warning("worker failure after provisioning ignored: %s", report.reason)
         return
-    try:
-        reason = FailureReason(report.reason or "")
-    except ValueError:
-        reason = FailureReason.MODEL_LOAD_FAILED
-    if reason not in _WORKER_REASONS:
-        reason = FailureReason.MODEL_LOAD_FAILED
+    reason = worker_failure_reason(report.reason)
     fail_deployment(deps, report.deployment_id, reason.value, report.message or "the worker reported a failure")
+
+
+def worker_failure_reason(reported: str | None) -> FailureReason:
+    """The reason a worker's ``failed`` report counts as (pure): one a worker may give, else a failed load."""
+    try:
+        reason = FailureReason(reported or "")
+    except ValueError:
+        return FailureReason.MODEL_LOAD_FAILED
+    return reason if reason in _WORKER_REASONS else FailureReason.MODEL_LOAD_FAILED

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
 
+from shared.document import Deployment
+from shared.endpoint_spec import resource_name
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError, RetryableError
 from shared.lifecycle import Status
 from shared.messages import DeploymentDeleteRequested
-from shared.steps.deps import StepDeps, resource_name
-from shared.steps.teardown import NOT_REMOVED, may_exist_on_runpod, release
+from shared.steps.deps import StepDeps
+from shared.steps.teardown import NOT_REMOVED, release
 from shared.store import utcnow
 
 logger = logging.getLogger(__name__)
@@ -33,14 +34,14 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
     if doc is None:
         deps.store.erase_secrets(deployment_id)
         return "no such deployment"
-    if doc["status"] == Status.DELETED.value:
+    if doc.status is Status.DELETED:
         deps.store.erase_secrets(deployment_id)
         return "deleted already"
-    if doc["status"] != Status.DELETING.value:
+    if doc.status is not Status.DELETING:
         with contextlib.suppress(IllegalTransitionError):
-            deps.lifecycle.transition(deployment_id, Status.DELETING, f"delete requested ({message.reason})")
+            deps.transitions.move(deployment_id, Status.DELETING, f"delete requested ({message.reason})")
     try:
-        removed = release(deps, deployment_id, endpoint_id=doc.get("endpoint_id"))
+        removed = release(deps, deployment_id, endpoint_id=doc.runpod.endpoint_id)
     except PermanentError as exc:
         # Failing it is refused (deleting -> failed), and the delete must still happen: retry, as for an outage.
         raise RetryableError(f"Runpod refused part of the teardown; will retry: {exc.message}") from exc
@@ -48,24 +49,23 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
     note, level = ("deleted: Runpod resources removed, credentials erased", "info")
     if not removed:
         note, level = _not_removed(doc), "error"
+
+    def record_deleted(d: Deployment) -> None:
+        d.deleted_at = utcnow()
+
     try:
-        deps.lifecycle.transition(deployment_id, Status.DELETED, note, fields={"deleted_at": utcnow()}, level=level)
+        deps.transitions.move(deployment_id, Status.DELETED, note, apply=record_deleted, level=level)
     except (IllegalTransitionError, DeploymentNotFoundError):
         return "deleted meanwhile"
     return "deleted"
 
 
-def _not_removed(doc: dict[str, Any]) -> str:
+def _not_removed(doc: Deployment) -> str:
     """The ``deleted`` message when the sealed credentials did not open: what may be left on Runpod."""
-    if not may_exist_on_runpod(doc):
+    if not doc.may_exist_on_runpod():
         return "deleted: nothing was created on Runpod, credentials erased"
-    ids = [
-        f"{kind} {doc[field]}"
-        for kind, field in (("endpoint", "endpoint_id"), ("template", "template_id"))
-        if doc.get(field)
-    ]
-    left = ", ".join(ids) if ids else "none recorded"
+    left = f"endpoint {doc.runpod.endpoint_id}" if doc.runpod.endpoint_id else "none recorded"
     return (
-        f"deleted, but {NOT_REMOVED}: remove them in the Runpod console (named {resource_name(doc['deployment_id'])}; "
+        f"deleted, but {NOT_REMOVED}: remove them in the Runpod console (named {resource_name(doc.deployment_id)}; "
         f"{left}); credentials erased"
     )

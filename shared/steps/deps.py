@@ -5,21 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.config import Settings
+from shared.credentials import open_credentials
 from shared.crypto import Sealer
-from shared.deployments import Lifecycle
 from shared.gpu import GpuCatalog
 from shared.hub import HubInspector
+from shared.models import SealedCredentials
 from shared.pubsub import Publisher
 from shared.runpod.client import RunpodConnector
 from shared.store import DeploymentStore
 from shared.tasks import TaskScheduler
+from shared.transitions import Transitions
 
 
 @dataclass(frozen=True)
 class StepDeps:
     settings: Settings
     store: DeploymentStore
-    lifecycle: Lifecycle
+    transitions: Transitions
     publisher: Publisher
     sealer: Sealer
     runpod: RunpodConnector
@@ -27,13 +29,7 @@ class StepDeps:
     gpus: GpuCatalog
     tasks: TaskScheduler
 
-
-def resource_name(deployment_id: str) -> str:
-    """The Runpod template and endpoint name of a deployment: deterministic, so a retry finds what it created."""
-    return f"visgate-{deployment_id}"
-
-
-def is_resource_of(name: str, deployment_id: str) -> bool:
-    """Whether a Runpod resource name is this deployment's (Runpod marks FlashBoot endpoints with a ``-fb`` suffix)."""
-    ours = resource_name(deployment_id)
-    return name in (ours, f"{ours}-fb")
+    def credentials(self, deployment_id: str) -> SealedCredentials | None:
+        """The deployment's sealed credentials, opened (None once erased; CredentialsUnreadableError if they do
+        not open)."""
+        return open_credentials(self.store, self.sealer, deployment_id)

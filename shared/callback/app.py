@@ -1,0 +1,54 @@
+"""The callback function's HTTP API: routing of a worker's signed phase reports (``POST
+/v1/deployments/<id>/phase``) and shared-cache grant requests (``POST /v1/deployments/<id>/cache-grant``), and the
+mapping of outcomes to responses in the one error shape."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Request, Response, jsonify
+
+from shared import logging as slog
+from shared.errors import ApiError
+from shared.http import error_response, failure_error, request_id
+from shared.model_cache import SharedModelCache
+from shared.steps.callback import GrantAnswer, Outcome, SignedReport, grant_cache, receive_report
+from shared.steps.deps import StepDeps
+
+_PATH = re.compile(r"^/v1/deployments/(?P<id>[^/]+)/(?P<route>phase|cache-grant)/?$")
+_REFUSALS = {
+    Outcome.UNAUTHORIZED: (401, "invalid_signature", "the request is not signed for this deployment"),
+    Outcome.MALFORMED: (400, "invalid_report", "the body is not a valid phase report or grant request"),
+    Outcome.FORBIDDEN: (403, "cache_not_granted", "the deployment may not read the shared cache"),
+    Outcome.NOT_CACHED: (404, "not_cached", "the shared cache does not hold this model"),
+}
+
+
+class CallbackApi:
+    def __init__(self, deps: StepDeps, shared_cache: SharedModelCache | None) -> None:
+        self._deps = deps
+        self._shared_cache = shared_cache
+
+    def __call__(self, request: Request) -> Response:
+        rid = request_id(request)
+        match = _PATH.match(request.path)
+        if match is None or request.method != "POST":
+            not_found = ApiError(
+                404, "not_found", "POST /v1/deployments/<id>/phase or /v1/deployments/<id>/cache-grant"
+            )
+            return error_response(not_found, rid)
+        signed = SignedReport(match["id"], dict(request.headers), request.get_data())
+        with slog.bind(deployment_id=match["id"], execution_id=request.headers.get("webhook-id"), step="callback"):
+            try:
+                if match["route"] == "phase":
+                    answer = GrantAnswer(receive_report(signed, self._deps))
+                else:
+                    answer = grant_cache(signed, self._deps, self._shared_cache)
+            except Exception as exc:  # Firestore, S3 or Runpod failed: the one error shape, logged with the id
+                return error_response(failure_error(exc, f"callback {match['route']}"), rid)
+        if answer.grant is not None:
+            return jsonify(answer.grant)
+        if answer.outcome not in _REFUSALS:
+            return Response(status=204)
+        status, code, message = _REFUSALS[answer.outcome]
+        return error_response(ApiError(status, code, answer.reason or message), rid)

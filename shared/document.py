@@ -1,0 +1,159 @@
+"""The stored deployment document (``deployments/{id}``), typed: what every step reads and writes.
+
+- Sub-models hold what belongs together: the Runpod resources, the GPU plan, the readiness watch.
+- Unknown stored fields survive a read-modify-write (``extra="allow"``): a newer release may add fields, and an
+  older instance running beside it must not erase them.
+- A document written before this model (flat ``endpoint_id``, ``gpu_ranked``, ``gpu_candidates``, ...) still
+  reads: :meth:`Deployment.from_firestore` folds the old names into the sub-models, and the next write moves them.
+- The public view is derived from it (:meth:`Deployment.view`); neither carries a secret (the sealed credentials
+  live in a server-only collection), and a test walks both models to keep it so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.gpu import GpuTier
+from shared.lifecycle import Status
+from shared.models import CacheScope, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
+
+
+class _Stored(BaseModel):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+
+class RunpodResources(_Stored):
+    """What exists on Runpod for the deployment, each id recorded before the next step."""
+
+    endpoint_id: str | None = None
+    endpoint_url: str | None = None
+    warmup_job_id: str | None = None
+    torn_down_at: datetime | None = None
+
+
+class GpuPlan(_Stored):
+    """Pools ranked for the VRAM estimate, the window the endpoint uses now, and what was left out and why."""
+
+    ranked: list[str] = Field(default_factory=list)
+    window: list[str] = Field(default_factory=list)
+    skipped: list[SkippedPoolView] = Field(default_factory=list)
+    switches: int = 0
+    pool_in_use: str | None = None
+
+
+class ReadinessWatch(_Stored):
+    """The watchdog's memory: the last check done, when, and since when workers wait for capacity."""
+
+    check: int = -1
+    last_check_at: datetime | None = None
+    throttled_since: datetime | None = None
+
+
+# Flat fields of documents written before the sub-models existed: old name -> (sub-model, new name).
+_LEGACY_FIELDS = {
+    "endpoint_id": ("runpod", "endpoint_id"),
+    "endpoint_url": ("runpod", "endpoint_url"),
+    "warmup_job_id": ("runpod", "warmup_job_id"),
+    "torn_down_at": ("runpod", "torn_down_at"),
+    "template_id": ("runpod", "template_id"),
+    "gpu_ranked": ("gpu", "ranked"),
+    "gpu_candidates": ("gpu", "window"),
+    "gpu_switches": ("gpu", "switches"),
+    "gpu_pool": ("gpu", "pool_in_use"),
+}
+
+
+class Deployment(_Stored):
+    deployment_id: str
+    owner: str
+    status: Status
+    hf_model_id: str
+    revision: str = "main"
+    gpu_tier: GpuTier | None = None
+    cache_scope: CacheScope = CacheScope.OFF
+    user_s3_url: str | None = None
+    user_aws_endpoint_url: str | None = None
+    user_aws_region: str | None = None
+    has_hf_token: bool = False
+    workers_min: int = 0
+    workers_max: int = 1
+    idle_timeout_seconds: int = 120
+    ttl_minutes: int | None = None
+    user_webhook_url: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    phase_timestamps: dict[Status, datetime] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    # Set by the model check.
+    model_commit_sha: str | None = None
+    pipeline_class: str | None = None
+    vram_estimate_gb: float | None = None
+    shared_cache_granted: bool | None = None
+    runpod: RunpodResources = Field(default_factory=RunpodResources)
+    gpu: GpuPlan = Field(default_factory=GpuPlan)
+    readiness: ReadinessWatch = Field(default_factory=ReadinessWatch)
+    # Reported by the worker.
+    progress: Progress | None = None
+    timings: Timings | None = None
+    worker_last_report_at: datetime | None = None
+    deleted_at: datetime | None = None
+    # The number of the last line of the event log (deployments/{id}/events/{n}).
+    event_seq: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_legacy_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(name in data for name in _LEGACY_FIELDS):
+            return data
+        folded = dict(data)
+        for old, (group, new) in _LEGACY_FIELDS.items():
+            if old in folded:
+                value = folded.pop(old)
+                folded[group] = {**(folded.get(group) or {}), new: value}
+        return folded
+
+    @classmethod
+    def from_firestore(cls, data: dict[str, Any]) -> Deployment:
+        return cls.model_validate(data)
+
+    def to_firestore(self) -> dict[str, Any]:
+        """The fields as Firestore stores them: datetimes stay timestamps, enums become their values."""
+        return _plain(self.model_dump())
+
+    def reached(self, status: Status) -> bool:
+        """Whether the deployment was ever in ``status``."""
+        return status in self.phase_timestamps
+
+    def may_exist_on_runpod(self) -> bool:
+        """Whether it ever reached ``creating_endpoint``; before it, nothing of it exists on Runpod."""
+        return self.reached(Status.CREATING_ENDPOINT)
+
+    def view(self) -> DeploymentView:
+        """The public view: what ``GET /v1/deployments/{id}`` answers and lifecycle events carry."""
+        fields = {name: value for name, value in self.model_dump().items() if name in DeploymentView.model_fields}
+        return DeploymentView.model_validate(
+            {
+                **fields,
+                "gpu_candidates": self.gpu.window,
+                "gpu_skipped": self.gpu.skipped,
+                "gpu_pool": self.gpu.pool_in_use,
+                "endpoint_id": self.runpod.endpoint_id,
+                "endpoint_url": self.runpod.endpoint_url,
+                "phase_timestamps": {status.value: at for status, at in self.phase_timestamps.items()},
+            }
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
