@@ -1,4 +1,4 @@
-"""The Runpod simulator's WSGI app: GraphQL control plane, ``/v2`` data plane, worker job API and ``/_sim`` controls.
+"""The Runpod simulator's WSGI app: REST v2 control plane, ``/v2`` data plane, worker job API and ``/_sim`` controls.
 
 ``create_app(...)`` returns a :class:`RunpodSimApp` (a Flask app, so any WSGI server serves it) that owns background
 threads and, in process mode, worker processes: call ``app.shutdown()`` when done, or use the app as a context
@@ -7,8 +7,9 @@ workers can call back (otherwise the first request's host URL is used).
 
 Routes (``{eid}`` endpoint id, ``{wid}`` worker id):
 
-- ``POST /graphql`` (``?api_key=`` or ``Authorization: Bearer``): ``saveTemplate``, ``deleteTemplate``,
-  ``saveEndpoint``, ``deleteEndpoint``, ``myself``, ``gpuTypes``.
+- REST v2 control plane (``Authorization: Bearer <account key>``; errors are RFC 9457 problem+json):
+  ``POST|GET /v2/serverless``, ``GET|PATCH|DELETE /v2/serverless/{id}``, ``GET /v2/serverless/{id}/workers``,
+  ``GET /v2/catalog/gpus``.
 - ``/v2/{eid}/run``, ``runsync?wait=<ms>``, ``status/{job}``, ``stream/{job}``, ``cancel/{job}``, ``health``,
   ``purge-queue`` (``Authorization: Bearer <account key>``).
 - Worker API (``Authorization: <endpoint aiKey>``, as the runpod SDK sends it): ``GET job-take/{wid}``,
@@ -19,25 +20,38 @@ Routes (``{eid}`` endpoint id, ``{wid}`` worker id):
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from simulators.runpod.core import RUNSYNC_DEFAULT_WAIT_MS, RunpodSimulator, SimOptions
-from simulators.runpod.model import Account, SimError
-from simulators.runpod.schema import RunpodSchema
+from simulators.runpod.core import RunpodSimulator, SimOptions, runsync_wait_ms
+from simulators.runpod.model import Account, ProblemError, SimError
 from simulators.runpod.workers import launch_instant, launch_process
+
+PROBLEM_JSON = "application/problem+json"
+# Advisory quota headers on every authenticated control-plane answer, as Runpod sends them; never enforced (the
+# scenario's rate_limit forces 429s).
+RATE_LIMIT_POLICY = '"minute";q=60;w=60, "hour";q=3000;w=3600, "day";q=50000;w=86400'
+RATE_LIMIT_OK = '"minute";r=59;t=60, "hour";r=2999;t=3600, "day";r=49999;t=86400'
+RATE_LIMIT_EXCEEDED = '"minute";r=0;t={retry}, "hour";r=2999;t=3600, "day";r=49999;t=86400'
+RETRY_AFTER_S = 1
+Exchange = tuple[str, str, str, Any, int, Any, dict[str, str]]
 
 
 class RunpodSimApp(Flask):
     """The simulator's Flask app; ``sim`` holds the state, ``shutdown()`` stops workers and threads."""
 
     sim: RunpodSimulator
+    # When a list, every control-plane call is appended as (method, path, query string, request JSON, status,
+    # response JSON, response headers): tests validate them against Runpod's OpenAPI document.
+    exchanges: list[Exchange] | None = None
 
     def set_base_url(self, base_url: str) -> None:
         """The URL the simulator is served at (workers get it in their ``RUNPOD_WEBHOOK_*`` variables)."""
@@ -82,17 +96,49 @@ def create_app(
     )
     sim = RunpodSimulator({"process": launch_process, "instant": launch_instant}, options)
     app.sim = sim
-    schema = RunpodSchema(sim)
 
     @app.before_request
     def _note_base_url() -> None:
         sim.note_base_url(request.host_url)
 
     @app.errorhandler(SimError)
-    def _sim_error(exc: SimError) -> tuple[Response, int]:
-        return jsonify({"error": str(exc)}), exc.status
+    def _sim_error(exc: SimError) -> Response:
+        if g.get("control_plane"):
+            errors = exc.errors if isinstance(exc, ProblemError) else None
+            return problem(exc.status, str(exc), errors)
+        response = jsonify({"error": str(exc)})
+        response.status_code = exc.status
+        return response
 
-    _add_control_plane(app, sim, schema)
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if _is_control_plane_path(request.path):
+            return problem(status, exc.description or "")
+        response = jsonify({"error": exc.description})
+        response.status_code = status
+        return response
+
+    @app.errorhandler(Exception)
+    def _crash(exc: Exception) -> Response:  # a simulator bug answers JSON, never an HTML page
+        app.logger.exception("unhandled error")
+        if _is_control_plane_path(request.path):
+            return problem(500, f"internal error: {type(exc).__name__}")
+        response = jsonify({"error": f"internal error: {type(exc).__name__}"})
+        response.status_code = 500
+        return response
+
+    @app.after_request
+    def _record(response: Response) -> Response:
+        if app.exchanges is not None and _is_control_plane_path(request.path):
+            body = response.get_json(silent=True) if response.status_code != 204 else None
+            sent = request.get_json(silent=True) if request.data else None
+            headers = {k: v for k, v in response.headers.items()}
+            query = request.query_string.decode()
+            app.exchanges.append((request.method, request.path, query, sent, response.status_code, body, headers))
+        return response
+
+    _add_control_plane(app, sim)
     _add_data_plane(app, sim)
     _add_worker_api(app, sim)
     _add_test_controls(app, sim)
@@ -107,31 +153,158 @@ def _bearer(header: str | None) -> str | None:
     return rest.strip() if scheme.lower() == "bearer" and rest else header.strip()
 
 
-def _add_control_plane(app: Flask, sim: RunpodSimulator, schema: RunpodSchema) -> None:
-    @app.post("/graphql")
-    def graphql() -> tuple[Response, int] | Response:
-        key = request.args.get("api_key") or _bearer(request.headers.get("Authorization"))
-        sim.count_request(key)
-        forced = sim.take_forced_failure()
-        if forced == HTTPStatus.TOO_MANY_REQUESTS:
-            response = jsonify({"errors": [{"message": "Too many requests, please retry later"}]})
-            response.headers["Retry-After"] = "1"
-            return response, 429
-        if forced == HTTPStatus.INTERNAL_SERVER_ERROR:
-            return jsonify({"errors": [{"message": "Something went wrong. Please try again later."}]}), 500
-        if forced == HTTPStatus.OK:  # how Runpod refuses what no retry changes: a GraphQL error in a 200
-            message = "Max workers across all endpoints must not exceed your workers quota (5)."
-            return jsonify({"data": None, "errors": [{"message": message}]})
-        try:
-            account = sim.account_for_key(key)
-        except SimError:
-            return jsonify({"errors": [{"message": "Unauthorized request, please check your API key."}]}), 401
-        payload = request.get_json(silent=True)
-        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-            return jsonify({"errors": [{"message": "POST body must be JSON with a 'query' string"}]}), 400
-        result = schema.execute(account, payload["query"], payload.get("variables"), payload.get("operationName"))
-        # Like Apollo Server: documents that do not parse or validate are 400; execution errors are 200.
-        return jsonify(result.formatted), 400 if result.data is None and result.errors else 200
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
+
+
+def problem(status: int, detail: str, errors: list[str] | None = None) -> Response:
+    """An RFC 9457 problem+json answer in Runpod's ``ErrorResponse`` shape."""
+    body: dict[str, Any] = {"title": _TITLES.get(status, HTTPStatus(status).phrase), "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    return response
+
+
+def _is_control_plane_path(path: str) -> bool:
+    return path == "/v2/serverless" or path.startswith(("/v2/serverless/", "/v2/catalog/"))
+
+
+def _forced_failure(status: int | None) -> Response | None:
+    """The answer a scenario forces on a control-plane call, if any."""
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        response = problem(429, "rate limit exceeded for the minute window")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        response.headers["RateLimit"] = RATE_LIMIT_EXCEEDED.format(retry=RETRY_AFTER_S)
+        response.headers["RateLimit-Policy"] = RATE_LIMIT_POLICY
+        return response
+    if status == HTTPStatus.INTERNAL_SERVER_ERROR:
+        return problem(500, "something went wrong, please try again later")
+    if status == HTTPStatus.BAD_REQUEST:  # a refusal no retry changes (scenario api_refusals)
+        detail = "max workers across all endpoints must not exceed your workers quota (5)"
+        return problem(400, detail, ["$.workers.max: exceeds the account's workers quota (5)"])
+    return None
+
+
+def _authenticate(sim: RunpodSimulator) -> Account | Response:
+    """Count the call, apply the scenario's forced failures, then check the bearer key (401 problem if bad)."""
+    g.control_plane = True
+    header = request.headers.get("Authorization") or ""
+    scheme, _, key = header.partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" else ""
+    sim.count_request(key or None)
+    forced = _forced_failure(sim.take_forced_failure())
+    if forced is not None:
+        return forced
+    if not key:
+        return problem(401, "malformed bearer token" if header else "missing bearer token")
+    try:
+        return sim.account_for_key(key)
+    except SimError:
+        return problem(401, "invalid bearer token")
+
+
+def _json_body() -> Any:
+    if not request.data:
+        raise ProblemError(400, "request body is required", ["$: expected a JSON object"])
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ProblemError(400, "request body is not valid JSON", ["$: invalid JSON"])
+    return body
+
+
+def _answer(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+Handler = Callable[..., Response]
+
+
+def _add_control_plane(app: Flask, sim: RunpodSimulator) -> None:
+    def authenticated(handler: Callable[..., Response]) -> Handler:
+        @functools.wraps(handler)
+        def wrapper(**kwargs: Any) -> Response:
+            account = _authenticate(sim)
+            return account if isinstance(account, Response) else handler(account, **kwargs)
+
+        return wrapper
+
+    @app.after_request
+    def _rate_limit_headers(response: Response) -> Response:
+        if g.get("control_plane") and response.status_code != 401 and "RateLimit" not in response.headers:
+            response.headers["RateLimit"] = RATE_LIMIT_OK
+            response.headers["RateLimit-Policy"] = RATE_LIMIT_POLICY
+        return response
+
+    @app.post("/v2/serverless")
+    @authenticated
+    def create_endpoint(account: Account) -> Response:
+        return _answer(sim.create_endpoint(account, _json_body()), 201)
+
+    @app.get("/v2/serverless")
+    @authenticated
+    def list_endpoints(account: Account) -> Response:
+        return _answer(sim.list_endpoints(account))
+
+    @app.get("/v2/serverless/<endpoint_id>")
+    @authenticated
+    def get_endpoint(account: Account, endpoint_id: str) -> Response:
+        return _answer(sim.get_endpoint(account, endpoint_id))
+
+    @app.patch("/v2/serverless/<endpoint_id>")
+    @authenticated
+    def update_endpoint(account: Account, endpoint_id: str) -> Response:
+        return _answer(sim.update_endpoint(account, endpoint_id, _json_body()))
+
+    @app.delete("/v2/serverless/<endpoint_id>")
+    @authenticated
+    def delete_endpoint(account: Account, endpoint_id: str) -> Response:
+        sim.delete_endpoint(account, endpoint_id)
+        return Response(status=204)
+
+    @app.get("/v2/serverless/<endpoint_id>/workers")
+    @authenticated
+    def list_workers(account: Account, endpoint_id: str) -> Response:
+        return _answer(sim.list_workers(account, endpoint_id))
+
+    @app.get("/v2/catalog/gpus")
+    @authenticated
+    def list_gpu_types(account: Account) -> Response:
+        include, products, count = _catalog_query()
+        return _answer(sim.gpu_catalog(include, products, count))
+
+
+_PRODUCTS = ("POD", "CLUSTER", "SERVERLESS")
+_AVAILABILITY_ONLY = ("count", "cloud", "countryCodes", "cudaVersions", "minCudaVersion")
+
+
+def _catalog_query() -> tuple[bool, list[str], int]:
+    """``include``, ``product`` and ``count`` of ``GET /v2/catalog/gpus``, checked as the document states."""
+    include = [v for v in request.args.get("include", "").split(",") if v]
+    products = [v for v in request.args.get("product", "").split(",") if v]
+    bad = [v for v in include if v != "AVAILABILITY"] + [v for v in products if v not in _PRODUCTS]
+    if bad or len(include) > 1:
+        raise ProblemError(422, "Request validation failed.", [f"query: unsupported value '{v}'" for v in bad])
+    with_availability = bool(include)
+    if with_availability and not products:
+        raise ProblemError(400, "product is required with include=AVAILABILITY", ["query.product: required"])
+    misplaced = [p for p in ("product", *_AVAILABILITY_ONLY) if p in request.args and not with_availability]
+    if misplaced:
+        detail = f"{', '.join(misplaced)} valid only with include=AVAILABILITY"
+        raise ProblemError(400, detail, [f"query.{p}: valid only with include=AVAILABILITY" for p in misplaced])
+    if request.args.get("cloud") not in (None, "SECURE", "COMMUNITY"):
+        raise ProblemError(422, "Request validation failed.", ["query.cloud: must be SECURE or COMMUNITY"])
+    count = request.args.get("count", "1")
+    if not count.isdigit() or int(count) < 1:
+        raise ProblemError(422, "Request validation failed.", ["query.count: must be an integer >= 1"])
+    return with_availability, products, int(count)
 
 
 def _add_data_plane(app: Flask, sim: RunpodSimulator) -> None:
@@ -147,7 +320,7 @@ def _add_data_plane(app: Flask, sim: RunpodSimulator) -> None:
     @app.post("/v2/<endpoint_id>/runsync")
     def runsync(endpoint_id: str) -> Response:
         owner = account()
-        wait_ms = request.args.get("wait", RUNSYNC_DEFAULT_WAIT_MS, type=int)
+        wait_ms = runsync_wait_ms(request.args.get("wait"))
         job = sim.submit(owner, endpoint_id, request.get_json(silent=True))
         return jsonify(sim.wait_for(owner, endpoint_id, job["id"], wait_ms))
 

@@ -1,14 +1,20 @@
-"""The simulator's fixed GPU catalog: Runpod Serverless GPU pools and the ``gpuTypes`` entries that belong to them.
+"""The simulator's fixed GPU catalog: Runpod Serverless GPU pools and the GPU types that belong to them.
 
-Pool ids are the values Runpod accepts in an endpoint's ``gpuIds`` (comma-separated, in priority order). GPU type ids
-and display names are Runpod's. Prices are approximations of Runpod's public prices: per-second flex (and active)
-prices for serverless pools, per-hour on-demand / spot prices for ``gpuTypes``' ``lowestPrice``. They only need to be
-realistic enough for GPU choice to behave as it would against the real catalog.
+As in REST v2: pool ids are what an endpoint's ``gpu.pools`` takes (in priority order), GPU type ids are what
+``gpu.excludedTypes`` takes, and ``GET /v2/catalog/gpus`` lists the types, each with its ``pool`` (null for a type
+that is in no serverless pool). GPU type ids and names are Runpod's. Prices approximate Runpod's public ones:
+per-second flex (and active) prices for serverless pools, per-hour secure / community prices for pods. They only
+need to be realistic enough for GPU choice to behave as it would against the real catalog.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+DATA_CENTER_ID = "SIM-LOCAL-1"
+DATA_CENTER_NAME = "Simulator Local 1"
+CUDA_VERSIONS = ("12.4", "12.6", "12.8")
 
 
 @dataclass(frozen=True)
@@ -24,16 +30,16 @@ class ServerlessPool:
 
 @dataclass(frozen=True)
 class GpuType:
-    """One ``gpuTypes`` entry and the serverless pool it serves in."""
+    """One GPU type and the serverless pool it serves in (None: pods only)."""
 
     id: str
     display_name: str
     memory_in_gb: int
-    pool_id: str
+    pool_id: str | None
     secure_usd_per_hour: float
     community_usd_per_hour: float | None
     max_gpu_count: int = 8
-    manufacturer: str = "Nvidia"
+    manufacturer: str = "NVIDIA"
 
     @property
     def community_cloud(self) -> bool:
@@ -81,6 +87,8 @@ GPU_TYPES: tuple[GpuType, ...] = (
     GpuType("NVIDIA H100 PCIe", "H100 PCIe", 80, "ADA_80_PRO", 2.39, 1.99),
     GpuType("NVIDIA H100 80GB HBM3", "H100 SXM", 80, "ADA_80_PRO", 2.69, 2.39),
     GpuType("NVIDIA H200", "H200 SXM", 141, "HOPPER_141", 3.99, 3.59),
+    # In no serverless pool (pods only), as many of Runpod's types are: a client must skip a null ``pool``.
+    GpuType("NVIDIA GeForce RTX 3070", "RTX 3070", 8, None, 0.20, 0.13),
 )
 
 POOLS_BY_ID: dict[str, ServerlessPool] = {pool.id: pool for pool in SERVERLESS_POOLS}
@@ -90,3 +98,38 @@ GPU_TYPES_BY_ID: dict[str, GpuType] = {gpu.id: gpu for gpu in GPU_TYPES}
 def gpu_types_in_pool(pool_id: str) -> tuple[GpuType, ...]:
     """The GPU types a serverless pool draws from."""
     return tuple(gpu for gpu in GPU_TYPES if gpu.pool_id == pool_id)
+
+
+def availability_level(free: int | None) -> str:
+    """Runpod's ``AvailabilityLevel`` for this many free worker slots (None: unlimited)."""
+    if free is None or free > 3:
+        return "HIGH"
+    if free <= 0:
+        return "NONE"
+    return "LOW" if free == 1 else "MEDIUM"
+
+
+def gpu_type_view(gpu: GpuType, availability: str | None = None) -> dict[str, Any]:
+    """The v2 ``GpuType`` object; ``availability`` given only for ``include=AVAILABILITY``."""
+    pool = POOLS_BY_ID.get(gpu.pool_id or "")
+    price: dict[str, Any] = {"secure": gpu.secure_usd_per_hour, "community": gpu.community_usd_per_hour or 0.0}
+    if pool is not None:
+        # Per GPU per hour, from the pool's per-second flex price.
+        price["serverless"] = round(pool.flex_usd_per_second * 3600, 3)
+    view: dict[str, Any] = {
+        "id": gpu.id,
+        "name": gpu.display_name,
+        "pool": gpu.pool_id,
+        "manufacturer": gpu.manufacturer,
+        "memory": gpu.memory_in_gb,
+        "secure": True,
+        "community": gpu.community_cloud,
+        "price": price,
+        "maxCount": {"secure": gpu.max_gpu_count, "community": gpu.max_gpu_count if gpu.community_cloud else 0},
+    }
+    if availability is not None:
+        view["availability"] = availability
+        if availability != "NONE":
+            view["dataCenters"] = [{"id": DATA_CENTER_ID, "name": DATA_CENTER_NAME, "availability": availability}]
+        view["cudaVersions"] = [{"version": v, "available": availability != "NONE"} for v in CUDA_VERSIONS]
+    return view

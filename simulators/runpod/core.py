@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-from simulators.runpod.catalog import gpu_types_in_pool
+from simulators.runpod import v2
+from simulators.runpod.catalog import GPU_TYPES, availability_level, gpu_type_view
 from simulators.runpod.model import (
+    DATA_CENTER_ID,
     TERMINAL_JOB_STATES,
     Account,
-    ControlPlaneError,
     Endpoint,
-    EndpointConfig,
     Job,
     JobStatus,
     NotFoundError,
+    ProblemError,
     Scenario,
     SimError,
-    Template,
     UnauthorizedError,
     UnknownWorkerError,
     Worker,
@@ -48,7 +48,9 @@ SUPERVISOR_TICK_S = 0.05
 PING_INTERVAL_MS = 1000  # the SDK divides by 1000 and sleeps that many whole seconds: below 1000 it would spin
 JOB_TAKE_HOLD_S = 2.0  # short enough that a SIGTERM'd SDK worker ends its long-poll quickly
 RUNSYNC_DEFAULT_WAIT_MS = 90_000
+RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 300_000
+MIN_TTL_MS = 10_000
 
 # Launches a worker's runner: (simulator, worker, env) -> runner. Set by the app (process or instant).
 Launcher = Callable[["RunpodSimulator", Worker, dict[str, str]], WorkerRunner]
@@ -76,7 +78,7 @@ class SimOptions:
 
 
 class RunpodSimulator:
-    """All simulated Runpod state: accounts, templates, endpoints, jobs, workers and the scenario."""
+    """All simulated Runpod state: accounts, endpoints, jobs, workers and the scenario."""
 
     def __init__(self, launchers: dict[str, Launcher], options: SimOptions) -> None:
         self._cond = threading.Condition()
@@ -101,7 +103,6 @@ class RunpodSimulator:
 
     def _reset_state(self) -> None:
         self.accounts: dict[str, Account] = {}
-        self.templates: dict[str, Template] = {}
         self.endpoints: dict[str, Endpoint] = {}
         self.jobs: dict[str, Job] = {}
         self.requests_by_key: dict[str, int] = {}
@@ -141,18 +142,18 @@ class RunpodSimulator:
             return self.scenario.view()
 
     def take_forced_failure(self) -> int | None:
-        """The HTTP status a scenario forces on this control-plane call (429, 500, or 200 for a GraphQL refusal),
-        consuming one count."""
+        """The HTTP status a scenario forces on this control-plane call (429 ``rate_limit``, 500 ``api_errors``,
+        400 ``api_refusals``), consuming one count."""
         with self._cond:
             if self.scenario.rate_limit > 0:
                 self.scenario.rate_limit -= 1
                 return 429
-            if self.scenario.graphql_errors > 0:
-                self.scenario.graphql_errors -= 1
+            if self.scenario.api_errors > 0:
+                self.scenario.api_errors -= 1
                 return 500
-            if self.scenario.graphql_refusals > 0:
-                self.scenario.graphql_refusals -= 1
-                return 200
+            if self.scenario.api_refusals > 0:
+                self.scenario.api_refusals -= 1
+                return 400
             return None
 
     def reset(self) -> None:
@@ -175,9 +176,12 @@ class RunpodSimulator:
                         "id": account.id,
                         "api_key": account.api_key,
                         "requests": self.requests_by_key.get(account.api_key, 0),
-                        "templates": [t.view() for t in self.templates.values() if t.account_id == account.id],
-                        "endpoints": [e.view(self.templates.get(e.config.template_id)) for e in endpoints],
-                        "jobs": [j.state_view() for j in self._jobs_of(endpoints)],
+                        "templates": [],  # v2 endpoints carry their container config: kept for shape only
+                        "endpoints": [
+                            {**e.view(self.base_url), "aiKey": e.ai_key, "version": e.version} for e in endpoints
+                        ],
+                        # Jobs of deleted endpoints stay listed (CANCELLED), so a test can see what a delete did.
+                        "jobs": [j.state_view() for j in self.jobs.values() if j.account_id == account.id],
                         "workers": [{**w.view(), "endpointId": e.id} for e in endpoints for w in e.workers.values()],
                     }
                 )
@@ -216,110 +220,94 @@ class RunpodSimulator:
 
     # ------------------------------------------------------------------ control plane
 
-    def templates_of(self, account: Account) -> list[dict[str, Any]]:
-        """The account's templates as ``PodTemplate`` objects."""
+    def create_endpoint(self, account: Account, body: Any) -> dict[str, Any]:
+        """``POST /v2/serverless``: a new queue-based GPU endpoint (duplicate names are accepted, as on Runpod)."""
+        config = v2.config_from_create(body)
         with self._cond:
-            return [t.view() for t in self.templates.values() if t.account_id == account.id]
-
-    def endpoints_of(self, account: Account) -> list[dict[str, Any]]:
-        """The account's endpoints as ``Endpoint`` objects."""
-        with self._cond:
-            return [
-                e.view(self.templates.get(e.config.template_id))
-                for e in self.endpoints.values()
-                if e.account_id == account.id
-            ]
-
-    def save_template(self, account: Account, fields: dict[str, Any]) -> dict[str, Any]:
-        """Create a template, or replace one when ``id`` is given (``saveTemplate``)."""
-        with self._cond:
-            template_id = fields.get("id")
-            if template_id:
-                existing = self.templates.get(template_id)
-                if existing is None or existing.account_id != account.id:
-                    raise ControlPlaneError("Template not found")
-            name = fields.get("name") or ""
-            image_name = fields.get("imageName") or ""
-            if not name or not image_name:
-                raise ControlPlaneError("Template name and imageName are required")
-            mine = [t for t in self.templates.values() if t.account_id == account.id]
-            if any(t.name == name and t.id != template_id for t in mine):
-                raise ControlPlaneError("Template name must be unique")
-            env: dict[str, str] = {}
-            for pair in fields.get("env") or []:
-                env[pair["key"]] = pair.get("value") or ""
-            template = Template(id=template_id or new_id(10), account_id=account.id, name=name, image_name=image_name)
-            template.env = env
-            for key, attr in _TEMPLATE_FIELDS.items():
-                if fields.get(key) is not None:
-                    setattr(template, attr, fields[key])
-            self.templates[template.id] = template
+            endpoint = Endpoint(
+                id=new_id(),
+                account_id=account.id,
+                config=config,
+                ai_key=new_id(32).upper(),
+                created_at=_rfc3339(),
+            )
+            self.endpoints[endpoint.id] = endpoint
             self._cond.notify_all()
-            return template.view()
+            return endpoint.view(self.base_url)
 
-    def delete_template(self, account: Account, name: str) -> None:
-        """Delete a template by name (``deleteTemplate``); refused while an endpoint uses it."""
+    def list_endpoints(self, account: Account) -> dict[str, Any]:
+        """``GET /v2/serverless``: every endpoint of the account, oldest first (the schema defines no paging)."""
         with self._cond:
-            template = next((t for t in self.templates.values() if t.account_id == account.id and t.name == name), None)
-            if template is None:
-                raise ControlPlaneError("Template not found")
-            users = [e.config.name for e in self.endpoints.values() if e.config.template_id == template.id]
-            if users:
-                raise ControlPlaneError(f"Template is in use by endpoint(s): {', '.join(users)}")
-            del self.templates[template.id]
+            mine = [e.view(self.base_url) for e in self.endpoints.values() if e.account_id == account.id]
+            return {"endpoints": mine}
 
-    def save_endpoint(self, account: Account, fields: dict[str, Any]) -> dict[str, Any]:
-        """Create an endpoint, or replace its whole config when ``id`` is given (``saveEndpoint``)."""
+    def get_endpoint(self, account: Account, endpoint_id: str) -> dict[str, Any]:
+        """``GET /v2/serverless/{id}``."""
         with self._cond:
-            endpoint_id = fields.get("id")
-            endpoint = self.endpoints.get(endpoint_id or "")
-            if endpoint_id and (endpoint is None or endpoint.account_id != account.id):
-                raise ControlPlaneError("Endpoint not found")
-            config = _endpoint_config(fields)
-            config.validate()
-            template = self.templates.get(config.template_id)
-            if template is None or template.account_id != account.id:
-                raise ControlPlaneError("Template not found")
-            if not template.is_serverless:
-                raise ControlPlaneError("Template is not a serverless template")
-            for other in self.endpoints.values():
-                if other.account_id == account.id and other.config.name == config.name and other.id != endpoint_id:
-                    # Real Runpod does not refuse every duplicate name; the scenario lets tests see that.
-                    if not self.scenario.duplicate_endpoint_names:
-                        raise ControlPlaneError("Endpoint name must be unique")
-            if endpoint is None:
-                endpoint = Endpoint(
-                    id=new_id(),
-                    account_id=account.id,
-                    config=config,
-                    ai_key=new_id(32).upper(),
-                    created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                )
-                self.endpoints[endpoint.id] = endpoint
-            else:
-                endpoint.config = config
+            return self._own_endpoint(account, endpoint_id).view(self.base_url)
+
+    def update_endpoint(self, account: Account, endpoint_id: str, body: Any) -> dict[str, Any]:
+        """``PATCH /v2/serverless/{id}``: only the fields sent change; a container or GPU change is a new release."""
+        with self._cond:
+            endpoint = self._own_endpoint(account, endpoint_id)
+            config, new_release = v2.config_from_patch(endpoint.config, body)
+            endpoint.config = config
+            if new_release:
                 endpoint.version += 1
-                # A new release: waiting (throttled) and crashed workers are replaced under the new config.
+                # Waiting (throttled) and crashed workers are replaced under the new release at once; idle
+                # workers of the old release are rolled by the autoscaler, running ones finish their jobs first.
                 stale = [w for w in endpoint.workers.values() if not w.holds_gpu()]
                 self._stop_workers(endpoint, stale)
             self._cond.notify_all()
-            return endpoint.view(template)
+            return endpoint.view(self.base_url)
 
     def delete_endpoint(self, account: Account, endpoint_id: str) -> None:
-        """Delete an endpoint (``deleteEndpoint``); Runpod refuses unless it was scaled to 0/0 first."""
+        """``DELETE /v2/serverless/{id}``: terminate every worker, cancel queued and running jobs, forget it."""
         with self._cond:
-            endpoint = self.endpoints.get(endpoint_id)
-            if endpoint is None or endpoint.account_id != account.id:
-                raise ControlPlaneError("Endpoint not found")
-            if endpoint.config.workers_min != 0 or endpoint.config.workers_max != 0:
-                raise ControlPlaneError(
-                    "Endpoint cannot be deleted while it has workers: set workersMin and workersMax to 0 first"
-                )
-            self._stop_workers(endpoint, list(endpoint.workers.values()))
+            endpoint = self._own_endpoint(account, endpoint_id)
             for job in self._jobs_of([endpoint]):
-                del self.jobs[job.id]
+                if job.status not in TERMINAL_JOB_STATES:
+                    self._end_job(job, JobStatus.CANCELLED)
+            self._stop_workers(endpoint, list(endpoint.workers.values()))
             del self.endpoints[endpoint.id]
             self._cond.notify_all()
+
+    def list_workers(self, account: Account, endpoint_id: str) -> dict[str, Any]:
+        """``GET /v2/serverless/{id}/workers``: every current worker with its status, and the summary."""
+        with self._cond:
+            endpoint = self._own_endpoint(account, endpoint_id)
+            now = time.monotonic()
+            workers = [w.v2_view(endpoint.version, endpoint.config.gpu_count, now) for w in endpoint.workers.values()]
+            summary = dict.fromkeys(("running", "idle", "initializing", "throttled", "unhealthy"), 0)
+            for worker in workers:
+                summary[worker["status"].lower()] += 1
+            summary["total"] = len(workers)
+            return {"workers": workers, "summary": summary, "endpointVersion": endpoint.version}
+
+    def gpu_catalog(self, with_availability: bool, products: list[str], gpu_count: int) -> dict[str, Any]:
+        """``GET /v2/catalog/gpus``; serverless availability follows the scenario's capacity left per pool."""
+        with self._cond:
+            in_use = self._pools_in_use()
+            gpus = []
+            for gpu in GPU_TYPES:
+                level = None
+                if with_availability:
+                    level = "HIGH"  # pods and clusters are not simulated: plentiful
+                    if "SERVERLESS" in products:
+                        capacity = self.scenario.capacity.get(gpu.pool_id or "")
+                        free = None if capacity is None else capacity - in_use.get(gpu.pool_id or "", 0)
+                        level = availability_level(free) if gpu.pool_id else "NONE"
+                    if gpu_count > gpu.max_gpu_count:
+                        level = "NONE"
+                gpus.append(gpu_type_view(gpu, level))
+            return {"gpus": gpus}
+
+    def _own_endpoint(self, account: Account, endpoint_id: str) -> Endpoint:
+        """The account's endpoint; another account's is as unknown as a missing one (404), as in v2."""
+        endpoint = self.endpoints.get(endpoint_id)
+        if endpoint is None or endpoint.account_id != account.id:
+            raise ProblemError(404, f"endpoint {endpoint_id} not found")
+        return endpoint
 
     # ------------------------------------------------------------------ data plane
 
@@ -339,11 +327,11 @@ class RunpodSimulator:
             endpoint = self.endpoint_for(account, endpoint_id)
             if not isinstance(body, dict) or "input" not in body:
                 raise SimError("request body must be a JSON object with an 'input' field")
-            policy = body.get("policy") or {}
-            timeout_ms = policy.get("executionTimeout") or endpoint.config.execution_timeout_ms
+            timeout_ms = _job_policy(body.get("policy")) or endpoint.config.timeout_ms
             job = Job(
                 id=new_job_id(),
                 endpoint_id=endpoint.id,
+                account_id=account.id,
                 input=body["input"],
                 created_at=time.monotonic(),
                 execution_timeout_s=float(timeout_ms) / 1000,
@@ -355,7 +343,7 @@ class RunpodSimulator:
 
     def wait_for(self, account: Account, endpoint_id: str, job_id: str, wait_ms: int) -> dict[str, Any]:
         """The job once terminal, or as it stands after ``wait_ms`` (``/runsync``)."""
-        deadline = time.monotonic() + min(max(wait_ms, 0), RUNSYNC_MAX_WAIT_MS) / 1000
+        deadline = time.monotonic() + wait_ms / 1000
         with self._cond:
             while True:
                 job = self._job_for(account, endpoint_id, job_id)
@@ -532,7 +520,13 @@ class RunpodSimulator:
         desired = needed_workers(config, pending)
         workers = list(endpoint.workers.values())
         for _ in range(desired - len(workers)):
-            worker = Worker(id=new_id(), endpoint_id=endpoint.id, mode=self.scenario.worker_mode, created_at=now)
+            worker = Worker(
+                id=new_id(),
+                endpoint_id=endpoint.id,
+                mode=self.scenario.worker_mode,
+                created_at=now,
+                version=endpoint.version,
+            )
             endpoint.workers[worker.id] = worker
         surplus = len(workers) - desired
         if surplus > 0:
@@ -552,18 +546,27 @@ class RunpodSimulator:
                 if w.phase == WorkerPhase.READY and not w.job_ids and now - w.idle_since >= config.idle_timeout
             ]
             self._stop_workers(endpoint, expired[: max(0, idle_surplus)])
+        # A rolling release: idle workers of an older release make way for workers of the current one.
+        stale = [
+            w
+            for w in endpoint.workers.values()
+            if w.phase == WorkerPhase.READY and not w.job_ids and w.version != endpoint.version
+        ]
+        self._stop_workers(endpoint, stale)
         for worker in endpoint.workers.values():
             if worker.phase == WorkerPhase.THROTTLED:
+                worker.version = endpoint.version
                 self._place(endpoint, worker, now)
 
     def _place(self, endpoint: Endpoint, worker: Worker, now: float) -> None:
         in_use = self._pools_in_use()
-        for pool_id in endpoint.config.pools():
+        for pool_id in endpoint.config.pools:
             capacity = self.scenario.capacity.get(pool_id)
-            if capacity is None or in_use.get(pool_id, 0) < capacity:
+            gpu_type = endpoint.config.gpu_type_for(pool_id)
+            if gpu_type is not None and (capacity is None or in_use.get(pool_id, 0) < capacity):
                 worker.phase = WorkerPhase.INITIALIZING
                 worker.pool_id = pool_id
-                worker.gpu_type_id = gpu_types_in_pool(pool_id)[0].id
+                worker.gpu_type_id = gpu_type
                 worker.mode = self.scenario.worker_mode
                 worker.launch_at = now + self.scenario.start_delay_s
                 self._cond.notify_all()
@@ -572,19 +575,23 @@ class RunpodSimulator:
     def _launch_due(self, endpoint: Endpoint, now: float) -> None:
         if self.base_url is None:
             return  # nobody has called us yet, so workers could not reach us either
-        template = self.templates.get(endpoint.config.template_id)
         for worker in endpoint.workers.values():
             due = worker.launch_at is not None and worker.launch_at <= now
             if worker.phase != WorkerPhase.INITIALIZING or worker.runner is not None or not due:
                 continue
-            env = self._worker_env(endpoint, worker, template)
+            # The worker runs the release current at its start: that release's container config and env.
+            worker.version = endpoint.version
+            worker.image = endpoint.config.image
+            worker.started_at = now
+            worker.started_at_wall = _rfc3339()
+            env = self._worker_env(endpoint, worker)
             worker.runner = self._launchers[worker.mode](self, worker, env)
 
-    def _worker_env(self, endpoint: Endpoint, worker: Worker, template: Template | None) -> dict[str, str]:
-        """The template's env plus the variables Runpod sets in every serverless worker."""
+    def _worker_env(self, endpoint: Endpoint, worker: Worker) -> dict[str, str]:
+        """The endpoint's ``env`` plus the variables Runpod sets in every serverless worker."""
         prefix = f"{self.base_url}/v2/{endpoint.id}"
         gpu = quote_plus(worker.gpu_type_id or "")
-        env = dict(template.env) if template else {}
+        env = dict(endpoint.config.env)
         env.update(
             {
                 "RUNPOD_WEBHOOK_GET_JOB": f"{prefix}/job-take/$ID?gpu={gpu}",
@@ -597,7 +604,7 @@ class RunpodSimulator:
                 "RUNPOD_AI_API_KEY": endpoint.ai_key,
                 "RUNPOD_GPU_COUNT": str(endpoint.config.gpu_count),
                 "RUNPOD_GPU_NAME": worker.gpu_type_id or "",
-                "RUNPOD_DC_ID": "SIM-LOCAL-1",
+                "RUNPOD_DC_ID": DATA_CENTER_ID,
                 "RUNPOD_PING_INTERVAL": str(PING_INTERVAL_MS),
                 "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
                 "RUNPOD_SKIP_GPU_CHECK": "true",
@@ -693,40 +700,38 @@ _HEALTH_JOB_BUCKETS = {
     JobStatus.IN_PROGRESS: "inProgress",
     JobStatus.IN_QUEUE: "inQueue",
 }
-_TEMPLATE_FIELDS = {
-    "dockerArgs": "docker_args",
-    "containerDiskInGb": "container_disk_in_gb",
-    "volumeInGb": "volume_in_gb",
-    "volumeMountPath": "volume_mount_path",
-    "ports": "ports",
-    "isServerless": "is_serverless",
-    "startSsh": "start_ssh",
-    "startJupyter": "start_jupyter",
-    "isPublic": "is_public",
-    "readme": "readme",
-    "containerRegistryAuthId": "container_registry_auth_id",
-}
-_ENDPOINT_FIELDS = {
-    "name": "name",
-    "templateId": "template_id",
-    "gpuIds": "gpu_ids",
-    "networkVolumeId": "network_volume_id",
-    "locations": "locations",
-    "idleTimeout": "idle_timeout",
-    "scalerType": "scaler_type",
-    "scalerValue": "scaler_value",
-    "workersMin": "workers_min",
-    "workersMax": "workers_max",
-    "gpuCount": "gpu_count",
-    "executionTimeoutMs": "execution_timeout_ms",
-    "allowedCudaVersions": "allowed_cuda_versions",
-}
 
 
-def _endpoint_config(fields: dict[str, Any]) -> EndpointConfig:
-    """A full config from ``EndpointInput``: what is omitted takes Runpod's default (full replace)."""
-    values = {attr: fields[key] for key, attr in _ENDPOINT_FIELDS.items() if fields.get(key) is not None}
-    config = EndpointConfig(**{"name": "", "template_id": "", "gpu_ids": "", **values})
-    # The SDK's older convention marks FlashBoot with a "-fb" name suffix; newer clients send flashBootType.
-    config.flashboot = fields.get("flashBootType") == "FLASHBOOT" or config.name.endswith("-fb")
-    return config
+def _rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _job_policy(policy: Any) -> float | None:
+    """Check a job's ``policy`` as Runpod does (400 on a bad one); returns its executionTimeout in ms, if any."""
+    if policy is None:
+        return None
+    if not isinstance(policy, dict):
+        raise SimError("policy must be a JSON object")
+    for key in ("executionTimeout", "ttl"):
+        value = policy.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            raise SimError(f"policy.{key} must be a positive number of milliseconds")
+    if policy.get("ttl") is not None and policy["ttl"] < MIN_TTL_MS:
+        raise SimError(f"policy.ttl must be at least {MIN_TTL_MS} ms")
+    if "lowPriority" in policy and not isinstance(policy["lowPriority"], bool):
+        raise SimError("policy.lowPriority must be a boolean")
+    timeout = policy.get("executionTimeout")
+    return float(timeout) if timeout is not None else None
+
+
+def runsync_wait_ms(raw: str | None) -> int:
+    """The ``runsync?wait=`` value in ms: 1000..300000 (default 90000), else 400."""
+    if raw is None:
+        return RUNSYNC_DEFAULT_WAIT_MS
+    try:
+        wait_ms = int(raw)
+    except ValueError:
+        raise SimError("wait must be an integer number of milliseconds") from None
+    if not RUNSYNC_MIN_WAIT_MS <= wait_ms <= RUNSYNC_MAX_WAIT_MS:
+        raise SimError(f"wait must be between {RUNSYNC_MIN_WAIT_MS} and {RUNSYNC_MAX_WAIT_MS} ms")
+    return wait_ms

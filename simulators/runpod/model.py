@@ -1,6 +1,6 @@
-"""Records the Runpod simulator keeps (accounts, templates, endpoints, jobs, workers, scenario) and their JSON views.
+"""Records the Runpod simulator keeps (accounts, endpoints, jobs, workers, scenario) and their JSON views.
 
-Views use Runpod's field names (camelCase), so the GraphQL layer, the data plane and ``/_sim/state`` share them.
+Views use Runpod's field names (camelCase), so the v2 control plane, the data plane and ``/_sim/state`` share them.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from simulators.runpod.catalog import GPU_TYPES_BY_ID, POOLS_BY_ID
+from simulators.runpod.catalog import DATA_CENTER_ID, POOLS_BY_ID, gpu_types_in_pool
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 DEFAULT_WORKER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "simulators.runpod.test_worker")
 WORKER_MODES = ("process", "instant")
 WORKER_REPORTS = ("ready", "failed", "out_of_memory")
-SCALER_TYPES = ("QUEUE_DELAY", "REQUEST_COUNT")
-MAX_GPU_COUNT = 8
 
 
 def new_id(length: int = 14) -> str:
@@ -57,8 +55,14 @@ class UnknownWorkerError(NotFoundError):
     """A worker API call from a worker the endpoint no longer has."""
 
 
-class ControlPlaneError(SimError):
-    """A GraphQL mutation or query Runpod would refuse (reported as a GraphQL error, HTTP 200)."""
+class ProblemError(SimError):
+    """A control-plane refusal, answered as RFC 9457 problem+json (``title``, ``status``, ``detail``, ``errors``)."""
+
+    def __init__(self, status: int, detail: str, errors: list[str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors
 
 
 class JobStatus(StrEnum):
@@ -104,91 +108,60 @@ class Account:
 
 
 @dataclass
-class Template:
-    """A pod template (``saveTemplate``)."""
-
-    id: str
-    account_id: str
-    name: str
-    image_name: str
-    docker_args: str = ""
-    container_disk_in_gb: int = 10
-    volume_in_gb: int = 0
-    volume_mount_path: str = "/workspace"
-    ports: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    is_serverless: bool = False
-    start_ssh: bool = True
-    start_jupyter: bool = False
-    is_public: bool = False
-    readme: str = ""
-    container_registry_auth_id: str = ""
-
-    def view(self) -> dict[str, Any]:
-        """The ``PodTemplate`` GraphQL object."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "imageName": self.image_name,
-            "dockerArgs": self.docker_args,
-            "containerDiskInGb": self.container_disk_in_gb,
-            "volumeInGb": self.volume_in_gb,
-            "volumeMountPath": self.volume_mount_path,
-            "ports": self.ports,
-            "env": env_view(self.env),
-            "isServerless": self.is_serverless,
-            "startSsh": self.start_ssh,
-            "startJupyter": self.start_jupyter,
-            "isPublic": self.is_public,
-            "readme": self.readme,
-            "containerRegistryAuthId": self.container_registry_auth_id,
-        }
-
-
-@dataclass
 class EndpointConfig:
-    """Everything ``saveEndpoint`` sets; an update replaces all of it (omitted fields go back to these defaults)."""
+    """An endpoint's v2 configuration (``CreateEndpointRequest`` with its defaults; PATCH changes parts of it)."""
 
     name: str
-    template_id: str
-    gpu_ids: str
-    network_volume_id: str = ""
-    locations: str = ""
-    idle_timeout: int = 5
-    scaler_type: str = "QUEUE_DELAY"
-    scaler_value: int = 4
+    image: str
+    pools: list[str]
+    args: str = ""
+    disk: int = 20
+    ports: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    registry: str | None = None
+    excluded_types: list[str] = field(default_factory=list)
+    gpu_count: int = 1
+    allowed_cuda_versions: list[str] = field(default_factory=list)
+    min_cuda_version: str | None = None
     workers_min: int = 0
     workers_max: int = 3
-    flashboot: bool = False
-    gpu_count: int = 1
-    execution_timeout_ms: int = 600_000
-    allowed_cuda_versions: str = ""
+    idle_timeout: int = 10
+    scaler_type: str = "QUEUE_DELAY"
+    scaler_value: float = 4
+    data_center_ids: list[str] = field(default_factory=list)
+    network_volumes: list[str] = field(default_factory=list)
+    timeout_ms: int = 300_000
+    flashboot: str = "OFF"
 
-    def pools(self) -> list[str]:
-        """The pools workers may be placed in, in priority order (``-<gpu type>`` exclusions left out)."""
-        return [part for part in split_ids(self.gpu_ids) if not part.startswith("-")]
+    def gpu_type_for(self, pool_id: str) -> str | None:
+        """The GPU type a worker placed in ``pool_id`` gets (the pool's first type not excluded), or None."""
+        excluded = set(self.excluded_types)
+        return next((gpu.id for gpu in gpu_types_in_pool(pool_id) if gpu.id not in excluded), None)
 
-    def validate(self) -> None:
-        """Refuse what Runpod refuses."""
-        if not self.name:
-            raise ControlPlaneError("Endpoint name is required")
-        if not self.gpu_ids or not self.pools():
-            raise ControlPlaneError("gpuIds must name at least one GPU pool")
-        for part in split_ids(self.gpu_ids):
-            if part.startswith("-") and part[1:] not in GPU_TYPES_BY_ID:
-                raise ControlPlaneError(f"Unknown GPU type in gpuIds: {part[1:]}")
-            if not part.startswith("-") and part not in POOLS_BY_ID:
-                raise ControlPlaneError(f"Unknown GPU pool in gpuIds: {part}")
-        if self.workers_min < 0 or self.workers_max < 0:
-            raise ControlPlaneError("workersMin and workersMax must not be negative")
-        if self.workers_min > self.workers_max:
-            raise ControlPlaneError("workersMin cannot be greater than workersMax")
-        if self.scaler_type not in SCALER_TYPES:
-            raise ControlPlaneError(f"scalerType must be one of {', '.join(SCALER_TYPES)}")
-        if self.scaler_value < 1 or self.idle_timeout < 1 or self.execution_timeout_ms < 1:
-            raise ControlPlaneError("scalerValue, idleTimeout and executionTimeoutMs must be positive")
-        if not 1 <= self.gpu_count <= MAX_GPU_COUNT:
-            raise ControlPlaneError(f"gpuCount must be between 1 and {MAX_GPU_COUNT}")
+    def view_gpu(self) -> dict[str, Any]:
+        """The ``EndpointGpuConfig`` object."""
+        gpu: dict[str, Any] = {
+            "pools": list(self.pools),
+            "count": self.gpu_count,
+            "allowedCudaVersions": list(self.allowed_cuda_versions),
+            "minCudaVersion": self.min_cuda_version,
+        }
+        if self.excluded_types:
+            gpu["excludedTypes"] = list(self.excluded_types)
+        return gpu
+
+    def view_workers(self) -> dict[str, Any]:
+        """``workers``; ``idleTimeout`` is omitted for REQUEST_COUNT scaling, as Runpod omits it."""
+        workers: dict[str, Any] = {"min": self.workers_min, "max": self.workers_max}
+        if self.scaler_type != "REQUEST_COUNT":
+            workers["idleTimeout"] = self.idle_timeout
+        return workers
+
+    def view_scaling(self) -> dict[str, Any]:
+        """``scaling``, the discriminated union."""
+        if self.scaler_type == "REQUEST_COUNT":
+            return {"type": "REQUEST_COUNT", "requestCount": int(self.scaler_value)}
+        return {"type": "QUEUE_DELAY", "queueDelay": self.scaler_value}
 
 
 @dataclass
@@ -205,34 +178,38 @@ class Endpoint:
     queue: list[str] = field(default_factory=list)
     retried: int = 0
 
-    def view(self, template: Template | None) -> dict[str, Any]:
-        """The ``Endpoint`` GraphQL object."""
+    def view(self, base_url: str | None) -> dict[str, Any]:
+        """The v2 ``Endpoint`` object (queue-based, GPU)."""
         cfg = self.config
+        data_plane = f"{base_url or ''}/v2/{self.id}"
         return {
             "id": self.id,
             "name": cfg.name,
-            "templateId": cfg.template_id,
-            "template": template.view() if template else None,
-            "gpuIds": cfg.gpu_ids,
-            "networkVolumeId": cfg.network_volume_id,
-            "networkVolume": None,
-            "locations": cfg.locations,
-            "idleTimeout": cfg.idle_timeout,
-            "scalerType": cfg.scaler_type,
-            "scalerValue": cfg.scaler_value,
-            "workersMin": cfg.workers_min,
-            "workersMax": cfg.workers_max,
-            "workersStandby": cfg.workers_min,
-            "gpuCount": cfg.gpu_count,
-            "flashBootType": "FLASHBOOT" if cfg.flashboot else "OFF",
-            "executionTimeoutMs": cfg.execution_timeout_ms,
-            "allowedCudaVersions": cfg.allowed_cuda_versions,
-            "aiKey": self.ai_key,
-            "type": "QB",
-            "userId": self.account_id,
-            "version": self.version,
+            "type": "QUEUE",
+            "requestUrls": {
+                "run": f"{data_plane}/run",
+                "runSync": f"{data_plane}/runsync",
+                "status": f"{data_plane}/status/{{job_id}}",
+                "stream": f"{data_plane}/stream/{{job_id}}",
+                "cancel": f"{data_plane}/cancel/{{job_id}}",
+                "retry": f"{data_plane}/retry/{{job_id}}",
+                "purgeQueue": f"{data_plane}/purge-queue",
+                "health": f"{data_plane}/health",
+            },
+            "image": cfg.image,
+            "args": cfg.args,
+            "disk": cfg.disk,
+            "ports": list(cfg.ports),
+            "env": dict(cfg.env),
+            "registry": cfg.registry,
+            "gpu": cfg.view_gpu(),
+            "workers": cfg.view_workers(),
+            "scaling": cfg.view_scaling(),
+            "dataCenterIds": list(cfg.data_center_ids),
+            "networkVolumes": list(cfg.network_volumes),
+            "timeout": cfg.timeout_ms,
+            "flashboot": cfg.flashboot,
             "createdAt": self.created_at,
-            "env": env_view(template.env) if template else [],
         }
 
 
@@ -242,6 +219,7 @@ class Job:
 
     id: str
     endpoint_id: str
+    account_id: str
     input: Any
     created_at: float
     execution_timeout_s: float
@@ -291,6 +269,10 @@ class Worker:
     last_ping: float | None = None
     exit_code: int | None = None
     log_path: str | None = None
+    version: int = 1
+    image: str | None = None
+    started_at: float | None = None
+    started_at_wall: str | None = None
 
     @property
     def health_state(self) -> str:
@@ -303,11 +285,35 @@ class Worker:
         """Whether the worker occupies a slot of its pool's capacity."""
         return self.phase in (WorkerPhase.INITIALIZING, WorkerPhase.READY)
 
+    @property
+    def status(self) -> str:
+        """The v2 ``WorkerStatus``: RUNNING, IDLE, INITIALIZING, THROTTLED or UNHEALTHY."""
+        return self.health_state.upper()
+
+    def v2_view(self, endpoint_version: int, gpu_count: int, now: float) -> dict[str, Any]:
+        """The v2 ``Worker`` object (``GET /v2/serverless/{id}/workers``)."""
+        placed = self.pool_id is not None
+        running = self.started_at is not None and self.phase != WorkerPhase.UNHEALTHY
+        return {
+            "id": self.id,
+            "status": self.status,
+            "isStale": self.version != endpoint_version,
+            "version": self.version,
+            "gpuCount": gpu_count if placed else 0,
+            "image": self.image,
+            "uptimeSeconds": int(now - self.started_at) if running and self.started_at is not None else None,
+            "gpuTypeId": self.gpu_type_id,
+            "dataCenterId": DATA_CENTER_ID if placed else None,
+            "startedAt": self.started_at_wall,
+        }
+
     def view(self) -> dict[str, Any]:
         """The worker as ``/_sim/state`` shows it."""
         return {
             "id": self.id,
             "mode": self.mode,
+            "status": self.status,
+            "version": self.version,
             "state": self.health_state,
             "pool": self.pool_id,
             "gpuTypeId": self.gpu_type_id,
@@ -327,10 +333,9 @@ class Scenario:
     start_delay_s: float = 0.0
     crash_on_start: bool = False
     worker_report: str = "ready"
-    graphql_errors: int = 0
-    graphql_refusals: int = 0
+    api_errors: int = 0
+    api_refusals: int = 0
     rate_limit: int = 0
-    duplicate_endpoint_names: bool = False
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply the keys given (others keep their value); refuse unknown keys and bad values."""
@@ -342,13 +347,12 @@ class Scenario:
         unknown = set(changes) - set(self.view())
         if unknown:
             raise SimError(f"unknown scenario keys: {', '.join(sorted(unknown))}")
-        for key in ("start_delay_s", "graphql_errors", "graphql_refusals", "rate_limit"):
+        for key in ("start_delay_s", "api_errors", "api_refusals", "rate_limit"):
             value = changes.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise SimError(f"{key} must be a non-negative number")
-        for key in ("crash_on_start", "duplicate_endpoint_names"):
-            if not isinstance(changes.get(key, False), bool):
-                raise SimError(f"{key} must be a boolean")
+        if not isinstance(changes.get("crash_on_start", False), bool):
+            raise SimError("crash_on_start must be a boolean")
         if "worker_mode" in changes and changes["worker_mode"] not in WORKER_MODES:
             raise SimError(f"worker_mode must be one of {', '.join(WORKER_MODES)}")
         if "worker_report" in changes and changes["worker_report"] not in WORKER_REPORTS:
@@ -375,28 +379,17 @@ class Scenario:
             "start_delay_s": self.start_delay_s,
             "crash_on_start": self.crash_on_start,
             "worker_report": self.worker_report,
-            "graphql_errors": self.graphql_errors,
-            "graphql_refusals": self.graphql_refusals,
+            "api_errors": self.api_errors,
+            "api_refusals": self.api_refusals,
             "rate_limit": self.rate_limit,
-            "duplicate_endpoint_names": self.duplicate_endpoint_names,
         }
-
-
-def split_ids(value: str) -> list[str]:
-    """Runpod's comma-separated id lists, blanks dropped."""
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def env_view(env: dict[str, str]) -> list[dict[str, str]]:
-    """Template env as Runpod returns it: a list of key/value pairs."""
-    return [{"key": key, "value": value} for key, value in env.items()]
 
 
 def needed_workers(config: EndpointConfig, pending_jobs: int) -> int:
     """How many workers the autoscaler wants for this many queued + running jobs, within min/max.
 
     QUEUE_DELAY is simplified to one worker per pending job (Runpod adds workers while jobs wait longer than
-    ``scalerValue`` seconds); REQUEST_COUNT is one worker per ``scalerValue`` pending jobs, as Runpod documents.
+    ``queueDelay`` seconds); REQUEST_COUNT is one worker per ``requestCount`` pending jobs, as Runpod documents.
     """
     if config.scaler_type == "REQUEST_COUNT":
         wanted = math.ceil(pending_jobs / config.scaler_value)

@@ -14,20 +14,10 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from simulators.runpod.app import RunpodSimApp, create_app
+from simulators.runpod import openapi_contract
+from simulators.runpod.app import Exchange, RunpodSimApp, create_app
 
-SAVE_TEMPLATE = """
-mutation SaveTemplate($input: SaveTemplateInput) {
-  saveTemplate(input: $input) { id name imageName isServerless env { key value } }
-}
-"""
-SAVE_ENDPOINT = """
-mutation SaveEndpoint($input: EndpointInput) {
-  saveEndpoint(input: $input) {
-    id name templateId gpuIds idleTimeout scalerType scalerValue workersMin workersMax gpuCount flashBootType
-  }
-}
-"""
+IMAGE = "visgate/worker@sha256:" + "0" * 64
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
@@ -54,30 +44,45 @@ class RunpodSimClient:
         """Bearer auth for this account."""
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def graphql(self, query: str, variables: dict[str, Any] | None = None, api_key: str | None = None) -> Any:
-        """POST one GraphQL document; returns the response (callers check status and JSON)."""
-        headers = {"Authorization": f"Bearer {api_key or self.api_key}"}
-        return requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, headers=headers)
+    def v2(self, method: str, path: str, api_key: str | None = None, **kwargs: Any) -> requests.Response:
+        """Call ``<base>/v2/<path>`` (control plane or data plane) as this account (or as ``api_key``)."""
+        headers = {"Authorization": f"Bearer {api_key or self.api_key}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/v2/{path}", headers=headers, timeout=30, **kwargs)
 
-    def v2(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Call the data plane as this account."""
-        return requests.request(method, f"{self.url}/v2/{path}", headers=self.headers, timeout=30, **kwargs)
-
-    def create_endpoint(self, env: dict[str, str] | None = None, **fields: Any) -> tuple[str, str]:
-        """Create a serverless template and an endpoint on it; returns (template id, endpoint id)."""
-        name = fields.pop("name", f"visgate-{uuid.uuid4().hex[:12]}")
-        template = {
-            "name": name,
-            "imageName": "visgate/worker@sha256:" + "0" * 64,
-            "isServerless": True,
-            "env": [{"key": k, "value": v} for k, v in (env or {}).items()],
+    def create_body(
+        self, env: dict[str, str] | None = None, pools: tuple[str, ...] = ("ADA_24",), **fields: Any
+    ) -> dict[str, Any]:
+        """A valid ``CreateEndpointRequest`` with these fields set."""
+        body: dict[str, Any] = {
+            "name": f"visgate-{uuid.uuid4().hex[:12]}",
+            "image": IMAGE,
+            "type": "QUEUE",
+            "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
+            "gpu": {"pools": list(pools)},
         }
-        response = self.graphql(SAVE_TEMPLATE, {"input": template})
-        template_id = response.json()["data"]["saveTemplate"]["id"]
-        endpoint = {"name": name, "templateId": template_id, "gpuIds": "ADA_24", **fields}
-        response = self.graphql(SAVE_ENDPOINT, {"input": endpoint})
-        assert "errors" not in response.json(), response.json()
-        return template_id, response.json()["data"]["saveEndpoint"]["id"]
+        if env is not None:
+            body["env"] = env
+        return body | fields
+
+    def create_endpoint(
+        self, env: dict[str, str] | None = None, pools: tuple[str, ...] = ("ADA_24",), **fields: Any
+    ) -> str:
+        """``POST /v2/serverless``; returns the new endpoint's id."""
+        response = self.v2("POST", "serverless", json=self.create_body(env, pools, **fields))
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def patch(self, endpoint_id: str, **fields: Any) -> dict[str, Any]:
+        """``PATCH /v2/serverless/{id}``; returns the updated endpoint."""
+        response = self.v2("PATCH", f"serverless/{endpoint_id}", json=fields)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def workers(self, endpoint_id: str) -> dict[str, Any]:
+        """``GET /v2/serverless/{id}/workers``."""
+        response = self.v2("GET", f"serverless/{endpoint_id}/workers")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     def scenario(self, **changes: Any) -> None:
         """Set scenario controls."""
@@ -97,11 +102,47 @@ def serve(app: Any) -> tuple[str, Any, threading.Thread]:
     return f"http://127.0.0.1:{server.server_port}", server, thread
 
 
+def contract_violations(exchanges: list[Exchange]) -> list[str]:
+    """What Runpod's OpenAPI document does not allow in recorded control-plane exchanges.
+
+    Every answer must be one the document declares for its operation and status. A request the document refuses
+    must not have been accepted (2xx): the simulator may not be laxer than Runpod.
+    """
+    contract = openapi_contract.default_contract()
+    violations = []
+    for method, path, query, sent, status, body, headers in exchanges:
+        try:
+            template = contract.path_template(path)
+            contract.operation(method, template)
+        except openapi_contract.ContractError:
+            continue  # a route Runpod does not have (a test probing 404/405)
+        problems = contract.response_errors(method, template, status, body, headers)
+        violations += [f"{method} {path} -> {status}: {problem}" for problem in problems]
+        refused = contract.request_errors(method, template, sent, query)
+        if refused and status < 300:
+            violations.append(f"{method} {path} accepted a request the document refuses: {refused}")
+    return violations
+
+
+@pytest.fixture
+def runpod_contract() -> openapi_contract.Contract:
+    """Runpod's REST v2 OpenAPI document; skips the test (saying where the document comes from) when absent."""
+    reason = openapi_contract.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    return openapi_contract.default_contract()
+
+
 @pytest.fixture
 def runpod_sim() -> Iterator[RunpodSimClient]:
-    """A fresh Runpod simulator (instant workers) with one registered account."""
+    """A fresh Runpod simulator (instant workers) with one registered account.
+
+    Control-plane exchanges are recorded; where Runpod's OpenAPI document is available they are checked against
+    it when the test ends (see ``test_runpod_contract.py`` for the check that says when it cannot run).
+    """
     api_key = f"rpa_{uuid.uuid4().hex}"
     app = create_app(api_keys=[api_key])
+    app.exchanges = []
     url, server, thread = serve(app)
     app.set_base_url(url)
     try:
@@ -111,6 +152,8 @@ def runpod_sim() -> Iterator[RunpodSimClient]:
         server.shutdown()
         server.server_close()
         thread.join()
+    if openapi_contract.missing_reason() is None:
+        assert contract_violations(app.exchanges) == []
 
 
 @dataclass

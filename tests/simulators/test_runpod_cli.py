@@ -19,15 +19,11 @@ def test_cli_serves_until_sigterm() -> None:
             assert line.startswith("RUNPOD_SIMULATOR_URL=http://127.0.0.1:")
             url = line.split("=", 1)[1]
 
-            response = requests.post(
-                f"{url}/graphql",
-                json={"query": "{ myself { id } }"},
-                headers={"Authorization": "Bearer rpa_cli"},
-                timeout=5,
-            )
+            response = requests.get(f"{url}/v2/serverless", headers={"Authorization": "Bearer rpa_cli"}, timeout=5)
             scenario = requests.get(f"{url}/_sim/scenario", timeout=5).json()
 
             assert response.status_code == 200
+            assert response.json() == {"endpoints": []}
             assert scenario["worker_command"] == ["python", "-m", "simulators.runpod.test_worker"]
             assert scenario["worker_mode"] == "instant"
         finally:

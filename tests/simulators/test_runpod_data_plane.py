@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from tests.simulators.conftest import SAVE_ENDPOINT, RunpodSimClient, wait_until
+from tests.simulators.conftest import RunpodSimClient, wait_until
 
 
 def health(runpod_sim: RunpodSimClient, endpoint_id: str) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def status(runpod_sim: RunpodSimClient, endpoint_id: str, job_id: str) -> dict[s
 
 
 def test_run_then_status_and_runsync_complete(runpod_sim: RunpodSimClient) -> None:
-    _, endpoint_id = runpod_sim.create_endpoint()
+    endpoint_id = runpod_sim.create_endpoint()
 
     queued = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
     assert queued["status"] == "IN_QUEUE"
@@ -42,20 +42,19 @@ def test_run_then_status_and_runsync_complete(runpod_sim: RunpodSimClient) -> No
     assert jobs == {"completed": 2, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0}
 
 
-def test_no_capacity_throttles_until_gpu_ids_name_a_pool_with_capacity(runpod_sim: RunpodSimClient) -> None:
+def test_no_capacity_throttles_until_a_patch_names_a_pool_with_capacity(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 0, "AMPERE_48": 0})
-    template_id, endpoint_id = runpod_sim.create_endpoint(name="visgate-cap", gpuIds="ADA_24,AMPERE_48")
+    endpoint_id = runpod_sim.create_endpoint(pools=("ADA_24", "AMPERE_48"))
     job = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
 
     throttled = wait_until(lambda: (h := health(runpod_sim, endpoint_id))["workers"]["throttled"] == 1 and h)
     assert throttled["jobs"]["inQueue"] == 1
     assert throttled["workers"]["ready"] == 0
-    unfinished = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 200}, json={"input": {}}).json()
+    unfinished = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 1000}, json={"input": {}}).json()
     assert unfinished["status"] == "IN_QUEUE"
     assert status(runpod_sim, endpoint_id, job["id"])["status"] == "IN_QUEUE"
 
-    update = {"id": endpoint_id, "name": "visgate-cap", "templateId": template_id, "gpuIds": "AMPERE_80"}
-    assert "errors" not in runpod_sim.graphql(SAVE_ENDPOINT, {"input": update}).json()
+    runpod_sim.patch(endpoint_id, gpu={"pools": ["AMPERE_80"]})
 
     wait_until(lambda: status(runpod_sim, endpoint_id, job["id"])["status"] == "COMPLETED")
     assert health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0
@@ -64,7 +63,7 @@ def test_no_capacity_throttles_until_gpu_ids_name_a_pool_with_capacity(runpod_si
 
 def test_workers_go_to_the_next_pool_in_priority_order_when_the_first_is_full(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 0, "AMPERE_48": 1})
-    _, endpoint_id = runpod_sim.create_endpoint(gpuIds="ADA_24,AMPERE_48,AMPERE_80", workersMin=1, workersMax=1)
+    endpoint_id = runpod_sim.create_endpoint(pools=("ADA_24", "AMPERE_48", "AMPERE_80"), workers={"min": 1, "max": 1})
 
     wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
 
@@ -75,17 +74,17 @@ def test_workers_go_to_the_next_pool_in_priority_order_when_the_first_is_full(ru
 
 def test_capacity_is_shared_by_every_endpoint(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 1})
-    _, first = runpod_sim.create_endpoint(gpuIds="ADA_24", workersMin=1, workersMax=1)
+    first = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
     wait_until(lambda: health(runpod_sim, first)["workers"]["idle"] == 1)
 
-    _, second = runpod_sim.create_endpoint(gpuIds="ADA_24", workersMin=1, workersMax=1)
+    second = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
 
     wait_until(lambda: health(runpod_sim, second)["workers"]["throttled"] == 1)
 
 
 def test_cancel_and_purge_queue(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 0})
-    _, endpoint_id = runpod_sim.create_endpoint()
+    endpoint_id = runpod_sim.create_endpoint()
     job_ids = [runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"n": n}}).json()["id"] for n in range(3)]
 
     cancelled = runpod_sim.v2("POST", f"{endpoint_id}/cancel/{job_ids[0]}").json()
@@ -100,7 +99,7 @@ def test_cancel_and_purge_queue(runpod_sim: RunpodSimClient) -> None:
 
 
 def test_data_plane_auth_and_unknown_resources(runpod_sim: RunpodSimClient) -> None:
-    _, endpoint_id = runpod_sim.create_endpoint()
+    endpoint_id = runpod_sim.create_endpoint()
     other_key = f"rpa_{uuid.uuid4().hex}"
     requests.post(f"{runpod_sim.url}/_sim/accounts", json={"api_key": other_key}, timeout=5).raise_for_status()
     run_url = f"{runpod_sim.url}/v2/{endpoint_id}/run"
@@ -116,22 +115,20 @@ def test_data_plane_auth_and_unknown_resources(runpod_sim: RunpodSimClient) -> N
 
 
 def test_idle_workers_stop_after_idle_timeout_and_scale_to_zero_stops_all(runpod_sim: RunpodSimClient) -> None:
-    template_id, endpoint_id = runpod_sim.create_endpoint(name="visgate-idle", idleTimeout=1)
+    endpoint_id = runpod_sim.create_endpoint(workers={"idleTimeout": 1})
     runpod_sim.v2("POST", f"{endpoint_id}/runsync", json={"input": {"warmup": True}})
     assert health(runpod_sim, endpoint_id)["workers"]["idle"] == 1
 
     wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 0, timeout=5)
 
-    pinned = {"name": "visgate-idle", "templateId": template_id, "gpuIds": "ADA_24", "workersMin": 2, "workersMax": 2}
-    runpod_sim.graphql(SAVE_ENDPOINT, {"input": {"id": endpoint_id, **pinned}})
+    runpod_sim.patch(endpoint_id, workers={"min": 2, "max": 2})
     wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 2)
-    zero = pinned | {"workersMin": 0, "workersMax": 0}
-    runpod_sim.graphql(SAVE_ENDPOINT, {"input": {"id": endpoint_id, **zero}})
+    runpod_sim.patch(endpoint_id, workers={"min": 0, "max": 0})
     wait_until(lambda: runpod_sim.state()["workers"] == [])
 
 
 def test_reset_forgets_everything_but_the_initial_keys(runpod_sim: RunpodSimClient) -> None:
-    _, endpoint_id = runpod_sim.create_endpoint(workersMin=1, workersMax=1)
+    endpoint_id = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
     runpod_sim.scenario(rate_limit=0, start_delay_s=0.1)
     wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
 
@@ -141,3 +138,30 @@ def test_reset_forgets_everything_but_the_initial_keys(runpod_sim: RunpodSimClie
     assert (state["templates"], state["endpoints"], state["jobs"], state["workers"]) == ([], [], [], [])
     assert requests.get(f"{runpod_sim.url}/_sim/scenario", timeout=5).json()["start_delay_s"] == 0.0
     assert runpod_sim.v2("GET", f"{endpoint_id}/health").status_code == 404
+
+
+def test_job_policy_and_runsync_wait_are_checked_like_runpod(runpod_sim: RunpodSimClient) -> None:
+    endpoint_id = runpod_sim.create_endpoint()
+    bad_policies = [{"executionTimeout": "soon"}, {"executionTimeout": True}, {"ttl": 9999}, {"ttl": "x"}, "fast"]
+
+    for policy in bad_policies:
+        refused = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {}, "policy": policy})
+        assert refused.status_code == 400, policy
+        assert refused.headers["Content-Type"] == "application/json"
+        assert "policy" in refused.json()["error"]
+    for wait in ("999", "300001", "soon"):
+        refused = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": wait}, json={"input": {}})
+        assert refused.status_code == 400, wait
+        assert "wait" in refused.json()["error"]
+
+    policy = {"executionTimeout": 60_000, "ttl": 10_000, "lowPriority": False}
+    done = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 300_000}, json={"input": {}, "policy": policy})
+    assert done.json()["status"] == "COMPLETED"
+    assert len(runpod_sim.state()["jobs"]) == 1  # the refused ones never reached the queue
+
+
+def test_unhandled_errors_answer_json_not_html(runpod_sim: RunpodSimClient) -> None:
+    response = runpod_sim.v2("GET", "nosuchendpoint/no/such/route")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"

@@ -10,11 +10,11 @@ import requests
 
 from shared.signing import new_secret, verify
 from simulators.runpod.model import DEFAULT_WORKER_COMMAND
-from tests.simulators.conftest import SAVE_ENDPOINT, Receiver, RunpodSimClient, wait_until
+from tests.simulators.conftest import Receiver, RunpodSimClient, wait_until
 
 
 def worker_env(receiver: Receiver, secret: str) -> dict[str, str]:
-    """The template env provisioning sets for the worker's callback."""
+    """The endpoint env provisioning sets for the worker's callback."""
     return {
         "VISGATE_DEPLOYMENT_ID": "dep_123",
         "VISGATE_CALLBACK_URL": receiver.url,
@@ -49,7 +49,7 @@ def test_instant_worker_sends_signed_phase_reports_then_completes_the_warmup(
     runpod_sim: RunpodSimClient, receiver: Receiver
 ) -> None:
     secret = new_secret()
-    _, endpoint_id = runpod_sim.create_endpoint(env=worker_env(receiver, secret))
+    endpoint_id = runpod_sim.create_endpoint(env=worker_env(receiver, secret))
 
     job = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
 
@@ -71,7 +71,7 @@ def test_worker_report_scenario_reports_failure_and_leaves_the_worker_unhealthy(
 ) -> None:
     secret = new_secret()
     runpod_sim.scenario(worker_report=report)
-    _, endpoint_id = runpod_sim.create_endpoint(env=worker_env(receiver, secret))
+    endpoint_id = runpod_sim.create_endpoint(env=worker_env(receiver, secret))
 
     runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}})
 
@@ -99,7 +99,7 @@ def test_worker_report_is_refused_in_process_mode(runpod_sim: RunpodSimClient) -
 
 def test_start_delay_keeps_workers_initializing(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(start_delay_s=0.5)
-    _, endpoint_id = runpod_sim.create_endpoint()
+    endpoint_id = runpod_sim.create_endpoint()
 
     runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}})
 
@@ -110,23 +110,24 @@ def test_start_delay_keeps_workers_initializing(runpod_sim: RunpodSimClient) -> 
 @pytest.mark.parametrize("mode", ["instant", "process"])
 def test_crash_on_start_makes_the_worker_unhealthy(runpod_sim: RunpodSimClient, mode: str) -> None:
     runpod_sim.scenario(worker_mode=mode, crash_on_start=True)
-    template_id, endpoint_id = runpod_sim.create_endpoint(name=f"visgate-crash-{mode}", workersMax=1)
+    endpoint_id = runpod_sim.create_endpoint(workers={"max": 1})
 
     runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}})
 
     wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
     (worker,) = runpod_sim.state()["workers"]
     assert worker["exitCode"] == 1
-    # Updating the endpoint replaces the crashed worker: a healthy start now completes the queued job.
+    (listed,) = runpod_sim.workers(endpoint_id)["workers"]
+    assert (listed["id"], listed["status"]) == (worker["id"], "UNHEALTHY")
+    # A new release (here: a changed env) replaces the crashed worker: a healthy start completes the queued job.
     runpod_sim.scenario(crash_on_start=False, worker_mode="instant")
-    update = {"id": endpoint_id, "name": f"visgate-crash-{mode}", "templateId": template_id, "gpuIds": "ADA_24"}
-    runpod_sim.graphql(SAVE_ENDPOINT, {"input": update})
+    runpod_sim.patch(endpoint_id, env={"RELEASE": "2"})
     wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["completed"] == 1)
 
 
 def test_process_worker_runs_the_real_sdk_loop_and_leaves_no_process_behind(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(worker_mode="process", worker_command=list(DEFAULT_WORKER_COMMAND))
-    template_id, endpoint_id = runpod_sim.create_endpoint(name="visgate-proc", env={"GREETING": "hi"})
+    endpoint_id = runpod_sim.create_endpoint(env={"GREETING": "hi"})
 
     synced = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 30_000}, json={"input": {"x": 1}}).json()
 
@@ -138,8 +139,7 @@ def test_process_worker_runs_the_real_sdk_loop_and_leaves_no_process_behind(runp
     assert worker_processes(worker["id"]), "the worker process should be running"
     assert "Heartbeat Sent" in log_text or "job-take" in log_text
 
-    zero = {"id": endpoint_id, "name": "visgate-proc", "templateId": template_id, "gpuIds": "ADA_24"}
-    runpod_sim.graphql(SAVE_ENDPOINT, {"input": zero | {"workersMin": 0, "workersMax": 0}})
+    runpod_sim.patch(endpoint_id, workers={"min": 0, "max": 0})
 
     wait_until(lambda: runpod_sim.state()["workers"] == [])
     wait_until(lambda: worker_processes(worker["id"]) == [], timeout=8)
