@@ -90,11 +90,14 @@ class EndpointChange(_Sent):
     workers: WorkerLimits | None = None
 
 
+class EndpointGpu(_Read):
+    pools: list[str] = Field(default_factory=list)
+
+
 class Endpoint(_Read):
     id: str
     name: str
-    workers: WorkerLimits | None = None
-    gpu: GpuSelection | None = None
+    gpu: EndpointGpu | None = None
 
 
 class WorkerStatus(StrEnum):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from functions_framework import create_app
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
@@ -21,8 +22,29 @@ PROJECT = "visgate-local"
 
 
 @pytest.fixture(scope="session")
-def intake_env(firestore_emulator: str, pubsub_emulator: str) -> Iterator[None]:
+def runpod_simulator() -> Iterator[str]:
+    """A Runpod simulator (instant workers) for the in-process functions: its base URL. Keys must be registered
+    (``register_runpod_key``): the intake API verifies every new key with Runpod."""
+    from simulators.runpod.app import create_app as create_runpod
+    from tests.support.serving import Served
+
+    app = create_runpod(worker_mode="instant")
+    served = Served(app)
+    app.set_base_url(served.url)
+    yield served.url
+    served.stop()
+    app.shutdown()
+
+
+def register_runpod_key(runpod_url: str, api_key: str) -> str:
+    requests.post(f"{runpod_url}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
+    return api_key
+
+
+@pytest.fixture(scope="session")
+def intake_env(firestore_emulator: str, pubsub_emulator: str, runpod_simulator: str) -> Iterator[None]:
     """Settings for in-process functions; topics exist (creating them is idempotent)."""
+    os.environ["RUNPOD_API_BASE_URL"] = os.environ["RUNPOD_ENDPOINT_BASE_URL"] = runpod_simulator
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
     os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
