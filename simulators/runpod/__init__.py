@@ -1,1 +1,1 @@
-"""A faithful local stand-in for Runpod: GraphQL control plane, serverless data plane and worker job API."""
+"""A faithful local stand-in for Runpod: REST v2 control plane, serverless data plane and worker job API."""

@@ -155,7 +155,9 @@ def test_job_policy_and_runsync_wait_are_checked_like_runpod(runpod_sim: RunpodS
         assert "wait" in refused.json()["error"]
 
     policy = {"executionTimeout": 60_000, "ttl": 10_000, "lowPriority": False}
-    done = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 300_000}, json={"input": {}, "policy": policy})
+    done = runpod_sim.v2(
+        "POST", f"{endpoint_id}/runsync", params={"wait": 300_000}, json={"input": {}, "policy": policy}
+    )
     assert done.json()["status"] == "COMPLETED"
     assert len(runpod_sim.state()["jobs"]) == 1  # the refused ones never reached the queue
 
