@@ -522,7 +522,7 @@ def test_forged_replayed_and_cross_deployment_reports_are_refused(e: Env) -> Non
     crossed_body = e.report(target, {**ready, "deployment_id": other}, e.callback_secret(target))
 
     assert [r.status_code for r in (forged, replayed, crossed, crossed_body)] == [401, 401, 401, 401]
-    assert {r.json().error.code for r in (forged, replayed, crossed, crossed_body)} == {"invalid_signature"}
+    assert {r.json()["error"]["code"] for r in (forged, replayed, crossed, crossed_body)} == {"invalid_signature"}
     assert e.doc(target).status == before.status == Status.CREATING_ENDPOINT.value
     # The genuine report is accepted, and only moves forward.
     assert e.report(target, ready, e.callback_secret(target)).status_code == 204
@@ -686,7 +686,7 @@ def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
     deployment_id = e.create(e.account())
     db.collection(DEPLOYMENTS).document(deployment_id).update({"status": "no-such-status"})  # a bug, say
     assert e.provision(deployment_id).status_code == 500  # retried: the bug may be fixed by a redeploy
-    unhandled = [line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValueError in provision")]
+    unhandled = [line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValidationError in provision")]
     assert len(unhandled) == 1
     assert unhandled[0]["deployment_id"] == deployment_id
     assert unhandled[0]["step"] == "provision"
@@ -711,7 +711,7 @@ def test_runpod_outage_is_retried_then_provisioning_resumes(e: Env) -> None:
     finally:
         e.scenario(api_errors=0)
     assert e.provision(deployment_id).status_code == 200
-    assert e.wait_status(deployment_id, Status.READY)["error"] is None
+    assert e.wait_status(deployment_id, Status.READY).error is None
     assert len(e.runpod_state(key)["endpoints"]) == 1
 
 
@@ -914,11 +914,11 @@ def test_a_check_retried_after_the_switch_was_written_gives_the_new_pools_their_
     real_update = DeploymentStore.update
     failed: list[bool] = []
 
-    def next_check_write_fails_once(self: DeploymentStore, deployment_id: str, change: Any, *args: Any) -> Any:
+    def next_check_write_fails_once(self: DeploymentStore, deployment_id: str, change: Any, **kwargs: Any) -> Any:
         if change.__name__ == "record_check" and not failed:  # the write that records the check
             failed.append(True)
             raise RetryableError("Firestore kept changing")
-        return real_update(self, deployment_id, change, *args)
+        return real_update(self, deployment_id, change, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DeploymentStore, "update", next_check_write_fails_once)
