@@ -66,7 +66,7 @@ def _ready(e: Env, model: str = PIPE, hf_token: str | None = None) -> tuple[str,
     deployment_id = e.create(key, model=model, hf_token=hf_token, cache_scope=CacheScope.SHARED)
     e.provision(deployment_id)
     doc = e.wait_status(deployment_id, Status.READY)
-    template_env = {pair["key"]: pair["value"] for pair in e.runpod_state(key)["templates"][0]["env"]}
+    template_env = e.runpod_state(key)["endpoints"][0]["env"]
     return deployment_id, doc, template_env
 
 
@@ -91,7 +91,7 @@ def test_granted_worker_reads_the_shared_cache_through_presigned_urls(
     g: Env, s3_server: str, shared_bucket: str, models_root: Path, tmp_path: Path
 ) -> None:
     deployment_id, doc, template_env = _ready(g)
-    assert doc["shared_cache_granted"] is True
+    assert doc.shared_cache_granted is True
     # The template lives in the user's Runpod account: no platform key, no bucket, only where to ask.
     assert template_env["MODEL_CACHE_SCOPE"] == "shared"
     grant_url = template_env["VISGATE_CACHE_GRANT_URL"]
@@ -101,9 +101,9 @@ def test_granted_worker_reads_the_shared_cache_through_presigned_urls(
     assert not any(shared_bucket in value for value in template_env.values())
 
     assert _grant(g, deployment_id, _asked(deployment_id, doc), g.callback_secret(deployment_id)).status_code == 404
-    manifest = _populate(s3_server, shared_bucket, models_root, PIPE, doc["model_commit_sha"])
+    manifest = _populate(s3_server, shared_bucket, models_root, PIPE, doc.model_commit_sha)
 
-    request = FetchRequest(PIPE, doc["model_commit_sha"], tmp_path, device="cpu", scope="shared")
+    request = FetchRequest(PIPE, doc.model_commit_sha, tmp_path, device="cpu", scope="shared")
     grant = SharedCacheGrant(grant_url, deployment_id, template_env["VISGATE_CALLBACK_SECRET"], part_size=64)
     result = fetch_model(request, HubClient("http://127.0.0.1:9", None), grant)  # the Hub is unreachable
 
@@ -119,13 +119,13 @@ def test_granted_worker_reads_the_shared_cache_through_presigned_urls(
 
 
 def _asked(deployment_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"deployment_id": deployment_id, "model_id": doc["hf_model_id"], "revision": doc["model_commit_sha"]}
+    return {"deployment_id": deployment_id, "model_id": doc.hf_model_id, "revision": doc.model_commit_sha}
 
 
 def test_grants_are_refused(g: Env, s3_server: str, shared_bucket: str, models_root: Path) -> None:
     target, doc, _ = _ready(g)
     other, other_doc, _ = _ready(g)
-    _populate(s3_server, shared_bucket, models_root, PIPE, doc["model_commit_sha"])
+    _populate(s3_server, shared_bucket, models_root, PIPE, doc.model_commit_sha)
     asked = _asked(target, doc)
     secret = g.callback_secret(target)
     assert _grant(g, target, asked, secret).status_code == 200
@@ -142,14 +142,14 @@ def test_grants_are_refused(g: Env, s3_server: str, shared_bucket: str, models_r
 
     # A model off the allowlist is not granted at provisioning, so its template does not even ask.
     gated, gated_doc, gated_env = _ready(g, model=GATED, hf_token=HF_ACCEPTED)
-    assert gated_doc["shared_cache_granted"] is False
+    assert gated_doc.shared_cache_granted is False
     assert gated_env["MODEL_CACHE_SCOPE"] == "off"
     not_allowlisted = _grant(g, gated, _asked(gated, gated_doc), g.callback_secret(gated))
     assert not_allowlisted.status_code == 403
     assert not_allowlisted.json()["error"]["code"] == "cache_not_granted"
 
     # No worker starts while the deployment is stopped (a start reports downloading_model first).
-    assert g.store.update_if_status(target, {Status.READY}, {"status": Status.STOPPED.value}) is not None
+    g.move(target, Status.STOPPED)
     wrong_state = _grant(g, target, asked, secret)
     assert wrong_state.status_code == 403
     assert "status stopped" in wrong_state.json()["error"]["message"]

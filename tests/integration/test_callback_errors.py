@@ -73,8 +73,8 @@ def test_a_failing_dependency_is_answered_in_the_error_shape_and_logged_with_the
     case: tuple[Exception, int, str],
 ) -> None:
     error, status, code = case
-    failing = dataclasses.replace(callback_main._deps, store=_FailingStore(db, error))
-    monkeypatch.setattr(callback_main, "_deps", failing)
+    failing = dataclasses.replace(callback_main.api._deps, store=_FailingStore(db, error))
+    monkeypatch.setattr(callback_main.api, "_deps", failing)
     caplog.handler.setFormatter(JsonFormatter())
     deployment_id = uuid.uuid4().hex
 

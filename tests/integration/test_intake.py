@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,14 @@ from google.cloud import firestore
 
 from shared.errors import RetryableError
 from shared.store import DEPLOYMENTS, SECRETS, DeploymentStore
+from tests.integration.conftest import register_runpod_key
 
 pytestmark = pytest.mark.usefixtures("intake_env")
 
 
 def key() -> str:
-    return f"rp_test_{uuid.uuid4().hex}"
+    """A fresh Runpod key the simulator knows (the intake API verifies each new key with Runpod)."""
+    return register_runpod_key(os.environ["RUNPOD_API_BASE_URL"], f"rp_test_{uuid.uuid4().hex}")
 
 
 def auth(api_key: str) -> dict[str, str]:
@@ -510,8 +513,20 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None, publishe
     from shared.wiring import core
 
     settings = get_settings()
-    _, _, real_publisher, lifecycle, sealer = core(settings)
-    deps = IntakeDeps(settings, store or DeploymentStore(db), lifecycle, publisher or real_publisher, sealer)
+    from shared.intake.keys import KeyVerifier
+    from shared.runpod.client import RunpodConnector
+
+    _, _, real_publisher, transitions, sealer = core(settings)
+    the_store = store or DeploymentStore(db)
+    runpod = RunpodConnector(settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s)
+    keys = KeyVerifier(
+        the_store,
+        runpod,
+        verdict_ttl_s=settings.key_verdict_ttl_s,
+        refusal_ttl_s=settings.key_refusal_ttl_s,
+        refusals_per_address_per_minute=settings.refused_keys_per_address_per_minute,
+    )
+    deps = IntakeDeps(settings, the_store, transitions, publisher or real_publisher, sealer, keys)
     api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)))
     app = Flask("intake-under-test")
     methods = ["GET", "POST", "PUT", "DELETE"]
@@ -650,7 +665,7 @@ class _SpyStore(DeploymentStore):
         self.created: list[str] = []
 
     def create(self, new: Any, counter: Any = None) -> None:
-        self.created.append(new.document["deployment_id"])
+        self.created.append(new.document.deployment_id)
         super().create(new, counter)
 
 

@@ -1,4 +1,5 @@
-"""The store's guarantees against the real Firestore emulator: transitions, repeats, races, the bounded log."""
+"""The store's guarantees against the real Firestore emulator: transitions, repeats, races, the bounded log, and the
+typed document's forward and backward compatibility."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.lifecycle import Status, can_transition
-from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.store import DEPLOYMENTS, DeploymentStore, NewDeployment, utcnow
+from shared.transitions import Transitions
 
 
 def new_deployment(store: DeploymentStore) -> str:
@@ -20,14 +23,15 @@ def new_deployment(store: DeploymentStore) -> str:
     now = utcnow()
     store.create(
         NewDeployment(
-            document={
-                "deployment_id": deployment_id,
-                "owner": "t_test",
-                "status": "validating",
-                "created_at": now,
-                "updated_at": now,
-                "phase_timestamps": {"validating": now},
-            },
+            document=Deployment(
+                deployment_id=deployment_id,
+                owner="t_test",
+                status=Status.VALIDATING,
+                hf_model_id="org/model",
+                created_at=now,
+                updated_at=now,
+                phase_timestamps={Status.VALIDATING: now},
+            ),
             sealed_credentials=b"x",
             callback_nonce="n",
             callback_secret_hash="h",
@@ -41,60 +45,83 @@ def store(db: firestore.Client) -> DeploymentStore:
     return DeploymentStore(db, event_log_max_lines=5)
 
 
-def test_forward_transition_records_timestamp_and_log(store: DeploymentStore) -> None:
+@pytest.fixture
+def transitions(store: DeploymentStore) -> Transitions:
+    from shared.config import get_settings
+    from shared.wiring import core
+
+    _, _, publisher, _, _ = core(get_settings())
+    return Transitions(store, publisher)
+
+
+def test_forward_transition_records_timestamp_and_log(store: DeploymentStore, transitions: Transitions) -> None:
     dep = new_deployment(store)
-    result = store.transition(dep, Status.SELECTING_GPU, "model checked", fields={"model_commit_sha": "a" * 40})
-    assert result.changed and result.previous is Status.VALIDATING
+
+    def pin(doc: Deployment) -> None:
+        doc.model_commit_sha = "a" * 40
+
+    result = transitions.move(dep, Status.SELECTING_GPU, "model checked", apply=pin)
+
     doc = store.get(dep)
-    assert doc is not None
-    assert doc["status"] == "selecting_gpu"
-    assert doc["model_commit_sha"] == "a" * 40
-    assert set(doc["phase_timestamps"]) == {"validating", "selecting_gpu"}
+    assert result.changed and result.previous is Status.VALIDATING
+    assert doc is not None and doc.status is Status.SELECTING_GPU
+    assert doc.model_commit_sha == "a" * 40
+    assert Status.SELECTING_GPU in doc.phase_timestamps
     assert [line["message"] for line in store.events(dep)] == ["deployment accepted", "model checked"]
 
 
-def test_repeat_is_a_noop(store: DeploymentStore) -> None:
+def test_repeat_is_a_noop(store: DeploymentStore, transitions: Transitions) -> None:
     dep = new_deployment(store)
-    store.transition(dep, Status.SELECTING_GPU, "first")
+    transitions.move(dep, Status.SELECTING_GPU, "first")
     before = store.get(dep)
-    again = store.transition(dep, Status.SELECTING_GPU, "duplicate delivery")
+    again = transitions.move(dep, Status.SELECTING_GPU, "duplicate delivery")
     assert not again.changed
     assert store.get(dep) == before
     assert len(store.events(dep)) == 2
 
 
-def test_backwards_and_terminal_moves_refused(store: DeploymentStore) -> None:
+def test_backwards_and_terminal_moves_refused(store: DeploymentStore, transitions: Transitions) -> None:
     dep = new_deployment(store)
-    store.transition(dep, Status.SELECTING_GPU, "a")
+    transitions.move(dep, Status.SELECTING_GPU, "a")
     with pytest.raises(IllegalTransitionError):
-        store.transition(dep, Status.VALIDATING, "late event")
-    store.transition(dep, Status.FAILED, "boom", fields={"error": {"code": "internal", "message": "x"}})
+        transitions.move(dep, Status.VALIDATING, "late event")
+    transitions.fail(dep, "internal", "boom")
     with pytest.raises(IllegalTransitionError):
-        store.transition(dep, Status.READY, "late ready")
-    assert store.get(dep)["status"] == "failed"  # type: ignore[index]
+        transitions.move(dep, Status.READY, "late ready")
+    doc = store.get(dep)
+    assert doc is not None and doc.status is Status.FAILED
+    assert doc.error is not None and (doc.error.code, doc.error.message) == ("internal", "boom")
 
 
-def test_unknown_deployment(store: DeploymentStore) -> None:
+def test_the_first_failure_reason_wins(store: DeploymentStore, transitions: Transitions) -> None:
+    dep = new_deployment(store)
+    transitions.fail(dep, "timeout", "first")
+    transitions.fail(dep, "no_capacity", "second")
+    doc = store.get(dep)
+    assert doc is not None and doc.error is not None and doc.error.code == "timeout"
+
+
+def test_unknown_deployment(transitions: Transitions) -> None:
     with pytest.raises(DeploymentNotFoundError):
-        store.transition("missing-" + uuid.uuid4().hex, Status.FAILED, "x")
+        transitions.move("missing-" + uuid.uuid4().hex, Status.FAILED, "x")
 
 
-def test_concurrent_transitions_exactly_one_wins(store: DeploymentStore) -> None:
+def test_concurrent_transitions_exactly_one_wins(store: DeploymentStore, transitions: Transitions) -> None:
     """Racing 'ready' and 'failed' (and duplicates): one wins, the other is refused or a no-op, no lost write."""
     dep = new_deployment(store)
     for status in (Status.SELECTING_GPU, Status.CREATING_ENDPOINT, Status.LOADING_MODEL):
-        store.transition(dep, status, status.value)
+        transitions.move(dep, status, status.value)
     targets = [Status.READY, Status.FAILED, Status.READY, Status.FAILED, Status.DELETING, Status.READY]
 
     def attempt(to: Status) -> Any:
         try:
-            return store.transition(dep, to, f"race {to.value}").changed
+            return transitions.move(dep, to, f"race {to.value}").changed
         except IllegalTransitionError:
             return "refused"
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets)) as pool:
         outcomes = list(pool.map(attempt, targets))
-    final = store.get(dep)["status"]  # type: ignore[index]
+    final = store.get(dep)
     raced = [
         Status(line["message"].removeprefix("race "))
         for line in store.events(dep)
@@ -104,25 +131,58 @@ def test_concurrent_transitions_exactly_one_wins(store: DeploymentStore) -> None
     assert len(raced) == outcomes.count(True) >= 1
     path = [Status.LOADING_MODEL, *raced]
     assert all(can_transition(a, b) for a, b in itertools.pairwise(path))
-    assert raced[-1].value == final
+    assert final is not None and raced[-1] is final.status
 
 
 def test_event_log_is_bounded(store: DeploymentStore) -> None:
     dep = new_deployment(store)
-    for i in range(12):
+    for i in range(8):
         store.log(dep, f"line {i}")
     lines = [line["message"] for line in store.events(dep)]
-    assert lines == [f"line {i}" for i in range(7, 12)]
+    assert lines == [f"line {i}" for i in range(3, 8)]
 
 
-def test_update_if_status_guards(store: DeploymentStore) -> None:
+def test_an_update_that_declines_writes_nothing(store: DeploymentStore) -> None:
     dep = new_deployment(store)
-    assert store.update_if_status(dep, [Status.DOWNLOADING_MODEL], {"progress": {"bytes_done": 1}}) is None
-    for status in (Status.SELECTING_GPU, Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL):
-        store.transition(dep, status, status.value)
-    updated = store.update_if_status(dep, [Status.DOWNLOADING_MODEL], {"progress.bytes_done": 5})
-    assert updated is not None and updated["progress"]["bytes_done"] == 5
-    assert store.get(dep)["progress"] == {"bytes_done": 5}  # type: ignore[index]
+    before = store.get(dep)
+    assert store.update(dep, lambda doc: False, message="never") is None
+    assert store.get(dep) == before
+    assert len(store.events(dep)) == 1
+
+
+def test_a_document_of_the_previous_code_reads_and_is_rewritten_in_the_new_shape(
+    store: DeploymentStore, db: firestore.Client
+) -> None:
+    dep = new_deployment(store)
+    ref = db.collection(DEPLOYMENTS).document(dep)
+    # What the GraphQL-era code wrote: flat Runpod and GPU fields, plus a field a newer release might add.
+    ref.update(
+        {
+            "endpoint_id": "ep1",
+            "endpoint_url": "https://api.runpod.ai/v2/ep1",
+            "template_id": "tpl1",
+            "gpu_ranked": ["AMPERE_16", "ADA_24"],
+            "gpu_candidates": ["AMPERE_16"],
+            "gpu_switches": 1,
+            "future_field": {"kept": True},
+        }
+    )
+
+    doc = store.get(dep)
+    assert doc is not None
+    assert (doc.runpod.endpoint_id, doc.gpu.window, doc.gpu.switches) == ("ep1", ["AMPERE_16"], 1)
+    assert doc.view().endpoint_id == "ep1"
+
+    def note(d: Deployment) -> bool:
+        d.worker_last_report_at = utcnow()
+        return True
+
+    store.update(dep, note)
+    stored = ref.get().to_dict() or {}
+    assert "endpoint_id" not in stored and stored["runpod"]["endpoint_id"] == "ep1"
+    assert stored["runpod"]["template_id"] == "tpl1"
+    assert stored["gpu"]["ranked"] == ["AMPERE_16", "ADA_24"]
+    assert stored["future_field"] == {"kept": True}  # unknown fields survive a read-modify-write
 
 
 def test_secrets_erased(store: DeploymentStore) -> None:
