@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import google.cloud.pubsub_v1 as pubsub_v1
+from google.cloud import pubsub_v1
 
 from shared.errors import RetryableError
 from shared.messages import _Message

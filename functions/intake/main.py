@@ -10,20 +10,13 @@ from shared.intake.app import IntakeApi
 from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
 from shared.intake.steps import IntakeDeps
-from shared.runpod.client import RunpodConnector
 from shared.wiring import core
 
 slog.configure()
 answer_unrouted_in_error_shape()
 _settings = get_settings()
 _db, _store, _publisher, _transitions, _sealer = core(_settings)
-_keys = KeyVerifier(
-    _store,
-    RunpodConnector(_settings.runpod_api_base_url, _settings.runpod_endpoint_base_url, _settings.runpod_timeout_s),
-    verdict_ttl_s=_settings.key_verdict_ttl_s,
-    refusal_ttl_s=_settings.key_refusal_ttl_s,
-    refusals_per_address_per_minute=_settings.refused_keys_per_address_per_minute,
-)
+_keys = KeyVerifier.from_settings(_store, _settings)
 api = IntakeApi(IntakeDeps(_settings, _store, _transitions, _publisher, _sealer, _keys), _db, RequestCounters(_store))
 
 

@@ -514,18 +514,10 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None, publishe
 
     settings = get_settings()
     from shared.intake.keys import KeyVerifier
-    from shared.runpod.client import RunpodConnector
 
     _, _, real_publisher, transitions, sealer = core(settings)
     the_store = store or DeploymentStore(db)
-    runpod = RunpodConnector(settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s)
-    keys = KeyVerifier(
-        the_store,
-        runpod,
-        verdict_ttl_s=settings.key_verdict_ttl_s,
-        refusal_ttl_s=settings.key_refusal_ttl_s,
-        refusals_per_address_per_minute=settings.refused_keys_per_address_per_minute,
-    )
+    keys = KeyVerifier.from_settings(the_store, settings)
     deps = IntakeDeps(settings, the_store, transitions, publisher or real_publisher, sealer, keys)
     api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)))
     app = Flask("intake-under-test")

@@ -25,7 +25,6 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from local.emulators import free_port
-from tests.support.serving import Served
 from shared.crypto import Sealer, secret_hash, tenant_id
 from shared.document import Deployment
 from shared.intake.steps import _initial_document
@@ -34,6 +33,7 @@ from shared.models import CreateDeploymentRequest, SealedCredentials
 from shared.signing import sign_headers
 from shared.store import DeploymentStore, NewDeployment, utcnow
 from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, function
+from tests.support.serving import Served
 
 REPO = Path(__file__).resolve().parents[2]
 PIPE, GATED, ENCODER = "visgate-test/pipe", "visgate-test/pipe-gated", "visgate-test/encoder-only"
@@ -269,9 +269,7 @@ def _ensure_queue(project: str, region: str, tasks_host: str) -> None:
 def e(env: Env) -> Iterator[Env]:
     """The environment, with the simulator's scenario back to plain afterwards."""
     yield env
-    env.scenario(
-        capacity={}, start_delay_s=0, crash_on_start=False, worker_report="ready"
-    )
+    env.scenario(capacity={}, start_delay_s=0, crash_on_start=False, worker_report="ready")
 
 
 def _nothing_left(e: Env, key: str) -> Callable[[], bool]:
@@ -686,7 +684,9 @@ def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
     deployment_id = e.create(e.account())
     db.collection(DEPLOYMENTS).document(deployment_id).update({"status": "no-such-status"})  # a bug, say
     assert e.provision(deployment_id).status_code == 500  # retried: the bug may be fixed by a redeploy
-    unhandled = [line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValidationError in provision")]
+    unhandled = [
+        line for line in _json_logs(caplog) if line["message"].startswith("unhandled ValidationError in provision")
+    ]
     assert len(unhandled) == 1
     assert unhandled[0]["deployment_id"] == deployment_id
     assert unhandled[0]["step"] == "provision"
