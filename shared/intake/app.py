@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,11 +59,13 @@ class IntakeApi:
         db: firestore.Client,
         counters: RequestCounters,
         stream_max_s: float = STREAM_MAX_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._deps = deps
         self._db = db
         self._counters = counters
         self._stream_max_s = stream_max_s
+        self._clock = clock  # the rate windows' clock (injected in tests)
         self._handlers: dict[str, Callable[..., Response]] = {
             "create_deployment": self._create,
             "list_deployments": self._list,
@@ -110,12 +113,14 @@ class IntakeApi:
         # Before anything is written for this tenant (its rate-limit window included): does Runpod know the key?
         self._deps.keys.verify(caller, client_address(request))
         if endpoint != "create_deployment":  # a create counts inside its own commit
-            check_rate_limit(self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute)
+            check_rate_limit(
+                self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute, now=self._clock()
+            )
         with slog.bind(tenant=caller.tenant, deployment_id=args.get("deployment_id")):
             return self._handlers[endpoint](request, caller, **args)
 
     def _create(self, request: Request, caller: Caller) -> Response:
-        rate = current_window(caller.tenant, self._deps.settings.rate_limit_per_minute)
+        rate = current_window(caller.tenant, self._deps.settings.rate_limit_per_minute, now=self._clock())
         idempotency_key = request.headers.get("Idempotency-Key")
         try:
             steps.check_idempotency_key(idempotency_key)

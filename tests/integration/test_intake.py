@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,22 +252,21 @@ def test_secrets_never_echoed_in_errors(intake_client: Any) -> None:
     assert "12345678901" not in resp.get_data(as_text=True)
 
 
-def _whole_window_ahead(needed_s: float = 15.0) -> None:
-    """Wait for a new one-minute rate window if the current one ends too soon for the test to fit in it."""
-    left = 60 - time.time() % 60
-    if left < needed_s:
-        time.sleep(left + 0.1)
+def _fixed_clock() -> Callable[[], float]:
+    """A clock 10 s into a future rate window that stays put: a test never straddles two windows, nor waits."""
+    at = (time.time() // 60 + 1) * 60 + 10
+    return lambda: at
 
 
-def test_rate_limit_429_with_retry_after(intake_client: Any) -> None:
-    _whole_window_ahead()
+def test_rate_limit_429_with_retry_after(db: firestore.Client) -> None:
+    intake_client = _intake(db, clock=_fixed_clock())
     headers = auth(key())
     nope = f"/v1/deployments/{uuid.uuid4().hex}"
     codes = [intake_client.get(nope, headers=headers).status_code for _ in range(125)]
     assert codes.count(404) == 120
     assert codes[-1] == 429
     limited = intake_client.get(nope, headers=headers)
-    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+    assert int(limited.headers["Retry-After"]) == 51
     assert limited.json["error"]["code"] == "rate_limited"
     # Another tenant is not affected.
     assert intake_client.get(nope, headers=auth(key())).status_code == 404
@@ -409,11 +409,11 @@ def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Cli
         ("GET", item, _intake(db, _FailingStore(db, RuntimeError("bug"))).get(one, headers=auth(api_key))),
         ("GET", item, _intake(db, _FailingStore(db, gexc.ServiceUnavailable("x"))).get(one, headers=auth(api_key))),
     ]
-    _whole_window_ahead(5)
+    clock = _fixed_clock()
     full = key()
-    window = current_window(_tenant(full), 120)
+    window = current_window(_tenant(full), 120, now=clock())
     db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
-    cases.append(("GET", "/v1/deployments", intake_client.get("/v1/deployments", headers=auth(full))))
+    cases.append(("GET", "/v1/deployments", _intake(db, clock=clock).get("/v1/deployments", headers=auth(full))))
     assert {resp.status_code for _, _, resp in cases} >= {200, 202, 400, 401, 404, 409, 415, 429, 500, 503}
     for method, path, resp in cases:
         _conforms(doc, method, path, resp)
@@ -481,13 +481,11 @@ def test_secrets_never_logged(intake_client: Any, caplog: pytest.LogCaptureFixtu
         assert secret not in caplog.text
 
 
-def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
-    intake_client: Any, db: firestore.Client
-) -> None:
+def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(db: firestore.Client) -> None:
     from shared.config import get_settings
     from shared.crypto import tenant_id
 
-    _whole_window_ahead()
+    intake_client = _intake(db, clock=_fixed_clock())
     api_key = key()
     headers = auth(api_key)
     for _ in range(118):
@@ -502,7 +500,12 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(
     assert _count(db, "owner", owner) == 1
 
 
-def _intake(db: firestore.Client, store: DeploymentStore | None = None, publisher: Any = None) -> Any:
+def _intake(
+    db: firestore.Client,
+    store: DeploymentStore | None = None,
+    publisher: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> Any:
     """A test client for one more intake instance, on ``db`` (``store`` and ``publisher`` inject faults)."""
     from flask import Flask, request
 
@@ -519,7 +522,7 @@ def _intake(db: firestore.Client, store: DeploymentStore | None = None, publishe
     the_store = store or DeploymentStore(db)
     keys = KeyVerifier.from_settings(the_store, settings)
     deps = IntakeDeps(settings, the_store, transitions, publisher or real_publisher, sealer, keys)
-    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)))
+    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)), clock=clock)
     app = Flask("intake-under-test")
     methods = ["GET", "POST", "PUT", "DELETE"]
     view = lambda **_: api(request)  # noqa: E731
@@ -665,12 +668,12 @@ def test_a_post_over_the_limit_writes_no_deployment(db: firestore.Client) -> Non
     from shared.intake.ratelimit import current_window
     from shared.store import RATE_LIMITS
 
-    _whole_window_ahead(5)
+    clock = _fixed_clock()
     api_key = key()
-    window = current_window(_tenant(api_key), 120)
+    window = current_window(_tenant(api_key), 120, now=clock())
     db.collection(RATE_LIMITS).document(window.key).set({"count": 120, "expires_at": window.expires_at})
     store = _SpyStore(db)
-    over = _intake(db, store).post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
+    over = _intake(db, store, clock=clock).post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
     assert over.status_code == 429
     assert store.created == []  # not written then removed: never written
     assert db.collection(RATE_LIMITS).document(window.key).get().to_dict()["count"] == 121  # the refusal counts
@@ -753,3 +756,66 @@ def test_request_counts_are_flushed_at_exit(db: firestore.Client) -> None:
     )
     subprocess.run([sys.executable, "-c", program], env=os.environ, check=True, timeout=60)
     assert DeploymentStore(db).request_counts()[f"{route}|202"] == 1
+
+
+# --- who may call: the key is verified with Runpod before anything is written ---------------------------------------
+
+
+def _runpod_requests(api_key: str) -> int:
+    import requests
+
+    state = requests.get(f"{os.environ['RUNPOD_API_BASE_URL']}/_sim/state", timeout=5).json()
+    return next(a["requests"] for a in state["accounts"] if a["api_key"] == api_key)
+
+
+def test_a_key_runpod_refuses_gets_401_and_nothing_is_written(intake_client: Any, db: firestore.Client) -> None:
+    from shared.crypto import tenant_id
+    from shared.store import RATE_LIMITS
+
+    unknown = f"rp_unknown_{uuid.uuid4().hex}"
+    address = {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 200}"}
+    resp = intake_client.post(
+        "/v1/deployments", json={"hf_model_id": "org/model"}, headers={**auth(unknown), **address}
+    )
+
+    assert resp.status_code == 401
+    assert resp.json["error"]["code"] == "invalid_api_key"
+    assert "WWW-Authenticate" in resp.headers
+    tenant = tenant_id(os.environ["TENANT_PEPPER"], unknown)
+    assert list(db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter("owner", "==", tenant)).stream()) == []
+    assert not [d.id for d in db.collection(RATE_LIMITS).list_documents() if d.id.startswith(tenant)]
+
+
+def test_probing_keys_from_one_address_is_bounded_and_good_keys_pass(intake_client: Any) -> None:
+    from shared.config import get_settings
+
+    limit = get_settings().refused_keys_per_address_per_minute
+    address = {"X-Forwarded-For": f"198.51.100.7, 192.0.2.{uuid.uuid4().int % 250}"}  # the last entry counts
+    good = key()
+    assert intake_client.get("/v1/deployments", headers={**auth(good), **address}).status_code == 200
+
+    answers = [
+        intake_client.get("/v1/deployments", headers={**auth(f"rp_probe_{uuid.uuid4().hex}"), **address}).status_code
+        for _ in range(limit + 2)
+    ]
+
+    assert answers[:limit] == [401] * limit
+    assert answers[limit:] == [429, 429]
+    assert intake_client.get("/v1/deployments", headers={**auth(good), **address}).status_code == 200
+
+
+def test_a_verified_tenant_is_not_checked_with_runpod_again(intake_client: Any) -> None:
+    api_key = key()
+    for _ in range(3):
+        assert intake_client.get("/v1/deployments", headers=auth(api_key)).status_code == 200
+
+    assert _runpod_requests(api_key) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/deployments%0A", "/v1/%0Adeployments/x", "/%0D%0A", "/v1/deployments/\x7f"])
+def test_a_path_with_a_control_character_is_answered_in_the_error_shape(intake_client: Any, path: str) -> None:
+    resp = intake_client.get(path, headers=auth(key()))
+
+    assert resp.status_code == 404
+    assert resp.mimetype == "application/json"
+    assert resp.json["error"]["code"] == "not_found"

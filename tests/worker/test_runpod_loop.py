@@ -20,31 +20,12 @@ from werkzeug.serving import make_server
 from simulators.runpod.app import create_app
 from tests.worker.conftest import PUBLIC, Callback
 
-SAVE_TEMPLATE = """
-mutation SaveTemplate($input: SaveTemplateInput) { saveTemplate(input: $input) { id } }
-"""
-SAVE_ENDPOINT = """
-mutation SaveEndpoint($input: EndpointInput) { saveEndpoint(input: $input) { id } }
-"""
-
-
 @dataclass
 class Runpod:
     """A served Runpod simulator and one account."""
 
     url: str
     api_key: str
-
-    def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        response = requests.post(
-            f"{self.url}/graphql",
-            json={"query": query, "variables": variables},
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout=10,
-        )
-        body = response.json()
-        assert "errors" not in body, body
-        return dict(body["data"])
 
     def v2(self, method: str, path: str, **kwargs: Any) -> Any:
         response = requests.request(
@@ -97,15 +78,16 @@ def test_worker_reports_phases_and_serves_jobs_under_the_sdk_loop(
         "MODEL_CACHE_SCOPE": "off",
         "WORKER_MODEL_DIR": str(tmp_path / "models"),
     }
-    template = {
+    endpoint = {
         "name": "visgate-loop",
-        "imageName": "visgate/worker:test",
-        "isServerless": True,
-        "env": [{"key": key, "value": value} for key, value in env.items()],
+        "type": "QUEUE",
+        "image": "visgate/worker:test",
+        "env": env,
+        "gpu": {"pools": ["ADA_24"]},
+        "workers": {"min": 0, "max": 1},
+        "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4},
     }
-    template_id = runpod.graphql(SAVE_TEMPLATE, {"input": template})["saveTemplate"]["id"]
-    endpoint = {"name": "visgate-loop", "templateId": template_id, "gpuIds": "ADA_24", "workersMax": 1}
-    endpoint_id = runpod.graphql(SAVE_ENDPOINT, {"input": endpoint})["saveEndpoint"]["id"]
+    endpoint_id = runpod.v2("POST", "serverless", json=endpoint, timeout=10)["id"]
 
     warmup = runpod.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}, timeout=10)
     job = {"input": {"prompt": "a photo of a cat", "num_inference_steps": 2, "seed": 11}}
