@@ -20,6 +20,7 @@ from werkzeug.serving import make_server
 from simulators.runpod.app import create_app
 from tests.worker.conftest import PUBLIC, Callback
 
+
 @dataclass
 class Runpod:
     """A served Runpod simulator and one account."""
