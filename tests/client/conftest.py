@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from visgate_client import Client, Deployment, Update
 
 from local.stack import DEMO_API_KEY, DEMO_MODEL
 from tests.support.stack import RunningStack
-from visgate_client import Client, Deployment, Update
 
 MISSING_MODEL = "visgate-tiny/no-such-model"  # not on the Hub simulator: fails with model_not_found
-TINY_JOB = {"prompt": "a watercolor fox in a misty forest", "seed": 7, "num_inference_steps": 2, "width": 64, "height": 64}
+TINY_JOB = {"prompt": "a watercolor fox", "seed": 7, "num_inference_steps": 2, "width": 64, "height": 64}
 
 
 class CuttingProxy:

@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 from PIL import Image
+from visgate_client import Client, DeploymentFailedError, JobFailedError, errors
+from visgate_client.deployment import PHASES, phases_of
 
 from local.stack import DEMO_API_KEY
 from tests.client.conftest import MISSING_MODEL, TINY_JOB, ReadyDeployment
-from visgate_client import Client, DeploymentFailedError, JobFailedError, errors
-from visgate_client.deployment import PHASES, phases_of
 
 
 def test_wait_survives_a_cut_stream_without_a_missed_or_repeated_phase(ready: ReadyDeployment) -> None:

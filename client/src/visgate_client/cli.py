@@ -34,7 +34,7 @@ from rich.table import Table
 from rich.text import Text
 
 from visgate_client.client import API_KEY_ENV, API_URL_ENV, Client
-from visgate_client.deployment import Deployment, Phase, Update, phases_of
+from visgate_client.deployment import Deployment, Phase, Update, parse_time, phases_of
 from visgate_client.errors import ApiError, VisgateError
 
 EXIT_FAILURE = 1
@@ -245,11 +245,12 @@ def list_deployments(state: State, status: str | None, as_json: bool) -> None:
     if as_json:
         out.print_json(data=[d.view for d in deployments])
         return
-    table = Table("ID", "MODEL", "STATUS", "GPU", "CREATED", "ENDPOINT")
+    table = Table("ID", "MODEL", "STATUS", "GPU POOL", "CREATED")
+    table.columns[0].no_wrap = True  # ids are what the other commands take: never cut
     for d in deployments:
-        table.add_row(
-            d.id, d.model or "", d.status, d.view.get("gpu_pool") or "", d.view.get("created_at", ""), d.endpoint_id
-        )
+        created = parse_time(d.view.get("created_at"))
+        when = created.strftime("%Y-%m-%d %H:%M:%S") if created else ""
+        table.add_row(d.id, d.model or "", d.status, d.view.get("gpu_pool") or "", when)
     out.print(table)
 
 
