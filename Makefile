@@ -49,7 +49,8 @@ bench: install
 pr: lint typecheck test
 
 # The local stack (local/stack.py). `up` starts it in the background and prints KEY=VALUE lines on stdout (so the
-# recipes are silent); `run` is up + the demo job; `down` stops what `up` started, by process group.
+# recipes are silent); `run` is up + `visgate e2e` of the demo model (local/stack.py run_main_job); `down` stops
+# what `up` started, by process group.
 up: install
 	@$(PY) -m local up
 
