@@ -35,7 +35,7 @@ MODELS_ROOT = DEFAULT_STATE_DIR / "models"
 
 DEMO_API_KEY = "rp_local_demo_key"  # the Runpod simulator registers it at start
 DEMO_MODEL = "visgate-tiny/sd-tiny"
-DEMO_OUTPUT = Path("out/demo.png")
+DEMO_OUTPUT = Path("out/demo.png")  # relative to the repository root, where `make run` runs
 
 EMULATORS = ("firestore", "pubsub", "tasks", "s3")
 SIMULATORS = ("hub", "runpod")
@@ -377,7 +377,7 @@ def run_main_job(env: Mapping[str, str]) -> int:
     then how to reach the API and how to stop the stack. The exit status of the e2e run."""
     api = env["PUBLIC_API_BASE_URL"]
     tiny = ["--steps", "4", "--seed", "7", "--width", "64", "--height", "64"]
-    command = [sys.executable, "-m", "visgate_client", "e2e", DEMO_MODEL, *tiny, "-o", str(REPO_ROOT / DEMO_OUTPUT)]
+    command = [sys.executable, "-m", "visgate_client", "e2e", DEMO_MODEL, *tiny, "-o", str(DEMO_OUTPUT)]
     job_env = {**os.environ, "VISGATE_API_URL": api, "RUNPOD_API_KEY": DEMO_API_KEY}
     status = subprocess.run(command, env=job_env, cwd=REPO_ROOT, check=False).returncode  # our own CLI
     if status != 0:

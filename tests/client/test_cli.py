@@ -110,3 +110,12 @@ def test_console_script_entry_point() -> None:
         [sys.executable, "-m", "visgate_client", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0 and "e2e" in done.stdout
+
+
+def test_logs_follow_ends_with_the_deployment(visgate: CliRunner) -> None:
+    deployment_id = call(visgate, "deploy", MISSING_MODEL).stdout.strip()
+    done = call(visgate, "logs", deployment_id, "--follow")
+    assert done.exit_code == 0
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(set(lines)) >= 2  # each line once
+    assert "model_not_found" in done.stdout or "failed" in done.stdout

@@ -225,13 +225,7 @@ def deploy(
     table = Table(title=f"{deployment.id} ready", show_header=False, box=None)
     table.add_row("endpoint", str(deployment.endpoint_url))
     table.add_row("gpu pool", str(deployment.view.get("gpu_pool")))
-    report = ready_report(deployment)
-    table.add_row("accepted → ready", f"{report['total_s']} s")
-    for name, seconds in report["phases"].items():
-        table.add_row(f"  {name}", f"{seconds:.2f} s")
-    for name, value in report["worker"].items():
-        if value is not None:
-            table.add_row(f"  worker {name}", str(value))
+    add_ready_rows(table, ready_report(deployment))
     out.print(table)
 
 
@@ -452,21 +446,30 @@ def print_e2e(run_: E2eRun, as_json: bool) -> None:
         return
     ready, inference = data["ready"], data["inference"]
     table = Table("step", "seconds", title=f"visgate e2e: {run_.model} ({data['deployment_id']})")
-    table.add_row("accepted → ready (server clock)", _s(ready["total_s"]))
-    for name, seconds in ready["phases"].items():
-        table.add_row(f"  {name}", _s(seconds))
-    for name in ("download_s", "load_s", "warmup_s"):
-        if ready["worker"].get(name) is not None:
-            table.add_row(f"    worker {name.removesuffix('_s')}", _s(ready["worker"][name]))
+    add_ready_rows(table, ready)
     table.add_row("accepted → ready (client wall)", _s(ready["wall_s"]))
+    table.add_section()
     table.add_row("inference (client wall)", _s(inference["wall_s"]))
     table.add_row("  Runpod delay", _s(inference["delay_s"]))
     table.add_row("  Runpod execution", _s(inference["execution_s"]))
     table.add_row("  worker inference", _s(inference["inference_s"]))
+    table.add_section()
     table.add_row("teardown (delete → deleted)", _s(data.get("teardown_s")) if "teardown_s" in data else "kept")
     out.print(table)
     if data.get("image"):
         out.print(f"image: {data['image']} (seed {inference['seed']})", highlight=False)
+
+
+def add_ready_rows(table: Table, ready: dict[str, Any]) -> None:
+    """accepted → ready in total and per phase (the server's clock), then the worker's own timings."""
+    table.add_row("accepted → ready (server clock)", _s(ready["total_s"]))
+    for name, seconds in ready["phases"].items():
+        table.add_row(f"  {name}", _s(seconds))
+    for name, label in (("download_s", "download"), ("load_s", "load"), ("warmup_s", "warm-up inference")):
+        if ready["worker"].get(name) is not None:
+            table.add_row(f"worker {label} (its own clock)", _s(ready["worker"][name]))
+    if ready["worker"].get("loaded_from_cache") is not None:
+        table.add_row("worker loaded from cache", str(ready["worker"]["loaded_from_cache"]).lower())
 
 
 def _s(value: Any) -> str:
