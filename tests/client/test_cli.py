@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -11,9 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
+from visgate_client import Client
 from visgate_client.cli import cli
 
-from local.stack import DEMO_API_KEY
+from local.stack import DEMO_API_KEY, DEMO_MODEL
 from tests.client.conftest import MISSING_MODEL, ReadyDeployment
 
 
@@ -119,3 +122,19 @@ def test_logs_follow_ends_with_the_deployment(visgate: CliRunner) -> None:
     lines = done.stdout.splitlines()
     assert len(lines) == len(set(lines)) >= 2  # each line once
     assert "model_not_found" in done.stdout or "failed" in done.stdout
+
+
+def test_ctrl_c_while_waiting_leaves_the_deployment_and_says_how_to_delete_it(api_url: str, client: Client) -> None:
+    env = {**os.environ, "VISGATE_API_URL": api_url, "RUNPOD_API_KEY": DEMO_API_KEY}
+    command = [sys.executable, "-m", "visgate_client", "deploy", DEMO_MODEL, "--wait"]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        accepted = proc.stderr.readline()  # "deployment <id> of <model> accepted"
+        deployment_id = accepted.split()[1]
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"visgate rm {deployment_id}" in rest
+    deployment = client.get(deployment_id)
+    assert deployment.status not in {"deleting", "deleted", "failed"}  # left running
+    deployment.delete(wait=True, timeout=120)

@@ -216,8 +216,8 @@ def deploy(
     if not wait:
         out.print(deployment.id, highlight=False)
         return
-    err.print(f"deployment {deployment.id} of {model} accepted", highlight=False)
     try:
+        err.print(f"deployment {deployment.id} of {model} accepted", highlight=False)
         with live_wait(state, deployment, quiet=False) as on_update:
             deployment.wait(timeout=timeout, on_update=on_update)
     except KeyboardInterrupt:
