@@ -80,7 +80,7 @@ class Client:
                 body[OPTION_ALIASES.get(name, name)] = value
         key = idempotency_key or uuid.uuid4().hex
         response = self._transport.request("POST", "/v1/deployments", json=body, headers={"Idempotency-Key": key})
-        return Deployment(self, {**body, **response.json()})
+        return Deployment(self, {"hf_model_id": model, **response.json()})  # no token kept in the view
 
     def get(self, deployment_id: str) -> Deployment:
         """The deployment's current view (``GET /v1/deployments/{id}``)."""
