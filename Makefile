@@ -12,11 +12,12 @@ STATE := .local
 
 all: pr
 
-$(VENV)/.installed: requirements/*.txt worker/requirements*.txt
+$(VENV)/.installed: requirements/*.txt worker/requirements*.txt client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@$(PY) -m pip install --quiet --no-deps -e . >&2
+	@$(PY) -m pip install --quiet -e client -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@touch $@
 
 $(TASKS_VENV)/.installed: requirements/tasks-emulator.txt requirements/tasks-emulator-constraints.txt
@@ -36,7 +37,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy shared functions worker simulators local scripts bench
+	$(VENV)/bin/mypy shared functions worker simulators local scripts bench client/src
 
 # The suite: unit + integration against the real emulators and our simulators (+ worker on CPU, + e2e).
 test: install
@@ -48,7 +49,8 @@ bench: install
 pr: lint typecheck test
 
 # The local stack (local/stack.py). `up` starts it in the background and prints KEY=VALUE lines on stdout (so the
-# recipes are silent); `run` is up + the demo job; `down` stops what `up` started, by process group.
+# recipes are silent); `run` is up + `visgate e2e` of the demo model (local/stack.py run_main_job); `down` stops
+# what `up` started, by process group.
 up: install
 	@$(PY) -m local up
 

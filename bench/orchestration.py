@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
     from google.cloud import firestore
 
-    from local.demo import DEMO_MODEL
+    from local.stack import DEMO_MODEL
 
     db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
     runpod = env["RUNPOD_API_BASE_URL"]

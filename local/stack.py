@@ -25,14 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local import bootstrap, demo, emulators
-from local.demo import DEMO_API_KEY, DEMO_MODEL
+from local import bootstrap, emulators
 from local.emulators import LOOPBACK, REPO_ROOT, Service
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".local"
 MODELS_ROOT = DEFAULT_STATE_DIR / "models"
+
+DEMO_API_KEY = "rp_local_demo_key"  # the Runpod simulator registers it at start
+DEMO_MODEL = "visgate-tiny/sd-tiny"
+DEMO_OUTPUT = Path("out/demo.png")  # relative to the repository root, where `make run` runs
 
 EMULATORS = ("firestore", "pubsub", "tasks", "s3")
 SIMULATORS = ("hub", "runpod")
@@ -365,5 +368,22 @@ def main(argv: list[str] | None = None) -> int:
     services = stack.up()
     print_summary(stack, services)
     if args.command == "run":
-        return demo.main(stack.environment(services))
+        return run_main_job(stack.environment(services))
     return 0
+
+
+def run_main_job(env: Mapping[str, str]) -> int:
+    """``make run``'s job: ``visgate e2e`` of the demo model against this stack (the image kept in out/demo.png),
+    then how to reach the API and how to stop the stack. The exit status of the e2e run."""
+    api = env["PUBLIC_API_BASE_URL"]
+    tiny = ["--steps", "4", "--seed", "7", "--width", "64", "--height", "64"]
+    command = [sys.executable, "-m", "visgate_client", "e2e", DEMO_MODEL, *tiny, "-o", str(DEMO_OUTPUT)]
+    job_env = {**os.environ, "VISGATE_API_URL": api, "RUNPOD_API_KEY": DEMO_API_KEY}
+    status = subprocess.run(command, env=job_env, cwd=REPO_ROOT, check=False).returncode  # our own CLI
+    if status != 0:
+        logger.error("the e2e run failed (exit %s); the stack's logs are in %s", status, DEFAULT_STATE_DIR / "logs")
+    print(f"\nThe API is at {api} (key {DEMO_API_KEY}); for example:")  # the end of `make run`'s output
+    print(f"  VISGATE_API_URL={api} RUNPOD_API_KEY={DEMO_API_KEY} .venv/bin/visgate ls")
+    print(f"  curl -s {api}/v1/deployments -H 'Authorization: Bearer {DEMO_API_KEY}'")
+    print("Stop the stack with: make down")
+    return status

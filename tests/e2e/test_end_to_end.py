@@ -1,15 +1,20 @@
-"""The whole local stack with the real worker process on a tiny model (CPU): what `make run` does, plus teardown."""
+"""The whole local stack with the real worker process on a tiny model (CPU): what `make run` does (`visgate e2e`)."""
 
 from __future__ import annotations
 
-import time
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
+from visgate_client import Client
 
-from local import demo
+from local.emulators import REPO_ROOT
+from local.stack import DEMO_API_KEY, DEMO_MODEL
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -19,37 +24,37 @@ def sim_state(stack: RunningStack) -> dict:  # type: ignore[type-arg]
     return dict(requests.get(f"{stack.env['RUNPOD_API_BASE_URL']}/_sim/state", timeout=10).json())
 
 
-def test_deploy_generate_delete(local_stack: RunningStack, tmp_path: Path) -> None:
+def test_visgate_e2e_deploys_generates_and_tears_down(local_stack: RunningStack, tmp_path: Path) -> None:
     image_path = tmp_path / "out.png"
-    seen = demo.run(local_stack.env, output=image_path)
+    command = [sys.executable, "-m", "visgate_client", "e2e", DEMO_MODEL, "--json", "-o", str(image_path)]
+    command += ["--steps", "4", "--seed", "7", "--width", "64", "--height", "64"]
+    env = {**os.environ, "VISGATE_API_URL": local_stack.intake_url, "RUNPOD_API_KEY": DEMO_API_KEY}
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads(done.stdout)
 
-    deployment = seen["deployment"]
-    assert deployment["status"] == "ready"
-    assert deployment["model_commit_sha"] and len(deployment["model_commit_sha"]) == 40
-    assert deployment["gpu_candidates"] and deployment["vram_estimate_gb"] > 0
-    assert deployment["gpu_pool"] in deployment["gpu_candidates"]  # the pool the worker landed in, as it reported
-    timings = deployment["timings"]
-    assert timings["download_s"] >= 0 and timings["load_s"] > 0 and timings["warmup_s"] > 0
-    assert set(deployment["phase_timestamps"]) >= {"validating", "creating_endpoint", "loading_model", "ready"}
+    assert report["ok"] is True and report["model"] == DEMO_MODEL
+    ready = report["ready"]
+    assert ready["total_s"] > 0 and ready["wall_s"] >= ready["total_s"] * 0.5
+    assert {"validating", "creating_endpoint", "loading_model"} <= set(ready["phases"])
+    assert sum(ready["phases"].values()) == pytest.approx(ready["total_s"], abs=0.01)
+    worker = ready["worker"]
+    assert worker["download_s"] >= 0 and worker["load_s"] > 0 and worker["warmup_s"] > 0
+    inference = report["inference"]
+    assert inference["seed"] == 7 and inference["wall_s"] > 0 and inference["inference_s"] > 0
+    assert inference["delay_s"] >= 0 and inference["execution_s"] > 0
+    assert report["teardown_s"] > 0 and report["image"] == str(image_path)
     with Image.open(image_path) as image:
         assert image.format == "PNG" and image.size == (64, 64)
-    assert seen["output"]["images"][0]["seed"] == demo.PROMPT["seed"]
 
-    api = local_stack.env["PUBLIC_API_BASE_URL"]
-    headers = {"Authorization": f"Bearer {demo.DEMO_API_KEY}"}
-    deployment_id = deployment["deployment_id"]
-    assert requests.delete(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).status_code == 202
-    deadline = time.monotonic() + 60
-    status = None
-    while time.monotonic() < deadline:
-        status = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()["status"]
-        if status == "deleted":
-            break
-        time.sleep(0.5)
-    assert status == "deleted"
-    name = f"visgate-{deployment_id}"
-    account = next(a for a in sim_state(local_stack)["accounts"] if a["api_key"] == demo.DEMO_API_KEY)
+    deployment = Client(local_stack.intake_url, DEMO_API_KEY).get(report["deployment_id"])
+    assert deployment.status == "deleted"
+    view = deployment.view
+    assert view["model_commit_sha"] and len(view["model_commit_sha"]) == 40
+    assert view["gpu_candidates"] and view["vram_estimate_gb"] > 0
+    assert view["gpu_pool"] == report["gpu_pool"] and view["gpu_pool"] in view["gpu_candidates"]
+    name = f"visgate-{report['deployment_id']}"
+    account = next(a for a in sim_state(local_stack)["accounts"] if a["api_key"] == DEMO_API_KEY)
     assert not [e for e in account["endpoints"] if e["name"].startswith(name)]
     assert not [t for t in account["templates"] if t["name"] == name]
-    endpoint_id = deployment["endpoint_id"]
-    assert not [w for w in account["workers"] if w["endpointId"] == endpoint_id]
+    assert not [w for w in account["workers"] if w["endpointId"] == report["endpoint_id"]]

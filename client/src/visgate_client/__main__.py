@@ -1,0 +1,5 @@
+"""``python -m visgate_client``: the ``visgate`` command."""
+
+from visgate_client.cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""The client's exceptions: one class per error code of the API, and the API's error shape parsed in one place.
+
+Every error answer of the API is ``{"error": {"code", "message", "details"?, "request_id"}}``;
+:func:`error_from_response` turns one into the class registered for its code (:class:`ApiError` itself for a code
+this client does not know yet, so a newer server never breaks an older client).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import requests
+
+
+class VisgateError(Exception):
+    """Base class of everything this package raises."""
+
+
+class ApiError(VisgateError):
+    """An error answer of the Visgate API: HTTP ``status``, stable ``code``, ``message``, ``request_id``."""
+
+    code: str = "unknown"  # each subclass names its own; an instance may carry an unregistered one
+    _by_code: ClassVar[dict[str, type[ApiError]]] = {}
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        request_id: str | None = None,
+        details: Any = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s  # the Retry-After header (429, 503), when sent
+        self.message = message
+        self.request_id = request_id
+        self.details = details
+        if code is not None:
+            self.code = code  # an unregistered code keeps its own name on the base class
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            ApiError._by_code[cls.code] = cls
+
+    @classmethod
+    def for_code(cls, code: str) -> type[ApiError]:
+        """The class registered for ``code`` (``ApiError`` for an unknown one)."""
+        return cls._by_code.get(code, ApiError)
+
+    def __str__(self) -> str:
+        rid = f" (request_id {self.request_id})" if self.request_id else ""
+        return f"{self.code}: {self.message}{rid}"
+
+
+# --- one class per error code (shared/intake, shared/http, the functions host) ------------------------------------
+
+
+class InvalidRequestError(ApiError):
+    """400: the body is refused; ``details`` lists each field and its problem."""
+
+    code = "invalid_request"
+
+
+class InvalidJsonError(ApiError):
+    """400: the body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class InvalidIdempotencyKeyError(ApiError):
+    """400: the Idempotency-Key is not 1-255 printable characters."""
+
+    code = "invalid_idempotency_key"
+
+
+class InvalidStatusError(ApiError):
+    """400: an unknown ``status`` filter."""
+
+    code = "invalid_status"
+
+
+class InvalidLimitError(ApiError):
+    """400: ``limit`` out of range."""
+
+    code = "invalid_limit"
+
+
+class InvalidPageTokenError(ApiError):
+    """400: a ``page_token`` this API did not issue."""
+
+    code = "invalid_page_token"
+
+
+class UnauthenticatedError(ApiError):
+    """401: no Runpod API key was sent."""
+
+    code = "unauthenticated"
+
+
+class NotFoundError(ApiError):
+    """404: no such route."""
+
+    code = "not_found"
+
+
+class DeploymentNotFoundError(ApiError):
+    """404: no deployment with that id for this key (another tenant's deployment is not revealed)."""
+
+    code = "deployment_not_found"
+
+
+class MethodNotAllowedError(ApiError):
+    """405: the route does not take this method."""
+
+    code = "method_not_allowed"
+
+
+class IdempotencyKeyReusedError(ApiError):
+    """409: the Idempotency-Key was used before with a different body."""
+
+    code = "idempotency_key_reused"
+
+
+class PayloadTooLargeError(ApiError):
+    """413: the body is larger than the API reads."""
+
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    """415: the body is not ``application/json``."""
+
+    code = "unsupported_media_type"
+
+
+class RateLimitedError(ApiError):
+    """429: too many requests in a minute; ``retry_after_s`` says when to try again."""
+
+    code = "rate_limited"
+
+
+class InternalError(ApiError):
+    """500: the API failed; the ``request_id`` finds it in the logs."""
+
+    code = "internal"
+
+
+class UnavailableError(ApiError):
+    """503: a dependency of the API is unavailable for now."""
+
+    code = "unavailable"
+
+
+def error_from_response(response: requests.Response) -> ApiError:
+    """The typed error of an error answer; a body without the error shape still gives an :class:`ApiError`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    request_id = response.headers.get("X-Request-Id")
+    retry_after = response.headers.get("Retry-After", "")
+    retry_after_s = float(retry_after) if retry_after.isdigit() else None
+    if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+        text = response.text.strip().replace("\n", " ")[:300] or response.reason or "no body"
+        message = f"HTTP {response.status_code}: {text}"
+        return ApiError(response.status_code, message, code="http_error", request_id=request_id)
+    code = error["code"]
+    cls = ApiError.for_code(code)
+    return cls(
+        response.status_code,
+        str(error.get("message", "")),
+        code=None if cls is not ApiError else code,
+        request_id=error.get("request_id") or request_id,
+        details=error.get("details"),
+        retry_after_s=retry_after_s,
+    )
+
+
+# --- what a deployment or a job ends with -------------------------------------------------------------------------
+
+
+class DeploymentFailedError(VisgateError):
+    """The deployment ended ``failed``: ``reason`` is its failure code (``model_not_found``, ``no_capacity``...)."""
+
+    def __init__(self, deployment_id: str, reason: str, message: str, view: dict[str, Any] | None = None) -> None:
+        super().__init__(f"deployment {deployment_id} failed: {reason}: {message}")
+        self.deployment_id = deployment_id
+        self.reason = reason
+        self.message = message
+        self.view = view or {}
+
+
+class DeploymentDeletedError(VisgateError):
+    """The deployment was deleted (or is being deleted) while something waited for it to become ready."""
+
+    def __init__(self, deployment_id: str, status: str) -> None:
+        super().__init__(f"deployment {deployment_id} is {status}")
+        self.deployment_id = deployment_id
+        self.status = status
+
+
+class WaitTimeoutError(VisgateError, TimeoutError):
+    """A wait ran out of time; ``last_status`` is what the deployment or job was last seen as."""
+
+    def __init__(self, what: str, timeout_s: float, last_status: str | None) -> None:
+        super().__init__(f"{what} did not finish within {timeout_s:g} s (last status: {last_status})")
+        self.last_status = last_status
+
+
+class NotReadyError(VisgateError):
+    """An inference was asked of a deployment that has no endpoint yet (not ``ready``)."""
+
+
+class JobFailedError(VisgateError):
+    """An inference job ended other than ``COMPLETED``: ``status`` (FAILED, CANCELLED, TIMED_OUT) and ``error``."""
+
+    def __init__(self, job_id: str, status: str, error: Any) -> None:
+        super().__init__(f"job {job_id} ended {status}: {error}")
+        self.job_id = job_id
+        self.status = status
+        self.error = error
+
+
+class RunpodError(VisgateError):
+    """An error answer of Runpod's data plane (used for inference until the API's own inference routes exist)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Runpod answered HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class WebhookVerificationError(VisgateError):
+    """A webhook delivery whose signature, timestamp or headers do not verify."""

@@ -1,0 +1,140 @@
+"""The `visgate` command against the local stack: output, one-line errors, exit codes, --help everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from PIL import Image
+from visgate_client import Client
+from visgate_client.cli import cli
+
+from local.stack import DEMO_API_KEY, DEMO_MODEL
+from tests.client.conftest import MISSING_MODEL, ReadyDeployment
+
+
+@pytest.fixture
+def visgate(api_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("VISGATE_API_URL", api_url)
+    monkeypatch.setenv("RUNPOD_API_KEY", DEMO_API_KEY)
+    return CliRunner()
+
+
+def call(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_get_logs_and_ls(visgate: CliRunner, ready: ReadyDeployment) -> None:
+    got = call(visgate, "get", ready.deployment.id)
+    assert got.exit_code == 0
+    assert json.loads(got.stdout)["status"] == "ready"
+
+    logs = call(visgate, "logs", ready.deployment.id)
+    assert logs.exit_code == 0 and "ready" in logs.stdout
+
+    listed = call(visgate, "ls", "--status", "ready", "--json")
+    assert ready.deployment.id in {view["deployment_id"] for view in json.loads(listed.stdout)}
+    table = call(visgate, "ls", "--status", "ready")
+    assert table.exit_code == 0 and ready.deployment.id in table.stdout
+
+
+def test_run_writes_the_image(visgate: CliRunner, ready: ReadyDeployment, tmp_path: Path) -> None:
+    image = tmp_path / "fox.png"
+    args = ["--steps", "2", "--seed", "5", "--width", "64", "--height", "64", "-o", str(image)]
+    done = call(visgate, "run", ready.deployment.id, "--prompt", "a fox", *args)
+    assert done.exit_code == 0, done.output
+    assert "seed=5" in done.stdout and "execution_s=" in done.stdout
+    with Image.open(image) as written:
+        assert written.size == (64, 64)
+
+
+def test_deploy_wait_of_a_failed_model_exits_1_with_the_reason(visgate: CliRunner) -> None:
+    done = call(visgate, "deploy", MISSING_MODEL, "--wait", "--timeout", "120")
+    assert done.exit_code == 1
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "model_not_found" in error_lines[0]
+    deployment_id = error_lines[0].split()[2]
+    assert call(visgate, "rm", deployment_id, "--wait").stdout.strip() == f"{deployment_id} deleted"
+
+
+def test_deploy_without_wait_prints_the_id(visgate: CliRunner) -> None:
+    done = call(visgate, "deploy", MISSING_MODEL, "--ttl-minutes", "30", "--cache", "off")
+    assert done.exit_code == 0
+    deployment_id = done.stdout.strip()
+    assert len(deployment_id) == 32
+    assert json.loads(call(visgate, "get", deployment_id).stdout)["ttl_minutes"] == 30
+
+
+def test_an_api_error_is_one_line_with_code_and_request_id(visgate: CliRunner) -> None:
+    done = call(visgate, "get", uuid.uuid4().hex)
+    assert done.exit_code == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: deployment_not_found: ") and "request_id " in line
+
+    verbose = call(visgate, "--verbose", "deploy", "not a model!")
+    assert verbose.exit_code == 1
+    assert "error: invalid_request" in verbose.stderr and "hf_model_id" in verbose.stderr  # the details
+
+
+def test_e2e_json_reports_the_failure_and_exits_1(visgate: CliRunner) -> None:
+    done = call(visgate, "e2e", MISSING_MODEL, "--json")
+    assert done.exit_code == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    assert report["error"]["stage"] == "ready" and report["error"]["code"] == "model_not_found"
+    assert report["deployment_id"]
+
+
+def test_missing_key_and_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    monkeypatch.setenv("VISGATE_API_URL", "http://127.0.0.1:9")
+    done = call(CliRunner(), "ls")
+    assert done.exit_code == 1 and "RUNPOD_API_KEY" in done.stderr
+    assert call(CliRunner(), "deploy").exit_code == 2  # click: missing argument
+    unreachable = call(CliRunner(), "--api-key", "k", "get", "x" * 32)
+    assert unreachable.exit_code == 1 and unreachable.stderr.startswith("error: connection_error")
+
+
+@pytest.mark.parametrize("command", [[], ["deploy"], ["ls"], ["get"], ["logs"], ["rm"], ["run"], ["e2e"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    done = call(CliRunner(), *command, "--help")
+    assert done.exit_code == 0 and "Usage: " in done.stdout
+
+
+def test_console_script_entry_point() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "visgate_client", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and "e2e" in done.stdout
+
+
+def test_logs_follow_ends_with_the_deployment(visgate: CliRunner) -> None:
+    deployment_id = call(visgate, "deploy", MISSING_MODEL).stdout.strip()
+    done = call(visgate, "logs", deployment_id, "--follow")
+    assert done.exit_code == 0
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(set(lines)) >= 2  # each line once
+    assert "model_not_found" in done.stdout or "failed" in done.stdout
+
+
+def test_ctrl_c_while_waiting_leaves_the_deployment_and_says_how_to_delete_it(api_url: str, client: Client) -> None:
+    env = {**os.environ, "VISGATE_API_URL": api_url, "RUNPOD_API_KEY": DEMO_API_KEY}
+    command = [sys.executable, "-m", "visgate_client", "deploy", DEMO_MODEL, "--wait"]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        accepted = proc.stderr.readline()  # "deployment <id> of <model> accepted"
+        deployment_id = accepted.split()[1]
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"visgate rm {deployment_id}" in rest
+    deployment = client.get(deployment_id)
+    assert deployment.status not in {"deleting", "deleted", "failed"}  # left running
+    deployment.delete(wait=True, timeout=120)
