@@ -100,9 +100,13 @@ def client(api_url: str) -> Iterator[Client]:
 
 
 @pytest.fixture
-def fresh_client(api_url: str) -> Iterator[Client]:
-    """A client with a key of its own (a tenant with no deployments yet)."""
-    with Client(api_url, f"rp_test_{uuid.uuid4().hex}") as c:
+def fresh_client(api_url: str, local_stack: RunningStack) -> Iterator[Client]:
+    """A client with a key of its own (a tenant with no deployments yet), registered with the Runpod simulator: the
+    API verifies every new key with Runpod."""
+    api_key = f"rp_test_{uuid.uuid4().hex}"
+    runpod = local_stack.env["RUNPOD_API_BASE_URL"]
+    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
+    with Client(api_url, api_key) as c:
         yield c
 
 
