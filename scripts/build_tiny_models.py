@@ -251,9 +251,12 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
         tokenizer_2=tokenizer,
         unet=unet,
         scheduler=EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
             timestep_spacing="leading",
-        ),  # fmt: skip
+        ),
         force_zeros_for_empty_prompt=True,
     )
     dest.mkdir(parents=True, exist_ok=True)
@@ -283,9 +286,7 @@ def build_tiny_sd3(dest: Path, seed: int = 0) -> Path:
     pipeline = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=build_vae(
-            seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609
-        ),
+        vae=build_vae(seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609),
         text_encoder=build_text_encoder(len(tokenizer), seed, projection=True),  # type: ignore[arg-type]
         tokenizer=tokenizer,
         text_encoder_2=build_text_encoder(len(tokenizer), seed + 3, projection=True),  # type: ignore[arg-type]
@@ -320,9 +321,7 @@ def build_tiny_flux(dest: Path, seed: int = 0) -> Path:
     pipeline = FluxPipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=build_vae(
-            seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609
-        ),
+        vae=build_vae(seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609),
         text_encoder=build_text_encoder(len(tokenizer), seed),
         tokenizer=tokenizer,
         text_encoder_2=build_t5_encoder(len(t5_tokenizer), seed + 4),

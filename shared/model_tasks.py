@@ -61,7 +61,7 @@ _WEIGHT_NAME = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}\.safetensors$"
 class LoraSpec(BaseModel):
     """One LoRA adapter of a create request (``loras: [...]``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re", strict=True)
 
     hf_model_id: Annotated[str, Field(pattern=_REPO_ID, max_length=193)]
     revision: Annotated[str, Field(pattern=_REVISION, max_length=255)] = "main"
@@ -111,7 +111,8 @@ def check_task(task: Task, pipeline_class: str, components: Collection[str], mod
         can = ", ".join(name for name in TASKS if name in tasks) or "nothing we serve"
         raise PermanentError(
             FailureReason.UNSUPPORTED_MODEL.value,
-            f"{model_id} is a {pipeline_class or 'pipeline of unknown class'}, which cannot do {task}; it can do: {can}",
+            f"{model_id} is a {pipeline_class or 'pipeline of unknown class'}, which cannot do {task}; "
+            f"it can do: {can}",
         )
 
 
@@ -158,9 +159,7 @@ def choose_lora_weight(repo_id: str, paths: Iterable[str], weight_name: str | No
     )
 
 
-def resolve_loras(
-    endpoint: str, timeout_s: float, specs: Iterable[LoraSpec], token: str | None
-) -> list[ResolvedLora]:
+def resolve_loras(endpoint: str, timeout_s: float, specs: Iterable[LoraSpec], token: str | None) -> list[ResolvedLora]:
     """Pin each adapter to its commit and weight file, with the user's token.
 
     Raises:
@@ -210,7 +209,9 @@ def _http_failure(exc: HfHubHTTPError, where: str) -> Exception:
     status = exc.response.status_code if exc.response is not None else 0
     refusal = hub_refusal(status, exc.response.headers.get("X-Error-Message") if exc.response is not None else None)
     if refusal == FailureReason.HF_TOKEN_INVALID:
-        return PermanentError(FailureReason.HF_TOKEN_INVALID.value, "the Hub refused the hf_token as invalid or expired")
+        return PermanentError(
+            FailureReason.HF_TOKEN_INVALID.value, "the Hub refused the hf_token as invalid or expired"
+        )
     if refusal == FailureReason.MODEL_GATED:
         return PermanentError(FailureReason.MODEL_GATED.value, f"the Hub refused access to {where} with this token")
     if status == 404:
