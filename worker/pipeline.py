@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import logging
 import secrets
 import threading
@@ -224,6 +225,12 @@ class LoadedModel:
             output_format=request.output_format,
             strength=self._default_strength if request.strength is None else request.strength,
         )
+        if parameters.strength is not None and int(parameters.num_inference_steps * parameters.strength) < 1:
+            raise ValueError(
+                f"num_inference_steps: {parameters.num_inference_steps} steps at strength {parameters.strength} "
+                f"denoise no step; use at least {math.ceil(1 / parameters.strength) if parameters.strength else 1} "
+                "steps or a higher strength"
+            )
         first_seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
         seeds = [(first_seed + index) % (MAX_SEED + 1) for index in range(request.num_images)]
         # CPU generators give the same noise whatever the device, so a seed reproduces across GPU types.
@@ -239,10 +246,12 @@ class LoadedModel:
         Raises:
             ModelLoadError: the generation failed (other than out of memory), or its image is NaN or all black.
         """
+        # An image task denoises steps x strength of the steps: at least one of them must run.
+        strength = self._default_strength or 1.0
         parameters = Parameters(
             prompt="a photo of a cat",
             negative_prompt=None,
-            num_inference_steps=WARMUP_STEPS,
+            num_inference_steps=max(WARMUP_STEPS, math.ceil(1 / strength)),
             guidance_scale=self.defaults.guidance_scale,
             width=min(WARMUP_MAX_SIZE, self.defaults.width),
             height=min(WARMUP_MAX_SIZE, self.defaults.height),
