@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import ipaddress
 import socket
@@ -92,10 +93,11 @@ class ImageFetcher:
                 except requests.RequestException as exc:
                     raise ImageInputError(f"{name}: the image URL could not be fetched ({type(exc).__name__})") from exc
                 with response:
-                    self._check_peer(response, name)
                     if response.is_redirect:
+                        # Only a header is read from it; the target is checked like the first URL.
                         url = urljoin(url, response.headers.get("Location", ""))
                         continue
+                    self._check_peer(response, name)
                     return self._body(response, name)
         raise ImageInputError(f"{name}: more than {MAX_REDIRECTS} redirects")
 
@@ -127,8 +129,10 @@ class ImageFetcher:
     def _check_peer(self, response: requests.Response, name: str) -> None:
         """The address the connection really reached (a DNS answer may have changed since the check)."""
         peer = _peer_address(response)
-        if peer is not None:
-            self._check_address(peer, name)
+        if peer is None:
+            # Fail closed: without the peer, a rebinding DNS answer could not be told apart.
+            raise ImageInputError(f"{name}: the image URL's connection address could not be checked")
+        self._check_address(peer, name)
 
     def _body(self, response: requests.Response, name: str) -> bytes:
         if response.status_code != requests.codes.ok:
@@ -148,15 +152,20 @@ class ImageFetcher:
 
 
 def _peer_address(response: requests.Response) -> str | None:
-    """The peer IP of the response's connection, where urllib3 exposes it (None otherwise)."""
+    """The peer IP of the response's socket: the connection's, or (``Connection: close``: http.client hands the
+    socket to the response) the response's own. None when neither is reachable."""
     connection: Any = getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is None:
-        return None
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return None
+    candidates = [getattr(connection, "sock", None)]
+    with contextlib.suppress(AttributeError):
+        candidates.append(response.raw._fp.fp.raw._sock)
+    for sock in candidates:
+        if sock is None:
+            continue
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:
+            continue
+    return None
 
 
 def decode_image(data: bytes, name: str) -> Image.Image:
