@@ -32,14 +32,14 @@ from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
-    FluxPipeline,
     FluxTransformer2DModel,
     SD3Transformer2DModel,
-    StableDiffusion3Pipeline,
-    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from diffusers.pipelines.flux.pipeline_flux import FluxPipeline
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import StableDiffusion3Pipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import StableDiffusionXLPipeline
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
@@ -51,8 +51,8 @@ from transformers import (
     CLIPTokenizer,
     T5Config,
     T5EncoderModel,
-    T5TokenizerFast,
 )
+from transformers.models.t5.tokenization_t5 import T5Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def build_tokenizer() -> CLIPTokenizer:
     )
 
 
-def build_t5_tokenizer() -> T5TokenizerFast:
+def build_t5_tokenizer() -> T5Tokenizer:
     """A T5 tokenizer over a unigram vocabulary of printable ASCII plus a few words (no sentencepiece file)."""
     words = [(f"\u2581{word}", -1.5) for word in ("a", "photo", "of", "cat", "the")]
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
@@ -119,7 +119,7 @@ def build_t5_tokenizer() -> T5TokenizerFast:
     backend.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
-    return T5TokenizerFast(
+    return T5Tokenizer(
         tokenizer_object=backend, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0,
         model_max_length=512,
     )  # fmt: skip
@@ -130,7 +130,7 @@ def build_t5_encoder(vocab_size: int, seed: int) -> T5EncoderModel:
     torch.manual_seed(seed)
     config = T5Config(
         vocab_size=vocab_size, d_model=TEXT_HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
     )  # fmt: skip
     return T5EncoderModel(config).eval()
 
@@ -151,7 +151,7 @@ def build_text_encoder(vocab_size: int, seed: int, *, projection: bool = False) 
         pad_token_id=1,
     )
     if projection:
-        return CLIPTextModelWithProjection(config).eval()  # type: ignore[return-value]  # same call interface
+        return CLIPTextModelWithProjection(config).eval()
     return CLIPTextModel(config).eval()
 
 
@@ -243,22 +243,23 @@ def build_tiny_sdxl(dest: Path, seed: int = 0) -> Path:
         projection_class_embeddings_input_dim=6 * time_embed_dim + TEXT_HIDDEN,
         cross_attention_dim=2 * TEXT_HIDDEN,
     )
-    pipeline = StableDiffusionXLPipeline(
-        vae=build_vae(seed + 2),
-        text_encoder=build_text_encoder(len(tokenizer), seed),
-        text_encoder_2=build_text_encoder(len(tokenizer), seed + 3, projection=True),  # type: ignore[arg-type]
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(
+    components: dict[str, Any] = {
+        "vae": build_vae(seed + 2),
+        "text_encoder": build_text_encoder(len(tokenizer), seed),
+        "text_encoder_2": build_text_encoder(len(tokenizer), seed + 3, projection=True),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "unet": unet,
+        "scheduler": EulerDiscreteScheduler(
             beta_start=0.00085,
             beta_end=0.012,
             beta_schedule="scaled_linear",
             steps_offset=1,
             timestep_spacing="leading",
         ),
-        force_zeros_for_empty_prompt=True,
-    )
+        "force_zeros_for_empty_prompt": True,
+    }
+    pipeline = StableDiffusionXLPipeline(**components)
     dest.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(dest, safe_serialization=True)
     return dest
@@ -283,17 +284,20 @@ def build_tiny_sd3(dest: Path, seed: int = 0) -> Path:
         pooled_projection_dim=2 * TEXT_HIDDEN,
         out_channels=latent_channels,
     )
-    pipeline = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=build_vae(seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609),
-        text_encoder=build_text_encoder(len(tokenizer), seed, projection=True),  # type: ignore[arg-type]
-        tokenizer=tokenizer,
-        text_encoder_2=build_text_encoder(len(tokenizer), seed + 3, projection=True),  # type: ignore[arg-type]
-        tokenizer_2=tokenizer,
-        text_encoder_3=build_t5_encoder(len(t5_tokenizer), seed + 4),
-        tokenizer_3=t5_tokenizer,
-    )
+    components: dict[str, Any] = {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0),
+        "vae": build_vae(
+            seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609
+        ),
+        "text_encoder": build_text_encoder(len(tokenizer), seed, projection=True),
+        "tokenizer": tokenizer,
+        "text_encoder_2": build_text_encoder(len(tokenizer), seed + 3, projection=True),
+        "tokenizer_2": tokenizer,
+        "text_encoder_3": build_t5_encoder(len(t5_tokenizer), seed + 4),
+        "tokenizer_3": t5_tokenizer,
+    }
+    pipeline = StableDiffusion3Pipeline(**components)
     dest.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(dest, safe_serialization=True)
     return dest
@@ -318,15 +322,18 @@ def build_tiny_flux(dest: Path, seed: int = 0) -> Path:
         pooled_projection_dim=TEXT_HIDDEN,
         axes_dims_rope=[4, 4, 8],
     )
-    pipeline = FluxPipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=build_vae(seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609),
-        text_encoder=build_text_encoder(len(tokenizer), seed),
-        tokenizer=tokenizer,
-        text_encoder_2=build_t5_encoder(len(t5_tokenizer), seed + 4),
-        tokenizer_2=t5_tokenizer,
-    )
+    components: dict[str, Any] = {
+        "transformer": transformer,
+        "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "vae": build_vae(
+            seed + 2, latent_channels, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609
+        ),
+        "text_encoder": build_text_encoder(len(tokenizer), seed),
+        "tokenizer": tokenizer,
+        "text_encoder_2": build_t5_encoder(len(t5_tokenizer), seed + 4),
+        "tokenizer_2": t5_tokenizer,
+    }
+    pipeline = FluxPipeline(**components)
     dest.mkdir(parents=True, exist_ok=True)
     pipeline.save_pretrained(dest, safe_serialization=True)
     return dest

@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -484,7 +485,10 @@ def fuse_loras(pipe: Any, loras: tuple[LoraWeights, ...]) -> None:
     try:
         for name, lora in zip(names, loras, strict=True):
             current = lora
-            pipe.load_lora_weights(str(lora.path.parent), weight_name=lora.path.name, adapter_name=name)
+            with warnings.catch_warnings():
+                # PEFT warns on every adapter after the first that a model holding several is intended: it is.
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                pipe.load_lora_weights(str(lora.path.parent), weight_name=lora.path.name, adapter_name=name)
         pipe.set_adapters(names, adapter_weights=[lora.scale for lora in loras])
         pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
         pipe.unload_lora_weights()

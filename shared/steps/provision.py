@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
+from shared import model_tasks
 from shared.config import Settings
 from shared.errors import IllegalTransitionError, PermanentError
 from shared.gpu import GpuTier, rank_pools
@@ -116,6 +117,15 @@ def _finish_teardown(deps: StepDeps, doc: dict[str, Any]) -> bool:
 
 def _check_model(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredentials) -> None:
     model = deps.hub.inspect(doc["hf_model_id"], doc["revision"], credentials.hf_token)
+    # Issue 13: the task and the LoRA adapters are checked (and the adapters pinned) before any Runpod call.
+    model_tasks.check_task(
+        doc.get("task") or "text_to_image", model.pipeline_class, model.components, doc["hf_model_id"]
+    )
+    specs = [model_tasks.LoraSpec.model_validate(lora) for lora in doc.get("loras") or []]
+    model_tasks.check_loras(specs, model.pipeline_class, doc["hf_model_id"])
+    loras = model_tasks.resolve_loras(
+        deps.settings.hf_endpoint, deps.settings.hf_timeout_s, specs, credentials.hf_token
+    )
     granted = shared_cache_granted(deps.settings, doc)
     cache_note = "" if granted is None else f"; shared model cache {'granted' if granted else 'not granted'}"
     deps.lifecycle.transition(
@@ -129,6 +139,7 @@ def _check_model(deps: StepDeps, doc: dict[str, Any], credentials: SealedCredent
             "pipeline_class": model.pipeline_class,
             "vram_estimate_gb": model.vram_estimate_gb,
             "shared_cache_granted": bool(granted),
+            "resolved_loras": [lora.model_dump() for lora in loras],
         },
     )
 
@@ -278,7 +289,12 @@ def template_spec(deps: StepDeps, doc: dict[str, Any], credentials: SealedCreden
         "HF_MODEL_REVISION": doc["model_commit_sha"],
         "HF_ENDPOINT": settings.hf_endpoint,
         **_cache_env(settings, doc, credentials),
+        "WORKER_TASK": doc.get("task") or "text_to_image",
     }
+    if doc.get("resolved_loras"):
+        env["WORKER_LORAS"] = model_tasks.loras_env(
+            model_tasks.ResolvedLora.model_validate(lora) for lora in doc["resolved_loras"]
+        )
     if settings.worker_dtype:
         # Only an explicit override: unset, the worker picks the model's own dtype (shared.hub_rules.target_dtype),
         # which is also the one the VRAM estimate assumed.
