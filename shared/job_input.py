@@ -132,7 +132,7 @@ def task_problems(request: GenerateInput, task: Task) -> list[str]:
         ]
         return problems
     if request.image is None:
-        problems.append(f"image: required by a {task} deployment")
+        problems.append(f"image: required by an {task} deployment")
     if task == "inpainting" and request.mask_image is None:
         problems.append("mask_image: required by an inpainting deployment")
     if task == "image_to_image" and request.mask_image is not None:

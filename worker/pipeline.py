@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import logging
+import math
 import secrets
 import threading
 import time
@@ -212,7 +212,7 @@ class LoadedModel:
         """
         self.check(request)
         if self.task != "text_to_image" and image is None:
-            raise ValueError("image: required by a " + self.task + " deployment")
+            raise ValueError(f"image: required by an {self.task} deployment")
         if self.task == "inpainting" and mask_image is None:
             raise ValueError("mask_image: required by an inpainting deployment")
         parameters = Parameters(

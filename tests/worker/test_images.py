@@ -70,9 +70,9 @@ TOO_WIDE = "data:image/png;base64," + base64.b64encode(_png(4097, 8)).decode()
 @pytest.mark.parametrize(
     ("task", "fields", "message"),
     [
-        ("image_to_image", {}, "image: required by a image_to_image deployment"),
+        ("image_to_image", {}, "image: required by an image_to_image deployment"),
         ("inpainting", {"image": IMAGE}, "mask_image: required by an inpainting deployment"),
-        ("inpainting", {}, "image: required by a inpainting deployment"),
+        ("inpainting", {}, "image: required by an inpainting deployment"),
         ("image_to_image", {"mask_image": MASK}, "mask_image needs an image"),
         ("image_to_image", {"image": IMAGE, "mask_image": MASK}, "mask_image: not taken by an image_to_image"),
         ("text_to_image", {"image": IMAGE}, "image: not taken by a text_to_image deployment"),
