@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_API_KEY = "rp_local_demo_key"  # the Runpod simulator registers it at start
 DEMO_MODEL = "visgate-tiny/sd-tiny"
+# A tiny LoRA adapter for DEMO_MODEL: `"loras": [{"hf_model_id": DEMO_LORA}]` on a create request.
+DEMO_LORA = "visgate-tiny/sd-tiny-lora"
 READY_TIMEOUT_S = 600.0
 OUTPUT = Path("out/demo.png")
 PROMPT: dict[str, Any] = {

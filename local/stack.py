@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local import bootstrap, demo, emulators
-from local.demo import DEMO_API_KEY, DEMO_MODEL
+from local.demo import DEMO_API_KEY, DEMO_LORA, DEMO_MODEL
 from local.emulators import LOOPBACK, REPO_ROOT, Service
 
 logger = logging.getLogger(__name__)
@@ -313,7 +313,8 @@ def ensure_models() -> Path:
     """The tiny test models for the Hub simulator, built once into ``.local/models`` (fixed seeds)."""
     script = REPO_ROOT / "scripts" / "build_tiny_models.py"
     MODELS_ROOT.mkdir(parents=True, exist_ok=True)
-    if script.is_file() and not (MODELS_ROOT / DEMO_MODEL).is_dir():
+    # Rebuilt when a model the demo names is missing (a folder built before the LoRA and the families existed).
+    if script.is_file() and not all((MODELS_ROOT / repo).is_dir() for repo in (DEMO_MODEL, DEMO_LORA)):
         logger.info("building the tiny models into %s (once)", MODELS_ROOT)
         subprocess.run(  # the builder talks on stdout, which is the KEY=VALUE interface of `up`
             [sys.executable, str(script), "--out", str(MODELS_ROOT)], check=True, cwd=REPO_ROOT, stdout=sys.stderr
@@ -338,6 +339,7 @@ def print_summary(stack: Stack, services: Mapping[str, Service]) -> None:
     if "hub" in services:
         lines["HF_ENDPOINT"] = env["HF_ENDPOINT"]
         lines["DEMO_MODEL"] = DEMO_MODEL
+        lines["DEMO_LORA"] = DEMO_LORA
     lines["STACK_ENV"] = str(stack.env_file)
     for key, value in lines.items():
         print(f"{key}={value}")  # this stdout is the interface of `up`

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from pathlib import Path
 
@@ -53,3 +55,45 @@ def test_deploy_generate_delete(local_stack: RunningStack, tmp_path: Path) -> No
     assert not [t for t in account["templates"] if t["name"] == name]
     endpoint_id = deployment["endpoint_id"]
     assert not [w for w in account["workers"] if w["endpointId"] == endpoint_id]
+
+
+def test_image_to_image_with_a_lora_through_the_whole_stack(local_stack: RunningStack) -> None:
+    """Issue 13 end to end: the task and a LoRA adapter go from the create request to the real worker's job."""
+    api = local_stack.env["PUBLIC_API_BASE_URL"]
+    headers = {"Authorization": f"Bearer {demo.DEMO_API_KEY}"}
+    body = {"hf_model_id": demo.DEMO_MODEL, "task": "image_to_image", "loras": [{"hf_model_id": demo.DEMO_LORA}]}
+    created = requests.post(f"{api}/v1/deployments", json=body, headers=headers, timeout=30)
+    assert created.status_code == 202, created.text
+    deployment_id = created.json()["deployment_id"]
+    try:
+        view = demo.wait_until_settled(api, headers, deployment_id, demo.READY_TIMEOUT_S)
+        assert view["status"] == "ready", view.get("error")
+        assert view["task"] == "image_to_image"
+        assert view["loras"][0]["hf_model_id"] == demo.DEMO_LORA
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 80, 40)).save(buffer, format="PNG")
+        job = {
+            "prompt": "a fox",
+            "seed": 3,
+            "num_inference_steps": 2,
+            "strength": 0.9,
+            "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+        }
+        answer = requests.post(
+            f"{view['endpoint_url']}/runsync?wait=120000",
+            json={"input": job},
+            headers=headers,
+            timeout=180,
+        ).json()
+        assert answer["status"] == "COMPLETED", answer
+        assert answer["output"]["parameters"]["strength"] == 0.9
+        missing = requests.post(
+            f"{view['endpoint_url']}/runsync?wait=120000",
+            json={"input": {"prompt": "a fox"}},
+            headers=headers,
+            timeout=180,
+        ).json()
+        assert missing["status"] == "FAILED"
+        assert "image: required by an image_to_image deployment" in str(missing.get("error"))
+    finally:
+        requests.delete(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10)
