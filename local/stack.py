@@ -35,6 +35,8 @@ MODELS_ROOT = DEFAULT_STATE_DIR / "models"
 
 DEMO_API_KEY = "rp_local_demo_key"  # the Runpod simulator registers it at start
 DEMO_MODEL = "visgate-tiny/sd-tiny"
+# A tiny LoRA adapter for DEMO_MODEL: `"loras": [{"hf_model_id": DEMO_LORA}]` on a create request.
+DEMO_LORA = "visgate-tiny/sd-tiny-lora"
 DEMO_OUTPUT = Path("out/demo.png")  # relative to the repository root, where `make run` runs
 
 EMULATORS = ("firestore", "pubsub", "tasks", "s3")
@@ -316,7 +318,8 @@ def ensure_models() -> Path:
     """The tiny test models for the Hub simulator, built once into ``.local/models`` (fixed seeds)."""
     script = REPO_ROOT / "scripts" / "build_tiny_models.py"
     MODELS_ROOT.mkdir(parents=True, exist_ok=True)
-    if script.is_file() and not (MODELS_ROOT / DEMO_MODEL).is_dir():
+    # Rebuilt when a model the demo names is missing (a folder built before the LoRA and the families existed).
+    if script.is_file() and not all((MODELS_ROOT / repo).is_dir() for repo in (DEMO_MODEL, DEMO_LORA)):
         logger.info("building the tiny models into %s (once)", MODELS_ROOT)
         subprocess.run(  # the builder talks on stdout, which is the KEY=VALUE interface of `up`
             [sys.executable, str(script), "--out", str(MODELS_ROOT)], check=True, cwd=REPO_ROOT, stdout=sys.stderr
@@ -341,6 +344,7 @@ def print_summary(stack: Stack, services: Mapping[str, Service]) -> None:
     if "hub" in services:
         lines["HF_ENDPOINT"] = env["HF_ENDPOINT"]
         lines["DEMO_MODEL"] = DEMO_MODEL
+        lines["DEMO_LORA"] = DEMO_LORA
     lines["STACK_ENV"] = str(stack.env_file)
     for key, value in lines.items():
         print(f"{key}={value}")  # this stdout is the interface of `up`

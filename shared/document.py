@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.gpu import GpuTier
+from shared.job_input import Task
 from shared.lifecycle import Status
+from shared.model_tasks import LoraSpec, ResolvedLora
 from shared.models import CacheScope, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
 
 
@@ -84,6 +86,8 @@ class Deployment(_Stored):
     idle_timeout_seconds: int = 120
     ttl_minutes: int | None = None
     user_webhook_url: str | None = None
+    task: Task = "text_to_image"
+    loras: list[LoraSpec] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None
@@ -94,6 +98,7 @@ class Deployment(_Stored):
     pipeline_class: str | None = None
     vram_estimate_gb: float | None = None
     shared_cache_granted: bool | None = None
+    resolved_loras: list[ResolvedLora] = Field(default_factory=list)  # each adapter pinned to a commit and file
     runpod: RunpodResources = Field(default_factory=RunpodResources)
     gpu: GpuPlan = Field(default_factory=GpuPlan)
     readiness: ReadinessWatch = Field(default_factory=ReadinessWatch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shared.config import Settings
 from shared.document import Deployment
+from shared.model_tasks import loras_env
 from shared.models import CacheScope, SealedCredentials
 from shared.runpod.client import (
     EndpointSpec,
@@ -46,7 +47,10 @@ def worker_env(
         "HF_MODEL_REVISION": doc.model_commit_sha,
         "HF_ENDPOINT": settings.hf_endpoint,
         **_cache_env(settings, doc, credentials),
+        "WORKER_TASK": doc.task,
     }
+    if doc.resolved_loras:
+        env["WORKER_LORAS"] = loras_env(doc.resolved_loras)
     if settings.worker_dtype:
         # Only an explicit override: unset, the worker picks the model's own dtype (shared.hub_rules.target_dtype),
         # which is also the one the VRAM estimate assumed.

@@ -63,6 +63,8 @@ class ModelReport:
     dtype: DtypeName
     weights_gb: float
     vram_estimate_gb: float
+    # The component folders model_index.json loads (what the task check reads, shared.model_tasks).
+    components: frozenset[str] = frozenset()
 
 
 class HubInspector:
@@ -134,6 +136,7 @@ class HubInspector:
             dtype=dtype,
             weights_gb=round(weights_gb, 3),
             vram_estimate_gb=estimate_vram_gb(weights_gb, SUPPORTED_PIPELINES[pipeline], dtype),
+            components=frozenset(loaded_components(index)),
         )
 
     def _read(self, repo_id: str, sha: str, path: str, token: str | bool, byte_range: str | None = None) -> bytes:

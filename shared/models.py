@@ -25,7 +25,9 @@ from pydantic import (
 )
 
 from shared.gpu import GpuTier
+from shared.job_input import Task
 from shared.lifecycle import Status
+from shared.model_tasks import MAX_LORAS, LoraSpec
 
 # Hub repo ids: "name" or "org/name"; each part 1-96 of letters, digits, '.', '_', '-', starting and ending with a
 # letter, digit or '_' (the Hub's word boundaries), never holding '..' or '--'. One pattern validates and documents.
@@ -178,6 +180,10 @@ class CreateDeploymentRequest(BaseModel):
     workers_max: Annotated[int, Field(ge=1, le=10)] = 1
     idle_timeout_seconds: Annotated[int, Field(ge=5, le=3600)] = 120
     ttl_minutes: Annotated[int, Field(ge=10, le=10080)] | None = None
+    # What the deployment serves (checked against the model's pipeline before any Runpod call) and the LoRA
+    # adapters fused into it (issue 13).
+    task: Task = "text_to_image"
+    loras: Annotated[list[LoraSpec], Field(max_length=MAX_LORAS)] = Field(default_factory=list)
 
     @field_validator("hf_model_id")
     @classmethod
@@ -272,6 +278,8 @@ class DeploymentView(BaseModel):
     idle_timeout_seconds: int
     ttl_minutes: int | None = None
     user_webhook_url: str | None = None
+    task: Task = "text_to_image"
+    loras: list[dict[str, Any]] = Field(default_factory=list)
     vram_estimate_gb: float | None = None
     gpu_candidates: list[str] = Field(default_factory=list)
     gpu_skipped: list[SkippedPoolView] = Field(default_factory=list)

@@ -13,7 +13,14 @@ Accepted job shapes (``job["input"]``):
      "width": 512, "height": 512,           # multiples of 8 in 64..2048, default the model's native size
      "seed": 42,                            # optional, 0..2**32-1; each image returns the seed that reproduces it
      "num_images": 1,                       # 1..4
-     "output_format": "png"}                # png | jpeg | webp
+     "output_format": "png",                # png | jpeg | webp
+     "image": "data:image/png;base64,...",  # image_to_image, inpainting: data URL, base64 or https URL
+     "mask_image": "https://...",           # inpainting: white is repainted, black kept
+     "strength": 0.6}                       # image tasks, 0..1; default the pipeline's
+
+  The deployment's task (``WORKER_TASK``) decides which image fields a job needs and takes; images are limited to
+  20 MB and 4096x4096, and URLs to public https addresses (:mod:`worker.images`). Both images are resized to the
+  requested size (default the model's native size) before the pipeline runs.
 
   Answered with :class:`worker.schemas.GenerateOutput`: ``{"images": [{"image": <base64>} | {"url": ...}, "seed"],
   "timings": {"inference_s"}, "model", "parameters"}``. Images are uploaded and returned as presigned URLs when the
@@ -33,6 +40,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.images import ImageFetcher, read_image
 from worker.output import OutputBucket, encode_image, to_base64
 from worker.pipeline import LoadedModel, is_out_of_memory
 from worker.schemas import (
@@ -75,8 +83,12 @@ def _parse(job: Job) -> tuple[GenerateInput | WarmupInput, OutputBucket | None]:
     return request, bucket
 
 
-def make_handler(model: LoadedModel, default_bucket: OutputBucket | None = None) -> Handler:
-    """A Runpod handler bound to a loaded model (and to the ``BUCKET_*`` output bucket, if any)."""
+def make_handler(
+    model: LoadedModel, default_bucket: OutputBucket | None = None, fetcher: ImageFetcher | None = None
+) -> Handler:
+    """A Runpod handler bound to a loaded model (and to the ``BUCKET_*`` output bucket, if any); ``fetcher``
+    reads image URLs (default: the public-address rules, no loopback)."""
+    image_fetcher = fetcher or ImageFetcher()
 
     def handler(job: Job) -> dict[str, Any]:
         job_id = str(job.get("id", "local"))
@@ -87,7 +99,10 @@ def make_handler(model: LoadedModel, default_bucket: OutputBucket | None = None)
         if isinstance(request, WarmupInput):
             return {"warmup": True}
         try:
-            generation = model.generate(request)
+            model.check(request)
+            image = read_image(request.image, "image", image_fetcher) if request.image else None
+            mask = read_image(request.mask_image, "mask_image", image_fetcher) if request.mask_image else None
+            generation = model.generate(request, image, mask)
         except ValueError as exc:
             return _error(f"invalid input: {exc}")
         except RuntimeError as exc:

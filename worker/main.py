@@ -1,9 +1,11 @@
 """Worker start-up: prove the model, then take jobs. ``python -m worker.main``.
 
-1. Report ``downloading_model`` and fetch the pinned commit (S3 cache or Hub, verified), with byte progress.
-2. Report ``loading_model`` and load the pipeline (explicit device and dtype, offline).
-3. Run one warm-up generation, report ``ready`` with the timings, and hand the handler to the runpod SDK, which
-   runs its job loop (or, without ``RUNPOD_WEBHOOK_GET_JOB``, its local ``--test_input`` mode).
+1. Report ``downloading_model`` and fetch the pinned commit (S3 cache or Hub, verified), with byte progress, and
+   the LoRA adapters of ``WORKER_LORAS`` (Hub, verified).
+2. Report ``loading_model`` and load the pipeline (explicit device and dtype, offline), fuse the adapters, build
+   the task's pipeline (``WORKER_TASK``) and apply the speed settings.
+3. Run one warm-up generation of the task, report ``ready`` with the timings, and hand the handler to the runpod
+   SDK, which runs its job loop (or, without ``RUNPOD_WEBHOOK_GET_JOB``, its local ``--test_input`` mode).
 
 Any failure reports ``failed`` with a reason code and exits with status 1 (2 for an invalid configuration), so
 Runpod marks the worker unhealthy instead of leaving it idle.
@@ -23,11 +25,14 @@ from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.cache_grant import SharedCacheGrant
 from worker.errors import Reason, WorkerError
 from worker.handler import make_handler
+from worker.images import ImageFetcher
 from worker.logs import configure_logging
-from worker.model_fetch import FetchRequest, FetchResult, HubClient, ModelCache, fetch_model
+from worker.model_fetch import FetchRequest, FetchResult, HubClient, ModelCache, fetch_lora, fetch_model
 from worker.output import OutputBucket
 from worker.pipeline import (
     LoadedModel,
+    LoadOptions,
+    LoraWeights,
     gpu_name,
     is_out_of_memory,
     load_model,
@@ -105,14 +110,20 @@ def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedM
         scope=settings.model_cache_scope,
     )
     started = time.perf_counter()
+    hub = HubClient(settings.hf_endpoint, token, concurrency=min(8, settings.worker_download_concurrency))
     reporter.downloading(0, 0)
     with progress_ticker(reporter) as progress:
-        fetched = fetch_model(
-            request,
-            HubClient(settings.hf_endpoint, token, concurrency=min(8, settings.worker_download_concurrency)),
-            build_cache(settings),
-            progress,
+        fetched = fetch_model(request, hub, build_cache(settings), progress)
+    # LoRA adapters come from the Hub with the same verification (safetensors only, sizes and sha256).
+    loras = tuple(
+        LoraWeights(
+            model_id=lora.hf_model_id,
+            revision=lora.revision,
+            path=fetch_lora(lora.hf_model_id, lora.revision, lora.weight_name, settings.worker_model_dir, hub),
+            scale=lora.scale,
         )
+        for lora in settings.worker_loras
+    )
     download_s = time.perf_counter() - started
     logger.info(
         "model fetched",
@@ -122,11 +133,24 @@ def start_up(settings: WorkerSettings, reporter: PhaseReporter) -> tuple[LoadedM
     reporter.loading()
     started = time.perf_counter()
     dtype = resolve_dtype(device, settings.worker_dtype, fetched.path)
-    model = load_model(fetched.path, settings.hf_model_id, device, dtype)
+    model = load_model(fetched.path, settings.hf_model_id, device, dtype, load_options(settings, loras))
     load_s = time.perf_counter() - started
 
     warmup_s = model.warm_up()
     return model, fetched, StartupTimings(download_s=download_s, load_s=load_s, warmup_s=warmup_s)
+
+
+def load_options(settings: WorkerSettings, loras: tuple[LoraWeights, ...] = ()) -> LoadOptions:
+    """The pipeline's load options from the settings."""
+    return LoadOptions(
+        task=settings.worker_task,
+        loras=loras,
+        channels_last=settings.worker_channels_last,
+        sdpa=settings.worker_sdpa,
+        compile=settings.worker_compile,
+        compile_mode=settings.worker_compile_mode,
+        vae_tiling_above_pixels=settings.worker_vae_tiling_above_pixels,
+    )
 
 
 def config_problems(exc: ValidationError) -> list[str]:
@@ -170,10 +194,12 @@ def main() -> int:
         timings.warmup_s,
         fetched.loaded_from_cache,
         gpu_type_id=settings.runpod_gpu_name or gpu_name(model.device),
+        extra_timings=model.report.timings(),
     )
 
     RunPodLogger().set_level(settings.runpod_log_level)
-    runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings))})
+    fetcher = ImageFetcher(allow_loopback=settings.worker_image_fetch_allow_loopback)
+    runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings), fetcher)})
     return 0
 
 

@@ -343,6 +343,37 @@ def fetch_from_hub(request: FetchRequest, hub: HubClient, progress: ProgressRepo
     return manifest
 
 
+def fetch_lora(model_id: str, revision: str, weight_name: str, model_dir: Path, hub: HubClient) -> Path:
+    """A verified local copy of one LoRA adapter file: ``<model_dir>/loras/<org--name>/<revision>/<weight_name>``.
+
+    Only a safetensors file is fetched (a pickle could run code when loaded), and its size and sha256 must be the
+    Hub's; a copy verified by an earlier start on the same volume is reused.
+
+    Raises:
+        WorkerError: not found, gated, not safetensors, or a file that differs from the Hub's size or sha256.
+    """
+    request = FetchRequest(model_id=model_id, revision=revision, model_dir=model_dir / "loras")
+    target = request.final_dir / weight_name
+    if _read_local_manifest(request.final_dir) is not None and target.is_file():
+        return target
+    if not weight_variant(weight_name.rsplit("/", 1)[-1])[0] or not weight_name.endswith(".safetensors"):
+        raise ModelLoadError(f"LoRA {model_id}: {weight_name} is not a safetensors file")
+    gated, files = hub.repo_files(model_id, revision)
+    if weight_name not in files:
+        raise ModelNotFoundError(f"LoRA {model_id}@{revision} has no {weight_name}")
+    size, lfs_sha256 = files[weight_name]
+    if not lfs_sha256:
+        raise ModelLoadError(f"LoRA {model_id}: the Hub gives no sha256 for {weight_name} to verify it against")
+    with _scratch(request) as scratch:
+        hub.download(model_id, revision, [weight_name], scratch, _ByteCounter(size or 0, None))
+        entries = _hash_files(scratch, [weight_name])
+        if (size is not None and entries[0].size != size) or entries[0].sha256 != lfs_sha256:
+            raise ModelLoadError(f"LoRA {model_id}: {weight_name} does not match the Hub's size or sha256")
+        _commit(scratch, request.final_dir, Manifest(model_id=model_id, revision=revision, gated=gated, files=entries))
+    logger.info("LoRA fetched", extra={"model": model_id, "bytes": entries[0].size})
+    return target
+
+
 def _populate(cache: S3ModelCache, manifest: Manifest, folder: Path) -> None:
     """Fill the private cache after a miss. A failed upload costs the next start time, not this one its model."""
     try:

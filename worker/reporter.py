@@ -91,10 +91,18 @@ class PhaseReporter:
         load_s: float,
         warmup_s: float,
         loaded_from_cache: bool,
+        *,
         gpu_type_id: str | None = None,
+        extra_timings: dict[str, Any] | None = None,
     ) -> bool:
-        """Report ``ready`` with the start-up timings (and the GPU type, when known)."""
-        timings = {"download_s": round(download_s, 3), "load_s": round(load_s, 3), "warmup_s": round(warmup_s, 3)}
+        """Report ``ready`` with the start-up timings (and the GPU type, when known); ``extra_timings`` adds the
+        load's details (the fused LoRA adapters, the effective speed settings) to ``timings``."""
+        timings: dict[str, Any] = {
+            "download_s": round(download_s, 3),
+            "load_s": round(load_s, 3),
+            "warmup_s": round(warmup_s, 3),
+            **(extra_timings or {}),
+        }
         fields: dict[str, Any] = {"phase": "ready", "timings": timings, "loaded_from_cache": loaded_from_cache}
         if gpu_type_id:
             fields["gpu_type_id"] = gpu_type_id

@@ -1,6 +1,7 @@
-"""Job input and output of the worker (docs/contracts.md "Jobs"; issue 4).
+"""Job input and output of the worker (docs/contracts.md "Jobs"; issues 4 and 13).
 
-Inputs are validated strictly: unknown fields, out-of-range values, sizes that are not multiples of 8, values of
+The generation input is :class:`shared.job_input.GenerateInput`, the model the API validates with too. Inputs are
+validated strictly: unknown fields, out-of-range values, sizes that are not multiples of 8, values of
 the wrong JSON type (``true``, ``"4"`` or ``1.0`` for an integer) and blank prompts are errors that fail the job,
 never silently corrected (a clamped or coerced request would return an image the caller did not ask for). Seeds
 are 0..2**32-1, so every JavaScript client holds them exactly (and so does a CPU ``torch.Generator``).
@@ -8,15 +9,11 @@ are 0..2**32-1, so every JavaScript client holds them exactly (and so does a CPU
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**32 - 1
+from shared.job_input import MAX_PROMPT_CHARS, MAX_SEED, GenerateInput, OutputFormat, Size
 
-OutputFormat = Literal["png", "jpeg", "webp"]
-Size = Annotated[int, Field(ge=64, le=2048, multiple_of=8)]
+__all__ = ["MAX_PROMPT_CHARS", "MAX_SEED", "GenerateInput", "OutputFormat", "Size"]
 
 
 class WarmupInput(BaseModel):
@@ -32,29 +29,6 @@ class WarmupInput(BaseModel):
         # Not Literal[True]: a literal matches by equality, so it would take 1 for true.
         if not value:
             raise ValueError("must be true")
-        return value
-
-
-class GenerateInput(BaseModel):
-    """A text-to-image request. Fields left out take the model's defaults (see :class:`worker.pipeline.Defaults`)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, str_strip_whitespace=False)
-
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    num_inference_steps: int | None = Field(default=None, ge=1, le=100)
-    guidance_scale: float | None = Field(default=None, ge=0, le=30)
-    width: Size | None = None
-    height: Size | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED, description="random when left out; returned per image")
-    num_images: int = Field(default=1, ge=1, le=4)
-    output_format: OutputFormat = "png"
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
         return value
 
 
@@ -80,6 +54,7 @@ class Parameters(BaseModel):
     height: int
     num_images: int
     output_format: OutputFormat
+    strength: float | None = None
 
 
 class ImageOut(BaseModel):

@@ -12,13 +12,25 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.hub_rules import DtypeName
+from shared.job_input import Task
 
 CacheScope = Literal["off", "shared", "private"]
 Device = Literal["cuda", "cpu"]
+
+
+class LoraSetting(BaseModel):
+    """One item of ``WORKER_LORAS`` (provisioning's ``shared.model_tasks.ResolvedLora``): a commit-pinned adapter."""
+
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    hf_model_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
+    weight_name: str = Field(pattern=r"^(?!.*\.\.)[\w./-]+\.safetensors$")
+    scale: float = Field(default=1.0, ge=-4, le=4)
 
 
 class ReportSettings(BaseSettings):
@@ -61,6 +73,22 @@ class WorkerSettings(ReportSettings):
     # Download tuning: concurrency x part size bounds the bytes in flight, not the file sizes.
     worker_download_concurrency: int = Field(default=16, ge=1, le=128)
     worker_download_part_mb: int = Field(default=32, ge=5, le=512)
+
+    # What the deployment serves: its task and the LoRA adapters fused into the model (JSON list).
+    worker_task: Task = "text_to_image"
+    worker_loras: list[LoraSetting] = Field(default_factory=list, max_length=4)
+
+    # Speed on CUDA (each ignored on CPU; the effective choices are reported with `ready`).
+    worker_channels_last: bool = Field(default=True, description="channels_last memory format for denoiser and VAE")
+    worker_sdpa: bool = Field(default=True, description="PyTorch scaled-dot-product attention in UNet/VAE blocks")
+    worker_compile: bool = Field(default=False, description="torch.compile the denoiser (compile time in load_s)")
+    worker_compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
+    worker_vae_tiling_above_pixels: int = Field(
+        default=1024 * 1024, ge=0, description="tiled VAE decode for requests larger than this many pixels; 0: never"
+    )
+
+    # Job images fetched from URLs: loopback addresses are refused unless this is set (tests only).
+    worker_image_fetch_allow_loopback: bool = False
 
     # Runtime
     worker_device: Device | None = None

@@ -211,6 +211,8 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         idle_timeout_seconds=body.idle_timeout_seconds,
         ttl_minutes=body.ttl_minutes,
         user_webhook_url=body.user_webhook_url,
+        task=body.task,
+        loras=list(body.loras),
         created_at=now,
         updated_at=now,
         phase_timestamps={Status.VALIDATING: now},

@@ -19,6 +19,7 @@ import contextlib
 import logging
 from enum import StrEnum
 
+from shared import model_tasks
 from shared.config import Settings
 from shared.credentials import callback_secret
 from shared.document import Deployment
@@ -135,6 +136,12 @@ def finish_failed_teardown(message: DeploymentRequested, deps: StepDeps) -> str:
 
 def _check_model(deps: StepDeps, doc: Deployment, credentials: SealedCredentials) -> None:
     model = deps.hub.inspect(doc.hf_model_id, doc.revision, credentials.hf_token)
+    # The task and the LoRA adapters are checked (and the adapters pinned) before any Runpod call.
+    model_tasks.check_task(doc.task, model.pipeline_class, model.components, doc.hf_model_id)
+    model_tasks.check_loras(doc.loras, model.pipeline_class, doc.hf_model_id)
+    loras = model_tasks.resolve_loras(
+        deps.settings.hf_endpoint, deps.settings.hf_timeout_s, doc.loras, credentials.hf_token
+    )
     granted = shared_cache_granted(deps.settings, doc)
     cache_note = "" if granted is None else f"; shared model cache {'granted' if granted else 'not granted'}"
 
@@ -143,6 +150,7 @@ def _check_model(deps: StepDeps, doc: Deployment, credentials: SealedCredentials
         d.pipeline_class = model.pipeline_class
         d.vram_estimate_gb = model.vram_estimate_gb
         d.shared_cache_granted = bool(granted)
+        d.resolved_loras = loras
 
     deps.transitions.move(
         doc.deployment_id,

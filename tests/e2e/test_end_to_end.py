@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -14,7 +18,7 @@ from PIL import Image
 from visgate_client import Client
 
 from local.emulators import REPO_ROOT
-from local.stack import DEMO_API_KEY, DEMO_MODEL
+from local.stack import DEMO_API_KEY, DEMO_LORA, DEMO_MODEL
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -58,3 +62,55 @@ def test_visgate_e2e_deploys_generates_and_tears_down(local_stack: RunningStack,
     assert not [e for e in account["endpoints"] if e["name"].startswith(name)]
     assert not [t for t in account["templates"] if t["name"] == name]
     assert not [w for w in account["workers"] if w["endpointId"] == report["endpoint_id"]]
+
+
+def test_image_to_image_with_a_lora_through_the_whole_stack(local_stack: RunningStack) -> None:
+    """Issue 13 end to end: the task and a LoRA adapter go from the create request to the real worker's job."""
+    api = local_stack.env["PUBLIC_API_BASE_URL"]
+    headers = {"Authorization": f"Bearer {DEMO_API_KEY}"}
+    body = {"hf_model_id": DEMO_MODEL, "task": "image_to_image", "loras": [{"hf_model_id": DEMO_LORA}]}
+    created = requests.post(f"{api}/v1/deployments", json=body, headers=headers, timeout=30)
+    assert created.status_code == 202, created.text
+    deployment_id = created.json()["deployment_id"]
+    try:
+        view = _settled(api, headers, deployment_id)
+        assert view["status"] == "ready", view.get("error")
+        assert view["task"] == "image_to_image"
+        assert view["loras"][0]["hf_model_id"] == DEMO_LORA
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (200, 80, 40)).save(buffer, format="PNG")
+        job = {
+            "prompt": "a fox",
+            "seed": 3,
+            "num_inference_steps": 2,
+            "strength": 0.9,
+            "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+        }
+        answer = requests.post(
+            f"{view['endpoint_url']}/runsync?wait=120000",
+            json={"input": job},
+            headers=headers,
+            timeout=180,
+        ).json()
+        assert answer["status"] == "COMPLETED", answer
+        assert answer["output"]["parameters"]["strength"] == 0.9
+        missing = requests.post(
+            f"{view['endpoint_url']}/runsync?wait=120000",
+            json={"input": {"prompt": "a fox"}},
+            headers=headers,
+            timeout=180,
+        ).json()
+        assert missing["status"] == "FAILED"
+        assert "image: required by an image_to_image deployment" in str(missing.get("error"))
+    finally:
+        requests.delete(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10)
+
+
+def _settled(api: str, headers: dict[str, str], deployment_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+    """The deployment's view once it is ready or failed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view: dict[str, Any] = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()
+        if view["status"] in ("ready", "failed") or time.monotonic() > deadline:
+            return view
+        time.sleep(0.2)

@@ -177,6 +177,7 @@ def test_up_then_down_leaves_no_process_behind(tmp_path: Path) -> None:
             printed
         )
         assert requests.get(printed["INTAKE_URL"].rsplit("/", 1)[0] + "/_host/health", timeout=10).ok
+        assert (printed["DEMO_MODEL"], printed["DEMO_LORA"]) == ("visgate-tiny/sd-tiny", "visgate-tiny/sd-tiny-lora")
         assert read_env_file(tmp_path / "stack.env")["FIRESTORE_EMULATOR_HOST"] == printed["FIRESTORE_EMULATOR_HOST"]
 
         again = _local("up", state_dir=tmp_path)  # reuses the running stack

@@ -38,6 +38,8 @@ from tests.support.serving import Served
 REPO = Path(__file__).resolve().parents[2]
 PIPE, GATED, ENCODER = "visgate-test/pipe", "visgate-test/pipe-gated", "visgate-test/encoder-only"
 BF16, BROKEN = "visgate-test/pipe-bf16", "visgate-test/pipe-broken-config"
+PIXART, LORA = "visgate-test/pixart", "visgate-test/lora"
+LORA_GATED, LORA_PICKLE, LORA_TWO = "visgate-test/lora-gated", "visgate-test/lora-pickle", "visgate-test/lora-two"
 HF_ACCEPTED, HF_OTHER = "hf_accepted_test", "hf_other_test"
 FIRST_WINDOW = ["AMPERE_16", "AMPERE_24", "ADA_24"]
 SECOND_WINDOW = ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"]
@@ -111,6 +113,28 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(root / BF16, bf16)
     _write(root / BROKEN, {**_pipeline_files(), "unet/config.json": "{not json"})
     _write(root / ENCODER, {"config.json": "{}", "model.safetensors": _safetensors("F32", [8, 8])})
+    # A text-to-image-only family, and LoRA repos (a public one, a gated one, a pickle, two weight files).
+    pixart_index = {
+        "_class_name": "PixArtSigmaPipeline",
+        "transformer": ["diffusers", "PixArtTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "T5Tokenizer"],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+    }
+    pixart = {k: v for k, v in _pipeline_files().items() if not k.startswith("unet/")}
+    pixart["model_index.json"] = json.dumps(pixart_index)
+    pixart["transformer/config.json"] = "{}"
+    pixart["transformer/diffusion_pytorch_model.safetensors"] = _safetensors("F32", [64, 64])
+    _write(root / PIXART, pixart)
+    lora = _safetensors("F32", [4, 4])
+    _write(root / LORA, {"pytorch_lora_weights.safetensors": lora, "README.md": "a LoRA"})
+    _write(root / LORA_GATED, {"pytorch_lora_weights.safetensors": lora})
+    (root / LORA_GATED / ".hubsim.json").write_text(
+        json.dumps({"gated": "auto", "private": False, "authorized_tokens": [HF_ACCEPTED]})
+    )
+    _write(root / LORA_PICKLE, {"pytorch_lora_weights.bin": b"pickle"})
+    _write(root / LORA_TWO, {"a.safetensors": lora, "b.safetensors": lora})
     return root
 
 
@@ -1050,3 +1074,93 @@ def test_a_delete_whose_credentials_do_not_open_names_what_is_left_on_runpod(e: 
     assert ready.runpod.endpoint_id in last["message"]
     assert len(e.runpod_state(key)["endpoints"]) == 1  # true: it is still there
     assert e.store.secrets(deployment_id) is None
+
+
+# --- tasks and LoRA adapters (issue 13) --------------------------------------------------------------------------
+
+
+def test_a_task_the_model_has_reaches_the_worker_env(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key, task="inpainting")
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.READY)
+    assert doc["task"] == "inpainting"
+    template_env = {p["key"]: p["value"] for p in e.runpod_state(key)["templates"][0]["env"]}
+    assert template_env["WORKER_TASK"] == "inpainting"
+    assert "WORKER_LORAS" not in template_env
+
+
+@pytest.mark.parametrize("task", ["image_to_image", "inpainting"])
+def test_a_task_the_model_cannot_do_fails_before_any_runpod_call(e: Env, task: str) -> None:
+    key = e.account()
+    deployment_id = e.create(key, model=PIXART, task=task)
+
+    e.provision(deployment_id)
+
+    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    assert error["code"] == "unsupported_model"
+    assert error["message"] == (f"{PIXART} is a PixArtSigmaPipeline, which cannot do {task}; it can do: text_to_image")
+    assert e.runpod_state(key)["requests"] == 0
+
+
+def test_loras_are_pinned_to_a_commit_and_passed_to_the_worker(e: Env) -> None:
+    key = e.account()
+    loras = [
+        {"hf_model_id": LORA, "scale": 0.5},
+        {"hf_model_id": LORA_GATED, "weight_name": "pytorch_lora_weights.safetensors"},
+        {"hf_model_id": LORA_TWO, "weight_name": "b.safetensors", "scale": -1.0},
+    ]
+    deployment_id = e.create(key, hf_token=HF_ACCEPTED, task="image_to_image", loras=loras)
+
+    e.provision(deployment_id)
+
+    doc = e.wait_status(deployment_id, Status.READY)
+    template_env = {p["key"]: p["value"] for p in e.runpod_state(key)["templates"][0]["env"]}
+    sent = json.loads(template_env["WORKER_LORAS"])
+    assert [(item["hf_model_id"], item["weight_name"], item["scale"]) for item in sent] == [
+        (LORA, "pytorch_lora_weights.safetensors", 0.5),
+        (LORA_GATED, "pytorch_lora_weights.safetensors", 1.0),
+        (LORA_TWO, "b.safetensors", -1.0),
+    ]
+    assert all(len(item["revision"]) == 40 for item in sent)
+    assert doc["resolved_loras"] == sent
+    assert [lora["hf_model_id"] for lora in doc["loras"]] == [LORA, LORA_GATED, LORA_TWO]
+
+
+@pytest.mark.parametrize(
+    ("lora", "token", "code", "message"),
+    [
+        ({"hf_model_id": "visgate-test/no-such-lora"}, None, "model_not_found", "LoRA visgate-test/no-such-lora@main"),
+        ({"hf_model_id": LORA, "revision": "v9"}, None, "model_not_found", f"LoRA {LORA}@v9"),
+        ({"hf_model_id": LORA_GATED}, None, "model_gated", f"LoRA {LORA_GATED}@main is gated"),
+        ({"hf_model_id": LORA_GATED}, HF_OTHER, "model_gated", LORA_GATED),
+        ({"hf_model_id": LORA_PICKLE}, None, "unsupported_model", "no safetensors weights (pickled weights are"),
+        ({"hf_model_id": LORA_TWO}, None, "unsupported_model", "several safetensors files"),
+        ({"hf_model_id": LORA, "weight_name": "x.safetensors"}, None, "unsupported_model", "has no x.safetensors"),
+    ],
+)
+def test_a_bad_lora_fails_before_any_runpod_call(
+    e: Env, lora: dict[str, Any], token: str | None, code: str, message: str
+) -> None:
+    key = e.account()
+    deployment_id = e.create(key, hf_token=token, loras=[lora])
+
+    e.provision(deployment_id)
+
+    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    assert error["code"] == code
+    assert message in error["message"]
+    assert e.runpod_state(key)["requests"] == 0
+
+
+def test_loras_on_a_pipeline_without_a_lora_loader_are_unsupported(e: Env) -> None:
+    key = e.account()
+    deployment_id = e.create(key, model=PIXART, loras=[{"hf_model_id": LORA}])
+
+    e.provision(deployment_id)
+
+    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    assert error["code"] == "unsupported_model"
+    assert "takes no LoRA adapters" in error["message"]

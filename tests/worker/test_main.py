@@ -147,7 +147,19 @@ class TestMainProcess:
         ready = callback.reports[-1]
         assert ready["loaded_from_cache"] is False
         assert "gpu_type_id" not in ready  # CPU, and not placed by Runpod
-        assert set(ready["timings"]) == {"download_s", "load_s", "warmup_s"}
+        assert set(ready["timings"]) == {
+            "download_s", "load_s", "warmup_s", "lora_s", "compile_s", "loras", "settings"
+        }  # fmt: skip
+        assert ready["timings"]["loras"] == []
+        assert ready["timings"]["settings"] == {
+            "task": "text_to_image",
+            "family": "sd",
+            "channels_last": False,  # CUDA only
+            "sdpa": None,
+            "compile": False,
+            "compile_mode": None,
+            "vae_tiling_above_pixels": 1024 * 1024,
+        }
         assert "completed successfully" in result.stdout + result.stderr
         log_lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
         assert log_lines
