@@ -1086,8 +1086,8 @@ def test_a_task_the_model_has_reaches_the_worker_env(e: Env) -> None:
     e.provision(deployment_id)
 
     doc = e.wait_status(deployment_id, Status.READY)
-    assert doc["task"] == "inpainting"
-    template_env = {p["key"]: p["value"] for p in e.runpod_state(key)["templates"][0]["env"]}
+    assert doc.task == "inpainting"
+    template_env = e.runpod_state(key)["endpoints"][0]["env"]
     assert template_env["WORKER_TASK"] == "inpainting"
     assert "WORKER_LORAS" not in template_env
 
@@ -1099,7 +1099,7 @@ def test_a_task_the_model_cannot_do_fails_before_any_runpod_call(e: Env, task: s
 
     e.provision(deployment_id)
 
-    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    error = e.wait_status(deployment_id, Status.FAILED).error.model_dump()
     assert error["code"] == "unsupported_model"
     assert error["message"] == (f"{PIXART} is a PixArtSigmaPipeline, which cannot do {task}; it can do: text_to_image")
     assert e.runpod_state(key)["requests"] == 0
@@ -1117,7 +1117,7 @@ def test_loras_are_pinned_to_a_commit_and_passed_to_the_worker(e: Env) -> None:
     e.provision(deployment_id)
 
     doc = e.wait_status(deployment_id, Status.READY)
-    template_env = {p["key"]: p["value"] for p in e.runpod_state(key)["templates"][0]["env"]}
+    template_env = e.runpod_state(key)["endpoints"][0]["env"]
     sent = json.loads(template_env["WORKER_LORAS"])
     assert [(item["hf_model_id"], item["weight_name"], item["scale"]) for item in sent] == [
         (LORA, "pytorch_lora_weights.safetensors", 0.5),
@@ -1125,8 +1125,8 @@ def test_loras_are_pinned_to_a_commit_and_passed_to_the_worker(e: Env) -> None:
         (LORA_TWO, "b.safetensors", -1.0),
     ]
     assert all(len(item["revision"]) == 40 for item in sent)
-    assert doc["resolved_loras"] == sent
-    assert [lora["hf_model_id"] for lora in doc["loras"]] == [LORA, LORA_GATED, LORA_TWO]
+    assert [lora.model_dump() for lora in doc.resolved_loras] == sent
+    assert [lora.hf_model_id for lora in doc.loras] == [LORA, LORA_GATED, LORA_TWO]
 
 
 @pytest.mark.parametrize(
@@ -1149,7 +1149,7 @@ def test_a_bad_lora_fails_before_any_runpod_call(
 
     e.provision(deployment_id)
 
-    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    error = e.wait_status(deployment_id, Status.FAILED).error.model_dump()
     assert error["code"] == code
     assert message in error["message"]
     assert e.runpod_state(key)["requests"] == 0
@@ -1161,6 +1161,6 @@ def test_loras_on_a_pipeline_without_a_lora_loader_are_unsupported(e: Env) -> No
 
     e.provision(deployment_id)
 
-    error = e.wait_status(deployment_id, Status.FAILED)["error"]
+    error = e.wait_status(deployment_id, Status.FAILED).error.model_dump()
     assert error["code"] == "unsupported_model"
     assert "takes no LoRA adapters" in error["message"]
