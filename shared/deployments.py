@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.events import publish_lifecycle_event
 from shared.lifecycle import Status
-from shared.messages import LifecycleEvent
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, TransitionResult
-from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 
 
 class Lifecycle:
@@ -36,23 +35,5 @@ class Lifecycle:
         return result
 
     def publish(self, doc: dict[str, Any], previous: Status | None, detail: dict[str, Any] | None = None) -> None:
-        """Publish the lifecycle event of the document's current status."""
-        status = doc["status"]
-        at = (doc.get("phase_timestamps") or {}).get(status) or doc["updated_at"]
-        event = LifecycleEvent(
-            event_id=f"{doc['deployment_id']}:{status}:{int(at.timestamp() * 1_000_000)}",
-            deployment_id=doc["deployment_id"],
-            owner=doc["owner"],
-            status=status,
-            previous_status=previous.value if previous else None,
-            time=at,
-            error=doc.get("error"),
-            detail=detail,
-        )
-        self._publisher.publish(
-            TOPIC_DEPLOYMENT_EVENTS,
-            event,
-            deployment_id=event.deployment_id,
-            status=status,
-            event_id=event.event_id,
-        )
+        """Publish the lifecycle CloudEvent of the document's current status (shared/events.py)."""
+        publish_lifecycle_event(self._publisher, doc)

@@ -7,13 +7,15 @@ from shared import logging as slog
 from shared.config import get_settings
 from shared.intake.app import IntakeApi
 from shared.intake.metrics import RequestCounters
+from shared.intake.notify import NotifyRoutes
 from shared.intake.steps import IntakeDeps
 from shared.wiring import core
 
 slog.configure()
 _settings = get_settings()
 _db, _store, _publisher, _lifecycle, _sealer = core(_settings)
-api = IntakeApi(IntakeDeps(_settings, _store, _lifecycle, _publisher, _sealer), _db, RequestCounters(_store))
+_intake_deps = IntakeDeps(_settings, _store, _lifecycle, _publisher, _sealer)
+api = IntakeApi(_intake_deps, _db, RequestCounters(_store), notify=NotifyRoutes(_intake_deps, _db))
 
 
 @functions_framework.http

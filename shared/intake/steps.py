@@ -210,6 +210,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         "idle_timeout_seconds": body.idle_timeout_seconds,
         "ttl_minutes": body.ttl_minutes,
         "user_webhook_url": body.user_webhook_url,
+        "webhook_events": sorted({s.value for s in body.webhook_events}) if body.webhook_events else None,
         "created_at": now,
         "updated_at": now,
         "phase_timestamps": {Status.VALIDATING.value: now},
