@@ -30,6 +30,10 @@ _ORDER = [
 ]
 
 
+# Every status but validating: a deployment is created in it (the 202 answer), it is never entered.
+EVENT_STATUSES = [status for status in Status if status is not Status.VALIDATING]
+
+
 def example_document(status: Status) -> dict[str, Any]:
     """A deployment document as the store holds it when it has just entered ``status``."""
     created = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -77,7 +81,7 @@ def render(status: Status) -> str:
 
 def main() -> None:
     EXAMPLES.mkdir(parents=True, exist_ok=True)
-    for status in Status:
+    for status in EVENT_STATUSES:
         (EXAMPLES / f"visgate.deployment.{status.value}.json").write_text(render(status))
 
 

@@ -21,7 +21,7 @@ def validate(message: dict[str, object]) -> None:
     jsonschema.validate(message, SCHEMA, format_checker=jsonschema.FormatChecker())
 
 
-@pytest.mark.parametrize("status", list(Status))
+@pytest.mark.parametrize("status", event_examples.EVENT_STATUSES)
 def test_each_type_has_an_up_to_date_valid_example(status: Status) -> None:
     path = DOCS / "examples" / f"visgate.deployment.{status.value}.json"
     assert path.read_text() == event_examples.render(status), "run: python -m scripts.event_examples"
@@ -45,6 +45,14 @@ def test_binary_mode_attributes_and_stable_id() -> None:
     assert "owner" not in body  # the public view only
     received = parse_message(attributes, data)
     assert (received.status, received.subject, received.data) == ("ready", doc["deployment_id"], body)
+
+
+def test_examples_are_exactly_the_event_types() -> None:
+    files = {path.name for path in (DOCS / "examples").glob("*.json")}
+    assert files == {f"visgate.deployment.{s.value}.json" for s in event_examples.EVENT_STATUSES}
+    assert set(SCHEMA["properties"]["attributes"]["properties"]["ce-type"]["enum"]) == {
+        f"visgate.deployment.{s.value}" for s in event_examples.EVENT_STATUSES
+    }
 
 
 def test_schema_documents_every_public_field() -> None:
