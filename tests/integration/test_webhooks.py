@@ -401,3 +401,59 @@ def test_client_token_names_the_tenant(hooks: Hooks) -> None:
     claims = json.loads(base64.urlsafe_b64decode(body["custom_token"].split(".")[1] + "=="))
     assert claims["uid"] == tenant and claims["claims"] == {"tenant": tenant}
     assert hooks.intake.post("/v1/client-token").status_code == 401
+
+
+def test_new_routes_answer_as_the_openapi_document_says(hooks: Hooks, receiver: Receiver) -> None:
+    from tests.integration.test_intake import _conforms
+
+    doc = hooks.intake.get("/openapi.json").json
+    _, tenant, headers = account()
+    dep = deployment(hooks, tenant, receiver.url, Status.READY)
+    push(hooks, dep)
+    receiver.wait(1)
+    (delivery,) = eventually(lambda: [d for d in deliveries(hooks, headers, dep["deployment_id"]) if d["attempts"]])
+    item = f"/v1/deployments/{dep['deployment_id']}"
+    redeliver = "/v1/deployments/{deployment_id}/deliveries/{delivery_id}/redeliver"
+    cases = [
+        ("GET", "/v1/webhook-secret", hooks.intake.get("/v1/webhook-secret", headers=headers)),
+        ("GET", "/v1/webhook-secret", hooks.intake.get("/v1/webhook-secret")),
+        ("POST", "/v1/webhook-secret/rotate", hooks.intake.post("/v1/webhook-secret/rotate", headers=headers)),
+        ("POST", "/v1/client-token", hooks.intake.post("/v1/client-token", headers=headers)),
+        ("GET", "/v1/deployments/{deployment_id}/deliveries", hooks.intake.get(f"{item}/deliveries", headers=headers)),
+        (
+            "POST",
+            redeliver,
+            hooks.intake.post(f"{item}/deliveries/{delivery['delivery_id']}/redeliver", headers=headers),
+        ),
+        ("POST", redeliver, hooks.intake.post(f"{item}/deliveries/{fresh_delivery_id()}/redeliver", headers=headers)),
+    ]
+    assert {resp.status_code for _, _, resp in cases} == {200, 202, 401, 404}
+    for method, path, resp in cases:
+        _conforms(doc, method, path, resp)
+
+
+def test_stream_sends_a_heartbeat_and_resumes_after_last_event_id(
+    hooks: Hooks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.intake import stream
+    from shared.store import DeploymentStore
+
+    monkeypatch.setattr(stream, "HEARTBEAT_S", 0.3)
+    _, tenant, headers = account()
+    doc = deployment(hooks, tenant, "https://example.com/h", Status.LOADING_MODEL, event_seq=4)
+    path = f"/v1/deployments/{doc['deployment_id']}/stream"
+    with hooks.intake.get(path, headers=headers, buffered=False) as answer:
+        chunks = iter(answer.response)
+        text = ""
+        while ": keep-alive" not in text:
+            text += next(chunks).decode()
+    assert "id: 4\nevent: deployment\n" in text  # the current state first, with its id
+    assert text.index("id: 4") < text.index(": keep-alive")
+
+    DeploymentStore(hooks.db).log(doc["deployment_id"], "one more line")  # event_seq 5
+    with hooks.intake.get(path, headers={**headers, "Last-Event-ID": "4"}, buffered=False) as answer:
+        chunks = iter(answer.response)
+        text = ""
+        while "event: deployment" not in text:
+            text += next(chunks).decode()
+    assert "id: 5\n" in text and "id: 4\n" not in text  # resumed after 4, without repeating it
