@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 # intake last: its ~15k deployments keep provisioning busy for minutes after it ends.
-BENCHES = ("bench.orchestration", "bench.worker_fetch", "bench.intake")
+BENCHES = ("bench.orchestration", "bench.webhooks", "bench.worker_fetch", "bench.intake")
 
 
 def main() -> int:
