@@ -96,6 +96,10 @@ class DeliveryRecords:
             return False
         return True
 
+    def release(self, delivery_id: str, attempt: int) -> None:
+        """Give attempt ``attempt`` back (it failed before anything was sent), so the task's retry can take it."""
+        self._ref(delivery_id).update({"claimed": attempt, "claimed_at": None})
+
     def record_attempt(self, delivery_id: str, attempt: dict[str, Any], state: DeliveryState) -> None:
         """Append one attempt and set the state (only the claimant of the attempt writes here)."""
         self._ref(delivery_id).update(

@@ -155,7 +155,12 @@ def deliver(task: TaskDelivery[WebhookAttempt], deps: WebhookDeps) -> str:
     if delivery is None:
         return why_not
     started = utcnow()
-    result, refused = _send(deps, delivery)
+    try:
+        result, refused = _send(deps, delivery)
+    except Exception:
+        # Nothing was sent (the secret could not be read, say): the queue's retry of this task may take it again.
+        deps.records.release(message.delivery_id, n)
+        raise
     delays = retry_delays(deps.settings)
     code = result.status_code
     if refused:

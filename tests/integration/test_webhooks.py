@@ -457,3 +457,31 @@ def test_stream_sends_a_heartbeat_and_resumes_after_last_event_id(
         while "event: deployment" not in text:
             text += next(chunks).decode()
     assert "id: 5\n" in text and "id: 4\n" not in text  # resumed after 4, without repeating it
+
+
+def test_an_attempt_that_fails_before_sending_is_given_back_for_the_retry(hooks: Hooks, receiver: Receiver) -> None:
+    from shared.config import get_settings
+    from shared.errors import RetryableError
+    from shared.webhooks.wiring import webhook_deps
+
+    _, tenant, _ = account()
+    doc = deployment(hooks, tenant, receiver.url, Status.READY)
+    delivery_id = fresh_delivery_id()
+    DeliveryRecords(hooks.db).create(
+        {"delivery_id": delivery_id, "deployment_id": doc["deployment_id"], "owner": tenant, "event_id": "e",
+         "event_type": "deployment.ready", "webhook_id": "msg_y", "url": receiver.url, "body": "{}",
+         "redelivery_of": None}
+    )  # fmt: skip
+    deps = webhook_deps(get_settings())
+    task = TaskDelivery(WebhookAttempt(delivery_id=delivery_id, deployment_id=doc["deployment_id"]), "t", 0, "q")
+    real = deps.secrets.get_or_create
+
+    def unavailable(tenant: str) -> Any:
+        raise RetryableError("Firestore is unavailable")
+
+    deps.secrets.get_or_create = unavailable  # type: ignore[method-assign]
+    with pytest.raises(RetryableError):
+        deliver(task, deps)
+    deps.secrets.get_or_create = real  # type: ignore[method-assign]
+    assert "delivered" in deliver(task, deps)  # Cloud Tasks' retry of the same attempt
+    assert len(receiver.calls) == 1
