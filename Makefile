@@ -25,7 +25,20 @@ $(TASKS_VENV)/.installed: requirements/tasks-emulator.txt requirements/tasks-emu
 	@$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt -c requirements/tasks-emulator-constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@touch $@
 
-install: $(VENV)/.installed $(TASKS_VENV)/.installed
+# Node tools, pinned by their lockfiles and installed into the repo like the venvs: the Firebase Authentication
+# emulator of the local stack (firebase-tools) and the client-app example (the Firebase JS SDK).
+FIREBASE_TOOLS := local/firebase/node_modules
+WEB_LISTENER := examples/web-listener/node_modules
+
+$(FIREBASE_TOOLS)/.installed: local/firebase/package.json local/firebase/package-lock.json
+	@cd local/firebase && npm ci --no-audit --no-fund --loglevel=error >&2
+	@touch $@
+
+$(WEB_LISTENER)/.installed: examples/web-listener/package.json examples/web-listener/package-lock.json
+	@cd examples/web-listener && npm ci --no-audit --no-fund --loglevel=error >&2
+	@touch $@
+
+install: $(VENV)/.installed $(TASKS_VENV)/.installed $(FIREBASE_TOOLS)/.installed $(WEB_LISTENER)/.installed
 
 # Lint and types: the same commands CI runs.
 lint: $(VENV)/.installed

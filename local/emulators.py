@@ -8,6 +8,7 @@ because the Pub/Sub emulator started on a taken port keeps running but never lis
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 TASKS_EMULATOR = REPO_ROOT / ".venv-tasks" / "bin" / "gcloud-tasks-emulator"
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+FIREBASE_CLI = REPO_ROOT / "local" / "firebase" / "node_modules" / ".bin" / "firebase"
 
 
 # Our running children. Holding them keeps Popen from warning "still running" when an object is collected (they are
@@ -276,6 +278,45 @@ def start_s3(log_dir: Path, port: int | None = None) -> Service:
     argv = [str(MOTO_SERVER), "-H", LOOPBACK, "-p", str(port)]
     service, process = spawn("s3", argv, port=port, log_dir=log_dir)
     return wait_healthy(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/moto-api/"), process=process, timeout_s=30)
+
+
+def firebase_auth_available() -> bool:
+    """True once ``make install`` put firebase-tools (pinned in local/firebase/package.json) into the repo."""
+    return FIREBASE_CLI.is_file()
+
+
+def start_firebase_auth(log_dir: Path, project: str, port: int | None = None) -> Service:
+    """The Firebase Authentication emulator (firebase-tools, node): client apps sign in with our custom tokens.
+
+    Its hub and logging ports are picked free too (their defaults, 4400 and 4500, would collide between stacks),
+    and the CLI's config folder is private to the stack with its daily network check (MOTD) marked done: offline,
+    that check only costs a timeout.
+    """
+    port = port or free_port()
+    work = log_dir / f"firebase-auth-{port}"
+    (work / "config" / "configstore").mkdir(parents=True, exist_ok=True)
+    motd = {"motd": {"fetched": int(time.time() * 1000)}, "usage": False}
+    (work / "config" / "configstore" / "firebase-tools.json").write_text(json.dumps(motd))
+    config = {
+        "emulators": {
+            "auth": {"host": LOOPBACK, "port": port},
+            "hub": {"host": LOOPBACK, "port": free_port()},
+            "logging": {"host": LOOPBACK, "port": free_port()},
+            "ui": {"enabled": False},
+        }
+    }
+    (work / "firebase.json").write_text(json.dumps(config))
+    argv = [
+        str(FIREBASE_CLI),
+        "emulators:start",
+        "--only",
+        "auth",
+        f"--project={project}",
+        f"--config={work / 'firebase.json'}",
+    ]
+    env = {"XDG_CONFIG_HOME": str(work / "config"), "NO_UPDATE_NOTIFIER": "1", "CI": "true"}
+    service, process = spawn("firebase-auth", argv, port=port, log_dir=log_dir, env=env)
+    return wait_healthy(service, lambda: http_ok(f"http://{LOOPBACK}:{port}/"), process=process, timeout_s=90)
 
 
 def hub_simulator_available() -> bool:

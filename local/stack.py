@@ -39,7 +39,7 @@ DEMO_MODEL = "visgate-tiny/sd-tiny"
 DEMO_LORA = "visgate-tiny/sd-tiny-lora"
 DEMO_OUTPUT = Path("out/demo.png")  # relative to the repository root, where `make run` runs
 
-EMULATORS = ("firestore", "pubsub", "tasks", "s3")
+EMULATORS = ("firestore", "pubsub", "tasks", "s3", "firebase-auth")
 SIMULATORS = ("hub", "runpod")
 
 
@@ -128,6 +128,8 @@ class Stack:
             env["PUBSUB_EMULATOR_HOST"] = services["pubsub"].address
         if "tasks" in services:
             env["CLOUD_TASKS_EMULATOR_HOST"] = services["tasks"].address
+        if "firebase-auth" in services:
+            env["FIREBASE_AUTH_EMULATOR_HOST"] = services["firebase-auth"].address
         if "s3" in services:
             env |= {
                 "AWS_ENDPOINT_URL_S3": services["s3"].url,
@@ -168,7 +170,7 @@ class Stack:
                 logger.warning("stack is unhealthy; restarting it")
                 self._stop(services)
                 services = {}
-            parts = list(EMULATORS)
+            parts = [name for name in EMULATORS if name != "firebase-auth" or emulators.firebase_auth_available()]
             if self.config.simulators:
                 parts += [name for name in SIMULATORS if _simulator_available(name)]
             services |= self._start_parallel([part for part in parts if part not in services])
@@ -211,6 +213,7 @@ class Stack:
             "pubsub": lambda: emulators.start_pubsub(self.log_dir, self.config.project),
             "tasks": lambda: emulators.start_tasks(self.log_dir, max_retries=_max_task_attempts(self.config.topology)),
             "s3": lambda: emulators.start_s3(self.log_dir),
+            "firebase-auth": lambda: emulators.start_firebase_auth(self.log_dir, self.config.project),
             "hub": lambda: emulators.start_hub(self.log_dir, ensure_models()),
             "runpod": lambda: emulators.start_runpod(self.log_dir, DEMO_API_KEY, _worker_command(), env=_worker_env()),
         }
@@ -336,7 +339,12 @@ def print_summary(stack: Stack, services: Mapping[str, Service]) -> None:
     lines = {}
     if "functions" in services:
         lines["INTAKE_URL"] = env["PUBLIC_API_BASE_URL"]
-    for key in ("FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "CLOUD_TASKS_EMULATOR_HOST"):
+    for key in (
+        "FIRESTORE_EMULATOR_HOST",
+        "PUBSUB_EMULATOR_HOST",
+        "CLOUD_TASKS_EMULATOR_HOST",
+        "FIREBASE_AUTH_EMULATOR_HOST",
+    ):
         if key in env:
             lines[key] = env[key]
     if "runpod" in services:

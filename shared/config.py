@@ -83,6 +83,19 @@ class Settings(BaseSettings):
     key_refusal_ttl_s: float = Field(60.0, description="how long Runpod's refusal of a key is remembered")
     refused_keys_per_address_per_minute: int = Field(10, ge=1, description="refused keys one client address may send")
 
+    # Telling the user: webhooks (the webhooks function) and client tokens (the intake)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=30, description="per-attempt timeout of a webhook POST")
+    webhook_retry_schedule_s: str = Field(
+        "10,30,60,120,300,600,900,1500",
+        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
+        description="delays before each retry of a failed webhook delivery (9 attempts over about an hour)",
+    )
+    webhook_secret_overlap_s: float = Field(24 * 3600, ge=0, description="how long a rotated-out secret still signs")
+    # firebase-admin reads FIREBASE_AUTH_EMULATOR_HOST itself (as the Google clients read theirs); listed here so
+    # that the one settings object documents it.
+    firebase_auth_emulator_host: str | None = None
+    client_token_service_account_email: str | None = None
+
     # Providers
     runpod_api_base_url: str = "https://api.runpod.io"
     runpod_endpoint_base_url: str = "https://api.runpod.ai"

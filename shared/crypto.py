@@ -53,6 +53,18 @@ class Sealer:
             raise UnsealError("sealed credentials do not open for this deployment") from exc
         return SealedCredentials.model_validate_json(plaintext)
 
+    def seal_text(self, context: str, plaintext: str) -> bytes:
+        """Seal a server-side secret (a tenant's webhook signing secret); ``context`` is the associated data."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext.encode(), context.encode())
+
+    def open_text(self, context: str, sealed: bytes) -> str:
+        """Inverse of :meth:`seal_text`; raises :class:`UnsealError` for another context or key."""
+        try:
+            return self._aead.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], context.encode()).decode()
+        except InvalidTag as exc:
+            raise UnsealError("sealed secret does not open in this context") from exc
+
     def callback_secret(self, deployment_id: str, nonce: str) -> str:
         """The ``whsec_`` secret the worker of ``deployment_id`` signs its phase reports with."""
         raw = hmac.new(self._callback_key, f"{deployment_id}:{nonce}".encode(), hashlib.sha256).digest()

@@ -86,6 +86,7 @@ class Deployment(_Stored):
     idle_timeout_seconds: int = 120
     ttl_minutes: int | None = None
     user_webhook_url: str | None = None
+    webhook_events: list[Status] | None = None  # None: the defaults (ready, failed, deleted)
     task: Task = "text_to_image"
     loras: list[LoraSpec] = Field(default_factory=list)
     created_at: datetime

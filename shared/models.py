@@ -168,6 +168,8 @@ class CreateDeploymentRequest(BaseModel):
     gpu_tier: GpuTier | None = None
     hf_token: Secret | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": 512})
     user_webhook_url: Annotated[str, Field(max_length=2048)] | None = None
+    # Statuses that become webhook deliveries; unset: ready, failed, deleted (shared/webhooks/payload.py).
+    webhook_events: Annotated[list[Status], Field(min_length=1, max_length=len(Status))] | None = None
     cache_scope: CacheScope = CacheScope.OFF
     user_s3_url: Annotated[str, Field(max_length=1024)] | None = None
     user_aws_access_key_id: Secret | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": 256})
@@ -216,6 +218,8 @@ class CreateDeploymentRequest(BaseModel):
     def _consistent(self) -> CreateDeploymentRequest:
         if self.workers_min > self.workers_max:
             raise ValueError("workers_min must not exceed workers_max")
+        if self.webhook_events is not None and self.user_webhook_url is None:
+            raise ValueError("webhook_events needs user_webhook_url")
         private_fields = ("user_s3_url", "user_aws_access_key_id", "user_aws_secret_access_key")
         if self.cache_scope is CacheScope.PRIVATE:
             missing = [name for name in private_fields if getattr(self, name) is None]
@@ -280,6 +284,7 @@ class DeploymentView(BaseModel):
     user_webhook_url: str | None = None
     task: Task = "text_to_image"
     loras: list[dict[str, Any]] = Field(default_factory=list)
+    webhook_events: list[Status] | None = None
     vram_estimate_gb: float | None = None
     gpu_candidates: list[str] = Field(default_factory=list)
     gpu_skipped: list[SkippedPoolView] = Field(default_factory=list)

@@ -13,7 +13,9 @@ PUBLISH_TIMEOUT_S = 10.0
 def build_publisher() -> pubsub_v1.PublisherClient:
     """One client per instance; a short batching latency because every publish is awaited by a request."""
     settings = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005)
-    return pubsub_v1.PublisherClient(batch_settings=settings)
+    # Ordering keys: lifecycle events are published with the deployment id as their key (shared/events.py).
+    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
+    return pubsub_v1.PublisherClient(batch_settings=settings, publisher_options=options)
 
 
 class Publisher:
@@ -31,4 +33,18 @@ class Publisher:
             future = self._client.publish(self.topic_path(topic), data, **attributes)
             return str(future.result(timeout=PUBLISH_TIMEOUT_S))
         except Exception as exc:  # the client raises many transport types; all of them mean "try again"
+            raise RetryableError(f"publish to {topic} failed: {exc}") from exc
+
+    def publish_bytes(self, topic: str, data: bytes, attributes: dict[str, str], ordering_key: str = "") -> str:
+        """Publish raw ``data`` (attribute names may hold dashes, e.g. ``ce-id``); failures are retryable.
+
+        A failed publish pauses its ordering key in the client; it is resumed here, so the retry can publish.
+        """
+        path = self.topic_path(topic)
+        try:
+            future = self._client.publish(path, data, ordering_key=ordering_key, **attributes)
+            return str(future.result(timeout=PUBLISH_TIMEOUT_S))
+        except Exception as exc:  # the client raises many transport types; all of them mean "try again"
+            if ordering_key:
+                self._client.resume_publish(path, ordering_key)
             raise RetryableError(f"publish to {topic} failed: {exc}") from exc

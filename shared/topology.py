@@ -72,6 +72,8 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("callback", "callback", "http", public=True),
     Function("readiness", "readiness", "http"),
     Function("cleanup", "cleanup", "cloudevent"),
+    # HTTP, because it takes both the Pub/Sub events (binary CloudEvents, path /) and its own Cloud Tasks (/deliver).
+    Function("webhooks", "webhooks", "http"),
 )
 
 TOPICS: tuple[str, ...] = (
@@ -88,9 +90,16 @@ SUBSCRIPTIONS: tuple[PushSubscription, ...] = (
     PushSubscription(
         "cleanup-push", TOPIC_DEPLOYMENT_DELETE_REQUESTED, "cleanup", max_backoff_s=600, max_delivery_attempts=100
     ),
+    # Lifecycle events become webhook deliveries; their retries are Cloud Tasks (WEBHOOK_RETRY_SCHEDULE_S).
+    PushSubscription("webhooks-push", TOPIC_DEPLOYMENT_EVENTS, "webhooks"),
 )
 
-QUEUES: tuple[Queue, ...] = (Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),)
+QUEUES: tuple[Queue, ...] = (
+    Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),
+    # The queue's retries cover only our own crashes; a receiver's failures are retried by the delivery step itself,
+    # which schedules the next attempt on WEBHOOK_RETRY_SCHEDULE_S (docs/decisions/2026-12-webhook-retries.md).
+    Queue(QUEUE_WEBHOOK_DELIVERY, "webhooks", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
+)
 
 SCHEDULES: tuple[Schedule, ...] = ()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.document import Deployment
 from shared.errors import IllegalTransitionError
+from shared.events import publish_lifecycle_event
 from shared.lifecycle import Status, can_transition
 from shared.messages import LifecycleEvent
 from shared.pubsub import Publisher
@@ -74,7 +75,7 @@ class Transitions:
         written = self.store.update(deployment_id, change, message, level)
         previous = seen[0].status
         result = TransitionResult(written is not None, previous, written or seen[0])
-        self._publish(result.document, previous if result.changed else None)
+        self._publish(result.document)
         return result
 
     def fail(self, deployment_id: str, reason: str, message: str) -> TransitionResult:
@@ -104,20 +105,9 @@ class Transitions:
             )
         )
 
-    def _publish(self, doc: Deployment, previous: Status | None) -> None:
-        """The lifecycle event of the document's current status."""
-        at = doc.phase_timestamps.get(doc.status) or doc.updated_at
-        self._send(
-            LifecycleEvent(
-                event_id=f"{doc.deployment_id}:{doc.status.value}:{int(at.timestamp() * 1_000_000)}",
-                deployment_id=doc.deployment_id,
-                owner=doc.owner,
-                status=doc.status.value,
-                previous_status=previous.value if previous else None,
-                time=at,
-                error=doc.error.model_dump() if doc.error else None,
-            )
-        )
+    def _publish(self, doc: Deployment) -> None:
+        """The lifecycle CloudEvent of the document's current status (shared/events.py)."""
+        publish_lifecycle_event(self._publisher, doc)
 
     def _send(self, event: LifecycleEvent) -> None:
         self._publisher.publish(

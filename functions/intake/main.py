@@ -9,6 +9,7 @@ from shared.http import answer_unrouted_in_error_shape
 from shared.intake.app import IntakeApi
 from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
+from shared.intake.notify import NotifyRoutes
 from shared.intake.steps import IntakeDeps
 from shared.wiring import core
 
@@ -17,7 +18,8 @@ answer_unrouted_in_error_shape()
 _settings = get_settings()
 _db, _store, _publisher, _transitions, _sealer = core(_settings)
 _keys = KeyVerifier.from_settings(_store, _settings)
-api = IntakeApi(IntakeDeps(_settings, _store, _transitions, _publisher, _sealer, _keys), _db, RequestCounters(_store))
+_intake_deps = IntakeDeps(_settings, _store, _transitions, _publisher, _sealer, _keys)
+api = IntakeApi(_intake_deps, _db, RequestCounters(_store), notify=NotifyRoutes(_intake_deps, _db))
 
 
 @functions_framework.http

@@ -20,6 +20,8 @@ from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.keys import client_address
 from shared.intake.metrics import RequestCounters
+from shared.intake.notify import RULES as NOTIFY_RULES
+from shared.intake.notify import NotifyRoutes
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
@@ -42,6 +44,7 @@ ROUTES = Map(
         Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
+        *NOTIFY_RULES,
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -58,8 +61,10 @@ class IntakeApi:
         deps: steps.IntakeDeps,
         db: firestore.Client,
         counters: RequestCounters,
+        *,
         stream_max_s: float = STREAM_MAX_SECONDS,
         clock: Callable[[], float] = time.time,
+        notify: NotifyRoutes | None = None,
     ) -> None:
         self._deps = deps
         self._db = db
@@ -74,6 +79,8 @@ class IntakeApi:
             "stream_deployment": self._stream,
             "deployment_logs": self._logs,
         }
+        if notify is not None:
+            self._handlers |= notify.handlers()
 
     def __call__(self, request: Request) -> Response:
         rid = request_id(request)
@@ -151,12 +158,13 @@ class IntakeApi:
         lines = [LogLine.model_validate(line) for line in self._deps.store.events(deployment_id)]
         return json_response(DeploymentLogs(deployment_id=deployment_id, events=lines))
 
-    def _stream(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+    def _stream(self, request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
         events = deployment_events(
             self._db,
             deployment_id,
             self._stream_max_s,
             lambda doc: Deployment.from_firestore(doc).view().model_dump_json(),
+            last_event_id=request.headers.get("Last-Event-ID"),
         )
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from shared.intake import notify
 from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.lifecycle import Status
 from shared.models import (
@@ -29,6 +30,7 @@ _MODELS = (
     DeploymentLogs,
     DeploymentView,
     ErrorResponse,
+    *notify.MODELS,
 )
 
 
@@ -152,10 +154,15 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/v1/deployments/{deployment_id}/stream": {
                 "get": {
                     "operationId": "stream_deployment",
-                    "parameters": [_ID],
+                    "parameters": [
+                        _ID,
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                    ],
                     "responses": {
                         "200": {
-                            "description": "Server-Sent Events: one 'deployment' event per change, then 'end'",
+                            "description": "Server-Sent Events: the current state, then one 'deployment' event per "
+                            "change (each with an id; Last-Event-ID resumes after it), a ': keep-alive' comment every "
+                            "15 s, and 'end' after a terminal status",
                             "content": {"text/event-stream": {"schema": {"type": "string"}}},
                         },
                         **_errors(404, *_AUTHED),
@@ -172,6 +179,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            **notify.openapi_paths(_json, _errors, _ID, _AUTHED),
             "/health": {
                 "get": {
                     "operationId": "health",

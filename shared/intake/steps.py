@@ -211,6 +211,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         idle_timeout_seconds=body.idle_timeout_seconds,
         ttl_minutes=body.ttl_minutes,
         user_webhook_url=body.user_webhook_url,
+        webhook_events=sorted(set(body.webhook_events)) if body.webhook_events else None,
         task=body.task,
         loras=list(body.loras),
         created_at=now,

@@ -218,7 +218,7 @@ def _ready(report: PhaseReport, deps: StepDeps, seen: Callable[[Deployment], Non
         if pool:
             doc.gpu.pool_in_use = pool
 
-    total = sum(value for value in reported.values() if isinstance(value, int | float) and value)
+    total = sum(reported.get(phase) or 0.0 for phase in ("download_s", "load_s", "warmup_s"))
     where = f" on {pool}" if pool else ""
     deps.transitions.move(
         report.deployment_id,

@@ -310,6 +310,8 @@ def test_health_metrics_openapi(intake_client: Any) -> None:
 
 
 def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
+    import re
+
     from openapi_spec_validator import validate
 
     from shared.intake.app import ROUTES
@@ -318,7 +320,7 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
     validate(doc)
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {
-        (rule.rule.replace("<id:deployment_id>", "{deployment_id}"), method)
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method)
         for rule in ROUTES.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")

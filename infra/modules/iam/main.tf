@@ -59,6 +59,14 @@ resource "google_service_account_iam_member" "functions_act_as_invoker" {
   member             = google_service_account.function[each.key].member
 }
 
+# The intake signs Firebase custom tokens for client apps as itself (IAM signBlob; POST /v1/client-token).
+resource "google_service_account_iam_member" "intake_signs_client_tokens" {
+  for_each           = contains(keys(var.functions), "intake") ? toset(["intake"]) : toset([])
+  service_account_id = google_service_account.function[each.key].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.function[each.key].member
+}
+
 resource "google_project_iam_member" "invoker_receives_events" {
   project = var.project_id
   role    = "roles/eventarc.eventReceiver"

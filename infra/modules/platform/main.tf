@@ -42,6 +42,9 @@ locals {
     "cloudscheduler.googleapis.com", "cloudtasks.googleapis.com", "eventarc.googleapis.com",
     "firebaserules.googleapis.com", "firestore.googleapis.com", "pubsub.googleapis.com", "run.googleapis.com",
     "secretmanager.googleapis.com",
+    # Client apps: Firebase Authentication (Identity Platform) takes our custom tokens, which the intake signs
+    # through the IAM Credentials API (signBlob) as its own service account.
+    "firebase.googleapis.com", "identitytoolkit.googleapis.com", "iamcredentials.googleapis.com",
   ]
 }
 
@@ -74,6 +77,13 @@ module "firestore" {
   indexes_file        = "${local.repo_root}/firestore.indexes.json"
   deletion_protection = var.firestore_deletion_protection
   depends_on          = [google_project_service.api]
+}
+
+# Firebase Authentication for client apps that listen to Firestore (POST /v1/client-token). Custom tokens need no
+# sign-in provider; adding Firebase to the project and registering the web app are operator steps (README).
+resource "google_identity_platform_config" "auth" {
+  project    = var.project_id
+  depends_on = [google_project_service.api]
 }
 
 module "pubsub" {

@@ -1,0 +1,17 @@
+"""webhooks (Pub/Sub ``deployment-events`` + Cloud Tasks ``webhook-delivery``): signed webhook deliveries."""
+
+import functions_framework
+from flask import Request, Response
+
+from shared import logging as slog
+from shared.config import get_settings
+from shared.webhooks.entry import handle
+from shared.webhooks.wiring import webhook_deps
+
+slog.configure()
+_deps = webhook_deps(get_settings())
+
+
+@functions_framework.http
+def webhooks(request: Request) -> Response:
+    return handle(request, _deps)

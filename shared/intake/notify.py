@@ -1,0 +1,222 @@
+"""The intake routes that tell the user: webhook secret, deliveries and redelivery, Firebase client tokens.
+
+Same auth (the Runpod key), rate limit, error shape and 404 rules as the other routes (a deployment of another
+tenant, or a delivery of another deployment, is a 404).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Literal
+
+from flask import Request, Response
+from google.cloud import firestore
+from pydantic import BaseModel
+from werkzeug.routing import Rule
+
+from shared.client_tokens import TOKEN_LIFETIME_S, ClientTokenIssuer
+from shared.errors import ApiError
+from shared.http import json_response
+from shared.intake import steps
+from shared.intake.auth import Caller
+from shared.webhooks.records import DeliveryRecords
+from shared.webhooks.secrets import WebhookSecrets
+from shared.webhooks.steps import WebhookDeps, redeliver
+from shared.webhooks.wiring import task_scheduler, webhook_secrets
+
+_DELIVERY_ID = re.compile(r"^dlv_[0-9a-f]{32}$")
+
+RULES = [
+    Rule("/v1/webhook-secret", methods=["GET"], endpoint="get_webhook_secret"),
+    Rule("/v1/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
+    Rule("/v1/client-token", methods=["POST"], endpoint="client_token"),
+    Rule("/v1/deployments/<id:deployment_id>/deliveries", methods=["GET"], endpoint="list_deliveries"),
+    Rule(
+        "/v1/deployments/<id:deployment_id>/deliveries/<delivery_id>/redeliver",
+        methods=["POST"],
+        endpoint="redeliver",
+    ),
+]
+
+
+class WebhookSecretResponse(BaseModel):
+    """``GET /v1/webhook-secret``: the tenant's current signing secret (Standard Webhooks)."""
+
+    secret: str
+    created_at: datetime
+
+
+class RotatedWebhookSecretResponse(BaseModel):
+    """``POST /v1/webhook-secret/rotate``: the new secret; the old one also signs until ``previous_valid_until``."""
+
+    secret: str
+    created_at: datetime
+    previous_valid_until: datetime | None = None
+
+
+class ClientTokenResponse(BaseModel):
+    """``POST /v1/client-token``: a Firebase Authentication custom token whose claim ``tenant`` is the caller's."""
+
+    custom_token: str
+    tenant: str
+    project_id: str
+    expires_in: int
+
+
+class DeliveryAttempt(BaseModel):
+    at: datetime
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+
+
+class DeliveryView(BaseModel):
+    delivery_id: str
+    event_type: str
+    webhook_id: str
+    state: Literal["pending", "delivered", "failed", "stopped"]
+    attempts: list[DeliveryAttempt]
+    created_at: datetime
+    redelivery_of: str | None = None
+
+
+class DeliveryList(BaseModel):
+    """``GET /v1/deployments/{id}/deliveries``: every webhook delivery of the deployment, oldest first."""
+
+    deliveries: list[DeliveryView]
+
+
+MODELS = (
+    WebhookSecretResponse,
+    RotatedWebhookSecretResponse,
+    ClientTokenResponse,
+    DeliveryList,
+    DeliveryView,
+)
+
+
+def delivery_view(record: dict[str, Any]) -> DeliveryView:
+    return DeliveryView.model_validate({k: v for k, v in record.items() if k in DeliveryView.model_fields})
+
+
+class NotifyRoutes:
+    """Handlers of :data:`RULES`; the Cloud Tasks client and the Firebase app are built on first use."""
+
+    def __init__(self, deps: steps.IntakeDeps, db: firestore.Client) -> None:
+        self._deps = deps
+        self._db = db
+        settings = deps.settings
+        self._tokens = ClientTokenIssuer(settings.google_cloud_project, settings.client_token_service_account_email)
+
+    @cached_property
+    def secrets(self) -> WebhookSecrets:
+        return webhook_secrets(self._db, self._deps.settings)
+
+    @cached_property
+    def records(self) -> DeliveryRecords:
+        return DeliveryRecords(self._db)
+
+    @cached_property
+    def webhook_deps(self) -> WebhookDeps:
+        settings = self._deps.settings
+        return WebhookDeps(settings, self._deps.store, self.records, self.secrets, task_scheduler(settings))
+
+    def handlers(self) -> dict[str, Callable[..., Response]]:
+        return {
+            "get_webhook_secret": self._get_secret,
+            "rotate_webhook_secret": self._rotate_secret,
+            "client_token": self._client_token,
+            "list_deliveries": self._list_deliveries,
+            "redeliver": self._redeliver,
+        }
+
+    def _get_secret(self, _request: Request, caller: Caller) -> Response:
+        secret = self.secrets.get_or_create(caller.tenant)
+        return json_response(WebhookSecretResponse(secret=secret.secret, created_at=secret.created_at))
+
+    def _rotate_secret(self, _request: Request, caller: Caller) -> Response:
+        secret = self.secrets.rotate(caller.tenant)
+        return json_response(
+            RotatedWebhookSecretResponse(
+                secret=secret.secret, created_at=secret.created_at, previous_valid_until=secret.previous_valid_until
+            )
+        )
+
+    def _client_token(self, _request: Request, caller: Caller) -> Response:
+        token = self._tokens.issue(caller.tenant)
+        return json_response(
+            ClientTokenResponse(
+                custom_token=token,
+                tenant=caller.tenant,
+                project_id=self._tokens.project_id,
+                expires_in=TOKEN_LIFETIME_S,
+            )
+        )
+
+    def _list_deliveries(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        steps.owned_deployment(self._deps.store, caller, deployment_id)
+        records = self.records.for_deployment(deployment_id)
+        return json_response(DeliveryList(deliveries=[delivery_view(r) for r in records]))
+
+    def _redeliver(self, _request: Request, caller: Caller, deployment_id: str, delivery_id: str) -> Response:
+        steps.owned_deployment(self._deps.store, caller, deployment_id)
+        fresh = redeliver(self.webhook_deps, deployment_id, delivery_id) if _DELIVERY_ID.match(delivery_id) else None
+        if fresh is None:
+            raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r} of this deployment")
+        return json_response(delivery_view(fresh), 202)
+
+
+def openapi_paths(
+    json_: Callable[[type, str], dict[str, Any]],
+    errors: Callable[..., dict[str, Any]],
+    id_param: dict[str, Any],
+    authed: tuple[int, ...],
+) -> dict[str, Any]:
+    """The OpenAPI paths of :data:`RULES` (shared/intake/openapi.py merges them into the document)."""
+    delivery_param = {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/v1/webhook-secret": {
+            "get": {
+                "operationId": "get_webhook_secret",
+                "description": "The tenant's webhook signing secret (created on first call, sealed at rest).",
+                "responses": {"200": json_(WebhookSecretResponse, "the current secret"), **errors(*authed)},
+            }
+        },
+        "/v1/webhook-secret/rotate": {
+            "post": {
+                "operationId": "rotate_webhook_secret",
+                "description": "A new secret; for 24 h both sign (two signatures in webhook-signature).",
+                "responses": {"200": json_(RotatedWebhookSecretResponse, "the new secret"), **errors(*authed)},
+            }
+        },
+        "/v1/client-token": {
+            "post": {
+                "operationId": "client_token",
+                "description": "A Firebase Authentication custom token (claim tenant) to listen to Firestore.",
+                "responses": {"200": json_(ClientTokenResponse, "the custom token"), **errors(*authed)},
+            }
+        },
+        "/v1/deployments/{deployment_id}/deliveries": {
+            "get": {
+                "operationId": "list_deliveries",
+                "parameters": [id_param],
+                "responses": {
+                    "200": json_(DeliveryList, "the deployment's webhook deliveries, every attempt recorded"),
+                    **errors(404, *authed),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/deliveries/{delivery_id}/redeliver": {
+            "post": {
+                "operationId": "redeliver",
+                "parameters": [id_param, delivery_param],
+                "responses": {
+                    "202": json_(DeliveryView, "a fresh delivery of the same event (same webhook-id)"),
+                    **errors(404, *authed),
+                },
+            }
+        },
+    }

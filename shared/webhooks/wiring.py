@@ -1,0 +1,38 @@
+"""Builds the webhooks function's collaborators once per instance (cold start)."""
+
+from __future__ import annotations
+
+from shared.config import Settings
+from shared.crypto import Sealer
+from shared.store import DeploymentStore
+from shared.tasks import TaskScheduler, build_tasks_client
+from shared.webhooks.records import DeliveryRecords
+from shared.webhooks.secrets import WebhookSecrets
+from shared.webhooks.steps import WebhookDeps
+from shared.wiring import firestore_client
+
+
+def task_scheduler(settings: Settings) -> TaskScheduler:
+    return TaskScheduler(
+        build_tasks_client(settings.cloud_tasks_emulator_host),
+        settings.google_cloud_project,
+        settings.region,
+        settings.functions_base_url,
+        settings.tasks_service_account_email,
+    )
+
+
+def webhook_secrets(db: object, settings: Settings) -> WebhookSecrets:
+    sealer = Sealer(settings.sealing_key.get_secret_value())
+    return WebhookSecrets(db, sealer, settings.webhook_secret_overlap_s)  # type: ignore[arg-type]
+
+
+def webhook_deps(settings: Settings, tasks: TaskScheduler | None = None) -> WebhookDeps:
+    db = firestore_client(settings)
+    return WebhookDeps(
+        settings=settings,
+        store=DeploymentStore(db, settings.event_log_max_lines),
+        records=DeliveryRecords(db),
+        secrets=webhook_secrets(db, settings),
+        tasks=tasks or task_scheduler(settings),
+    )
