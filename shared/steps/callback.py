@@ -208,7 +208,7 @@ def _ready(report: PhaseReport, deps: StepDeps, seen: dict[str, Any]) -> None:
     pool = _POOL_OF_GPU.get(report.gpu_type_id or "")
     if pool:
         fields["gpu_pool"] = pool
-    total = sum(value for value in timings.values() if value)
+    total = sum(timings.get(name) or 0 for name in ("download_s", "load_s", "warmup_s"))
     where = f" on {pool}" if pool else ""
     deps.lifecycle.transition(
         report.deployment_id,
