@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     env = read_env_file(args.env_file)
     os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
     from google.cloud import firestore
+
     from local.stack import DEMO_MODEL
 
     db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])

@@ -58,6 +58,11 @@ class PhaseTimings(BaseModel):
     download_s: float | None = None
     load_s: float | None = None
     warmup_s: float | None = None
+    # Issue 13: parts of load_s, the fused LoRA adapters and the worker's effective speed settings.
+    lora_s: float | None = None
+    compile_s: float | None = None
+    loras: list[dict[str, Any]] | None = None
+    settings: dict[str, Any] | None = None
 
 
 class PhaseReport(_Message):

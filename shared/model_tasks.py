@@ -15,6 +15,7 @@ import json
 from collections.abc import Collection, Iterable, Mapping
 from typing import Annotated, Any
 
+import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -190,7 +191,7 @@ def resolve_loras(endpoint: str, timeout_s: float, specs: Iterable[LoraSpec], to
             ) from exc
         except HfHubHTTPError as exc:
             raise _http_failure(exc, where) from exc
-        except OSError as exc:
+        except (OSError, httpx2.TransportError) as exc:  # huggingface_hub's transport (httpx2) raises the latter
             raise RetryableError(f"the Hub is unreachable: {type(exc).__name__}") from exc
         if not info.sha:
             raise PermanentError(FailureReason.MODEL_NOT_FOUND.value, f"{where} has no commit")

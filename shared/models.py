@@ -258,6 +258,10 @@ class Timings(BaseModel):
     load_s: float | None = None
     warmup_s: float | None = None
     loaded_from_cache: bool | None = None
+    lora_s: float | None = None
+    compile_s: float | None = None
+    loras: list[dict[str, Any]] | None = None
+    settings: dict[str, Any] | None = None
 
 
 class SkippedPoolView(BaseModel):

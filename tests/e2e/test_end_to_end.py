@@ -77,6 +77,10 @@ def test_image_to_image_with_a_lora_through_the_whole_stack(local_stack: Running
         assert view["status"] == "ready", view.get("error")
         assert view["task"] == "image_to_image"
         assert view["loras"][0]["hf_model_id"] == DEMO_LORA
+        # The worker's ready report names what it fused and how it set up the pipeline.
+        assert [lora["hf_model_id"] for lora in view["timings"]["loras"]] == [DEMO_LORA]
+        assert view["timings"]["settings"]["task"] == "image_to_image"
+        assert view["timings"]["lora_s"] > 0
         buffer = io.BytesIO()
         Image.new("RGB", (64, 64), (200, 80, 40)).save(buffer, format="PNG")
         job = {

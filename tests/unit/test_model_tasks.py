@@ -5,19 +5,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
+from huggingface_hub.errors import HfHubHTTPError
 from pydantic import ValidationError
 
-from shared.errors import PermanentError
+from shared.errors import PermanentError, RetryableError
 from shared.hub import SUPPORTED_PIPELINES
 from shared.job_input import GenerateInput, image_kind, task_problems
 from shared.model_tasks import (
     PIPELINE_TASKS,
+    LoraSpec,
     ResolvedLora,
+    _http_failure,
     check_loras,
     check_task,
     choose_lora_weight,
     loras_env,
+    resolve_loras,
     supported_tasks,
     tasks_of_index,
 )
@@ -182,3 +187,28 @@ def test_task_problems() -> None:
     ]
     with pytest.raises(ValidationError, match="mask_image needs an image"):
         GenerateInput(prompt="a", mask_image=image)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "reason"),
+    [
+        (401, "Invalid credentials in Authorization header", "hf_token_invalid"),
+        (403, "no", "model_gated"),
+        (404, "no", "model_not_found"),
+    ],
+)
+def test_hub_refusals_of_a_lora_map_to_reasons(status: int, message: str, reason: str) -> None:
+    response = httpx.Response(status, headers={"X-Error-Message": message}, request=httpx.Request("GET", "http://h"))
+    failure = _http_failure(HfHubHTTPError("refused", response=response), "LoRA org/l@main")
+    assert isinstance(failure, PermanentError)
+    assert failure.reason == reason
+
+
+def test_a_failing_hub_is_retried() -> None:
+    response = httpx.Response(502, request=httpx.Request("GET", "http://h"))
+    assert isinstance(_http_failure(HfHubHTTPError("bad", response=response), "LoRA org/l@main"), RetryableError)
+
+
+def test_an_unreachable_hub_is_retryable() -> None:
+    with pytest.raises(RetryableError, match="unreachable"):
+        resolve_loras("http://127.0.0.1:9", 2, [LoraSpec(hf_model_id="org/lora")], None)
