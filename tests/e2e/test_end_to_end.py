@@ -111,10 +111,12 @@ def test_image_to_image_with_a_lora_through_the_whole_stack(local_stack: Running
 
 
 def _settled(api: str, headers: dict[str, str], deployment_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
-    """The deployment's view once it is ready or failed."""
+    """The deployment's view once it is ready or failed (polling gently: the demo tenant's rate limit is shared by
+    the whole session)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        view: dict[str, Any] = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()
-        if view["status"] in ("ready", "failed") or time.monotonic() > deadline:
+        answer = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10)
+        view: dict[str, Any] = answer.json()
+        if (answer.status_code == 200 and view["status"] in ("ready", "failed")) or time.monotonic() > deadline:
             return view
-        time.sleep(0.2)
+        time.sleep(float(answer.headers.get("Retry-After", "0.5")))
