@@ -25,15 +25,21 @@ PROJECT = "visgate-local"
 def runpod_simulator() -> Iterator[str]:
     """A Runpod simulator (instant workers) for the in-process functions: its base URL. Keys must be registered
     (``register_runpod_key``): the intake API verifies every new key with Runpod."""
+    from simulators.runpod import openapi_contract
     from simulators.runpod.app import create_app as create_runpod
+    from tests.support.runpod_contract import contract_violations
     from tests.support.serving import Served
 
     app = create_runpod(worker_mode="instant")
+    app.exchanges = []  # every control-plane call of the suite, checked against Runpod's OpenAPI document at the end
     served = Served(app)
     app.set_base_url(served.url)
     yield served.url
     served.stop()
     app.shutdown()
+    if openapi_contract.missing_reason() is None:
+        violations = contract_violations(app.exchanges)
+        assert not violations, "\n".join(violations[:20])
 
 
 def register_runpod_key(runpod_url: str, api_key: str) -> str:

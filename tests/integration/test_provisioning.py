@@ -30,6 +30,7 @@ from shared.document import Deployment
 from shared.intake.steps import _initial_document
 from shared.lifecycle import Status
 from shared.models import CreateDeploymentRequest, SealedCredentials
+from shared.runpod.client import RunpodConnector, WorkerStatus
 from shared.signing import sign_headers
 from shared.store import DeploymentStore, NewDeployment, utcnow
 from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, function
@@ -340,6 +341,12 @@ def test_happy_path_reaches_ready_with_timings(e: Env) -> None:
     assert worker_env["VISGATE_CALLBACK_URL"].endswith(f"/callback/v1/deployments/{deployment_id}/phase")
     assert "WORKER_DTYPE" not in worker_env  # unset: the worker loads the model's own dtype
     assert [j["input"] for j in state["jobs"]] == [{"warmup": True}]
+    # What Runpod's own API says: the endpoint is listed, and its worker (the one that proved the model) is up.
+    client = RunpodConnector(e.runpod, e.runpod, 10).client(key)
+    assert [endpoint.id for endpoint in client.list_endpoints()] == [doc.runpod.endpoint_id]
+    workers = client.endpoint_workers(doc.runpod.endpoint_id or "")
+    assert workers.summary.total == 1
+    assert workers.workers[0].status in (WorkerStatus.IDLE, WorkerStatus.RUNNING)
     # No secret lands on the document.
     assert key not in doc.model_dump_json()
     assert e.callback_secret(deployment_id) not in doc.model_dump_json()

@@ -15,7 +15,8 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from simulators.runpod import openapi_contract
-from simulators.runpod.app import Exchange, RunpodSimApp, create_app
+from simulators.runpod.app import RunpodSimApp, create_app
+from tests.support.runpod_contract import contract_violations
 
 IMAGE = "visgate/worker@sha256:" + "0" * 64
 
@@ -100,28 +101,6 @@ def serve(app: Any) -> tuple[str, Any, threading.Thread]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return f"http://127.0.0.1:{server.server_port}", server, thread
-
-
-def contract_violations(exchanges: list[Exchange]) -> list[str]:
-    """What Runpod's OpenAPI document does not allow in recorded control-plane exchanges.
-
-    Every answer must be one the document declares for its operation and status. A request the document refuses
-    must not have been accepted (2xx): the simulator may not be laxer than Runpod.
-    """
-    contract = openapi_contract.default_contract()
-    violations = []
-    for method, path, query, sent, status, body, headers in exchanges:
-        try:
-            template = contract.path_template(path)
-            contract.operation(method, template)
-        except openapi_contract.ContractError:
-            continue  # a route Runpod does not have (a test probing 404/405)
-        problems = contract.response_errors(method, template, status, body, headers)
-        violations += [f"{method} {path} -> {status}: {problem}" for problem in problems]
-        refused = contract.request_errors(method, template, sent, query)
-        if refused and status < 300:
-            violations.append(f"{method} {path} accepted a request the document refuses: {refused}")
-    return violations
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 
 from simulators.runpod import openapi_contract
 from simulators.runpod.openapi_contract import Contract, ContractError
-from tests.simulators.conftest import RunpodSimClient, contract_violations, wait_until
+from tests.simulators.conftest import RunpodSimClient, wait_until
+from tests.support.runpod_contract import contract_violations
 
 
 def test_every_route_and_refusal_matches_runpods_openapi_document(
