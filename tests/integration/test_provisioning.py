@@ -253,7 +253,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(intake_env: None, tasks_emulator: str, models_root: Path, db: Any, runpod_simulator: str) -> Iterator[Env]:
     from local.functions_host import create_host_app
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
     from simulators.hub.app import create_app as create_hub
 
     hub = Served(create_hub(models_root))
@@ -266,7 +266,7 @@ def env(intake_env: None, tasks_emulator: str, models_root: Path, db: Any, runpo
         }.items():
             patch.setenv(key, value)
         get_settings.cache_clear()
-        settings = get_settings()
+        settings = get_settings(IntakeSettings)  # the pepper and the sealing key, as the intake reads them
         _ensure_queue(settings.google_cloud_project, settings.region, tasks_emulator)
         wanted = [function(name) for name in ("provision", "callback", "readiness", "cleanup")]
         host = Served(create_host_app(wanted, REPO / "functions", settings.google_cloud_project), functions_port)
@@ -389,9 +389,9 @@ def test_an_endpoint_created_before_a_crash_is_adopted(e: Env) -> None:
 
 
 def _settings() -> Any:
-    from shared.config import get_settings
+    from shared.config import ProvisioningSettings, get_settings
 
-    return get_settings()
+    return get_settings(ProvisioningSettings)
 
 
 def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(e: Env, intake_client: Any) -> None:
