@@ -31,7 +31,7 @@ TIMEOUT_S = 60.0
 POLL_S = 0.05
 
 
-def deploy(intake_url: str, api_key: str, model: str, db: Any, runpod: str, created: list[str]) -> dict[str, float]:
+def deploy(intake_url: str, api_key: str, model: str, db: Any, *, runpod: str, created: list[str]) -> dict[str, float]:
     """POST one deployment, wait until it is ready and its warm-up job done; its times (seconds after the POST)."""
     posted = time.time()
     answer = requests.post(
@@ -96,13 +96,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     try:
         for _ in range(args.count):
-            times = deploy(intake, api_key, DEMO_MODEL, db, runpod, created)
+            times = deploy(intake, api_key, DEMO_MODEL, db, runpod=runpod, created=created)
             rows.append(
                 {
                     "felt_s": times["first_job_done"] - args.start_delay,
                     "post→endpoint_s": times["endpoint_created"],
                     # the warm-up job's submission after the create, and the simulated placement
-                    "endpoint→worker_start−delay_s": times["worker_started"]
+                    "endpoint→worker_start-delay_s": times["worker_started"]
                     - times["endpoint_created"]
                     - args.start_delay,
                     "worker_start→first_job_s": times["first_job_done"] - times["worker_started"],
