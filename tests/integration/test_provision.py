@@ -317,41 +317,6 @@ def test_runpod_outage_is_retried_then_provisioning_resumes(provisioning: Env) -
     assert len(provisioning.runpod_state(key)["endpoints"]) == 1
 
 
-def test_the_watchdog_is_scheduled_before_the_warm_up_and_again_by_a_later_delivery(provisioning: Env) -> None:
-    from shared.errors import RetryableError
-    from shared.steps.provision import provision
-    from shared.tasks import TaskScheduler
-    from shared.wiring import step_deps
-
-    key = provisioning.account()
-    provisioning.scenario(start_delay_s=30)
-    deployment_id = provisioning.create(key)
-    deps = step_deps(_settings())
-    real_schedule = TaskScheduler.schedule
-    names: list[str] = []
-
-    def unavailable(*args: Any, **kwargs: Any) -> bool:
-        raise RetryableError("Cloud Tasks is unavailable")
-
-    def recorded(self: TaskScheduler, *args: Any, **kwargs: Any) -> bool:
-        names.append(kwargs["name"])
-        return real_schedule(self, *args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TaskScheduler, "schedule", unavailable)
-        with pytest.raises(RetryableError):
-            provision(_request(deployment_id), deps)
-        # No watchdog, no warm-up: nothing starts a worker that nobody would watch.
-        assert provisioning.runpod_state(key)["jobs"] == []
-        # A worker reports before the redelivery (workersMin > 0 starts one as soon as the endpoint exists).
-        provisioning.move(deployment_id, Status.DOWNLOADING_MODEL)
-        patch.setattr(TaskScheduler, "schedule", recorded)
-        outcome = provision(_request(deployment_id), deps)
-
-    assert "provisioned already" in outcome
-    assert names == [f"readiness-{deployment_id}-0"]
-
-
 def test_of_two_concurrent_creates_the_attempt_that_loses_removes_its_endpoint(provisioning: Env) -> None:
     from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient
     from shared.steps.provision import provision
@@ -392,6 +357,41 @@ def test_a_late_provision_delivery_still_finishes_a_failed_teardown(provisioning
 
     assert _nothing_left(provisioning, key)()
     assert provisioning.doc(deployment_id).runpod.torn_down_at is not None
+
+
+def test_the_watchdog_is_scheduled_before_the_warm_up_and_again_by_a_later_delivery(provisioning: Env) -> None:
+    from shared.errors import RetryableError
+    from shared.steps.provision import provision
+    from shared.tasks import TaskScheduler
+    from shared.wiring import step_deps
+
+    key = provisioning.account()
+    provisioning.scenario(start_delay_s=30)
+    deployment_id = provisioning.create(key)
+    deps = step_deps(_settings())
+    real_schedule = TaskScheduler.schedule
+    names: list[str] = []
+
+    def unavailable(*args: Any, **kwargs: Any) -> bool:
+        raise RetryableError("Cloud Tasks is unavailable")
+
+    def recorded(self: TaskScheduler, *args: Any, **kwargs: Any) -> bool:
+        names.append(kwargs["name"])
+        return real_schedule(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TaskScheduler, "schedule", unavailable)
+        with pytest.raises(RetryableError):
+            provision(_request(deployment_id), deps)
+        # No watchdog, no warm-up: nothing starts a worker that nobody would watch.
+        assert provisioning.runpod_state(key)["jobs"] == []
+        # A worker reports before the redelivery (workersMin > 0 starts one as soon as the endpoint exists).
+        provisioning.move(deployment_id, Status.DOWNLOADING_MODEL)
+        patch.setattr(TaskScheduler, "schedule", recorded)
+        outcome = provision(_request(deployment_id), deps)
+
+    assert "provisioned already" in outcome
+    assert names == [f"readiness-{deployment_id}-0"]
 
 
 def test_provisioning_with_credentials_that_do_not_open_fails_for_good(provisioning: Env) -> None:
