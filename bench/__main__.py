@@ -6,7 +6,14 @@ import sys
 
 # intake last: its ~15k deployments keep provisioning busy for minutes after it ends. bench.gpu prints that it was
 # skipped where there is no CUDA.
-BENCHES = ("bench.orchestration", "bench.webhooks", "bench.worker_fetch", "bench.gpu", "bench.intake")
+BENCHES = (
+    "bench.orchestration",
+    "bench.first_job",
+    "bench.webhooks",
+    "bench.worker_fetch",
+    "bench.gpu",
+    "bench.intake",
+)
 
 
 def main() -> int:

@@ -167,14 +167,14 @@ def http_request(intake_url: str, runpod_url: str, clients: int) -> Path_:
 
 def direct_request(clients: int) -> Path_:
     """The same Firestore commit (rate counter included) and publish, straight from the intake step (no HTTP)."""
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
     from shared.intake.auth import Caller
     from shared.intake.keys import KeyVerifier
     from shared.intake.ratelimit import current_window
     from shared.intake.steps import IntakeDeps, create_deployment, parse_create_request
     from shared.wiring import core
 
-    settings = get_settings()
+    settings = get_settings(IntakeSettings)
     _db, store, publisher, transitions, sealer = core(settings)
     # The ceiling calls the create step directly: the key check of the HTTP path is not part of it.
     keys = KeyVerifier.from_settings(store, settings)

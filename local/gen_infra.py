@@ -39,6 +39,11 @@ def render(declared: ModuleType = topology) -> dict[str, Any]:
             "public": function.public,
             "trigger_topic": trigger.topic if trigger else None,
             "max_delivery_attempts": trigger.max_delivery_attempts if trigger else None,
+            # What infra/modules/iam grants the function's service account (least privilege).
+            "secrets": list(function.secrets),
+            "publishes": list(function.publishes),
+            "enqueues": list(function.enqueues),
+            "signs_tokens": function.signs_tokens,
         }
     return {
         "functions": functions,

@@ -1,9 +1,13 @@
-"""One settings object for every deployable; the only place that reads the environment.
+"""One settings object per deployable; the only place that reads the environment.
 
-Field names are the environment variable names (case-insensitive), e.g. ``RUNPOD_API_BASE_URL``. Secrets
-(``TENANT_PEPPER``, ``SEALING_KEY``, ``MODEL_CACHE_AWS_SECRET_ACCESS_KEY``) come from Secret Manager when
-``SECRET_MANAGER_PROJECT`` is set, otherwise from the environment (the local stack writes them to
-``.local/stack.env``). Validation errors never quote the input: it holds the secrets.
+Field names are the environment variable names (case-insensitive), e.g. ``RUNPOD_API_BASE_URL``. :class:`Settings`
+holds what every function reads and no secret; each function's class (:data:`SETTINGS_BY_FUNCTION`) adds only the
+secrets that function uses: ``SEALING_KEY`` (every function), ``TENANT_PEPPER`` (intake),
+``MODEL_CACHE_AWS_SECRET_ACCESS_KEY`` (callback). Those come from Secret Manager when ``SECRET_MANAGER_PROJECT`` is
+set, otherwise from the environment (the local stack writes them to ``.local/stack.env``); a function never asks
+Secret Manager for a secret it does not declare, so its service account is granted only its own (infra/modules/iam,
+from the ``secrets`` of its entry in :mod:`shared.topology`; tests/unit/test_config.py checks the two agree).
+Validation errors never quote the input: it holds the secrets.
 """
 
 from __future__ import annotations
@@ -11,18 +15,20 @@ from __future__ import annotations
 import base64
 import re
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# Every field that is a Secret Manager secret (named like the field, with dashes) in some function's settings.
 SECRET_FIELDS = ("tenant_pepper", "sealing_key", "model_cache_aws_secret_access_key")
 _PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
 class SecretManagerSource(PydanticBaseSettingsSource):
-    """Reads the secret fields from Google Secret Manager (latest version of a secret named like the field)."""
+    """Reads the secret fields the settings class declares from Google Secret Manager (the latest version of a
+    secret named like the field, with dashes); never one the class does not declare."""
 
     def __init__(self, settings_cls: type[BaseSettings], project: str | None) -> None:
         super().__init__(settings_cls)
@@ -39,8 +45,8 @@ class SecretManagerSource(PydanticBaseSettingsSource):
 
         client = secretmanager.SecretManagerServiceClient()
         values: dict[str, Any] = {}
-        for name in SECRET_FIELDS:
-            secret_id = name.replace("_", "-")
+        for name in secret_fields(self.settings_cls):
+            secret_id = secret_id_of(name)
             path = f"projects/{self._project}/secrets/{secret_id}/versions/latest"
             try:
                 values[name] = client.access_secret_version(name=path).payload.data.decode()
@@ -51,7 +57,19 @@ class SecretManagerSource(PydanticBaseSettingsSource):
         return values
 
 
+def secret_fields(settings_cls: type[BaseSettings]) -> tuple[str, ...]:
+    """The Secret Manager fields ``settings_cls`` declares, in :data:`SECRET_FIELDS` order."""
+    return tuple(name for name in SECRET_FIELDS if name in settings_cls.model_fields)
+
+
+def secret_id_of(field_name: str) -> str:
+    """The Secret Manager secret id of a secret field (``sealing_key`` → ``sealing-key``)."""
+    return field_name.replace("_", "-")
+
+
 class Settings(BaseSettings):
+    """What every function reads; no secrets (each function's subclass below adds its own)."""
+
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", hide_input_in_errors=True)
 
     # Where we run
@@ -68,10 +86,6 @@ class Settings(BaseSettings):
     )
     public_api_base_url: str = Field("http://127.0.0.1:8080/intake", description="base URL users call")
     tasks_service_account_email: str | None = None
-
-    # Secrets
-    tenant_pepper: SecretStr = Field(..., description="HMAC key that turns an API key into a tenant id")
-    sealing_key: SecretStr = Field(..., description="base64 of a 32-byte AES-GCM key for sealed credentials")
 
     # Intake API
     rate_limit_per_minute: int = 120
@@ -127,14 +141,12 @@ class Settings(BaseSettings):
     readiness_max_interval_s: float = 60.0
     throttled_switch_after_s: float = 90.0
     callback_tolerance_s: int = 300
-    # The platform's shared model cache. Its (read-only) keys stay here: the callback function reads manifests and
-    # presigns objects for granted workers; provisioning grants it to deployments of allowlisted models.
+    # The platform's shared model cache: provisioning grants it to deployments of allowlisted models; the callback
+    # function reads manifests and presigns objects for granted workers, with keys only it holds (CallbackSettings).
     model_cache_s3_url: str | None = None
     model_cache_aws_endpoint_url: str | None = None
     model_cache_aws_region: str | None = None
     model_cache_shared_allowlist: str = ""
-    model_cache_aws_access_key_id: SecretStr | None = None
-    model_cache_aws_secret_access_key: SecretStr | None = None
     cache_grant_ttl_s: int = Field(3600, ge=60, le=7 * 24 * 3600, description="lifetime of presigned cache URLs")
 
     @field_validator("worker_image")
@@ -144,22 +156,11 @@ class Settings(BaseSettings):
             raise ValueError("WORKER_IMAGE must be pinned by digest: <repository>@sha256:<64 hex>")
         return value
 
-    @field_validator(*SECRET_FIELDS, mode="before")
+    @field_validator(*SECRET_FIELDS, mode="before", check_fields=False)  # each subclass has some of them
     @classmethod
     def _strip_secret(cls, value: Any) -> Any:
         # `echo ... | gcloud secrets create --data-file=-` stores a trailing newline, and so do most .env editors.
         return value.strip() if isinstance(value, str) else value
-
-    @field_validator("sealing_key")
-    @classmethod
-    def _sealing_key_is_32_bytes(cls, value: SecretStr) -> SecretStr:
-        try:
-            raw = base64.b64decode(value.get_secret_value(), validate=True)
-        except ValueError as exc:
-            raise ValueError("SEALING_KEY must be base64") from exc
-        if len(raw) != 32:
-            raise ValueError("SEALING_KEY must decode to 32 bytes")
-        return value
 
     @classmethod
     def settings_customise_sources(
@@ -174,7 +175,58 @@ class Settings(BaseSettings):
         return (init_settings, SecretManagerSource(settings_cls, project), env_settings, file_secret_settings)
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The settings of this instance, built once (cold start)."""
-    return Settings()  # type: ignore[call-arg]  # required fields come from the environment
+class SealingSettings(Settings):
+    """Settings of a function that seals or opens deployment credentials (every function does)."""
+
+    sealing_key: SecretStr = Field(..., description="base64 of a 32-byte AES-GCM key for sealed credentials")
+
+    @field_validator("sealing_key")
+    @classmethod
+    def _sealing_key_is_32_bytes(cls, value: SecretStr) -> SecretStr:
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except ValueError as exc:
+            raise ValueError("SEALING_KEY must be base64") from exc
+        if len(raw) != 32:
+            raise ValueError("SEALING_KEY must decode to 32 bytes")
+        return value
+
+
+class IntakeSettings(SealingSettings):
+    """The intake function: it turns API keys into tenant ids and seals the credentials of new deployments."""
+
+    tenant_pepper: SecretStr = Field(..., description="HMAC key that turns an API key into a tenant id")
+
+
+class ProvisioningSettings(SealingSettings):
+    """The provision, readiness, cleanup and webhooks functions: they open sealed credentials (or sealed webhook
+    secrets), nothing more secret."""
+
+
+class CallbackSettings(SealingSettings):
+    """The callback function: it checks the workers' signatures and holds the shared model cache's read-only keys
+    (it alone presigns the cache's objects for granted workers)."""
+
+    model_cache_aws_access_key_id: SecretStr | None = None
+    model_cache_aws_secret_access_key: SecretStr | None = None
+
+
+# Each function's settings class; its secret fields are exactly the ``secrets`` of its shared.topology entry.
+SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
+    "intake": IntakeSettings,
+    "provision": ProvisioningSettings,
+    "callback": CallbackSettings,
+    "readiness": ProvisioningSettings,
+    "cleanup": ProvisioningSettings,
+    "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
+}
+ALL_SETTINGS: tuple[type[Settings], ...] = (Settings, IntakeSettings, ProvisioningSettings, CallbackSettings)
+
+_S = TypeVar("_S", bound=Settings)
+
+
+@lru_cache
+def get_settings(settings_cls: type[_S]) -> _S:
+    """The settings of this instance, built once (cold start): ``get_settings(IntakeSettings)`` in the intake
+    function, and so on (:data:`SETTINGS_BY_FUNCTION`)."""
+    return settings_cls()  # type: ignore[call-arg]  # required fields come from the environment

@@ -4,7 +4,8 @@ Everything goes through ``huggingface_hub`` against ``HF_ENDPOINT`` with the use
 against the Hub and the simulator. The VRAM estimate comes from the weights the pipeline will really load, at the
 dtype the worker will load them in, both chosen by the worker's own rule (:mod:`shared.hub_rules`): safetensors only
 (pickles are refused: they execute code on load), per component exactly one set of files; parameters counted from
-the safetensors headers (read with Range requests, never the weights themselves).
+the safetensors headers (read with Range requests, never the weights themselves). The component configs and the
+weight files' headers are read concurrently: they are a dozen small requests, and provisioning waits on them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,10 @@ DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 _HALF_PRECISION = ("fp16", "bf16")
 _SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
+# One Range read of this many bytes holds most safetensors headers with their length (huggingface_hub's own
+# get_safetensors_metadata reads 100 kB first too); a longer header costs a second read.
+_FIRST_READ_BYTES = 100_000
+_CONCURRENT_READS = 8
 _GB = 1024**3
 # Headroom beyond the weights: the CUDA context and allocator slack, plus activations that grow with the image
 # area (measured roughly as 1.5 GB for a 512x512 UNet step at half precision).
@@ -103,15 +109,17 @@ class HubInspector:
                     + ", ".join(sorted(SUPPORTED_PIPELINES)),
                 )
             sha = info.sha
-            configs = (
-                json.loads(self._read(repo_id, sha, f"{name}/config.json", auth))
-                for name in sorted(loaded_components(index))
-                if f"{name}/config.json" in sizes
-            )
-            # A GPU worker: the device is always cuda, so the dtype is the override or the model's preference.
-            dtype = target_dtype("cuda", self._dtype, index, configs)
-            files = weight_files(index, sizes, dtype)
-            params = sum(self._params(repo_id, sha, path, size, auth) for path, size in files)
+            paths = [f"{name}/config.json" for name in sorted(loaded_components(index))]
+            with ThreadPoolExecutor(_CONCURRENT_READS, thread_name_prefix="hub-read") as reads:
+                raw = list(
+                    reads.map(lambda path: self._read(repo_id, sha, path, auth), [p for p in paths if p in sizes])
+                )
+                # Parsed as the rule asks for them, as before: a config it never looks at cannot fail the check.
+                configs = (json.loads(body) for body in raw)
+                # A GPU worker: the device is always cuda, so the dtype is the override or the model's preference.
+                dtype = target_dtype("cuda", self._dtype, index, configs)
+                files = weight_files(index, sizes, dtype)
+                params = sum(reads.map(lambda file: self._params(repo_id, sha, file[0], file[1], auth), files))
         except GatedRepoError as exc:
             raise PermanentError(
                 FailureReason.MODEL_GATED.value,
@@ -152,10 +160,16 @@ class HubInspector:
         """Parameters in one safetensors file; a half-precision variant's size says it without a read."""
         if hub_rules.weight_variant(path.rsplit("/", 1)[-1])[1] in _HALF_PRECISION:
             return size // 2
-        (length,) = struct.unpack("<Q", self._read(repo_id, sha, path, token, "bytes=0-7"))
+        first = self._read(
+            repo_id, sha, path, token, f"bytes=0-{(min(size, _FIRST_READ_BYTES) or _FIRST_READ_BYTES) - 1}"
+        )
+        (length,) = struct.unpack("<Q", first[:8])
         if not 0 < length <= _MAX_HEADER_BYTES:
             raise PermanentError(FailureReason.UNSUPPORTED_MODEL.value, f"{path} is not a valid safetensors file")
-        header = json.loads(self._read(repo_id, sha, path, token, f"bytes=8-{7 + length}"))
+        if len(first) >= 8 + length:
+            header = json.loads(first[8 : 8 + length])
+        else:
+            header = json.loads(self._read(repo_id, sha, path, token, f"bytes=8-{7 + length}"))
         return sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
 
 

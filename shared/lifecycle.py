@@ -42,6 +42,21 @@ class FailureReason(StrEnum):
 
 
 WORKER_PHASES = (Status.DOWNLOADING_MODEL, Status.LOADING_MODEL, Status.READY)
+# The reasons a worker's ``failed`` report may give (worker/errors.py raises them); the callback function counts
+# any other as a failed load.
+WORKER_FAILURE_REASONS = frozenset(
+    {
+        FailureReason.OUT_OF_MEMORY,
+        FailureReason.MODEL_LOAD_FAILED,
+        FailureReason.IMAGE_PULL_FAILED,
+        FailureReason.MODEL_NOT_FOUND,
+        FailureReason.MODEL_GATED,
+        FailureReason.HF_TOKEN_INVALID,
+        FailureReason.UNSUPPORTED_MODEL,
+        FailureReason.TIMEOUT,
+        FailureReason.INTERNAL,
+    }
+)
 TERMINAL = frozenset({Status.FAILED, Status.DELETED})
 # Statuses in which provisioning is still under way (the readiness watchdog and the sweep care about these).
 PROVISIONING = frozenset(

@@ -53,7 +53,9 @@ class ReadinessCheck(_Message):
 
 
 class PhaseTimings(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A worker adds the load's details (its LoRA adapters, the effective speed settings); the callback function
+    # keeps the three durations (shared.models.Timings).
+    model_config = ConfigDict(extra="allow")
 
     download_s: float | None = None
     load_s: float | None = None
@@ -66,7 +68,12 @@ class PhaseTimings(BaseModel):
 
 
 class PhaseReport(_Message):
-    """A worker's phase report to the callback function (``POST $VISGATE_CALLBACK_URL``); see docs/contracts.md."""
+    """A worker's phase report to the callback function (``POST $VISGATE_CALLBACK_URL``); see docs/contracts.md.
+
+    The worker builds its reports from this model too (worker/reporter.py; the image bakes this module), so the two
+    sides cannot drift. ``reason`` is a :class:`shared.lifecycle.FailureReason` value, kept a plain string here so
+    that a newer worker's reason still parses (the callback counts an unknown one as ``model_load_failed``).
+    """
 
     deployment_id: str
     phase: Literal["downloading_model", "loading_model", "ready", "failed"]

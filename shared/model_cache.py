@@ -13,7 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.cache_layout import MANIFEST_NAME, Manifest, object_key
-from shared.config import Settings
+from shared.config import CallbackSettings
 
 
 class SharedModelCache:
@@ -25,7 +25,7 @@ class SharedModelCache:
         self._prefix = prefix.strip("/")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SharedModelCache | None:
+    def from_settings(cls, settings: CallbackSettings) -> SharedModelCache | None:
         """The cache ``MODEL_CACHE_S3_URL`` names, or None when the platform runs without one."""
         url = settings.model_cache_s3_url
         if not url:

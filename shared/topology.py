@@ -1,7 +1,10 @@
-"""The one declaration of topics, push subscriptions, queues and schedules.
+"""The one declaration of topics, push subscriptions, queues, schedules and what each function may touch.
 
 The local bootstrap, the tests and the Terraform variables in infra/ are all generated from this module, so the
-wiring cannot drift between environments.
+wiring cannot drift between environments. Each function declares the Secret Manager secrets it reads, the topics it
+publishes on and the queues it enqueues on; infra/modules/iam grants its service account exactly those (least
+privilege; tests/unit/test_infra_least_privilege.py checks the Terraform, tests/unit/test_config.py checks the
+secrets against the function's settings class).
 """
 
 from __future__ import annotations
@@ -16,15 +19,29 @@ TOPIC_DEAD_LETTER = "dead-letter"
 QUEUE_READINESS = "readiness"
 QUEUE_WEBHOOK_DELIVERY = "webhook-delivery"
 
+# Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
+SECRET_TENANT_PEPPER = "tenant-pepper"
+SECRET_SEALING_KEY = "sealing-key"
+SECRET_MODEL_CACHE_KEY = "model-cache-aws-secret-access-key"
+
 
 @dataclass(frozen=True)
 class Function:
-    """A deployable Cloud Function; ``path`` is where the local functions host serves it."""
+    """A deployable Cloud Function; ``path`` is where the local functions host serves it.
+
+    ``secrets``, ``publishes`` and ``enqueues`` are everything its service account is granted beyond Firestore and
+    log writing: accessor on those secrets, publisher on those topics, enqueuer on those queues; ``signs_tokens``
+    lets it sign as itself (the intake's Firebase custom tokens for client apps).
+    """
 
     name: str
     target: str
     signature: str  # "http" or "cloudevent"
     public: bool = False
+    secrets: tuple[str, ...] = ()
+    publishes: tuple[str, ...] = ()
+    enqueues: tuple[str, ...] = ()
+    signs_tokens: bool = False
 
     @property
     def path(self) -> str:
@@ -65,15 +82,46 @@ class Schedule:
     path_suffix: str = ""
 
 
+# Every transition publishes on deployment-events (shared.transitions), so every function publishes there.
 FUNCTIONS: tuple[Function, ...] = (
-    Function("intake", "intake", "http", public=True),
-    Function("provision", "provision", "cloudevent"),
+    Function(
+        "intake",
+        "intake",
+        "http",
+        public=True,
+        secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
+        publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
+        enqueues=(QUEUE_WEBHOOK_DELIVERY,),  # a redelivery asked for through the API
+        signs_tokens=True,  # POST /v1/client-token
+    ),
+    Function(
+        "provision",
+        "provision",
+        "cloudevent",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_READINESS,),
+    ),
     # Runpod workers have no Google identity: the callback authenticates each report by its signature instead.
-    Function("callback", "callback", "http", public=True),
-    Function("readiness", "readiness", "http"),
-    Function("cleanup", "cleanup", "cloudevent"),
+    Function(
+        "callback",
+        "callback",
+        "http",
+        public=True,
+        secrets=(SECRET_SEALING_KEY, SECRET_MODEL_CACHE_KEY),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+    ),
+    Function(
+        "readiness",
+        "readiness",
+        "http",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_READINESS,),
+    ),
+    Function("cleanup", "cleanup", "cloudevent", secrets=(SECRET_SEALING_KEY,), publishes=(TOPIC_DEPLOYMENT_EVENTS,)),
     # HTTP, because it takes both the Pub/Sub events (binary CloudEvents, path /) and its own Cloud Tasks (/deliver).
-    Function("webhooks", "webhooks", "http"),
+    Function("webhooks", "webhooks", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_WEBHOOK_DELIVERY,)),
 )
 
 TOPICS: tuple[str, ...] = (

@@ -1,10 +1,10 @@
-"""Builds each function's collaborators once per instance (cold start), from the one settings object."""
+"""Builds each function's collaborators once per instance (cold start), from its settings object."""
 
 from __future__ import annotations
 
 from google.cloud import firestore
 
-from shared.config import Settings
+from shared.config import SealingSettings, Settings
 from shared.crypto import Sealer
 from shared.gpu import GpuCatalog
 from shared.hub import HubInspector
@@ -20,14 +20,14 @@ def firestore_client(settings: Settings) -> firestore.Client:
     return firestore.Client(project=settings.google_cloud_project)
 
 
-def core(settings: Settings) -> tuple[firestore.Client, DeploymentStore, Publisher, Transitions, Sealer]:
+def core(settings: SealingSettings) -> tuple[firestore.Client, DeploymentStore, Publisher, Transitions, Sealer]:
     db = firestore_client(settings)
     store = DeploymentStore(db, settings.event_log_max_lines)
     publisher = Publisher(build_publisher(), settings.google_cloud_project)
     return db, store, publisher, Transitions(store, publisher), Sealer(settings.sealing_key.get_secret_value())
 
 
-def step_deps(settings: Settings) -> StepDeps:
+def step_deps(settings: SealingSettings) -> StepDeps:
     """Everything the provisioning steps (provision, callback, readiness, cleanup) use."""
     _, store, publisher, transitions, sealer = core(settings)
     tasks = TaskScheduler(

@@ -1,26 +1,17 @@
-"""Start-up failures, each with the reason code the callback function records (docs/contracts.md)."""
+"""Start-up failures, each with the reason code the callback function records (docs/contracts.md): the
+platform's own :class:`shared.lifecycle.FailureReason`, one a worker may give (``WORKER_FAILURE_REASONS``)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
-Reason = Literal[
-    "out_of_memory",
-    "model_load_failed",
-    "model_not_found",
-    "model_gated",
-    "hf_token_invalid",
-    "image_pull_failed",
-    "internal",
-]
+from shared.lifecycle import FailureReason
 
 
 class WorkerError(Exception):
     """A failure the worker reports as phase ``failed`` with ``reason`` before exiting non-zero."""
 
-    reason: Reason = "internal"
+    reason: FailureReason = FailureReason.INTERNAL
 
-    def __init__(self, message: str, reason: Reason | None = None) -> None:
+    def __init__(self, message: str, reason: FailureReason | None = None) -> None:
         super().__init__(message)
         if reason is not None:
             self.reason = reason
@@ -29,25 +20,25 @@ class WorkerError(Exception):
 class ModelNotFoundError(WorkerError):
     """The repo or the pinned revision does not exist, or the token may not see it."""
 
-    reason: Reason = "model_not_found"
+    reason: FailureReason = FailureReason.MODEL_NOT_FOUND
 
 
 class ModelGatedError(WorkerError):
     """The repo is gated and the token has not been granted access."""
 
-    reason: Reason = "model_gated"
+    reason: FailureReason = FailureReason.MODEL_GATED
 
 
 class HfTokenInvalidError(WorkerError):
     """The Hub refused the token itself (unknown or expired), as provisioning's check reports it."""
 
-    reason: Reason = "hf_token_invalid"
+    reason: FailureReason = FailureReason.HF_TOKEN_INVALID
 
 
 class ModelLoadError(WorkerError):
     """The weights are unusable: a hash or size mismatch, a missing file, or a pipeline that does not load."""
 
-    reason: Reason = "model_load_failed"
+    reason: FailureReason = FailureReason.MODEL_LOAD_FAILED
 
 
 class CacheIntegrityError(ModelLoadError):

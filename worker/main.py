@@ -21,9 +21,10 @@ import runpod
 from pydantic import ValidationError
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
+from shared.lifecycle import FailureReason
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.cache_grant import SharedCacheGrant
-from worker.errors import Reason, WorkerError
+from worker.errors import WorkerError
 from worker.handler import make_handler
 from worker.images import ImageFetcher
 from worker.logs import configure_logging
@@ -172,11 +173,13 @@ def main() -> int:
         logger.error("invalid worker configuration", extra={"errors": problems})
         # The report lands in the deployment's public document: names and reasons only, never a value.
         PhaseReporter.from_settings(report_settings).failed(
-            "internal", "invalid worker configuration: " + "; ".join(problems)
+            FailureReason.INTERNAL, "invalid worker configuration: " + "; ".join(problems)
         )
         return EXIT_BAD_CONFIG
     configure_logging(settings.visgate_deployment_id, settings.worker_log_level)
-    reporter = PhaseReporter.from_settings(settings)
+    # Progress reports and `ready` go out from a sender thread, in order: neither the download nor the first
+    # job waits on the callback's round trips (about 40 ms each).
+    reporter = PhaseReporter.from_settings(settings, background=True)
     try:
         model, fetched, timings = start_up(settings, reporter)
     except WorkerError as exc:
@@ -184,7 +187,7 @@ def main() -> int:
         reporter.failed(exc.reason, str(exc))
         return EXIT_FAILED
     except Exception as exc:
-        reason: Reason = "out_of_memory" if is_out_of_memory(exc) else "internal"
+        reason = FailureReason.OUT_OF_MEMORY if is_out_of_memory(exc) else FailureReason.INTERNAL
         logger.exception("start-up failed", extra={"reason": reason})
         reporter.failed(reason, f"{type(exc).__name__}: {exc}")
         return EXIT_FAILED

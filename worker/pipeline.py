@@ -46,6 +46,7 @@ from transformers.utils import logging as transformers_logging
 
 from shared.hub_rules import choose_variant, component_variants
 from shared.job_input import Task, task_problems
+from shared.lifecycle import FailureReason
 from worker.errors import ModelLoadError, WorkerError
 from worker.schemas import MAX_SEED, GenerateInput, Parameters
 from worker.variants import folder_dtype
@@ -134,7 +135,7 @@ def resolve_device(requested: str | None) -> str:
     """``requested`` when given (``cuda`` must then be present), else ``cuda`` when available, else ``cpu``."""
     available = torch.cuda.is_available()
     if requested == "cuda" and not available:
-        raise WorkerError("WORKER_DEVICE=cuda but no CUDA device is visible", reason="internal")
+        raise WorkerError("WORKER_DEVICE=cuda but no CUDA device is visible", reason=FailureReason.INTERNAL)
     return requested or ("cuda" if available else "cpu")
 
 

@@ -1,15 +1,21 @@
 """Signed phase reports from the worker to the callback function (docs/contracts.md "Phase reports").
 
-Each report is one JSON POST signed with ``shared.signing.sign_headers`` (Standard Webhooks). Server errors and
-connection failures are retried with exponential backoff, reusing the message id so the receiver can dedupe;
-a 4xx is final (the receiver understood and refused: retrying cannot help). A report that still fails is logged,
-never raised: the worker's real proof of life is the warm-up job, and the readiness watchdog covers silence.
+Each report is one :class:`shared.messages.PhaseReport` (the schema the callback function parses), POSTed as JSON
+signed with ``shared.signing.sign_headers`` (Standard Webhooks). Server errors and connection failures are retried
+with exponential backoff, reusing the message id so the receiver can dedupe; a 4xx is final (the receiver understood
+and refused: retrying cannot help). A report that still fails is logged, never raised: the worker's real proof of
+life is the warm-up job, and the readiness watchdog covers silence.
+
+With ``background=True`` (what ``worker.main`` uses) the progress reports (``downloading_model``, ``loading_model``)
+and ``ready`` are handed to one sender thread that delivers them in order, so neither the download nor the job
+loop waits on the network; ``ready`` is still only ever sent after the warm-up passed. ``failed`` drains what is
+queued and is sent in the caller's thread, since the process exits right after it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -19,14 +25,15 @@ from typing import Any
 
 import requests
 
+from shared.lifecycle import FailureReason
+from shared.messages import PhaseReport
 from shared.signing import sign_headers
-from worker.errors import Reason
 from worker.settings import ReportSettings
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 MAX_MESSAGE_CHARS = 1000
+DRAIN_TIMEOUT_S = 30.0  # how long ``failed`` waits for queued reports before it is sent anyway
 
 
 class PhaseReporter:
@@ -43,6 +50,7 @@ class PhaseReporter:
         backoff_s: float = 0.5,
         timeout_s: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
+        background: bool = False,
     ) -> None:
         """Report to ``url`` signed with ``secret``; with no URL, reports are only logged (local runs).
 
@@ -55,6 +63,7 @@ class PhaseReporter:
             backoff_s: wait before the first retry; doubles each time, capped at 8 s.
             timeout_s: per-request timeout.
             sleep: injectable for tests.
+            background: deliver progress reports and ``ready`` from one sender thread, in order (see above).
         """
         if url and not secret:
             raise ValueError("VISGATE_CALLBACK_SECRET is required with VISGATE_CALLBACK_URL")
@@ -66,24 +75,28 @@ class PhaseReporter:
         self._backoff_s = backoff_s
         self._timeout_s = timeout_s
         self._sleep = sleep
+        self._queue: queue.Queue[PhaseReport] | None = queue.Queue() if background else None
+        if self._queue is not None:
+            threading.Thread(target=self._deliver_queued, name="phase-reports", daemon=True).start()
 
     @classmethod
-    def from_settings(cls, settings: ReportSettings) -> PhaseReporter:
+    def from_settings(cls, settings: ReportSettings, *, background: bool = False) -> PhaseReporter:
         """The reporter the environment configures."""
         secret = settings.visgate_callback_secret
         return cls(
             settings.visgate_deployment_id,
             settings.visgate_callback_url,
             secret.get_secret_value() if secret else None,
+            background=background,
         )
 
     def downloading(self, bytes_done: int, bytes_total: int) -> bool:
         """Report ``downloading_model`` with byte progress."""
-        return self.send({"phase": "downloading_model", "bytes_done": bytes_done, "bytes_total": bytes_total})
+        return self._report(self._new("downloading_model", bytes_done=bytes_done, bytes_total=bytes_total))
 
     def loading(self) -> bool:
         """Report ``loading_model``."""
-        return self.send({"phase": "loading_model"})
+        return self._report(self._new("loading_model"))
 
     def ready(
         self,
@@ -103,22 +116,53 @@ class PhaseReporter:
             "warmup_s": round(warmup_s, 3),
             **(extra_timings or {}),
         }
-        fields: dict[str, Any] = {"phase": "ready", "timings": timings, "loaded_from_cache": loaded_from_cache}
-        if gpu_type_id:
-            fields["gpu_type_id"] = gpu_type_id
-        return self.send(fields)
+        report = self._new("ready", timings=timings, loaded_from_cache=loaded_from_cache, gpu_type_id=gpu_type_id)
+        return self._report(report)
 
-    def failed(self, reason: Reason, message: str) -> bool:
-        """Report ``failed`` with a reason code and a short message."""
-        return self.send({"phase": "failed", "reason": reason, "message": message[:MAX_MESSAGE_CHARS]})
+    def failed(self, reason: FailureReason | str, message: str) -> bool:
+        """Report ``failed`` with a reason code and a short message, after the reports queued before it."""
+        self.drain()
+        return self.send(self._new("failed", reason=FailureReason(reason), message=message[:MAX_MESSAGE_CHARS]))
 
-    def send(self, fields: dict[str, Any]) -> bool:
-        """POST one report; True when the callback accepted it (2xx)."""
-        report = {"schema_version": SCHEMA_VERSION, "deployment_id": self.deployment_id, **fields}
-        logger.info("phase %s", fields["phase"], extra={"report": fields})
+    def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until the queued reports were delivered (or given up); False when ``timeout_s`` passed first."""
+        if self._queue is None:
+            return True
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _new(self, phase: str, **fields: Any) -> PhaseReport:
+        return PhaseReport.model_validate({"deployment_id": self.deployment_id, "phase": phase, **fields})
+
+    def _report(self, report: PhaseReport) -> bool:
+        """Send now, or queue for the sender thread (True: accepted for delivery)."""
+        if self._queue is None:
+            return self.send(report)
+        self._queue.put(report)
+        return True
+
+    def _deliver_queued(self) -> None:
+        assert self._queue is not None
+        while True:
+            report = self._queue.get()
+            try:
+                self.send(report)
+            except Exception:  # a bug here must not silently stop every later report
+                logger.exception("phase report %s not sent", report.phase)
+            finally:
+                self._queue.task_done()
+
+    def send(self, report: PhaseReport) -> bool:
+        """POST one report now; True when the callback accepted it (2xx)."""
+        fields = report.model_dump(mode="json", exclude_none=True, exclude={"schema_version", "deployment_id"})
+        logger.info("phase %s", report.phase, extra={"report": fields})
         if not self._url or not self._secret:
             return True
-        body = json.dumps(report, separators=(",", ":")).encode()
+        body = report.model_dump_json(exclude_none=True).encode()
         msg_id = f"msg_{uuid.uuid4().hex}"
         for attempt in range(1, self._attempts + 1):
             # Signed per attempt (fresh timestamp), same id: a retry is the same message to the receiver.
@@ -131,16 +175,14 @@ class PhaseReporter:
                 if response.ok:
                     return True
                 if response.status_code < 500:
-                    logger.error(
-                        "phase report refused", extra={"status": response.status_code, "phase": fields["phase"]}
-                    )
+                    logger.error("phase report refused", extra={"status": response.status_code, "phase": report.phase})
                     return False
                 problem = f"HTTP {response.status_code}"
             if attempt < self._attempts:
                 delay = min(self._backoff_s * 2 ** (attempt - 1), 8.0)
                 logger.warning("phase report failed (%s); retrying in %.1f s", problem, delay)
                 self._sleep(delay)
-        logger.error("phase report not delivered", extra={"phase": fields["phase"], "attempts": self._attempts})
+        logger.error("phase report not delivered", extra={"phase": report.phase, "attempts": self._attempts})
         return False
 
 

@@ -6,14 +6,15 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.callback.app import CallbackApi
-from shared.config import get_settings
+from shared.config import CallbackSettings, get_settings
 from shared.http import answer_unrouted_in_error_shape
 from shared.model_cache import SharedModelCache
 from shared.wiring import step_deps
 
 slog.configure()
 answer_unrouted_in_error_shape()
-api = CallbackApi(step_deps(get_settings()), SharedModelCache.from_settings(get_settings()))
+_settings = get_settings(CallbackSettings)
+api = CallbackApi(step_deps(_settings), SharedModelCache.from_settings(_settings))
 
 
 @functions_framework.http

@@ -4,14 +4,14 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import logging as slog
-from shared.config import get_settings
+from shared.config import ProvisioningSettings, get_settings
 from shared.messages import DeploymentDeleteRequested
 from shared.steps.cleanup import cleanup as cleanup_step
 from shared.steps.runner import handle_pubsub
 from shared.wiring import step_deps
 
 slog.configure()
-_deps = step_deps(get_settings())
+_deps = step_deps(get_settings(ProvisioningSettings))
 
 
 @functions_framework.cloud_event

@@ -4,7 +4,7 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.config import get_settings
+from shared.config import IntakeSettings, get_settings
 from shared.http import answer_unrouted_in_error_shape
 from shared.intake.app import IntakeApi
 from shared.intake.keys import KeyVerifier
@@ -15,7 +15,7 @@ from shared.wiring import core
 
 slog.configure()
 answer_unrouted_in_error_shape()
-_settings = get_settings()
+_settings = get_settings(IntakeSettings)
 _db, _store, _publisher, _transitions, _sealer = core(_settings)
 _keys = KeyVerifier.from_settings(_store, _settings)
 _intake_deps = IntakeDeps(_settings, _store, _transitions, _publisher, _sealer, _keys)

@@ -4,7 +4,7 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.config import get_settings
+from shared.config import ProvisioningSettings, get_settings
 from shared.http import answer_unrouted_in_error_shape
 from shared.messages import ReadinessCheck
 from shared.steps.readiness import check_readiness
@@ -13,7 +13,7 @@ from shared.wiring import step_deps
 
 slog.configure()
 answer_unrouted_in_error_shape()
-_deps = step_deps(get_settings())
+_deps = step_deps(get_settings(ProvisioningSettings))
 
 
 @functions_framework.http

@@ -4,12 +4,12 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.config import get_settings
+from shared.config import ProvisioningSettings, get_settings
 from shared.webhooks.entry import handle
 from shared.webhooks.wiring import webhook_deps
 
 slog.configure()
-_deps = webhook_deps(get_settings())
+_deps = webhook_deps(get_settings(ProvisioningSettings))
 
 
 @functions_framework.http

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
-from shared.config import Settings
+from shared.config import IntakeSettings, Settings
 from shared.crypto import Sealer, secret_hash
 from shared.document import Deployment
 from shared.errors import ApiError, IllegalTransitionError, RetryableError
@@ -46,7 +46,7 @@ MAX_PAGE = 100
 
 @dataclass(frozen=True)
 class IntakeDeps:
-    settings: Settings
+    settings: IntakeSettings
     store: DeploymentStore
     transitions: Transitions
     publisher: Publisher

@@ -30,7 +30,7 @@ from shared.crypto import secret_hash
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.gpu import pool_of_gpu_type
-from shared.lifecycle import PROVISIONING, FailureReason, Status
+from shared.lifecycle import PROVISIONING, WORKER_FAILURE_REASONS, FailureReason, Status
 from shared.messages import PhaseReport
 from shared.model_cache import SharedModelCache
 from shared.models import CacheScope, Progress, Timings
@@ -43,17 +43,6 @@ logger = logging.getLogger(__name__)
 
 DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # What a worker may fail with; anything else it sends counts as a failed model load.
-_WORKER_REASONS = {
-    FailureReason.OUT_OF_MEMORY,
-    FailureReason.MODEL_LOAD_FAILED,
-    FailureReason.IMAGE_PULL_FAILED,
-    FailureReason.MODEL_NOT_FOUND,
-    FailureReason.MODEL_GATED,
-    FailureReason.HF_TOKEN_INVALID,
-    FailureReason.UNSUPPORTED_MODEL,
-    FailureReason.TIMEOUT,
-    FailureReason.INTERNAL,
-}
 # Where a worker may be starting: the first ones during provisioning, later ones when a ready endpoint scales out.
 _GRANT_STATUSES = {Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL, Status.LOADING_MODEL, Status.READY}
 
@@ -209,7 +198,8 @@ def _apply(report: PhaseReport, deps: StepDeps) -> None:
 
 
 def _ready(report: PhaseReport, deps: StepDeps, seen: Callable[[Deployment], None]) -> None:
-    reported = report.timings.model_dump() if report.timings else {}
+    # The three durations; a worker's extra details (LoRA adapters, speed settings) are its logs' business.
+    reported = report.timings.model_dump(include={"download_s", "load_s", "warmup_s"}) if report.timings else {}
     pool = pool_of_gpu_type(report.gpu_type_id)
 
     def record_ready(doc: Deployment) -> None:
@@ -244,4 +234,4 @@ def worker_failure_reason(reported: str | None) -> FailureReason:
         reason = FailureReason(reported or "")
     except ValueError:
         return FailureReason.MODEL_LOAD_FAILED
-    return reason if reason in _WORKER_REASONS else FailureReason.MODEL_LOAD_FAILED
+    return reason if reason in WORKER_FAILURE_REASONS else FailureReason.MODEL_LOAD_FAILED

@@ -85,25 +85,30 @@ def provision(message: DeploymentRequested, deps: StepDeps) -> str:
     """
     deployment_id = message.deployment_id
     first: Stage | None = None
+    credentials: SealedCredentials | None = None
+    # Each stage goes on from the document its own transition wrote (no read in between: the user waits on these
+    # round trips); a refused transition reads it again.
+    doc = deps.store.get(deployment_id)
     for _ in range(_STAGES + 1):
-        doc = deps.store.get(deployment_id)
         stage = next_stage(doc)
         first = first or stage
         if doc is None or stage in (Stage.NOTHING, Stage.FINISH_TEARDOWN, Stage.WATCH):
             return _settle(deps, doc, stage)
-        credentials = deps.credentials(deployment_id)
+        # Opened once per delivery: erased credentials (a delete meanwhile) also refuse the next transition.
+        credentials = credentials or deps.credentials(deployment_id)
         if credentials is None:
             return "credentials erased (deleted meanwhile): not provisioned"
         try:
             if stage is Stage.CHECK_MODEL:
-                _check_model(deps, doc, credentials)
+                doc = _check_model(deps, doc, credentials)
             elif stage is Stage.SELECT_GPUS:
-                _select_gpus(deps, doc, deps.runpod.client(credentials.runpod_api_key))
+                doc = _select_gpus(deps, doc, deps.runpod.client(credentials.runpod_api_key))
             else:
                 # An attempt that began in creating_endpoint resumes one that may have created without recording.
                 return _create_endpoint(deps, doc, credentials, resumed=first is Stage.CREATE_ENDPOINT)
         except IllegalTransitionError:
-            continue  # another delivery (or a delete) moved it meanwhile: look again
+            doc = deps.store.get(deployment_id)  # another delivery (or a delete) moved it meanwhile: look again
+            continue
         except _Superseded:
             release(deps, deployment_id, credentials.runpod_api_key)
             return "deleted or failed while creating: removed what was created"
@@ -134,7 +139,7 @@ def finish_failed_teardown(message: DeploymentRequested, deps: StepDeps) -> str:
     return "late delivery dropped: nothing left to tear down"
 
 
-def _check_model(deps: StepDeps, doc: Deployment, credentials: SealedCredentials) -> None:
+def _check_model(deps: StepDeps, doc: Deployment, credentials: SealedCredentials) -> Deployment:
     model = deps.hub.inspect(doc.hf_model_id, doc.revision, credentials.hf_token)
     # The task and the LoRA adapters are checked (and the adapters pinned) before any Runpod call.
     model_tasks.check_task(doc.task, model.pipeline_class, model.components, doc.hf_model_id)
@@ -152,14 +157,14 @@ def _check_model(deps: StepDeps, doc: Deployment, credentials: SealedCredentials
         d.shared_cache_granted = bool(granted)
         d.resolved_loras = loras
 
-    deps.transitions.move(
+    return deps.transitions.move(
         doc.deployment_id,
         Status.SELECTING_GPU,
         f"{doc.hf_model_id}@{model.commit_sha[:12]} is a {model.pipeline_class} "
         f"({model.weights_gb:.2f} GB of weights in {model.dtype}); needs about {model.vram_estimate_gb} GB of VRAM"
         f"{cache_note}",
         apply=record_model,
-    )
+    ).document
 
 
 def shared_cache_granted(settings: Settings, doc: Deployment) -> bool | None:
@@ -186,7 +191,7 @@ def gpu_plan(ranking: PoolRanking, doc: Deployment, window_size: int) -> list[st
     return list(ranking.ranked[:window_size])
 
 
-def _select_gpus(deps: StepDeps, doc: Deployment, client: RunpodClient) -> None:
+def _select_gpus(deps: StepDeps, doc: Deployment, client: RunpodClient) -> Deployment:
     assert doc.vram_estimate_gb is not None, "the model check estimates VRAM before the GPU choice"
     ranking = rank_pools(deps.gpus.pools(client.gpu_catalog), doc.vram_estimate_gb, doc.gpu_tier)
     window = gpu_plan(ranking, doc, deps.settings.max_gpu_candidates)
@@ -196,12 +201,12 @@ def _select_gpus(deps: StepDeps, doc: Deployment, client: RunpodClient) -> None:
         d.gpu.window = window
         d.gpu.skipped = [SkippedPoolView(pool=s.pool, reason=s.reason) for s in ranking.skipped]
 
-    deps.transitions.move(
+    return deps.transitions.move(
         doc.deployment_id,
         Status.CREATING_ENDPOINT,
         f"GPU pools in priority order: {', '.join(window)}",
         apply=record_plan,
-    )
+    ).document
 
 
 def _create_endpoint(deps: StepDeps, doc: Deployment, credentials: SealedCredentials, resumed: bool) -> str:

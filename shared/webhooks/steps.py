@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.config import Settings
+from shared.config import SealingSettings
 from shared.envelopes import TaskDelivery
 from shared.events import ReceivedEvent
 from shared.http_safe import RefusedTargetError, Resolver, SendResult, check_target, post, system_resolver
@@ -53,7 +53,7 @@ class WebhookAttempt(_Message):
 
 @dataclass(frozen=True)
 class WebhookDeps:
-    settings: Settings
+    settings: SealingSettings
     store: DeploymentStore
     records: DeliveryRecords
     secrets: WebhookSecrets
@@ -61,7 +61,7 @@ class WebhookDeps:
     resolver: Resolver = system_resolver
 
 
-def retry_delays(settings: Settings) -> list[float]:
+def retry_delays(settings: SealingSettings) -> list[float]:
     """The delays before the second, third, ... attempt (``WEBHOOK_RETRY_SCHEDULE_S``)."""
     return [float(part) for part in settings.webhook_retry_schedule_s.split(",") if part.strip()]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.config import Settings
+from shared.config import SealingSettings
 from shared.crypto import Sealer
 from shared.store import DeploymentStore
 from shared.tasks import TaskScheduler, build_tasks_client
@@ -12,7 +12,7 @@ from shared.webhooks.steps import WebhookDeps
 from shared.wiring import firestore_client
 
 
-def task_scheduler(settings: Settings) -> TaskScheduler:
+def task_scheduler(settings: SealingSettings) -> TaskScheduler:
     return TaskScheduler(
         build_tasks_client(settings.cloud_tasks_emulator_host),
         settings.google_cloud_project,
@@ -22,12 +22,12 @@ def task_scheduler(settings: Settings) -> TaskScheduler:
     )
 
 
-def webhook_secrets(db: object, settings: Settings) -> WebhookSecrets:
+def webhook_secrets(db: object, settings: SealingSettings) -> WebhookSecrets:
     sealer = Sealer(settings.sealing_key.get_secret_value())
     return WebhookSecrets(db, sealer, settings.webhook_secret_overlap_s)  # type: ignore[arg-type]
 
 
-def webhook_deps(settings: Settings, tasks: TaskScheduler | None = None) -> WebhookDeps:
+def webhook_deps(settings: SealingSettings, tasks: TaskScheduler | None = None) -> WebhookDeps:
     db = firestore_client(settings)
     return WebhookDeps(
         settings=settings,

@@ -178,7 +178,13 @@ class RunpodSimulator:
                         "requests": self.requests_by_key.get(account.api_key, 0),
                         "templates": [],  # v2 endpoints carry their container config: kept for shape only
                         "endpoints": [
-                            {**e.view(self.base_url), "aiKey": e.ai_key, "version": e.version} for e in endpoints
+                            {
+                                **e.view(self.base_url),
+                                "aiKey": e.ai_key,
+                                "version": e.version,
+                                "createdEpoch": e.created_epoch,
+                            }
+                            for e in endpoints
                         ],
                         # Jobs of deleted endpoints stay listed (CANCELLED), so a test can see what a delete did.
                         "jobs": [j.state_view() for j in self.jobs.values() if j.account_id == account.id],
@@ -230,6 +236,7 @@ class RunpodSimulator:
                 config=config,
                 ai_key=new_id(32).upper(),
                 created_at=_rfc3339(),
+                created_epoch=time.time(),
             )
             self.endpoints[endpoint.id] = endpoint
             self._cond.notify_all()
@@ -488,7 +495,20 @@ class RunpodSimulator:
                     self._expire_jobs(endpoint, now)
                     self._scale(endpoint, now)
                     self._launch_due(endpoint, now)
-                self._cond.wait(SUPERVISOR_TICK_S)
+                self._cond.wait(self._next_wait(now))
+
+    def _next_wait(self, now: float) -> float:
+        """Until the next tick, or sooner when a worker's start delay ends first (so a worker starts when its delay
+        says, not up to a tick later: benchmarks time what follows)."""
+        if self.base_url is None:
+            return SUPERVISOR_TICK_S  # nothing launches before then (_launch_due)
+        due = [
+            w.launch_at - now
+            for e in self.endpoints.values()
+            for w in e.workers.values()
+            if w.launch_at is not None and w.runner is None and w.phase == WorkerPhase.INITIALIZING
+        ]
+        return max(0.001, min([SUPERVISOR_TICK_S, *due]))
 
     def _reap_exits(self, endpoint: Endpoint) -> None:
         for worker in list(endpoint.workers.values()):
@@ -584,6 +604,7 @@ class RunpodSimulator:
             worker.image = endpoint.config.image
             worker.started_at = now
             worker.started_at_wall = _rfc3339()
+            worker.started_epoch = time.time()
             env = self._worker_env(endpoint, worker)
             worker.runner = self._launchers[worker.mode](self, worker, env)
 
@@ -658,6 +679,7 @@ class RunpodSimulator:
                 worker.stop_job_ids.append(job.id)
         job.status = status
         job.finished_at = time.monotonic()
+        job.finished_epoch = time.time()
         self._cond.notify_all()
 
     def _requeue_jobs(self, endpoint: Endpoint, worker: Worker) -> None:

@@ -174,6 +174,7 @@ class Endpoint:
     ai_key: str
     created_at: str
     version: int = 1
+    created_epoch: float = 0.0  # wall clock, for /_sim/state (benchmarks time what a user sees)
     workers: dict[str, Worker] = field(default_factory=dict)
     queue: list[str] = field(default_factory=list)
     retried: int = 0
@@ -230,6 +231,7 @@ class Job:
     output: Any = None
     error: Any = None
     stream: list[Any] = field(default_factory=list)
+    finished_epoch: float | None = None  # wall clock, for /_sim/state (benchmarks time what a user sees)
 
     def view(self) -> dict[str, Any]:
         """The job as ``/status`` answers it."""
@@ -247,7 +249,12 @@ class Job:
 
     def state_view(self) -> dict[str, Any]:
         """The job as ``/_sim/state`` shows it: the status plus its endpoint and input."""
-        return {**self.view(), "endpointId": self.endpoint_id, "input": self.input}
+        return {
+            **self.view(),
+            "endpointId": self.endpoint_id,
+            "input": self.input,
+            "finishedEpoch": self.finished_epoch,
+        }
 
 
 @dataclass
@@ -273,6 +280,7 @@ class Worker:
     image: str | None = None
     started_at: float | None = None
     started_at_wall: str | None = None
+    started_epoch: float | None = None  # wall clock, for /_sim/state
 
     @property
     def health_state(self) -> str:
@@ -320,6 +328,7 @@ class Worker:
             "jobs": sorted(self.job_ids),
             "exitCode": self.exit_code,
             "logPath": self.log_path,
+            "startedEpoch": self.started_epoch,
         }
 
 

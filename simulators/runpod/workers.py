@@ -3,7 +3,9 @@
 Process mode launches the scenario's ``worker_command`` in its own process group, with the template env plus
 Runpod's variables, a private ``HOME`` and the simulator's ``PATH``/``PYTHONPATH`` (``python`` resolves to the
 simulator's interpreter), output to ``<log_dir>/<worker id>/worker.log``. Instant mode speaks only the callback
-protocol: signed phase reports to ``VISGATE_CALLBACK_URL``, then it completes jobs with a stub output.
+protocol: signed phase reports to ``VISGATE_CALLBACK_URL``, then it completes jobs with a stub output. Like the real
+worker (worker/reporter.py), it hands ``downloading_model``, ``loading_model`` and ``ready`` to one sender thread
+that delivers them in order while it already takes jobs, and sends ``failed`` after them before it exits.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -110,6 +113,8 @@ class InstantRunner:
         self._report = sim.scenario.worker_report
         self._stop_event = threading.Event()
         self._exit_code: int | None = None
+        self._reports: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._sender = threading.Thread(target=self._deliver, name=f"runpod-sim-reports-{worker.id}", daemon=True)
         self._thread = threading.Thread(target=self._run, name=f"runpod-sim-worker-{worker.id}", daemon=True)
         self._thread.start()
 
@@ -145,18 +150,32 @@ class InstantRunner:
 
     def _start_up(self) -> bool:
         """Report the phases a real worker would; False when the scenario makes start-up fail."""
+        self._sender.start()
         total = INSTANT_MODEL_BYTES
-        self._send({"phase": "downloading_model", "bytes_done": 0, "bytes_total": total})
-        self._send({"phase": "downloading_model", "bytes_done": total, "bytes_total": total})
-        self._send({"phase": "loading_model"})
+        self._reports.put({"phase": "downloading_model", "bytes_done": 0, "bytes_total": total})
+        self._reports.put({"phase": "downloading_model", "bytes_done": total, "bytes_total": total})
+        self._reports.put({"phase": "loading_model"})
         failure = _FAILURES.get(self._report)
         if failure is not None:
+            self._reports.join()  # the process is about to end: what was queued goes first, then the failure
             self._send({"phase": "failed", "reason": failure[0], "message": failure[1]})
             return False
         # Like the real worker: the GPU it runs on (Runpod's RUNPOD_GPU_NAME), so the deployment shows its pool.
         gpu = self._env.get("RUNPOD_GPU_NAME")
-        self._send({"phase": "ready", "timings": dict(INSTANT_TIMINGS), "loaded_from_cache": False, "gpu_type_id": gpu})
+        ready = {"phase": "ready", "timings": dict(INSTANT_TIMINGS), "loaded_from_cache": False, "gpu_type_id": gpu}
+        self._reports.put(ready)
         return True
+
+    def _deliver(self) -> None:
+        """The sender thread: the queued reports, in order."""
+        while True:
+            report = self._reports.get()
+            try:
+                self._send(report)
+            except Exception:  # one bad report must not stop the later ones
+                log.exception("phase report of instant worker %s failed", self._worker_id)
+            finally:
+                self._reports.task_done()
 
     def _send(self, report: dict[str, Any]) -> None:
         """POST one signed phase report, retried with backoff on transport errors and 5xx (never on 4xx)."""

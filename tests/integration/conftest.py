@@ -17,6 +17,9 @@ from google.cloud import firestore, pubsub_v1
 
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, TOPICS
 
+# The provisioning harness's fixtures (models_root, provisioning_env, provisioning), for the per-function test files.
+from tests.support.provisioning import models_root, provisioning, provisioning_env  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "visgate-local"
 

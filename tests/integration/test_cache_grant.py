@@ -1,6 +1,6 @@
 """The shared model cache through grants: provisioning grants it (allowlist), the template carries no platform
 keys, the callback function answers signed grant requests with presigned URLs, and the real worker fetch reads
-the cache through them. Runs the functions host, the emulators and the simulators of test_provisioning."""
+the cache through them. Runs the functions host, the emulators and the simulators of tests/support/provisioning.py."""
 
 from __future__ import annotations
 
@@ -19,16 +19,12 @@ from shared.cache_layout import Manifest, ManifestFile
 from shared.lifecycle import Status
 from shared.models import CacheScope
 from shared.signing import sign_headers
-from tests.integration import test_provisioning as provisioning
-from tests.integration.test_provisioning import GATED, HF_ACCEPTED, PIPE, Env
+from tests.support.provisioning import GATED, HF_ACCEPTED, PIPE, Env
 from worker.cache import S3Location, S3ModelCache, make_s3_client, sha256_file
 from worker.cache_grant import SharedCacheGrant
 from worker.model_fetch import FetchRequest, HubClient, fetch_model
 
 PLATFORM_KEY_ID, PLATFORM_SECRET = "platform-read-only-key-id", "platform-read-only-secret"
-# The provisioning environment's fixtures, instantiated for this module (with the shared-cache settings below).
-env = provisioning.env
-models_root = provisioning.models_root
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,7 @@ def shared_bucket(s3_server: str) -> Iterator[str]:
 @pytest.fixture
 def g(shared_bucket: str, request: pytest.FixtureRequest) -> Env:
     """The provisioning environment, started after the shared-cache settings are in place."""
-    return request.getfixturevalue("env")  # type: ignore[no-any-return]
+    return request.getfixturevalue("provisioning_env")  # type: ignore[no-any-return]
 
 
 def _grant(e: Env, deployment_id: str, body: dict[str, Any], secret: str) -> requests.Response:

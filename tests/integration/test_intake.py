@@ -484,7 +484,7 @@ def test_secrets_never_logged(intake_client: Any, caplog: pytest.LogCaptureFixtu
 
 
 def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(db: firestore.Client) -> None:
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
     from shared.crypto import tenant_id
 
     intake_client = _intake(db, clock=_fixed_clock())
@@ -498,7 +498,7 @@ def test_create_counts_in_its_commit_and_over_the_limit_writes_nothing(db: fires
     over = intake_client.post("/v1/deployments", json={"hf_model_id": "a/c"}, headers=headers)
     assert over.status_code == 429
     assert over.json["error"]["code"] == "rate_limited"
-    owner = tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
+    owner = tenant_id(get_settings(IntakeSettings).tenant_pepper.get_secret_value(), api_key)
     assert _count(db, "owner", owner) == 1
 
 
@@ -511,13 +511,13 @@ def _intake(
     """A test client for one more intake instance, on ``db`` (``store`` and ``publisher`` inject faults)."""
     from flask import Flask, request
 
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
     from shared.intake.app import IntakeApi
     from shared.intake.metrics import RequestCounters
     from shared.intake.steps import IntakeDeps
     from shared.wiring import core
 
-    settings = get_settings()
+    settings = get_settings(IntakeSettings)
     from shared.intake.keys import KeyVerifier
 
     _, _, real_publisher, transitions, sealer = core(settings)
@@ -602,10 +602,10 @@ def test_anything_else_is_500_in_the_error_shape_and_logged_without_its_text(
 
 
 def _tenant(api_key: str) -> str:
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
     from shared.crypto import tenant_id
 
-    return tenant_id(get_settings().tenant_pepper.get_secret_value(), api_key)
+    return tenant_id(get_settings(IntakeSettings).tenant_pepper.get_secret_value(), api_key)
 
 
 def test_an_expired_idempotency_key_starts_afresh(intake_client: Any, db: firestore.Client) -> None:
@@ -789,9 +789,9 @@ def test_a_key_runpod_refuses_gets_401_and_nothing_is_written(intake_client: Any
 
 
 def test_probing_keys_from_one_address_is_bounded_and_good_keys_pass(intake_client: Any) -> None:
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, get_settings
 
-    limit = get_settings().refused_keys_per_address_per_minute
+    limit = get_settings(IntakeSettings).refused_keys_per_address_per_minute
     address = {"X-Forwarded-For": f"198.51.100.7, 192.0.2.{uuid.uuid4().int % 250}"}  # the last entry counts
     good = key()
     assert intake_client.get("/v1/deployments", headers={**auth(good), **address}).status_code == 200

@@ -47,10 +47,10 @@ def store(db: firestore.Client) -> DeploymentStore:
 
 @pytest.fixture
 def transitions(store: DeploymentStore) -> Transitions:
-    from shared.config import get_settings
+    from shared.config import ProvisioningSettings, get_settings
     from shared.wiring import core
 
-    _, _, publisher, _, _ = core(get_settings())
+    _, _, publisher, _, _ = core(get_settings(ProvisioningSettings))
     return Transitions(store, publisher)
 
 

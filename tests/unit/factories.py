@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.config import Settings
+from shared.config import CallbackSettings
 from shared.document import Deployment
 from shared.lifecycle import Status
 
@@ -16,9 +16,11 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 COMMIT = "a" * 40
 
 
-def settings(**overrides: Any) -> Settings:
-    """Settings as a deployable would build them, with test secrets; every override by its field name."""
-    return Settings(tenant_pepper="test-pepper", sealing_key=SEALING_KEY, **overrides)
+def settings(**overrides: Any) -> CallbackSettings:
+    """Settings as a deployable would build them, with a test sealing key; every override by its field name. The
+    callback function's, the widest of the provisioning steps' (it also holds the shared cache's keys), so that a
+    test can check those keys never reach a worker."""
+    return CallbackSettings(sealing_key=SEALING_KEY, **overrides)
 
 
 def deployment(**fields: Any) -> Deployment:

@@ -12,6 +12,10 @@ variable "functions" {
     public                = bool
     trigger_topic         = optional(string)
     max_delivery_attempts = optional(number)
+    secrets               = optional(list(string), [])
+    publishes             = optional(list(string), [])
+    enqueues              = optional(list(string), [])
+    signs_tokens          = optional(bool, false)
   }))
 }
 variable "service_accounts" {

@@ -1,6 +1,10 @@
-# One service account per function, with only the roles its steps need; one invoker identity for Cloud Tasks,
-# Cloud Scheduler and Eventarc pushes.
+# One service account per function, granted only what its entry in shared/topology.py declares (exported to
+# infra/topology.auto.tfvars.json): Firestore and log writing on the project, accessor on its own secrets, publisher
+# on the topics it publishes, enqueuer on the queues it enqueues (and actAs on the invoker identity, which signs
+# those tasks). One invoker identity for Cloud Tasks, Cloud Scheduler and Eventarc pushes.
+# tests/unit/test_infra_least_privilege.py checks that every grant here follows the declaration.
 variable "project_id" { type = string }
+variable "region" { type = string }
 variable "functions" {
   type = map(object({
     entry_point           = string
@@ -8,19 +12,42 @@ variable "functions" {
     public                = bool
     trigger_topic         = optional(string)
     max_delivery_attempts = optional(number)
+    secrets               = optional(list(string), [])
+    publishes             = optional(list(string), [])
+    enqueues              = optional(list(string), [])
+    signs_tokens          = optional(bool, false)
   }))
 }
 variable "secret_ids" {
-  type        = list(string)
-  description = "Secret Manager secrets every function reads (tenant-pepper, sealing-key, model-cache-aws-secret-access-key)"
+  type        = map(string)
+  description = "Secret Manager secret id => its resource id (tenant-pepper, sealing-key, model-cache-aws-secret-access-key)"
+}
+variable "topic_ids" {
+  type        = map(string)
+  description = "topic name => its resource id"
+}
+variable "queue_ids" {
+  type        = map(string)
+  description = "Cloud Tasks queue name => its resource id"
 }
 
 locals {
-  # Every step reads/writes deployment state, publishes lifecycle events, schedules tasks and reads the secrets.
-  function_roles = ["roles/datastore.user", "roles/pubsub.publisher", "roles/cloudtasks.enqueuer", "roles/logging.logWriter"]
-  bindings = merge([
-    for name, _ in var.functions : { for role in local.function_roles : "${name}/${role}" => { function = name, role = role } }
+  # The only project-wide roles: deployment state lives in Firestore (no finer IAM there), and logs.
+  project_roles = ["roles/datastore.user", "roles/logging.logWriter"]
+  project_bindings = merge([
+    for name, _ in var.functions : { for role in local.project_roles : "${name}/${role}" => { function = name, role = role } }
   ]...)
+  secret_bindings = merge([
+    for name, fn in var.functions : { for secret in fn.secrets : "${name}/${secret}" => { function = name, secret = secret } }
+  ]...)
+  topic_bindings = merge([
+    for name, fn in var.functions : { for topic in fn.publishes : "${name}/${topic}" => { function = name, topic = topic } }
+  ]...)
+  queue_bindings = merge([
+    for name, fn in var.functions : { for queue in fn.enqueues : "${name}/${queue}" => { function = name, queue = queue } }
+  ]...)
+  enqueuing_functions     = toset([for name, fn in var.functions : name if length(fn.enqueues) > 0])
+  token_signing_functions = toset([for name, fn in var.functions : name if fn.signs_tokens])
 }
 
 resource "google_service_account" "function" {
@@ -31,18 +58,35 @@ resource "google_service_account" "function" {
 }
 
 resource "google_project_iam_member" "function" {
-  for_each = local.bindings
+  for_each = local.project_bindings
   project  = var.project_id
   role     = each.value.role
   member   = google_service_account.function[each.value.function].member
 }
 
 resource "google_secret_manager_secret_iam_member" "function" {
-  for_each  = { for pair in setproduct(keys(var.functions), var.secret_ids) : "${pair[0]}/${pair[1]}" => pair }
+  for_each  = local.secret_bindings
   project   = var.project_id
-  secret_id = each.value[1]
+  secret_id = var.secret_ids[each.value.secret]
   role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.function[each.value[0]].member
+  member    = google_service_account.function[each.value.function].member
+}
+
+resource "google_pubsub_topic_iam_member" "function" {
+  for_each = local.topic_bindings
+  project  = var.project_id
+  topic    = var.topic_ids[each.value.topic]
+  role     = "roles/pubsub.publisher"
+  member   = google_service_account.function[each.value.function].member
+}
+
+resource "google_cloud_tasks_queue_iam_member" "function" {
+  for_each = local.queue_bindings
+  project  = var.project_id
+  location = var.region
+  name     = var.queue_ids[each.value.queue]
+  role     = "roles/cloudtasks.enqueuer"
+  member   = google_service_account.function[each.value.function].member
 }
 
 resource "google_service_account" "invoker" {
@@ -53,15 +97,15 @@ resource "google_service_account" "invoker" {
 
 # Functions that create tasks sign them as the invoker (OIDC), which needs actAs on it.
 resource "google_service_account_iam_member" "functions_act_as_invoker" {
-  for_each           = var.functions
+  for_each           = local.enqueuing_functions
   service_account_id = google_service_account.invoker.name
   role               = "roles/iam.serviceAccountUser"
   member             = google_service_account.function[each.key].member
 }
 
-# The intake signs Firebase custom tokens for client apps as itself (IAM signBlob; POST /v1/client-token).
-resource "google_service_account_iam_member" "intake_signs_client_tokens" {
-  for_each           = contains(keys(var.functions), "intake") ? toset(["intake"]) : toset([])
+# Functions that sign as themselves (IAM signBlob): the intake's Firebase custom tokens (POST /v1/client-token).
+resource "google_service_account_iam_member" "functions_sign_as_themselves" {
+  for_each           = local.token_signing_functions
   service_account_id = google_service_account.function[each.key].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = google_service_account.function[each.key].member

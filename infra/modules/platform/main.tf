@@ -35,8 +35,9 @@ locals {
   # Gen2 functions also answer on https://REGION-PROJECT.cloudfunctions.net/NAME, the layout FUNCTIONS_BASE_URL
   # expects (base URL + the function's path), which is known before the functions exist.
   functions_base_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
-  # The shared cache's key is optional: a secret without a version is read as unset.
-  secret_ids = ["tenant-pepper", "sealing-key", "model-cache-aws-secret-access-key"]
+  # Every secret some function declares (shared/topology.py). The shared cache's key is optional: a secret without
+  # a version is read as unset.
+  secret_ids = distinct(flatten([for fn in local.topology.functions : fn.secrets]))
   apis = [
     "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
     "cloudscheduler.googleapis.com", "cloudtasks.googleapis.com", "eventarc.googleapis.com",
@@ -106,8 +107,11 @@ module "tasks" {
 module "iam" {
   source     = "../iam"
   project_id = var.project_id
+  region     = var.region
   functions  = local.topology.functions
-  secret_ids = [for secret in google_secret_manager_secret.secret : secret.secret_id]
+  secret_ids = { for secret in google_secret_manager_secret.secret : secret.secret_id => secret.id }
+  topic_ids  = module.pubsub.topic_ids
+  queue_ids  = module.tasks.queue_ids
 }
 
 module "functions" {
