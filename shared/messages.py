@@ -43,6 +43,17 @@ class LifecycleEvent(_Message):
     time: datetime
     error: dict[str, Any] | None = None
     detail: dict[str, Any] | None = None
+    # On ``deleting`` and ``deleted``: why (user, ttl, idle, failed).
+    delete_reason: str | None = None
+
+
+class SweepItem(_Message):
+    """Queue ``sweep``: one deployment (or, for ``orphans``, one tenant through one of its deployments) that the
+    scheduled sweep found due."""
+
+    deployment_id: str
+    action: Literal["timeout", "retry_delete", "ttl", "idle", "orphans"]
+    run_at: datetime
 
 
 class ReadinessCheck(_Message):

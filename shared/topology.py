@@ -15,6 +15,7 @@ TOPIC_DEAD_LETTER = "dead-letter"
 
 QUEUE_READINESS = "readiness"
 QUEUE_WEBHOOK_DELIVERY = "webhook-delivery"
+QUEUE_SWEEP = "sweep"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class Schedule:
     cron: str
     interval_s: int  # the local scheduler loop runs every interval_s (the cron's period)
     path_suffix: str = ""
+    # A field of shared.config.SchedulerSettings that overrides interval_s in the local scheduler loop.
+    interval_setting: str | None = None
 
 
 FUNCTIONS: tuple[Function, ...] = (
@@ -72,6 +75,9 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("callback", "callback", "http", public=True),
     Function("readiness", "readiness", "http"),
     Function("cleanup", "cleanup", "cloudevent"),
+    # The scheduled half of cleanup (Cloud Scheduler, HTTP): finds what is due and fans it out on the sweep queue,
+    # whose tasks come back to it one deployment each (docs/decisions/2026-12-sweep.md).
+    Function("sweep", "sweep", "http"),
 )
 
 TOPICS: tuple[str, ...] = (
@@ -90,9 +96,15 @@ SUBSCRIPTIONS: tuple[PushSubscription, ...] = (
     ),
 )
 
-QUEUES: tuple[Queue, ...] = (Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),)
+QUEUES: tuple[Queue, ...] = (
+    Queue(QUEUE_READINESS, "readiness", max_attempts=100, min_backoff_s=1, max_backoff_s=60),
+    # One task per deployment the sweep found due; a failed one is retried, and the next run finds it again anyway.
+    Queue(QUEUE_SWEEP, "sweep", max_attempts=20, min_backoff_s=2, max_backoff_s=300),
+)
 
-SCHEDULES: tuple[Schedule, ...] = ()
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("sweep", "sweep", "*/5 * * * *", interval_s=300, path_suffix="/run", interval_setting="sweep_interval_s"),
+)
 
 
 def function(name: str) -> Function:

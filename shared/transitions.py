@@ -25,6 +25,7 @@ from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_MESSAGE = 500
+_DELETE_STATUSES = frozenset({Status.DELETING, Status.DELETED})
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class Transitions:
                 previous_status=previous.value if previous else None,
                 time=at,
                 error=doc.error.model_dump() if doc.error else None,
+                delete_reason=doc.delete_reason if doc.status in _DELETE_STATUSES else None,
             )
         )
 
