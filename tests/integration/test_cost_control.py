@@ -55,7 +55,7 @@ class Cost:
 
 
 @pytest.fixture(scope="module")
-def cost(
+def cost(  # noqa: PLR0917 (fixtures)
     intake_env: None,
     tasks_emulator: str,
     models_root: Path,  # noqa: F811
