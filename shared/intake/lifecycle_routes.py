@@ -30,6 +30,7 @@ from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, 
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.store import utcnow
 
+_RETRY = {"Retry-After": "5"}
 _RESTARTING = frozenset({Status.DOWNLOADING_MODEL, Status.LOADING_MODEL})
 
 
@@ -127,14 +128,18 @@ class LifecycleRoutes:
         except RunpodAuthError as exc:
             raise ApiError(401, "invalid_api_key", "Runpod does not accept this API key") from exc
         except (PermanentError, RetryableError) as exc:
-            raise ApiError(503, "runpod_unavailable", f"Runpod did not take the change; try again: {exc}") from exc
+            raise ApiError(
+                503, "runpod_unavailable", f"Runpod did not take the change; try again: {exc}", headers=_RETRY
+            ) from exc
 
     def _warm_up(self, caller: Caller, doc: Deployment) -> None:
         assert doc.runpod.endpoint_id is not None
         try:
             job = self._client(caller).run(doc.runpod.endpoint_id, {"warmup": True})
         except (PermanentError, RetryableError) as exc:
-            raise ApiError(503, "runpod_unavailable", f"the warm-up job was not taken; try again: {exc}") from exc
+            raise ApiError(
+                503, "runpod_unavailable", f"the warm-up job was not taken; try again: {exc}", headers=_RETRY
+            ) from exc
 
         def record(d: Deployment) -> bool:
             if d.status not in _RESTARTING or d.runpod.warmup_job_id:
