@@ -496,3 +496,37 @@ def test_fault_matrix(c: Cost, capsys: pytest.CaptureFixture[str]) -> None:
         if row.note_in_log:
             assert row.note_in_log in log_text(c, row.deployment_id), row.failure
     assert tenant_id  # the tenant of each row is its own fresh account
+
+
+def test_the_deleted_event_carries_the_reason(c: Cost) -> None:
+    import json
+    import os
+
+    from google.cloud import pubsub_v1
+
+    from shared.topology import TOPIC_DEPLOYMENT_EVENTS
+
+    subscriber = pubsub_v1.SubscriberClient()
+    project = os.environ["GOOGLE_CLOUD_PROJECT"]
+    name = subscriber.subscription_path(project, f"tap-cost-{uuid.uuid4().hex[:8]}")
+    subscriber.create_subscription(name=name, topic=f"projects/{project}/topics/{TOPIC_DEPLOYMENT_EVENTS}")
+    try:
+        key = c.e.account()
+        deployment_id = ready(c, key, ttl_minutes=10)
+        sweep(c, {deployment_id}, at=utcnow() + timedelta(minutes=10))
+        assert c.e.doc(deployment_id).status is Status.DELETED
+        seen: dict[str, Any] = {}
+        deadline = time.monotonic() + 10
+        while "deleted" not in seen and time.monotonic() < deadline:
+            response = subscriber.pull(subscription=name, max_messages=100, timeout=5)
+            for received in response.received_messages:
+                event = json.loads(received.message.data)
+                if event["deployment_id"] == deployment_id:
+                    seen[event["status"]] = event
+            if response.received_messages:
+                subscriber.acknowledge(subscription=name, ack_ids=[m.ack_id for m in response.received_messages])
+        assert seen["deleting"]["delete_reason"] == "ttl"
+        assert seen["deleted"]["delete_reason"] == "ttl"
+        assert seen.get("ready", {}).get("delete_reason") is None
+    finally:
+        subscriber.delete_subscription(subscription=name)

@@ -136,3 +136,14 @@ def test_ttl_and_idle_minimum_comes_from_the_setting() -> None:
         {"hf_model_id": "a/b", "ttl_minutes": 1, "idle_delete_minutes": 1}, context={"ttl_min_minutes": 1}
     )
     assert (body.ttl_minutes, body.idle_delete_minutes) == (1, 1)
+
+
+def test_the_local_scheduler_takes_the_sweep_interval_from_its_setting() -> None:
+    from local.scheduler import local_schedules
+    from shared.config import SchedulerSettings
+    from shared.topology import SCHEDULES, function
+
+    (sweep,) = [s for s in SCHEDULES if s.name == "sweep"]
+    assert (sweep.cron, sweep.path_suffix, function(sweep.function).signature) == ("*/5 * * * *", "/run", "http")
+    assert [s.interval_s for s in local_schedules([sweep], SchedulerSettings())] == [60]
+    assert [s.interval_s for s in local_schedules([sweep], SchedulerSettings(sweep_interval_s=10))] == [10]
