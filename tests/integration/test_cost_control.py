@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,10 +85,29 @@ def cost(  # noqa: PLR0917 (fixtures)
         host = Served(create_host_app(wanted, REPO / "functions", settings.google_cloud_project), port)
         sealer = Sealer(settings.sealing_key.get_secret_value())
         env = Env(DeploymentStore(db), sealer, settings.tenant_pepper.get_secret_value(), runpod_simulator, host.url)
-        yield Cost(env, step_deps(settings), intake_client_factory())
+        deps = step_deps(settings)
+        # The deletes the in-process sweep requests are delivered by deliver_deletes, to this host: a stack reused
+        # in the same Pub/Sub emulator (make up, the e2e test's) subscribes to the topic with other settings.
+        deps = replace(deps, publisher=HeldDeletes(deps.publisher))
+        yield Cost(env, deps, intake_client_factory())
         host.stop()
         hub.stop()
     get_settings.cache_clear()
+
+
+class HeldDeletes:
+    """The step's publisher, except that ``deployment-delete-requested`` stays here (see ``deliver_deletes``)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def publish(self, topic: str, message: Any, **attributes: str) -> str:
+        if topic == TOPIC_DEPLOYMENT_DELETE_REQUESTED:
+            return "held"
+        return str(self._inner.publish(topic, message, **attributes))
+
+    def topic_path(self, topic: str) -> str:
+        return str(self._inner.topic_path(topic))
 
 
 def _ensure_queues(project: str, region: str, tasks_host: str) -> None:
