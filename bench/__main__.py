@@ -10,6 +10,7 @@ BENCHES = (
     "bench.orchestration",
     "bench.first_job",
     "bench.webhooks",
+    "bench.sweep",
     "bench.worker_fetch",
     "bench.gpu",
     "bench.intake",

@@ -11,9 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import requests
 
+from shared.config import SchedulerSettings
 from shared.topology import Schedule
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,13 @@ def fire(base_url: str, schedule: Schedule, session: requests.Session) -> int | 
     log = logger.info if response.ok else logger.warning
     log("schedule %s: POST %s -> %s", schedule.name, url, response.status_code)
     return response.status_code
+
+
+def local_schedules(schedules: Sequence[Schedule], settings: SchedulerSettings) -> list[Schedule]:
+    """The schedules with their local interval (``SWEEP_INTERVAL_S`` for the sweep) where one is configured."""
+    return [
+        replace(s, interval_s=getattr(settings, s.interval_setting)) if s.interval_setting else s for s in schedules
+    ]
 
 
 def run(base_url: str, schedules: Sequence[Schedule], stop: threading.Event) -> None:
@@ -64,11 +73,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     topology = importlib.import_module(args.topology)
     declared = {declared.name for declared in topology.FUNCTIONS}
-    for schedule in topology.SCHEDULES:
+    schedules = local_schedules(topology.SCHEDULES, SchedulerSettings())  # type: ignore[call-arg]  # from the environment
+    for schedule in schedules:
         if schedule.function not in declared:
             parser.error(f"schedule {schedule.name} names an undeclared function {schedule.function}")
         logger.info("schedule %s: every %s s (%s)", schedule.name, schedule.interval_s, schedule.cron)
-    run(args.base_url, topology.SCHEDULES, threading.Event())
+    run(args.base_url, schedules, threading.Event())
 
 
 if __name__ == "__main__":

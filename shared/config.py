@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     readiness_max_interval_s: float = 60.0
     throttled_switch_after_s: float = 90.0
     callback_tolerance_s: int = 300
+    # Cost control (the sweep: shared.steps.sweep)
+    ttl_min_minutes: int = Field(10, ge=1, description="the least ttl_minutes and idle_delete_minutes accepted")
+    deleting_deadline_s: float = Field(30 * 60, description="a delete not done within this is retried by the sweep")
+    sweep_batch_size: int = Field(500, ge=1, description="documents per query page of one sweep run")
     # The platform's shared model cache: provisioning grants it to deployments of allowlisted models; the callback
     # function reads manifests and presigns objects for granted workers, with keys only it holds (CallbackSettings).
     model_cache_s3_url: str | None = None
@@ -173,6 +177,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         project = env_settings().get("secret_manager_project")
         return (init_settings, SecretManagerSource(settings_cls, project), env_settings, file_secret_settings)
+
+
+class SchedulerSettings(BaseSettings):
+    """The local stand-in for Cloud Scheduler (local/scheduler.py): its interval per schedule, by setting name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    sweep_interval_s: int = Field(60, gt=0, description="how often the local scheduler loop runs the sweep")
 
 
 class SealingSettings(Settings):
@@ -219,8 +231,15 @@ SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
     "readiness": ProvisioningSettings,
     "cleanup": ProvisioningSettings,
     "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
+    "sweep": ProvisioningSettings,  # it opens the tenants' credentials to find orphaned endpoints
 }
-ALL_SETTINGS: tuple[type[Settings], ...] = (Settings, IntakeSettings, ProvisioningSettings, CallbackSettings)
+ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
+    Settings,
+    IntakeSettings,
+    ProvisioningSettings,
+    CallbackSettings,
+    SchedulerSettings,
+)
 
 _S = TypeVar("_S", bound=Settings)
 

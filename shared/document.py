@@ -21,7 +21,7 @@ from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
 from shared.model_tasks import LoraSpec, ResolvedLora
-from shared.models import CacheScope, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
+from shared.models import CacheScope, DeleteReason, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
 
 
 class _Stored(BaseModel):
@@ -45,6 +45,13 @@ class GpuPlan(_Stored):
     skipped: list[SkippedPoolView] = Field(default_factory=list)
     switches: int = 0
     pool_in_use: str | None = None
+
+
+class IdleWatch(_Stored):
+    """The sweep's memory for ``idle_delete_minutes``: the endpoint's job count last seen, and since when it stood."""
+
+    jobs_seen: int | None = None
+    active_at: datetime | None = None
 
 
 class ReadinessWatch(_Stored):
@@ -85,6 +92,7 @@ class Deployment(_Stored):
     workers_max: int = 1
     idle_timeout_seconds: int = 120
     ttl_minutes: int | None = None
+    idle_delete_minutes: int | None = None
     user_webhook_url: str | None = None
     webhook_events: list[Status] | None = None  # None: the defaults (ready, failed, deleted)
     task: Task = "text_to_image"
@@ -108,6 +116,11 @@ class Deployment(_Stored):
     timings: Timings | None = None
     worker_last_report_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Cost control: why it was deleted (user, ttl, idle, failed), when it was last stopped and started again.
+    delete_reason: DeleteReason | None = None
+    stopped_at: datetime | None = None
+    started_at: datetime | None = None
+    idle: IdleWatch = Field(default_factory=IdleWatch)
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
 

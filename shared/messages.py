@@ -45,6 +45,15 @@ class LifecycleEvent(_Message):
     detail: dict[str, Any] | None = None
 
 
+class SweepItem(_Message):
+    """Queue ``sweep``: one deployment (or, for ``orphans``, one tenant through one of its deployments) that the
+    scheduled sweep found due."""
+
+    deployment_id: str
+    action: Literal["timeout", "retry_delete", "ttl", "idle", "orphans"]
+    run_at: datetime
+
+
 class ReadinessCheck(_Message):
     """Queue ``readiness``: look at the endpoint of a silent worker."""
 

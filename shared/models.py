@@ -42,7 +42,12 @@ _DNS_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-
 _NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
 # IPv6 ranges that carry an IPv4 address a gateway may route to (NAT64, deprecated IPv4-compatible).
 _EMBEDS_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+DEFAULT_TTL_MIN_MINUTES = 10  # TTL_MIN_MINUTES's default (shared.config)
 _SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secret_access_key": 256}
+
+
+# Why a deployment was deleted: by its owner, its TTL, its idle rule, or because it had failed.
+DeleteReason = Literal["user", "ttl", "idle", "failed"]
 
 
 class CacheScope(StrEnum):
@@ -181,7 +186,9 @@ class CreateDeploymentRequest(BaseModel):
     workers_min: Annotated[int, Field(ge=0, le=10)] = 0
     workers_max: Annotated[int, Field(ge=1, le=10)] = 1
     idle_timeout_seconds: Annotated[int, Field(ge=5, le=3600)] = 120
-    ttl_minutes: Annotated[int, Field(ge=10, le=10080)] | None = None
+    # The least of both is TTL_MIN_MINUTES (from the validation context; see _at_least_the_minimum).
+    ttl_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
+    idle_delete_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
     # What the deployment serves (checked against the model's pipeline before any Runpod call) and the LoRA
     # adapters fused into it (issue 13).
     task: Task = "text_to_image"
@@ -212,6 +219,14 @@ class CreateDeploymentRequest(BaseModel):
     def _s3_url(cls, value: str | None) -> str | None:
         if value is not None and not _S3_URL.match(value):
             raise ValueError("must look like s3://bucket/optional/prefix")
+        return value
+
+    @field_validator("ttl_minutes", "idle_delete_minutes")
+    @classmethod
+    def _at_least_the_minimum(cls, value: int | None, info: ValidationInfo) -> int | None:
+        least = int((info.context or {}).get("ttl_min_minutes", DEFAULT_TTL_MIN_MINUTES))
+        if value is not None and value < least:
+            raise ValueError(f"{info.field_name} must be at least {least} (TTL_MIN_MINUTES)")
         return value
 
     @model_validator(mode="after")
@@ -285,6 +300,9 @@ class DeploymentView(BaseModel):
     workers_max: int
     idle_timeout_seconds: int
     ttl_minutes: int | None = None
+    idle_delete_minutes: int | None = None
+    delete_reason: DeleteReason | None = None
+    stopped_at: datetime | None = None
     user_webhook_url: str | None = None
     task: Task = "text_to_image"
     loras: list[dict[str, Any]] = Field(default_factory=list)

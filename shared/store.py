@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ REQUEST_COUNTERS = "request_counters"
 KEY_VERDICTS = "key_verdicts"
 
 _PRECONDITION_RETRIES = 8
+_BATCH_WRITES = 400  # under Firestore's 500 writes per commit
 PING_TIMEOUT_S = 3.0
 REQUEST_COUNTER_SHARDS = 8
 COUNTER_WRITE_TIMEOUT_S = 5.0
@@ -326,6 +327,51 @@ class DeploymentStore:
             for key, value in ((snap.to_dict() or {}).get("counts") or {}).items():
                 totals[key] = totals.get(key, 0) + int(value)
         return totals
+
+    # --- the sweep's queries (shared.steps.sweep; indexes in firestore.indexes.json) ----------------------------------
+
+    def sweep_candidates(
+        self, statuses: list[Status], field: str, before: datetime | int, limit: int
+    ) -> Iterator[Deployment]:
+        """Deployments in ``statuses`` whose ``field`` is below ``before`` (a timestamp, or a number), in pages of
+        ``limit``: each page is one bounded query (status, field) that an index serves."""
+        query = (
+            self._db.collection(DEPLOYMENTS)
+            .where(filter=firestore.FieldFilter("status", "in", [s.value for s in statuses]))
+            .where(filter=firestore.FieldFilter(field, "<", before))
+            .order_by(field)
+            .order_by("deployment_id")
+        )
+        cursor: Any = None
+        while True:
+            page = query.start_after(cursor) if cursor is not None else query
+            snaps = list(page.limit(limit).stream())
+            for snap in snaps:
+                yield Deployment.from_firestore(snap.to_dict() or {})
+            if len(snaps) < limit:
+                return
+            cursor = snaps[-1]
+
+    def tenants_with_credentials(self) -> dict[str, str]:
+        """Each tenant we hold sealed credentials for (a live deployment's), with one of its deployment ids."""
+        tenants: dict[str, str] = {}
+        for snap in self._db.collection(SECRETS).select(["owner"]).stream():
+            owner = (snap.to_dict() or {}).get("owner")
+            if owner:
+                tenants.setdefault(str(owner), snap.id)
+        return tenants
+
+    def purge_expired(self, collection: str, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` records of ``collection`` whose ``expires_at`` passed (where no TTL policy runs:
+        the emulator, or before the policy's own sweep). Returns how many went."""
+        query = self._db.collection(collection).where(filter=firestore.FieldFilter("expires_at", "<", now))
+        snaps = list(query.limit(limit).stream())
+        for start in range(0, len(snaps), _BATCH_WRITES):
+            batch = self._db.batch()
+            for snap in snaps[start : start + _BATCH_WRITES]:
+                batch.delete(snap.reference)
+            batch.commit()
+        return len(snaps)
 
 
 def _line_id(seq: int) -> str:

@@ -18,6 +18,7 @@ TOPIC_DEAD_LETTER = "dead-letter"
 
 QUEUE_READINESS = "readiness"
 QUEUE_WEBHOOK_DELIVERY = "webhook-delivery"
+QUEUE_SWEEP = "sweep"
 
 # Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
 SECRET_TENANT_PEPPER = "tenant-pepper"
@@ -80,6 +81,8 @@ class Schedule:
     cron: str
     interval_s: int  # the local scheduler loop runs every interval_s (the cron's period)
     path_suffix: str = ""
+    # A field of shared.config.SchedulerSettings that overrides interval_s in the local scheduler loop.
+    interval_setting: str | None = None
 
 
 # Every transition publishes on deployment-events (shared.transitions), so every function publishes there.
@@ -122,6 +125,16 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("cleanup", "cleanup", "cloudevent", secrets=(SECRET_SEALING_KEY,), publishes=(TOPIC_DEPLOYMENT_EVENTS,)),
     # HTTP, because it takes both the Pub/Sub events (binary CloudEvents, path /) and its own Cloud Tasks (/deliver).
     Function("webhooks", "webhooks", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_WEBHOOK_DELIVERY,)),
+    # The scheduled half of cleanup (Cloud Scheduler, HTTP): finds what is due and fans it out on the sweep queue,
+    # whose tasks come back to it one deployment each (docs/decisions/2026-12-sweep.md).
+    Function(
+        "sweep",
+        "sweep",
+        "http",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
+        enqueues=(QUEUE_SWEEP,),
+    ),
 )
 
 TOPICS: tuple[str, ...] = (
@@ -147,9 +160,13 @@ QUEUES: tuple[Queue, ...] = (
     # The queue's retries cover only our own crashes; a receiver's failures are retried by the delivery step itself,
     # which schedules the next attempt on WEBHOOK_RETRY_SCHEDULE_S (docs/decisions/2026-12-webhook-retries.md).
     Queue(QUEUE_WEBHOOK_DELIVERY, "webhooks", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
+    # One task per deployment the sweep found due; a failed one is retried, and the next run finds it again anyway.
+    Queue(QUEUE_SWEEP, "sweep", max_attempts=20, min_backoff_s=2, max_backoff_s=300),
 )
 
-SCHEDULES: tuple[Schedule, ...] = ()
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("sweep", "sweep", "*/5 * * * *", interval_s=300, path_suffix="/run", interval_setting="sweep_interval_s"),
+)
 
 
 def function(name: str) -> Function:

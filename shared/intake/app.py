@@ -19,6 +19,7 @@ from shared.http import error_response, failure_error, json_response, read_json_
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.keys import client_address
+from shared.intake.lifecycle_routes import LifecycleRoutes
 from shared.intake.metrics import RequestCounters
 from shared.intake.notify import RULES as NOTIFY_RULES
 from shared.intake.notify import NotifyRoutes
@@ -45,6 +46,8 @@ ROUTES = Map(
         Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
         *NOTIFY_RULES,
+        Rule("/v1/deployments/<id:deployment_id>/stop", methods=["POST"], endpoint="stop_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>/start", methods=["POST"], endpoint="start_deployment"),
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
@@ -71,6 +74,7 @@ class IntakeApi:
         self._counters = counters
         self._stream_max_s = stream_max_s
         self._clock = clock  # the rate windows' clock (injected in tests)
+        self._lifecycle = LifecycleRoutes(deps)
         self._handlers: dict[str, Callable[..., Response]] = {
             "create_deployment": self._create,
             "list_deployments": self._list,
@@ -78,6 +82,13 @@ class IntakeApi:
             "delete_deployment": self._delete,
             "stream_deployment": self._stream,
             "deployment_logs": self._logs,
+            # Stop and start (shared.intake.lifecycle_routes).
+            "stop_deployment": lambda _r, caller, deployment_id: json_response(
+                self._lifecycle.stop(caller, deployment_id), 202
+            ),
+            "start_deployment": lambda _r, caller, deployment_id: json_response(
+                self._lifecycle.start(caller, deployment_id), 202
+            ),
         }
         if notify is not None:
             self._handlers |= notify.handlers()

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from shared.intake import notify
+from shared.intake.lifecycle_routes import LifecycleActionResponse
 from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.lifecycle import Status
 from shared.models import (
@@ -31,6 +32,7 @@ _MODELS = (
     DeploymentView,
     ErrorResponse,
     *notify.MODELS,
+    LifecycleActionResponse,
 )
 
 
@@ -57,7 +59,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "invalid input",
         401: "missing API key",
         404: "no such deployment (or not yours)",
-        409: "Idempotency-Key reused with another body",
+        409: "Idempotency-Key reused with another body; or invalid_state (stop/start in the wrong status)",
         413: "body larger than 64 KiB",
         415: "body is not JSON",
         429: "rate limited (see Retry-After)",
@@ -180,6 +182,26 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                 }
             },
             **notify.openapi_paths(_json, _errors, _ID, _AUTHED),
+            "/v1/deployments/{deployment_id}/stop": {
+                "post": {
+                    "operationId": "stop_deployment",
+                    "parameters": [_ID],
+                    "responses": {
+                        "202": _json(LifecycleActionResponse, "stopped: workers 0 on Runpod, the endpoint is kept"),
+                        **_errors(404, 409, 503, *_AUTHED),
+                    },
+                }
+            },
+            "/v1/deployments/{deployment_id}/start": {
+                "post": {
+                    "operationId": "start_deployment",
+                    "parameters": [_ID],
+                    "responses": {
+                        "202": _json(LifecycleActionResponse, "workers restored; the worker proves the model again"),
+                        **_errors(404, 409, 503, *_AUTHED),
+                    },
+                }
+            },
             "/health": {
                 "get": {
                     "operationId": "health",

@@ -57,7 +57,11 @@ class IntakeDeps:
 def parse_create_request(raw: bytes, settings: Settings) -> CreateDeploymentRequest:
     try:
         return CreateDeploymentRequest.model_validate_json(
-            raw, context={"allow_http_loopback": settings.allow_http_loopback_webhooks}
+            raw,
+            context={
+                "allow_http_loopback": settings.allow_http_loopback_webhooks,
+                "ttl_min_minutes": settings.ttl_min_minutes,
+            },
         )
     except ValidationError as exc:
         raise validation_error(exc) from exc
@@ -210,6 +214,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         workers_max=body.workers_max,
         idle_timeout_seconds=body.idle_timeout_seconds,
         ttl_minutes=body.ttl_minutes,
+        idle_delete_minutes=body.idle_delete_minutes,
         user_webhook_url=body.user_webhook_url,
         webhook_events=sorted(set(body.webhook_events)) if body.webhook_events else None,
         task=body.task,
@@ -252,13 +257,17 @@ def list_deployments(
     )
 
 
+def _by_user(doc: Deployment) -> None:
+    doc.delete_reason = doc.delete_reason or "user"
+
+
 def delete_deployment(deps: IntakeDeps, caller: Caller, deployment_id: str) -> DeleteDeploymentResponse:
     """Move to ``deleting`` and ask cleanup to tear down; repeating it is harmless (cleanup is idempotent)."""
     doc = owned_deployment(deps.store, caller, deployment_id)
     if doc.status is Status.DELETED:
         return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")
     try:
-        deps.transitions.move(deployment_id, Status.DELETING, "delete requested by the owner")
+        deps.transitions.move(deployment_id, Status.DELETING, "delete requested by the owner", apply=_by_user)
     except IllegalTransitionError:
         # Only "deleted" refuses "deleting"; it got there between our read and write.
         return DeleteDeploymentResponse(deployment_id=deployment_id, status="deleted")

@@ -152,6 +152,25 @@ class CatalogGpu(_Read):
     availability: Availability | None = None
 
 
+class JobCounts(_Read):
+    completed: int = 0
+    failed: int = 0
+    in_progress: int = Field(0, alias="inProgress")
+    in_queue: int = Field(0, alias="inQueue")
+    retried: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every job the endpoint has counted: a change means a job arrived or moved."""
+        return self.completed + self.failed + self.in_progress + self.in_queue
+
+
+class EndpointHealth(_Read):
+    """``GET /v2/{endpoint_id}/health``: the endpoint's job counters."""
+
+    jobs: JobCounts = Field(default_factory=lambda: JobCounts.model_validate({}))
+
+
 class Job(_Read):
     id: str
     status: str
@@ -211,6 +230,10 @@ class RunpodClient:
     def run(self, endpoint_id: str, job_input: dict[str, Any]) -> Job:
         """Queue a job (``/run``)."""
         return Job.model_validate(self._call("POST", f"{self._data_plane}/{endpoint_id}/run", {"input": job_input}))
+
+    def health(self, endpoint_id: str) -> EndpointHealth:
+        """The endpoint's job counters (``/health``)."""
+        return EndpointHealth.model_validate(self._call("GET", f"{self._data_plane}/{endpoint_id}/health"))
 
     # --- transport ----------------------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 from shared.document import Deployment
 from shared.endpoint_spec import resource_name
@@ -39,7 +40,9 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
         return "deleted already"
     if doc.status is not Status.DELETING:
         with contextlib.suppress(IllegalTransitionError):
-            deps.transitions.move(deployment_id, Status.DELETING, f"delete requested ({message.reason})")
+            deps.transitions.move(
+                deployment_id, Status.DELETING, f"delete requested ({message.reason})", apply=_reason(message)
+            )
     try:
         removed = release(deps, deployment_id, endpoint_id=doc.runpod.endpoint_id)
     except PermanentError as exc:
@@ -52,12 +55,23 @@ def cleanup(message: DeploymentDeleteRequested, deps: StepDeps) -> str:
 
     def record_deleted(d: Deployment) -> None:
         d.deleted_at = utcnow()
+        _reason(message)(d)
 
     try:
         deps.transitions.move(deployment_id, Status.DELETED, note, apply=record_deleted, level=level)
     except (IllegalTransitionError, DeploymentNotFoundError):
         return "deleted meanwhile"
     return "deleted"
+
+
+def _reason(message: DeploymentDeleteRequested) -> Callable[[Deployment], None]:
+    """Records why it is deleted; the first reason wins (an orphan sweep is no reason of the deployment's own)."""
+
+    def record(d: Deployment) -> None:
+        if d.delete_reason is None and message.reason != "orphan":
+            d.delete_reason = message.reason
+
+    return record
 
 
 def _not_removed(doc: Deployment) -> str:

@@ -1,0 +1,26 @@
+"""sweep (HTTP): Cloud Scheduler's run at ``/run`` finds what is due; each task of the ``sweep`` queue does one."""
+
+import functions_framework
+from flask import Request, Response
+
+from shared import logging as slog
+from shared.config import ProvisioningSettings, get_settings
+from shared.http import answer_unrouted_in_error_shape, json_response
+from shared.messages import SweepItem
+from shared.steps.runner import handle_task
+from shared.steps.sweep import handle_item, run_sweep
+from shared.wiring import step_deps
+
+slog.configure()
+answer_unrouted_in_error_shape()
+_deps = step_deps(get_settings(ProvisioningSettings))
+
+
+@functions_framework.http
+def sweep(request: Request) -> Response:
+    if request.path.rstrip("/").endswith("/run"):
+        with slog.bind(step="sweep", execution_id=request.headers.get("X-CloudScheduler-JobName")):
+            report = run_sweep(_deps)
+        return json_response({"fanned_out": dict(report.fanned_out), "purged": report.purged, "s": report.seconds})
+    handle_task(request.get_data(), dict(request.headers), SweepItem, _deps, handle_item)
+    return Response(status=204)

@@ -1,0 +1,150 @@
+"""Stop and start: ``POST /v1/deployments/{id}/stop`` and ``/start`` (202), the ``ready ⇄ stopped`` half of the
+lifecycle.
+
+- stop: Runpod first (``PATCH workers {min: 0, max: 0}``: no worker runs, nothing bills, the endpoint is kept),
+  then ``ready → stopped``. A retry after a failed move finds it ``ready`` and does both again; a stop of a
+  ``stopped`` deployment repeats the PATCH (cheap, and it heals one whose workers were raised meanwhile) and answers
+  202 again.
+- start: the workers are restored to the deployment's own ``workers_min``/``workers_max`` (PATCH), then
+  ``stopped → downloading_model`` and a warm-up job, so that the worker proves the model again and reports its
+  phases up to ``ready``. A start repeated while that runs answers 202 (and submits the warm-up if the first
+  attempt did not). The sweep's deadline (``READINESS_DEADLINE_S``, counted from the start) fails one that never
+  gets there.
+
+Anything else is 409 ``invalid_state`` naming the current status. Both publish their lifecycle event through
+:class:`shared.transitions.Transitions`; the caller's own key is the deployment's (the tenant is derived from it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from shared.document import Deployment, IdleWatch
+from shared.errors import ApiError, IllegalTransitionError, PermanentError, RetryableError
+from shared.intake.auth import Caller
+from shared.intake.steps import IntakeDeps, owned_deployment
+from shared.lifecycle import Status
+from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, WorkerLimits
+from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
+from shared.store import utcnow
+
+_RETRY = {"Retry-After": "5"}
+_RESTARTING = frozenset({Status.DOWNLOADING_MODEL, Status.LOADING_MODEL})
+
+
+class LifecycleActionResponse(BaseModel):
+    deployment_id: str
+    status: Literal["stopped", "downloading_model", "loading_model"]
+
+
+def _invalid_state(doc: Deployment, action: str, wanted: Status) -> ApiError:
+    return ApiError(
+        409,
+        "invalid_state",
+        f"only a {wanted.value} deployment can be {action}; this one is {doc.status.value}",
+        details={"status": doc.status.value},
+    )
+
+
+class LifecycleRoutes:
+    """The handlers of stop and start; one Runpod connector per instance."""
+
+    def __init__(self, deps: IntakeDeps, runpod: RunpodConnector | None = None) -> None:
+        settings = deps.settings
+        self._deps = deps
+        self._runpod = runpod or RunpodConnector(
+            settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
+        )
+
+    def stop(self, caller: Caller, deployment_id: str) -> LifecycleActionResponse:
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        if doc.status not in (Status.READY, Status.STOPPED):
+            raise _invalid_state(doc, "stopped", Status.READY)
+        self._scale(caller, doc, WorkerLimits(min=0, max=0, idleTimeout=None))
+        if doc.status is Status.READY:
+
+            def record(d: Deployment) -> None:
+                d.stopped_at = utcnow()
+
+            try:
+                self._deps.transitions.move(
+                    deployment_id,
+                    Status.STOPPED,
+                    "stopped by the owner: workers scaled to 0 on Runpod, the endpoint is kept",
+                    apply=record,
+                )
+            except IllegalTransitionError as exc:
+                raise _invalid_state(self._current(caller, deployment_id), "stopped", Status.READY) from exc
+        return LifecycleActionResponse(deployment_id=deployment_id, status="stopped")
+
+    def start(self, caller: Caller, deployment_id: str) -> LifecycleActionResponse:
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        if doc.status in _RESTARTING and doc.started_at is not None and doc.runpod.warmup_job_id is None:
+            # A repeated start whose first attempt moved the status but did not submit the warm-up.
+            self._warm_up(caller, doc)
+        if doc.status in _RESTARTING and doc.started_at is not None:
+            return LifecycleActionResponse(deployment_id=deployment_id, status=doc.status.value)  # type: ignore[arg-type]
+        if doc.status is not Status.STOPPED:
+            raise _invalid_state(doc, "started", Status.STOPPED)
+        self._scale(caller, doc, WorkerLimits(min=doc.workers_min, max=doc.workers_max, idleTimeout=None))
+
+        def restart(d: Deployment) -> None:
+            d.started_at = utcnow()
+            d.progress = None
+            d.idle = IdleWatch()
+            d.runpod.warmup_job_id = None
+            d.readiness.throttled_since = None
+
+        try:
+            moved = self._deps.transitions.move(
+                deployment_id,
+                Status.DOWNLOADING_MODEL,
+                f"started by the owner: workers restored to {doc.workers_min}-{doc.workers_max}; "
+                "the worker proves the model again",
+                apply=restart,
+            )
+        except IllegalTransitionError as exc:
+            raise _invalid_state(self._current(caller, deployment_id), "started", Status.STOPPED) from exc
+        self._warm_up(caller, moved.document)
+        return LifecycleActionResponse(deployment_id=deployment_id, status="downloading_model")
+
+    # --- Runpod --------------------------------------------------------------------------------------------------
+
+    def _current(self, caller: Caller, deployment_id: str) -> Deployment:
+        return owned_deployment(self._deps.store, caller, deployment_id)
+
+    def _client(self, caller: Caller) -> RunpodClient:
+        return self._runpod.client(caller.api_key)
+
+    def _scale(self, caller: Caller, doc: Deployment, workers: WorkerLimits) -> None:
+        if doc.runpod.endpoint_id is None:
+            raise ApiError(409, "invalid_state", "the deployment has no Runpod endpoint", details={"status": "none"})
+        try:
+            self._client(caller).update_endpoint(doc.runpod.endpoint_id, EndpointChange(workers=workers))
+        except RunpodNotFoundError as exc:
+            raise ApiError(409, "invalid_state", "the deployment's Runpod endpoint is gone") from exc
+        except RunpodAuthError as exc:
+            raise ApiError(401, "invalid_api_key", "Runpod does not accept this API key") from exc
+        except (PermanentError, RetryableError) as exc:
+            raise ApiError(
+                503, "runpod_unavailable", f"Runpod did not take the change; try again: {exc}", headers=_RETRY
+            ) from exc
+
+    def _warm_up(self, caller: Caller, doc: Deployment) -> None:
+        assert doc.runpod.endpoint_id is not None
+        try:
+            job = self._client(caller).run(doc.runpod.endpoint_id, {"warmup": True})
+        except (PermanentError, RetryableError) as exc:
+            raise ApiError(
+                503, "runpod_unavailable", f"the warm-up job was not taken; try again: {exc}", headers=_RETRY
+            ) from exc
+
+        def record(d: Deployment) -> bool:
+            if d.status not in _RESTARTING or d.runpod.warmup_job_id:
+                return False
+            d.runpod.warmup_job_id = job.id
+            return True
+
+        self._deps.store.update(doc.deployment_id, record, message="submitted the warm-up job; waiting for a worker")
