@@ -21,7 +21,7 @@ from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
 from shared.model_tasks import LoraSpec, ResolvedLora
-from shared.models import CacheScope, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
+from shared.models import CacheScope, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings, Usage
 
 
 class _Stored(BaseModel):
@@ -109,6 +109,8 @@ class Deployment(_Stored):
     deleted_at: datetime | None = None
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
+    # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.
+    usage: Usage = Field(default_factory=Usage)
 
     @model_validator(mode="before")
     @classmethod

@@ -263,6 +263,23 @@ class SkippedPoolView(BaseModel):
     reason: str
 
 
+class Usage(BaseModel):
+    """What a deployment's jobs used, counted with Firestore increments (exact under concurrent jobs).
+
+    ``estimated_cost_usd`` is execution time x the serverless price of the pool the worker ran on, from Runpod's
+    catalog: an estimate; Runpod's bill is the truth.
+    """
+
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    images: int = 0
+    execution_ms: int = 0
+    delay_ms: int = 0
+    estimated_cost_usd: float = 0.0
+
+
 class DeploymentView(BaseModel):
     """The public view of a deployment: what ``GET /v1/deployments/{id}`` returns. No secrets, ever."""
 
@@ -290,6 +307,7 @@ class DeploymentView(BaseModel):
     timings: Timings | None = None
     error: ErrorInfo | None = None
     phase_timestamps: dict[str, datetime] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None
