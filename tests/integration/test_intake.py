@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -318,7 +319,7 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
     validate(doc)
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = {
-        (rule.rule.replace("<id:deployment_id>", "{deployment_id}"), method)
+        (re.sub(r"<\w+:(\w+)>", r"{\1}", rule.rule), method)
         for rule in ROUTES.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
