@@ -6,7 +6,7 @@ import sys
 
 # intake last: its ~15k deployments keep provisioning busy for minutes after it ends. bench.gpu prints that it was
 # skipped where there is no CUDA.
-BENCHES = ("bench.orchestration", "bench.worker_fetch", "bench.gpu", "bench.intake")
+BENCHES = ("bench.orchestration", "bench.worker_fetch", "bench.gpu", "bench.inference", "bench.intake")
 
 
 def main() -> int:
