@@ -37,7 +37,9 @@ from local.emulators import (
 )
 
 PROJECT = "visgate-bench"
-BODY = {"input": {"prompt": "a red fox in the snow", "num_inference_steps": 2, "width": 64, "height": 64}}
+BODY: dict[str, Any] = {
+    "input": {"prompt": "a red fox in the snow", "num_inference_steps": 2, "width": 64, "height": 64}
+}
 TARGET_P50_OVERHEAD_MS = 25.0
 
 

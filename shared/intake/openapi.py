@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.intake.jobs import (
@@ -38,7 +39,7 @@ from shared.models import (
 
 _REF = "#/components/schemas/{model}"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_MODELS = (
+_MODELS: tuple[type[BaseModel], ...] = (
     CreateDeploymentRequest,
     CreateDeploymentResponse,
     DeleteDeploymentResponse,
@@ -260,7 +261,7 @@ _KEY_ID = {
     "schema": {"type": "string", "pattern": f"^{KEY_ID_PATTERN}$"},
 }
 # Routes an invoke key (vdk_...) opens for its own deployment, besides the Runpod key.
-_INVOKE_SECURITY = [{"bearer": []}, {"runpodKey": []}, {"invokeKey": []}]
+_INVOKE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"runpodKey": []}, {"invokeKey": []}]
 _NOT_READY = {409: "deployment_not_ready: the deployment is not ready (details.status says what it is)"}
 _JOB_404 = {404: "no such deployment (or not yours), or job_not_found"}
 
