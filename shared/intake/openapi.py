@@ -167,6 +167,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/v1/deployments/{deployment_id}": {
                 "get": {
                     "operationId": "get_deployment",
+                    "security": _INVOKE_SECURITY,
                     "parameters": [_ID],
                     "responses": {"200": _json(DeploymentView, "the deployment"), **_errors(404, *_AUTHED)},
                 },
