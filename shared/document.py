@@ -80,6 +80,7 @@ class Deployment(_Stored):
     user_s3_url: str | None = None
     user_aws_endpoint_url: str | None = None
     user_aws_region: str | None = None
+    output_s3_url: str | None = None  # the output bucket (issue 11), written with the sealed user_aws_* keys
     has_hf_token: bool = False
     workers_min: int = 0
     workers_max: int = 1

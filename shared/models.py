@@ -176,6 +176,9 @@ class CreateDeploymentRequest(BaseModel):
     )
     user_aws_endpoint_url: Annotated[str, Field(max_length=2048)] | None = None
     user_aws_region: Annotated[str, Field(pattern=r"^[a-z0-9-]{2,32}$")] | None = None
+    # Where the worker writes generated images (returned as presigned GET URLs), with the user_aws_* keys: its own
+    # bucket, or the private cache's (issue 11). Unset, images come back inline.
+    output_s3_url: Annotated[str, Field(max_length=1024)] | None = None
     workers_min: Annotated[int, Field(ge=0, le=10)] = 0
     workers_max: Annotated[int, Field(ge=1, le=10)] = 1
     idle_timeout_seconds: Annotated[int, Field(ge=5, le=3600)] = 120
@@ -205,7 +208,7 @@ class CreateDeploymentRequest(BaseModel):
         allow = bool((info.context or {}).get("allow_http_loopback", False))
         return check_public_url(value, allow_http_loopback=allow, field=str(info.field_name))
 
-    @field_validator("user_s3_url")
+    @field_validator("user_s3_url", "output_s3_url")
     @classmethod
     def _s3_url(cls, value: str | None) -> str | None:
         if value is not None and not _S3_URL.match(value):
@@ -217,16 +220,30 @@ class CreateDeploymentRequest(BaseModel):
         if self.workers_min > self.workers_max:
             raise ValueError("workers_min must not exceed workers_max")
         private_fields = ("user_s3_url", "user_aws_access_key_id", "user_aws_secret_access_key")
+        key_fields = (
+            "user_aws_access_key_id",
+            "user_aws_secret_access_key",
+            "user_aws_endpoint_url",
+            "user_aws_region",
+        )
+        if self.output_s3_url is not None:
+            missing = [name for name in key_fields[:2] if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"output_s3_url requires {', '.join(missing)}")
         if self.cache_scope is CacheScope.PRIVATE:
             missing = [name for name in private_fields if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"cache_scope 'private' requires {', '.join(missing)}")
         else:
+            # The keys also serve an output bucket; the cache's URL only the private cache.
+            allowed = key_fields if self.output_s3_url is not None else ()
             given = [
-                name for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region") if getattr(self, name)
+                name
+                for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region")
+                if getattr(self, name) and name not in allowed
             ]
             if given:
-                raise ValueError(f"{', '.join(given)} only apply to cache_scope 'private'")
+                raise ValueError(f"{', '.join(given)} only apply to cache_scope 'private' (or output_s3_url)")
         return self
 
 
@@ -295,6 +312,7 @@ class DeploymentView(BaseModel):
     idle_timeout_seconds: int
     ttl_minutes: int | None = None
     user_webhook_url: str | None = None
+    output_s3_url: str | None = None
     task: Task = "text_to_image"
     loras: list[dict[str, Any]] = Field(default_factory=list)
     vram_estimate_gb: float | None = None

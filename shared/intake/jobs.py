@@ -37,7 +37,7 @@ from shared.invoke_keys import InvokeKey, InvokeKeyStore
 from shared.job_input import GenerateInput, task_problems
 from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore
 from shared.lifecycle import Status
-from shared.models import Usage
+from shared.models import SealedCredentials, Usage
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -284,9 +284,9 @@ class JobRoutes:
     def runsync(self, request: Request, caller: Caller, deployment_id: str) -> Response:
         wait_ms = _wait_ms(request.args.get("wait"))
         doc, job_input, summary = self._accept(request, caller, deployment_id)
-        client = self._client(caller, doc)
+        client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.runsync(_endpoint_id(doc), job_input, wait_ms)
+            job = client.runsync(_endpoint_id(doc), job_input, wait_ms, s3_config)
         pricing = self._pricing(client, doc) if job.final else JobPricing()
         record = self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
         status_url = self._status_url(deployment_id, job.id)
@@ -310,9 +310,9 @@ class JobRoutes:
 
     def run(self, request: Request, caller: Caller, deployment_id: str) -> Response:
         doc, job_input, summary = self._accept(request, caller, deployment_id)
-        client = self._client(caller, doc)
+        client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.run(_endpoint_id(doc), job_input)
+            job = client.run(_endpoint_id(doc), job_input, s3_config)
         pricing = self._pricing(client, doc) if job.final else JobPricing()
         self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
         status_url = self._status_url(deployment_id, job.id)
@@ -449,11 +449,29 @@ class JobRoutes:
         """A Runpod client with the deployment's key: the caller's own (the same key), or the sealed one."""
         if caller.api_key:
             return self._deps.runpod.client(caller.api_key)
+        return self._deps.runpod.client(self._credentials(doc).runpod_api_key)
+
+    def _credentials(self, doc: Deployment) -> SealedCredentials:
         secrets = self._deps.store.secrets(doc.deployment_id)
         if not secrets:
             raise ApiError(409, "deployment_not_ready", "the deployment's credentials are gone", {"status": "deleted"})
-        credentials = self._deps.sealer.open(doc.deployment_id, secrets["sealed"])
-        return self._deps.runpod.client(credentials.runpod_api_key)
+        return self._deps.sealer.open(doc.deployment_id, secrets["sealed"])
+
+    def _output_bucket(self, doc: Deployment) -> dict[str, str] | None:
+        """Runpod's ``s3Config`` for a deployment created with an ``output_s3_url``: the worker uploads each image
+        there and returns a presigned GET URL instead of the bytes."""
+        if not doc.output_s3_url:
+            return None
+        credentials = self._credentials(doc)
+        if not credentials.user_aws_access_key_id or not credentials.user_aws_secret_access_key:
+            return None  # refused at create; a document written otherwise gets inline images
+        region = doc.user_aws_region or "us-east-1"
+        return {
+            "accessId": credentials.user_aws_access_key_id,
+            "accessSecret": credentials.user_aws_secret_access_key,
+            "bucketName": doc.output_s3_url.removeprefix("s3://").split("/", 1)[0],
+            "endpointUrl": doc.user_aws_endpoint_url or f"https://s3.{region}.amazonaws.com",
+        }
 
     def _pricing(self, client: RunpodClient, doc: Deployment) -> JobPricing:
         """The pool the workers run on and its serverless price from Runpod's catalog (cached; the static table

@@ -221,11 +221,15 @@ class RunpodClient:
 
     # --- data plane ---------------------------------------------------------------------------------------------
 
-    def run(self, endpoint_id: str, job_input: dict[str, Any]) -> Job:
-        """Queue a job (``/run``)."""
-        return Job.model_validate(self._call("POST", f"{self._data_plane}/{endpoint_id}/run", {"input": job_input}))
+    def run(self, endpoint_id: str, job_input: dict[str, Any], s3_config: dict[str, str] | None = None) -> Job:
+        """Queue a job (``/run``); ``s3_config`` is Runpod's per-job output bucket (``s3Config``)."""
+        return Job.model_validate(
+            self._call("POST", f"{self._data_plane}/{endpoint_id}/run", _job_body(job_input, s3_config))
+        )
 
-    def runsync(self, endpoint_id: str, job_input: dict[str, Any], wait_ms: int) -> Job:
+    def runsync(
+        self, endpoint_id: str, job_input: dict[str, Any], wait_ms: int, s3_config: dict[str, str] | None = None
+    ) -> Job:
         """Run a job and wait up to ``wait_ms`` for it (``/runsync?wait=``); the job as it stands then.
 
         The HTTP timeout is the wait plus the client's own timeout, so only a Runpod that overruns its own wait
@@ -233,7 +237,11 @@ class RunpodClient:
         """
         url = f"{self._data_plane}/{endpoint_id}/runsync"
         answer = self._call(
-            "POST", url, {"input": job_input}, params={"wait": str(wait_ms)}, timeout=wait_ms / 1000 + self._timeout
+            "POST",
+            url,
+            _job_body(job_input, s3_config),
+            params={"wait": str(wait_ms)},
+            timeout=wait_ms / 1000 + self._timeout,
         )
         return Job.model_validate(answer)
 
@@ -290,6 +298,10 @@ class RunpodClient:
         if not isinstance(answer, dict):
             raise RunpodUnavailableError(f"{what}: answered {status} with a JSON {type(answer).__name__}")
         return answer
+
+
+def _job_body(job_input: dict[str, Any], s3_config: dict[str, str] | None) -> dict[str, Any]:
+    return {"input": job_input, **({"s3Config": s3_config} if s3_config else {})}
 
 
 def _problem_errors(response: requests.Response) -> tuple[str, ...]:

@@ -230,6 +230,7 @@ class Job:
     output: Any = None
     error: Any = None
     stream: list[Any] = field(default_factory=list)
+    s3_config: dict[str, Any] | None = None  # Runpod's per-job output bucket, handed to the worker with the input
 
     def view(self) -> dict[str, Any]:
         """The job as ``/status`` answers it."""
@@ -247,7 +248,10 @@ class Job:
 
     def state_view(self) -> dict[str, Any]:
         """The job as ``/_sim/state`` shows it: the status plus its endpoint and input."""
-        return {**self.view(), "endpointId": self.endpoint_id, "input": self.input}
+        state = {**self.view(), "endpointId": self.endpoint_id, "input": self.input}
+        if self.s3_config is not None:
+            state["s3Config"] = {**self.s3_config, "accessSecret": "<redacted>"}
+        return state
 
 
 @dataclass

@@ -509,3 +509,52 @@ def test_runpod_refusing_the_sealed_key_is_502_runpod_auth_failed(
     invoke = intake_client.post(f"/v1/deployments/{dep}/keys", headers=auth(owner_key)).json["key"]
     resp = intake_client.post(f"/v1/deployments/{dep}/runsync", json={"input": PROMPT}, headers=auth(invoke))
     assert (resp.status_code, resp.json["error"]["code"]) == (502, "runpod_auth_failed"), resp.json
+
+
+# --- outputs to the deployment's own bucket --------------------------------------------------------------------------
+
+
+def test_a_deployment_with_an_output_bucket_sends_it_as_the_jobs_s3config(
+    intake_client: Any, db: firestore.Client
+) -> None:
+    api_key = key()
+    body = {
+        "hf_model_id": "org/model",
+        "output_s3_url": "s3://my-outputs/images",
+        "user_aws_access_key_id": "AKIAOUTPUT",
+        "user_aws_secret_access_key": "output-secret-value",
+        "user_aws_endpoint_url": "http://127.0.0.1:9000",
+    }
+    created = intake_client.post("/v1/deployments", json=body, headers=auth(api_key))
+    assert created.status_code == 202, created.json
+    dep = created.json["deployment_id"]
+    view = intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json
+    assert view["output_s3_url"] == "s3://my-outputs/images"
+    assert "output-secret-value" not in str(db.collection(DEPLOYMENTS).document(dep).get().to_dict())
+    make_ready(db, dep, make_endpoint(api_key))
+
+    resp = intake_client.post(f"/v1/deployments/{dep}/runsync", json={"input": PROMPT}, headers=auth(api_key))
+    assert resp.status_code == 200, resp.json
+    state = requests.get(f"{os.environ['RUNPOD_API_BASE_URL']}/_sim/state", timeout=5).json()
+    account = next(a for a in state["accounts"] if a["api_key"] == api_key)
+    job = next(j for j in account["jobs"] if j["id"] == resp.json["job_id"])
+    assert job["s3Config"] == {
+        "accessId": "AKIAOUTPUT",
+        "accessSecret": "<redacted>",
+        "bucketName": "my-outputs",
+        "endpointUrl": "http://127.0.0.1:9000",
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"user_aws_access_key_id": "AKIA"}, "output_s3_url requires user_aws_secret_access_key"),
+        ({}, "output_s3_url requires user_aws_access_key_id"),
+    ],
+)
+def test_an_output_bucket_needs_its_keys(intake_client: Any, extra: dict[str, str], problem: str) -> None:
+    body = {"hf_model_id": "org/model", "output_s3_url": "s3://my-outputs", **extra}
+    resp = intake_client.post("/v1/deployments", json=body, headers=auth(key()))
+    assert resp.status_code == 400
+    assert problem in str(resp.json["error"]["details"])
