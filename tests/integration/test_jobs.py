@@ -43,7 +43,7 @@ from tests.integration.conftest import register_runpod_key
 
 pytestmark = pytest.mark.usefixtures("intake_env")
 
-PROMPT = {"prompt": "a red fox in the snow", "num_inference_steps": 2, "width": 64, "height": 64}
+PROMPT: dict[str, Any] = {"prompt": "a red fox in the snow", "num_inference_steps": 2, "width": 64, "height": 64}
 
 
 def key() -> str:
@@ -75,28 +75,45 @@ def make_endpoint(api_key: str, workers_max: int = 3) -> str:
     return RunpodConnector(url, url, 10).client(api_key).create_endpoint(spec).id
 
 
-def make_ready(db: firestore.Client, deployment_id: str, endpoint_id: str, task: str = "text_to_image") -> None:
-    def change(doc: Deployment) -> bool:
-        doc.status = Status.READY
-        doc.runpod.endpoint_id = endpoint_id
-        doc.gpu.pool_in_use = "AMPERE_16"
-        doc.gpu.window = ["AMPERE_16"]
-        doc.task = task  # type: ignore[assignment]
-        return True
-
-    DeploymentStore(db).update(deployment_id, change)
+def write_ready(db: firestore.Client, api_key: str, workers_max: int = 3, **fields: Any) -> str:
+    """A ready deployment on an instant-worker endpoint, written directly: no ``deployment-requested`` is
+    published, so provisioning (running beside these tests when the whole stack is up) never touches it."""
+    deployment_id = uuid.uuid4().hex
+    now = utcnow()
+    credentials = SealedCredentials(runpod_api_key=api_key, **fields.pop("credentials", {}))
+    doc = Deployment(
+        deployment_id=deployment_id,
+        owner=tenant_id(os.environ["TENANT_PEPPER"], api_key),
+        status=Status.READY,
+        hf_model_id="org/model",
+        created_at=now,
+        updated_at=now,
+        phase_timestamps={Status.VALIDATING: now, Status.READY: now},
+        **fields,
+    )
+    doc.runpod.endpoint_id = make_endpoint(api_key, workers_max)
+    doc.gpu.pool_in_use = "AMPERE_16"
+    doc.gpu.window = ["AMPERE_16"]
+    DeploymentStore(db).create(
+        NewDeployment(
+            document=doc,
+            sealed_credentials=Sealer(os.environ["SEALING_KEY"]).seal(deployment_id, credentials),
+            callback_nonce="n",
+            callback_secret_hash="h",
+        )
+    )
+    return deployment_id
 
 
 @pytest.fixture
 def ready(intake_client: Any, db: firestore.Client) -> Callable[..., tuple[str, str]]:
-    """A factory: (Runpod key, deployment id) of a ready deployment on an instant-worker endpoint."""
+    """A factory: (Runpod key, deployment id) of a ready deployment on an instant-worker endpoint, its key already
+    verified by the API (so a test's Runpod request count starts after that check)."""
 
-    def make(workers_max: int = 3, task: str = "text_to_image") -> tuple[str, str]:
+    def make(workers_max: int = 3) -> tuple[str, str]:
         api_key = key()
-        resp = intake_client.post("/v1/deployments", json={"hf_model_id": "org/model"}, headers=auth(api_key))
-        assert resp.status_code == 202, resp.json
-        deployment_id = resp.json["deployment_id"]
-        make_ready(db, deployment_id, make_endpoint(api_key, workers_max), task)
+        deployment_id = write_ready(db, api_key, workers_max)
+        assert intake_client.get(f"/v1/deployments/{deployment_id}", headers=auth(api_key)).status_code == 200
         return api_key, deployment_id
 
     return make
@@ -531,7 +548,14 @@ def test_a_deployment_with_an_output_bucket_sends_it_as_the_jobs_s3config(
     view = intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json
     assert view["output_s3_url"] == "s3://my-outputs/images"
     assert "output-secret-value" not in str(db.collection(DEPLOYMENTS).document(dep).get().to_dict())
-    make_ready(db, dep, make_endpoint(api_key))
+    # The job runs on a ready twin written directly (provisioning may be failing the first: org/model is no model).
+    dep = write_ready(
+        db,
+        api_key,
+        output_s3_url="s3://my-outputs/images",
+        user_aws_endpoint_url="http://127.0.0.1:9000",
+        credentials={"user_aws_access_key_id": "AKIAOUTPUT", "user_aws_secret_access_key": "output-secret-value"},
+    )
 
     resp = intake_client.post(f"/v1/deployments/{dep}/runsync", json={"input": PROMPT}, headers=auth(api_key))
     assert resp.status_code == 200, resp.json
