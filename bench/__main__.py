@@ -11,6 +11,7 @@ BENCHES = (
     "bench.first_job",
     "bench.webhooks",
     "bench.sweep",
+    "bench.inference",
     "bench.worker_fetch",
     "bench.gpu",
     "bench.intake",

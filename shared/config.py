@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     key_verdict_ttl_s: float = Field(3600.0, description="how long Runpod's acceptance of a key is remembered")
     key_refusal_ttl_s: float = Field(60.0, description="how long Runpod's refusal of a key is remembered")
     refused_keys_per_address_per_minute: int = Field(10, ge=1, description="refused keys one client address may send")
+    # Inference jobs through the API (shared.intake.jobs)
+    job_record_ttl_days: float = Field(7.0, gt=0, description="how long job records are kept (a Firestore TTL)")
+    max_invoke_keys_per_deployment: int = Field(20, ge=1, description="live invoke keys one deployment may have")
 
     # Telling the user: webhooks (the webhooks function) and client tokens (the intake)
     webhook_timeout_s: float = Field(10.0, gt=0, le=30, description="per-attempt timeout of a webhook POST")

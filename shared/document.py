@@ -21,7 +21,16 @@ from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
 from shared.model_tasks import LoraSpec, ResolvedLora
-from shared.models import CacheScope, DeleteReason, DeploymentView, ErrorInfo, Progress, SkippedPoolView, Timings
+from shared.models import (
+    CacheScope,
+    DeleteReason,
+    DeploymentView,
+    ErrorInfo,
+    Progress,
+    SkippedPoolView,
+    Timings,
+    Usage,
+)
 
 
 class _Stored(BaseModel):
@@ -87,6 +96,7 @@ class Deployment(_Stored):
     user_s3_url: str | None = None
     user_aws_endpoint_url: str | None = None
     user_aws_region: str | None = None
+    output_s3_url: str | None = None  # the output bucket (issue 11), written with the sealed user_aws_* keys
     has_hf_token: bool = False
     workers_min: int = 0
     workers_max: int = 1
@@ -123,6 +133,8 @@ class Deployment(_Stored):
     idle: IdleWatch = Field(default_factory=IdleWatch)
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
+    # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.
+    usage: Usage = Field(default_factory=Usage)
 
     @model_validator(mode="before")
     @classmethod

@@ -183,6 +183,9 @@ class CreateDeploymentRequest(BaseModel):
     )
     user_aws_endpoint_url: Annotated[str, Field(max_length=2048)] | None = None
     user_aws_region: Annotated[str, Field(pattern=r"^[a-z0-9-]{2,32}$")] | None = None
+    # Where the worker writes generated images (returned as presigned GET URLs), with the user_aws_* keys: its own
+    # bucket, or the private cache's (issue 11). Unset, images come back inline.
+    output_s3_url: Annotated[str, Field(max_length=1024)] | None = None
     workers_min: Annotated[int, Field(ge=0, le=10)] = 0
     workers_max: Annotated[int, Field(ge=1, le=10)] = 1
     idle_timeout_seconds: Annotated[int, Field(ge=5, le=3600)] = 120
@@ -214,7 +217,7 @@ class CreateDeploymentRequest(BaseModel):
         allow = bool((info.context or {}).get("allow_http_loopback", False))
         return check_public_url(value, allow_http_loopback=allow, field=str(info.field_name))
 
-    @field_validator("user_s3_url")
+    @field_validator("user_s3_url", "output_s3_url")
     @classmethod
     def _s3_url(cls, value: str | None) -> str | None:
         if value is not None and not _S3_URL.match(value):
@@ -236,16 +239,30 @@ class CreateDeploymentRequest(BaseModel):
         if self.webhook_events is not None and self.user_webhook_url is None:
             raise ValueError("webhook_events needs user_webhook_url")
         private_fields = ("user_s3_url", "user_aws_access_key_id", "user_aws_secret_access_key")
+        key_fields = (
+            "user_aws_access_key_id",
+            "user_aws_secret_access_key",
+            "user_aws_endpoint_url",
+            "user_aws_region",
+        )
+        if self.output_s3_url is not None:
+            missing = [name for name in key_fields[:2] if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"output_s3_url requires {', '.join(missing)}")
         if self.cache_scope is CacheScope.PRIVATE:
             missing = [name for name in private_fields if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"cache_scope 'private' requires {', '.join(missing)}")
         else:
+            # The keys also serve an output bucket; the cache's URL only the private cache.
+            allowed = key_fields if self.output_s3_url is not None else ()
             given = [
-                name for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region") if getattr(self, name)
+                name
+                for name in (*private_fields, "user_aws_endpoint_url", "user_aws_region")
+                if getattr(self, name) and name not in allowed
             ]
             if given:
-                raise ValueError(f"{', '.join(given)} only apply to cache_scope 'private'")
+                raise ValueError(f"{', '.join(given)} only apply to cache_scope 'private' (or output_s3_url)")
         return self
 
 
@@ -286,6 +303,23 @@ class SkippedPoolView(BaseModel):
     reason: str
 
 
+class Usage(BaseModel):
+    """What a deployment's jobs used, counted with Firestore increments (exact under concurrent jobs).
+
+    ``estimated_cost_usd`` is execution time x the serverless price of the pool the worker ran on, from Runpod's
+    catalog: an estimate; Runpod's bill is the truth.
+    """
+
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    images: int = 0
+    execution_ms: int = 0
+    delay_ms: int = 0
+    estimated_cost_usd: float = 0.0
+
+
 class DeploymentView(BaseModel):
     """The public view of a deployment: what ``GET /v1/deployments/{id}`` returns. No secrets, ever."""
 
@@ -304,6 +338,7 @@ class DeploymentView(BaseModel):
     delete_reason: DeleteReason | None = None
     stopped_at: datetime | None = None
     user_webhook_url: str | None = None
+    output_s3_url: str | None = None
     task: Task = "text_to_image"
     loras: list[dict[str, Any]] = Field(default_factory=list)
     webhook_events: list[Status] | None = None
@@ -317,6 +352,7 @@ class DeploymentView(BaseModel):
     timings: Timings | None = None
     error: ErrorInfo | None = None
     phase_timestamps: dict[str, datetime] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None

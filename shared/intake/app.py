@@ -18,6 +18,7 @@ from shared.errors import ApiError
 from shared.http import error_response, failure_error, json_response, read_json_body, request_id
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
+from shared.intake.jobs import JOB_ID_PATTERN, JobDeps, JobRoutes
 from shared.intake.keys import client_address
 from shared.intake.lifecycle_routes import LifecycleRoutes
 from shared.intake.metrics import RequestCounters
@@ -26,6 +27,7 @@ from shared.intake.notify import NotifyRoutes
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
+from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.models import DeploymentLogs, LogLine
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ class DeploymentIdConverter(BaseConverter):
     """Only ids this API issues: any other id is no route, answered before Firestore sees it (it refuses some)."""
 
     regex = steps.DEPLOYMENT_ID_PATTERN
+
+
+class JobIdConverter(BaseConverter):
+    regex = JOB_ID_PATTERN
+
+
+class KeyIdConverter(BaseConverter):
+    regex = KEY_ID_PATTERN
 
 
 ROUTES = Map(
@@ -48,12 +58,23 @@ ROUTES = Map(
         *NOTIFY_RULES,
         Rule("/v1/deployments/<id:deployment_id>/stop", methods=["POST"], endpoint="stop_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/start", methods=["POST"], endpoint="start_deployment"),
+        # Inference (shared.intake.jobs)
+        Rule("/v1/deployments/<id:deployment_id>/runsync", methods=["POST"], endpoint="runsync_job"),
+        Rule("/v1/deployments/<id:deployment_id>/run", methods=["POST"], endpoint="run_job"),
+        Rule("/v1/deployments/<id:deployment_id>/jobs", methods=["GET"], endpoint="list_jobs"),
+        Rule("/v1/deployments/<id:deployment_id>/jobs/<job:job_id>", methods=["GET"], endpoint="get_job"),
+        Rule("/v1/deployments/<id:deployment_id>/jobs/<job:job_id>/cancel", methods=["POST"], endpoint="cancel_job"),
+        Rule("/v1/deployments/<id:deployment_id>/keys", methods=["POST"], endpoint="create_invoke_key"),
+        Rule("/v1/deployments/<id:deployment_id>/keys", methods=["GET"], endpoint="list_invoke_keys"),
+        Rule("/v1/deployments/<id:deployment_id>/keys/<key:key_id>", methods=["DELETE"], endpoint="revoke_invoke_key"),
+        Rule("/v1/usage", methods=["GET"], endpoint="usage"),
+        Rule("/v1/gpus", methods=["GET"], endpoint="gpus"),
         Rule("/health", methods=["GET"], endpoint="health"),
         Rule("/metrics", methods=["GET"], endpoint="metrics"),
         Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
     ],
     strict_slashes=False,
-    converters={"id": DeploymentIdConverter},
+    converters={"id": DeploymentIdConverter, "job": JobIdConverter, "key": KeyIdConverter},
 )
 STREAM_MAX_SECONDS = 300.0
 
@@ -68,6 +89,7 @@ class IntakeApi:
         stream_max_s: float = STREAM_MAX_SECONDS,
         clock: Callable[[], float] = time.time,
         notify: NotifyRoutes | None = None,
+        jobs: JobRoutes | None = None,
     ) -> None:
         self._deps = deps
         self._db = db
@@ -92,6 +114,8 @@ class IntakeApi:
         }
         if notify is not None:
             self._handlers |= notify.handlers()
+        self._jobs = jobs or JobRoutes(JobDeps.from_settings(deps.settings, deps.store, deps.sealer, db))
+        self._handlers.update(self._jobs.handlers())
 
     def __call__(self, request: Request) -> Response:
         rid = request_id(request)
@@ -128,8 +152,11 @@ class IntakeApi:
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
         caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
-        # Before anything is written for this tenant (its rate-limit window included): does Runpod know the key?
-        self._deps.keys.verify(caller, client_address(request))
+        if is_invoke_key(caller.api_key):  # a per-deployment invoke key: checked against its hash, not with Runpod
+            caller = self._jobs.invoke_caller(caller.api_key, endpoint, dict(args))
+        else:
+            # Before anything is written for this tenant (its rate-limit window included): does Runpod know the key?
+            self._deps.keys.verify(caller, client_address(request))
         if endpoint != "create_deployment":  # a create counts inside its own commit
             check_rate_limit(
                 self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute, now=self._clock()

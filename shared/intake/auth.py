@@ -12,8 +12,11 @@ from shared.errors import ApiError
 
 @dataclass(frozen=True)
 class Caller:
+    """``api_key`` is the caller's Runpod key; empty for an invoke-key caller, who is scoped to ``deployment_id``."""
+
     tenant: str
     api_key: str
+    deployment_id: str | None = None
 
 
 def authenticate(request: Request, pepper: str) -> Caller:

@@ -5,11 +5,29 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.intake import notify
 from shared.intake.lifecycle_routes import LifecycleActionResponse
+from shared.intake.jobs import (
+    API_MODELS,
+    JOB_ID_PATTERN,
+    WAIT_MS_DEFAULT,
+    WAIT_MS_MAX,
+    WAIT_MS_MIN,
+    GpuList,
+    InvokeKeyCreated,
+    InvokeKeyList,
+    JobAccepted,
+    JobList,
+    JobResult,
+    JobView,
+    RunRequest,
+    UsageReport,
+)
 from shared.intake.steps import DEPLOYMENT_ID_PATTERN
+from shared.invoke_keys import KEY_ID_PATTERN
 from shared.lifecycle import Status
 from shared.models import (
     CreateDeploymentRequest,
@@ -23,7 +41,7 @@ from shared.models import (
 
 _REF = "#/components/schemas/{model}"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_MODELS = (
+_MODELS: tuple[type[BaseModel], ...] = (
     CreateDeploymentRequest,
     CreateDeploymentResponse,
     DeleteDeploymentResponse,
@@ -33,6 +51,7 @@ _MODELS = (
     ErrorResponse,
     *notify.MODELS,
     LifecycleActionResponse,
+    *API_MODELS,
 )
 
 
@@ -54,7 +73,7 @@ _ERROR_HEADERS: dict[int, dict[str, Any]] = {
 }
 
 
-def _errors(*codes: int) -> dict[str, Any]:
+def _errors(*codes: int, described: dict[int, str] | None = None) -> dict[str, Any]:
     text = {
         400: "invalid input",
         401: "missing API key",
@@ -64,7 +83,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         415: "body is not JSON",
         429: "rate limited (see Retry-After)",
         500: "an internal error (logged with the request id)",
+        502: "Runpod failed: runpod_unreachable, or runpod_auth_failed (it refused the deployment's Runpod key)",
         503: "a dependency is unavailable (see Retry-After)",
+        504: "runpod_timeout: Runpod did not answer in time",
+        **(described or {}),
     }
     responses = {str(code): _json(ErrorResponse, text[code]) for code in codes}
     for code in codes:
@@ -98,6 +120,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "your Runpod API key"},
                 "runpodKey": {"type": "apiKey", "in": "header", "name": "X-Runpod-Api-Key"},
+                "invokeKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a per-deployment invoke key (vdk_...): its run, runsync, jobs and get routes",
+                },
             },
         },
         "security": [{"bearer": []}, {"runpodKey": []}],
@@ -144,6 +171,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/v1/deployments/{deployment_id}": {
                 "get": {
                     "operationId": "get_deployment",
+                    "security": _INVOKE_SECURITY,
                     "parameters": [_ID],
                     "responses": {"200": _json(DeploymentView, "the deployment"), **_errors(404, *_AUTHED)},
                 },
@@ -202,6 +230,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            **_inference_paths(),
             "/health": {
                 "get": {
                     "operationId": "health",
@@ -246,5 +275,143 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     },
                 }
             },
+        },
+    }
+
+
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"},
+}
+_KEY_ID = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{KEY_ID_PATTERN}$"},
+}
+# Routes an invoke key (vdk_...) opens for its own deployment, besides the Runpod key.
+_INVOKE_SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"runpodKey": []}, {"invokeKey": []}]
+_NOT_READY = {409: "deployment_not_ready: the deployment is not ready (details.status says what it is)"}
+_JOB_404 = {404: "no such deployment (or not yours), or job_not_found"}
+
+
+def _inference_paths() -> dict[str, Any]:
+    """Jobs, invoke keys, usage and GPU pools (shared.intake.jobs)."""
+    run_body = {"required": True, "content": {"application/json": {"schema": _ref(RunRequest)}}}
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "description": "ms to wait for the job to finish",
+        "schema": {"type": "integer", "minimum": WAIT_MS_MIN, "maximum": WAIT_MS_MAX, "default": WAIT_MS_DEFAULT},
+    }
+    paging = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+    ]
+    runpod_errors = (400, 404, 409, 413, 415, *_AUTHED, 502, 504)
+    return {
+        "/v1/deployments/{deployment_id}/runsync": {
+            "post": {
+                "operationId": "runsync_job",
+                "security": _INVOKE_SECURITY,
+                "parameters": [_ID, wait],
+                "requestBody": run_body,
+                "responses": {
+                    "200": _json(JobResult, "the job ended within the wait"),
+                    "202": _json(JobAccepted, "the job runs on: poll status_url"),
+                    **_errors(*runpod_errors, described=_NOT_READY),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/run": {
+            "post": {
+                "operationId": "run_job",
+                "security": _INVOKE_SECURITY,
+                "parameters": [_ID],
+                "requestBody": run_body,
+                "responses": {
+                    "202": _json(JobAccepted, "queued: poll status_url"),
+                    **_errors(*runpod_errors, described=_NOT_READY),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/jobs": {
+            "get": {
+                "operationId": "list_jobs",
+                "security": _INVOKE_SECURITY,
+                "parameters": [_ID, *paging],
+                "responses": {
+                    "200": _json(JobList, "the deployment's jobs, newest first"),
+                    **_errors(400, 404, *_AUTHED),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/jobs/{job_id}": {
+            "get": {
+                "operationId": "get_job",
+                "security": _INVOKE_SECURITY,
+                "parameters": [_ID, _JOB_ID],
+                "responses": {
+                    "200": _json(JobView, "the job, refreshed from Runpod while it is not final"),
+                    **_errors(404, *_AUTHED, 502, 504, described=_JOB_404),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/jobs/{job_id}/cancel": {
+            "post": {
+                "operationId": "cancel_job",
+                "security": _INVOKE_SECURITY,
+                "parameters": [_ID, _JOB_ID],
+                "responses": {
+                    "200": _json(JobView, "the job after the cancel (a final job stays as it was)"),
+                    **_errors(404, *_AUTHED, 502, 504, described=_JOB_404),
+                },
+            }
+        },
+        "/v1/deployments/{deployment_id}/keys": {
+            "post": {
+                "operationId": "create_invoke_key",
+                "parameters": [_ID],
+                "responses": {
+                    "201": _json(InvokeKeyCreated, "the new invoke key, shown this once"),
+                    **_errors(404, 409, *_AUTHED, described={409: "deleted, or too many keys"}),
+                },
+            },
+            "get": {
+                "operationId": "list_invoke_keys",
+                "parameters": [_ID],
+                "responses": {"200": _json(InvokeKeyList, "ids, prefixes, creation times"), **_errors(404, *_AUTHED)},
+            },
+        },
+        "/v1/deployments/{deployment_id}/keys/{key_id}": {
+            "delete": {
+                "operationId": "revoke_invoke_key",
+                "parameters": [_ID, _KEY_ID],
+                "responses": {"204": {"description": "revoked: refused from now on"}, **_errors(404, *_AUTHED)},
+            }
+        },
+        "/v1/usage": {
+            "get": {
+                "operationId": "usage",
+                "parameters": [
+                    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+                    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+                ],
+                "responses": {
+                    "200": _json(UsageReport, "the caller's usage per deployment and overall (UTC days)"),
+                    **_errors(400, *_AUTHED),
+                },
+            }
+        },
+        "/v1/gpus": {
+            "get": {
+                "operationId": "gpus",
+                "responses": {
+                    "200": _json(GpuList, "the pools a deployment can use, from Runpod's catalog (cached briefly)"),
+                    **_errors(*_AUTHED, 502, 504),
+                },
+            }
         },
     }

@@ -209,6 +209,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         user_s3_url=body.user_s3_url,
         user_aws_endpoint_url=body.user_aws_endpoint_url,
         user_aws_region=body.user_aws_region,
+        output_s3_url=body.output_s3_url,
         has_hf_token=body.hf_token is not None,
         workers_min=body.workers_min,
         workers_max=body.workers_max,

@@ -19,6 +19,7 @@ from shared.runpod.errors import (
     RunpodAuthError,
     RunpodNotFoundError,
     RunpodRejectedError,
+    RunpodTimeoutError,
     RunpodUnavailableError,
     rate_limit_reset_s,
 )
@@ -169,13 +170,23 @@ class EndpointHealth(_Read):
     """``GET /v2/{endpoint_id}/health``: the endpoint's job counters."""
 
     jobs: JobCounts = Field(default_factory=lambda: JobCounts.model_validate({}))
+JOB_FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 class Job(_Read):
+    """A job as the data plane answers it (``run``, ``runsync``, ``status``, ``cancel``)."""
+
     id: str
     status: str
     output: Any = None
     error: Any = None
+    delay_time: int | None = Field(None, alias="delayTime")  # ms in the queue
+    execution_time: int | None = Field(None, alias="executionTime")  # ms running
+    worker_id: str | None = Field(None, alias="workerId")
+
+    @property
+    def final(self) -> bool:
+        return self.status in JOB_FINAL_STATES
 
 
 class RunpodClient:
@@ -227,9 +238,37 @@ class RunpodClient:
 
     # --- data plane ---------------------------------------------------------------------------------------------
 
-    def run(self, endpoint_id: str, job_input: dict[str, Any]) -> Job:
-        """Queue a job (``/run``)."""
-        return Job.model_validate(self._call("POST", f"{self._data_plane}/{endpoint_id}/run", {"input": job_input}))
+    def run(self, endpoint_id: str, job_input: dict[str, Any], s3_config: dict[str, str] | None = None) -> Job:
+        """Queue a job (``/run``); ``s3_config`` is Runpod's per-job output bucket (``s3Config``)."""
+        return Job.model_validate(
+            self._call("POST", f"{self._data_plane}/{endpoint_id}/run", _job_body(job_input, s3_config))
+        )
+
+    def runsync(
+        self, endpoint_id: str, job_input: dict[str, Any], wait_ms: int, s3_config: dict[str, str] | None = None
+    ) -> Job:
+        """Run a job and wait up to ``wait_ms`` for it (``/runsync?wait=``); the job as it stands then.
+
+        The HTTP timeout is the wait plus the client's own timeout, so only a Runpod that overruns its own wait
+        raises RunpodTimeoutError.
+        """
+        url = f"{self._data_plane}/{endpoint_id}/runsync"
+        answer = self._call(
+            "POST",
+            url,
+            _job_body(job_input, s3_config),
+            params={"wait": str(wait_ms)},
+            timeout=wait_ms / 1000 + self._timeout,
+        )
+        return Job.model_validate(answer)
+
+    def job_status(self, endpoint_id: str, job_id: str) -> Job:
+        """``GET /status/{job}``. RunpodNotFoundError when Runpod no longer knows the job."""
+        return Job.model_validate(self._call("GET", f"{self._data_plane}/{endpoint_id}/status/{job_id}"))
+
+    def cancel_job(self, endpoint_id: str, job_id: str) -> Job:
+        """``POST /cancel/{job}``: the job's status after the cancel (a final job stays as it was)."""
+        return Job.model_validate(self._call("POST", f"{self._data_plane}/{endpoint_id}/cancel/{job_id}"))
 
     def health(self, endpoint_id: str) -> EndpointHealth:
         """The endpoint's job counters (``/health``)."""
@@ -238,14 +277,21 @@ class RunpodClient:
     # --- transport ----------------------------------------------------------------------------------------------
 
     def _call(
-        self, method: str, url: str, payload: dict[str, Any] | None = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        payload: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """One request; the answer's JSON object ({} for 204). Errors are classified by status and structure."""
         what = f"Runpod {method} {url.split('/v2', 1)[-1].split('?', maxsplit=1)[0]}"
         try:
             response = self._session.request(
-                method, url, json=payload, params=params, headers=self._headers, timeout=self._timeout
+                method, url, json=payload, params=params, headers=self._headers, timeout=timeout or self._timeout
             )
+        except requests.ReadTimeout as exc:
+            raise RunpodTimeoutError(f"{what}: no answer in time") from exc
         except requests.RequestException as exc:
             # The exception text holds only the URL, never the headers (the key).
             raise RunpodUnavailableError(f"{what}: unreachable ({type(exc).__name__})") from exc
@@ -273,6 +319,10 @@ class RunpodClient:
         if not isinstance(answer, dict):
             raise RunpodUnavailableError(f"{what}: answered {status} with a JSON {type(answer).__name__}")
         return answer
+
+
+def _job_body(job_input: dict[str, Any], s3_config: dict[str, str] | None) -> dict[str, Any]:
+    return {"input": job_input, **({"s3Config": s3_config} if s3_config else {})}
 
 
 def _problem_errors(response: requests.Response) -> tuple[str, ...]:

@@ -38,6 +38,11 @@ class RunpodUnavailableError(RetryableError):
         self.retry_after_s = retry_after_s
 
 
+class RunpodTimeoutError(RunpodUnavailableError):
+    """Runpod took the request but did not answer in time (a read timeout): retryable, and told apart so an API can
+    answer 504 rather than 502."""
+
+
 class RunpodNotFoundError(PermanentError):
     """The resource does not exist: for teardown it is gone already; anywhere else it was removed on Runpod behind
     our back (a deleted endpoint), which no retry brings back."""

@@ -335,6 +335,9 @@ class RunpodSimulator:
             if not isinstance(body, dict) or "input" not in body:
                 raise SimError("request body must be a JSON object with an 'input' field")
             timeout_ms = _job_policy(body.get("policy")) or endpoint.config.timeout_ms
+            s3_config = body.get("s3Config")
+            if s3_config is not None and not isinstance(s3_config, dict):
+                raise SimError("s3Config must be an object")
             job = Job(
                 id=new_job_id(),
                 endpoint_id=endpoint.id,
@@ -342,6 +345,7 @@ class RunpodSimulator:
                 input=body["input"],
                 created_at=time.monotonic(),
                 execution_timeout_s=float(timeout_ms) / 1000,
+                s3_config=s3_config,
             )
             self.jobs[job.id] = job
             endpoint.queue.append(job.id)
@@ -431,7 +435,9 @@ class RunpodSimulator:
                     job.started_at = time.monotonic()
                     job.worker_id = worker.id
                     worker.job_ids.add(job.id)
-                    taken.append({"id": job.id, "input": job.input})
+                    taken.append(
+                        {"id": job.id, "input": job.input, **({"s3Config": job.s3_config} if job.s3_config else {})}
+                    )
                 remaining = deadline - time.monotonic()
                 if taken or remaining <= 0 or self._closed:
                     self._cond.notify_all()

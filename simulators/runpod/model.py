@@ -232,6 +232,7 @@ class Job:
     error: Any = None
     stream: list[Any] = field(default_factory=list)
     finished_epoch: float | None = None  # wall clock, for /_sim/state (benchmarks time what a user sees)
+    s3_config: dict[str, Any] | None = None  # Runpod's per-job output bucket, handed to the worker with the input
 
     def view(self) -> dict[str, Any]:
         """The job as ``/status`` answers it."""
@@ -249,12 +250,15 @@ class Job:
 
     def state_view(self) -> dict[str, Any]:
         """The job as ``/_sim/state`` shows it: the status plus its endpoint and input."""
-        return {
+        state = {
             **self.view(),
             "endpointId": self.endpoint_id,
             "input": self.input,
             "finishedEpoch": self.finished_epoch,
         }
+        if self.s3_config is not None:
+            state["s3Config"] = {**self.s3_config, "accessSecret": "<redacted>"}
+        return state
 
 
 @dataclass

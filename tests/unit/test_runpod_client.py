@@ -31,7 +31,13 @@ from shared.runpod.client import (
     WorkerLimits,
     WorkerStatus,
 )
-from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError, RunpodRejectedError, RunpodUnavailableError
+from shared.runpod.errors import (
+    RunpodAuthError,
+    RunpodNotFoundError,
+    RunpodRejectedError,
+    RunpodTimeoutError,
+    RunpodUnavailableError,
+)
 from simulators.runpod import openapi_contract
 from simulators.runpod.app import RunpodSimApp, create_app
 from simulators.runpod.catalog import gpu_types_in_pool
@@ -232,6 +238,39 @@ def test_a_job_is_queued_on_the_data_plane(sim: Sim) -> None:
 def test_a_job_on_a_missing_endpoint_is_not_found(sim: Sim) -> None:
     with pytest.raises(RunpodNotFoundError):
         sim.client().run("no-such-endpoint", {"warmup": True})
+
+
+def test_runsync_status_and_cancel_on_the_data_plane(sim: Sim) -> None:
+    client = sim.client()
+    endpoint = client.create_endpoint(_spec(workers_min=0))
+
+    done = client.runsync(endpoint.id, {"prompt": "x"}, wait_ms=10_000)
+    assert (done.status, done.final) == ("COMPLETED", True)
+    assert done.output == {"stub": True, "input": {"prompt": "x"}}
+    assert done.execution_time is not None and done.delay_time is not None
+    assert sim.session.last("POST").query == "wait=10000"
+    assert client.job_status(endpoint.id, done.id).status == "COMPLETED"
+
+    idle = client.create_endpoint(_spec(workers=WorkerLimits(min=0, max=0)))
+    queued = client.runsync(idle.id, {"prompt": "x"}, wait_ms=1000)
+    assert (queued.status, queued.final) == ("IN_QUEUE", False)
+    assert client.cancel_job(idle.id, queued.id).status == "CANCELLED"
+    assert client.job_status(idle.id, queued.id).final
+    with pytest.raises(RunpodNotFoundError):
+        client.job_status(idle.id, "no-such-job")
+
+
+def test_a_read_timeout_is_told_apart_from_unreachable() -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(RunpodTimeoutError) as caught:
+            RunpodConnector(url, url, timeout_s=0.2).client("k").job_status("e", "j")
+        assert isinstance(caught.value, RunpodUnavailableError)  # still retryable for the steps
+    with pytest.raises(RunpodUnavailableError) as unreachable:
+        RunpodConnector(url, url, timeout_s=0.2).client("k").job_status("e", "j")
+    assert not isinstance(unreachable.value, RunpodTimeoutError)
 
 
 # --- failures -----------------------------------------------------------------------------------------------------

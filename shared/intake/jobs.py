@@ -1,0 +1,537 @@
+"""Inference through the API: jobs on a ready deployment, its invoke keys, usage and the GPU pools.
+
+- ``run`` / ``runsync`` validate the input with the worker's own model (:mod:`shared.job_input`) and the
+  deployment's task before Runpod sees it, call the deployment's endpoint with its sealed Runpod key (or the
+  caller's, the same key), and write a job record (:mod:`shared.jobs`) that counts the request.
+- ``GET .../jobs/{job_id}`` asks Runpod while the job is not final and writes what it says back; the move to a
+  final state adds the job's outcome, images, times and estimated cost to the usage counters, once.
+- Inline outputs (base64 images) are returned by the answer that sees the job end (runsync, or the GET that
+  observes it) and never stored; a record keeps output references (URLs) only.
+- Runpod's failures have their own codes: ``runpod_unreachable`` (502), ``runpod_timeout`` (504) and
+  ``runpod_auth_failed`` (502: the deployment's Runpod key was refused; the caller's own auth was fine).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import Request, Response
+from google.cloud import firestore
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.config import Settings
+from shared.crypto import Sealer
+from shared.document import Deployment
+from shared.errors import ApiError, PermanentError
+from shared.gpu import STATIC_POOLS, GpuCatalog, GpuPool, GpuTier
+from shared.http import json_response, read_json_body, validation_error
+from shared.intake.auth import Caller
+from shared.intake.steps import owned_deployment
+from shared.invoke_keys import InvokeKey, InvokeKeyStore
+from shared.job_input import GenerateInput, task_problems
+from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore
+from shared.lifecycle import Status
+from shared.models import SealedCredentials, Usage
+from shared.runpod.client import Job, RunpodClient, RunpodConnector
+from shared.runpod.errors import (
+    RunpodAuthError,
+    RunpodNotFoundError,
+    RunpodRejectedError,
+    RunpodTimeoutError,
+    RunpodUnavailableError,
+)
+from shared.store import DeploymentStore
+
+# The routes an invoke key opens, each for its own deployment only.
+INVOKE_ROUTES = frozenset({"get_deployment", "run_job", "runsync_job", "get_job", "list_jobs", "cancel_job"})
+JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"
+WAIT_MS_DEFAULT = 90_000
+WAIT_MS_MIN, WAIT_MS_MAX = 1_000, 300_000
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+USAGE_DEFAULT_DAYS = 30
+USAGE_MAX_DAYS = 366
+
+
+# --- API models ---------------------------------------------------------------------------------------------------
+
+
+class RunRequest(BaseModel):
+    """Body of ``POST /v1/deployments/{id}/run`` and ``/runsync``: the job input (the worker's ``GenerateInput``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: dict[str, Any] = Field(description="the job input, validated with the worker's own input model")
+
+
+class JobMetrics(BaseModel):
+    delay_ms: int | None = None
+    execution_ms: int | None = None
+    estimated_cost_usd: float | None = None
+    pool: str | None = None
+
+
+class JobAccepted(BaseModel):
+    """A job that runs on: poll ``status_url``."""
+
+    job_id: str
+    status: str
+    status_url: str
+
+
+class JobResult(BaseModel):
+    """A job that ended within a runsync's wait."""
+
+    job_id: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    metrics: JobMetrics
+    status_url: str
+
+
+class JobView(BaseModel):
+    """A job record as the API shows it; ``output`` only in the answer that saw the job end."""
+
+    job_id: str
+    deployment_id: str
+    status: str
+    input_summary: InputSummary
+    delay_ms: int | None = None
+    execution_ms: int | None = None
+    estimated_cost_usd: float | None = None
+    pool: str | None = None
+    images: int = 0
+    output_refs: list[str] = Field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+    created_at: datetime
+    finished_at: datetime | None = None
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, record: JobRecord, output: Any = None) -> JobView:
+        fields = {k: v for k, v in record.model_dump().items() if k in cls.model_fields}
+        return cls.model_validate({**fields, "output": output})
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_page_token: str | None = None
+
+
+class InvokeKeyCreated(BaseModel):
+    """The new key: ``key`` is shown this once."""
+
+    key_id: str
+    key: str
+    prefix: str
+    deployment_id: str
+    created_at: datetime
+
+
+class InvokeKeyList(BaseModel):
+    keys: list[InvokeKey]
+
+
+class DeploymentUsage(BaseModel):
+    deployment_id: str
+    usage: Usage
+
+
+class UsageReport(BaseModel):
+    """``GET /v1/usage``: the caller's counters per deployment and overall, over UTC days ``from_day``..``to_day``.
+    Costs are estimates (execution time x the pool's serverless price); Runpod's bill is the truth."""
+
+    from_day: date
+    to_day: date
+    deployments: list[DeploymentUsage]
+    total: Usage
+
+
+class GpuPoolView(BaseModel):
+    pool: str
+    vram_gb: int
+    tier: GpuTier
+    usd_per_second: float
+    usd_per_hour: float
+    available: bool | None = Field(description="from Runpod's catalog; null when unknown (the static table)")
+    gpu_type_ids: list[str]
+
+
+class GpuList(BaseModel):
+    pools: list[GpuPoolView]
+
+
+API_MODELS: tuple[type[BaseModel], ...] = (
+    RunRequest,
+    JobAccepted,
+    JobResult,
+    JobView,
+    JobList,
+    InvokeKeyCreated,
+    InvokeKeyList,
+    UsageReport,
+    GpuList,
+)
+
+
+# --- wiring -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobDeps:
+    settings: Settings
+    store: DeploymentStore
+    jobs: JobStore
+    invoke_keys: InvokeKeyStore
+    sealer: Sealer
+    runpod: RunpodConnector
+    catalog: GpuCatalog
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: DeploymentStore, sealer: Sealer, db: firestore.Client) -> JobDeps:
+        return cls(
+            settings=settings,
+            store=store,
+            jobs=JobStore(db, timedelta(days=settings.job_record_ttl_days)),
+            invoke_keys=InvokeKeyStore(db),
+            sealer=sealer,
+            runpod=RunpodConnector(
+                settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
+            ),
+            catalog=GpuCatalog(settings.gpu_catalog_cache_s),
+        )
+
+
+@contextmanager
+def runpod_errors() -> Iterator[None]:
+    """Runpod's failures in the one error shape, each with its own code."""
+    try:
+        yield
+    except RunpodAuthError as exc:
+        raise ApiError(
+            502,
+            "runpod_auth_failed",
+            "Runpod refused the Runpod API key this deployment was created with (your auth here was fine)",
+        ) from exc
+    except RunpodTimeoutError as exc:
+        raise ApiError(504, "runpod_timeout", "Runpod did not answer in time", headers={"Retry-After": "5"}) from exc
+    except RunpodUnavailableError as exc:
+        retry = str(int(exc.retry_after_s or 5))
+        raise ApiError(
+            502, "runpod_unreachable", "Runpod is unreachable or unavailable now", headers={"Retry-After": retry}
+        ) from exc
+    except RunpodNotFoundError as exc:
+        raise ApiError(
+            502, "runpod_endpoint_missing", "Runpod no longer knows this deployment's endpoint or job"
+        ) from exc
+    except RunpodRejectedError as exc:
+        raise ApiError(502, "runpod_rejected", "Runpod refused the request") from exc
+
+
+class JobRoutes:
+    """The handlers of the inference routes, registered into the intake API's handler table."""
+
+    def __init__(self, deps: JobDeps) -> None:
+        self._deps = deps
+
+    def handlers(self) -> dict[str, Callable[..., Response]]:
+        return {
+            "runsync_job": self.runsync,
+            "run_job": self.run,
+            "get_job": self.get_job,
+            "list_jobs": self.list_jobs,
+            "cancel_job": self.cancel_job,
+            "create_invoke_key": self.create_key,
+            "list_invoke_keys": self.list_keys,
+            "revoke_invoke_key": self.revoke_key,
+            "usage": self.usage,
+            "gpus": self.gpus,
+        }
+
+    # --- auth ---------------------------------------------------------------------------------------------------
+
+    def invoke_caller(self, key: str, endpoint: str, args: dict[str, Any]) -> Caller:
+        """The caller an invoke key stands for, on one of :data:`INVOKE_ROUTES` of its own deployment.
+
+        Raises:
+            ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment.
+        """
+        unauthorized = ApiError(
+            401,
+            "invalid_api_key",
+            "an invoke key (vdk_...) opens only the run, runsync, jobs and get routes of its deployment",
+            headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
+        )
+        if endpoint not in INVOKE_ROUTES:
+            raise unauthorized
+        stored = self._deps.invoke_keys.resolve(key)
+        if stored is None:
+            raise unauthorized
+        deployment_id = str(args.get("deployment_id", ""))
+        if not hmac.compare_digest(stored.deployment_id, deployment_id):
+            raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
+        return Caller(tenant=stored.owner, api_key="", deployment_id=stored.deployment_id)
+
+    # --- jobs ---------------------------------------------------------------------------------------------------
+
+    def runsync(self, request: Request, caller: Caller, deployment_id: str) -> Response:
+        wait_ms = _wait_ms(request.args.get("wait"))
+        doc, job_input, summary = self._accept(request, caller, deployment_id)
+        client, s3_config = self._client(caller, doc), self._output_bucket(doc)
+        with runpod_errors():
+            job = client.runsync(_endpoint_id(doc), job_input, wait_ms, s3_config)
+        pricing = self._pricing(client, doc) if job.final else JobPricing()
+        record = self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
+        status_url = self._status_url(deployment_id, job.id)
+        if not job.final:
+            return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
+        metrics = JobMetrics(
+            delay_ms=record.delay_ms,
+            execution_ms=record.execution_ms,
+            estimated_cost_usd=record.estimated_cost_usd,
+            pool=record.pool,
+        )
+        result = JobResult(
+            job_id=job.id,
+            status=job.status,
+            output=job.output,
+            error=record.error,
+            metrics=metrics,
+            status_url=status_url,
+        )
+        return json_response(result)
+
+    def run(self, request: Request, caller: Caller, deployment_id: str) -> Response:
+        doc, job_input, summary = self._accept(request, caller, deployment_id)
+        client, s3_config = self._client(caller, doc), self._output_bucket(doc)
+        with runpod_errors():
+            job = client.run(_endpoint_id(doc), job_input, s3_config)
+        pricing = self._pricing(client, doc) if job.final else JobPricing()
+        self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
+        status_url = self._status_url(deployment_id, job.id)
+        return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
+
+    def get_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        record = self._record(deployment_id, job_id)
+        if record.final:
+            return json_response(JobView.of(record))
+        client = self._client(caller, doc)
+        try:
+            with runpod_errors():
+                job = client.job_status(_endpoint_id(doc), job_id)
+        except ApiError as exc:
+            if exc.code != "runpod_endpoint_missing":
+                raise
+            return json_response(JobView.of(record))  # Runpod forgot it (endpoint deleted): the record stands
+        return json_response(self._observe(client, doc, record, job))
+
+    def cancel_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        record = self._record(deployment_id, job_id)
+        if record.final:
+            return json_response(JobView.of(record))
+        client = self._client(caller, doc)
+        endpoint_id = _endpoint_id(doc)
+        with runpod_errors():
+            job = client.cancel_job(endpoint_id, job_id)
+            try:  # the cancel answer has no times; the status has what ran (Runpod bills it)
+                job = client.job_status(endpoint_id, job_id)
+            except RunpodNotFoundError:
+                pass
+        return json_response(self._observe(client, doc, record, job))
+
+    def list_jobs(self, request: Request, caller: Caller, deployment_id: str) -> Response:
+        owned_deployment(self._deps.store, caller, deployment_id)
+        size = _page_size(request.args.get("limit"))
+        try:
+            records, token = self._deps.jobs.list(deployment_id, size, request.args.get("page_token"))
+        except (ValueError, TypeError) as exc:
+            raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
+        return json_response(JobList(jobs=[JobView.of(r) for r in records], next_page_token=token))
+
+    # --- invoke keys --------------------------------------------------------------------------------------------
+
+    def create_key(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        if doc.status in (Status.DELETING, Status.DELETED):
+            raise ApiError(409, "deployment_not_ready", "the deployment is deleted", {"status": doc.status.value})
+        limit = self._deps.settings.max_invoke_keys_per_deployment
+        if len(self._deps.invoke_keys.list(deployment_id)) >= limit:
+            raise ApiError(409, "too_many_invoke_keys", f"a deployment may have at most {limit} invoke keys")
+        stored, key = self._deps.invoke_keys.create(deployment_id, doc.owner)
+        created = InvokeKeyCreated(key=key, **stored.model_dump())
+        return json_response(created, 201, headers={"Cache-Control": "no-store"})
+
+    def list_keys(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
+        owned_deployment(self._deps.store, caller, deployment_id)
+        return json_response(InvokeKeyList(keys=self._deps.invoke_keys.list(deployment_id)))
+
+    def revoke_key(self, _request: Request, caller: Caller, deployment_id: str, key_id: str) -> Response:
+        owned_deployment(self._deps.store, caller, deployment_id)
+        if not self._deps.invoke_keys.revoke(deployment_id, key_id):
+            raise ApiError(404, "invoke_key_not_found", f"no invoke key {key_id!r} on this deployment")
+        return Response(status=204)
+
+    # --- usage and GPUs -----------------------------------------------------------------------------------------
+
+    def usage(self, request: Request, caller: Caller) -> Response:
+        first, last = _usage_period(request.args.get("from"), request.args.get("to"))
+        per_deployment = self._deps.jobs.usage_by_deployment(caller.tenant, first, last)
+        total = Usage()
+        for usage in per_deployment.values():
+            total = Usage.model_validate(
+                {name: getattr(total, name) + getattr(usage, name) for name in Usage.model_fields}
+            )
+        rows = [DeploymentUsage(deployment_id=d, usage=u) for d, u in sorted(per_deployment.items())]
+        return json_response(UsageReport(from_day=first, to_day=last, deployments=rows, total=total))
+
+    def gpus(self, _request: Request, caller: Caller) -> Response:
+        client = self._deps.runpod.client(caller.api_key)
+        with runpod_errors():
+            pools = self._deps.catalog.pools(client.gpu_catalog)
+        views = [
+            GpuPoolView(
+                pool=p.id,
+                vram_gb=p.vram_gb,
+                tier=p.tier,
+                usd_per_second=p.usd_per_second,
+                usd_per_hour=round(p.usd_per_second * 3600, 4),
+                available=p.available,
+                gpu_type_ids=list(p.gpu_type_ids),
+            )
+            for p in sorted(pools, key=lambda p: (p.vram_gb, p.usd_per_second, p.id))
+        ]
+        return json_response(GpuList(pools=views))
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+
+    def _accept(
+        self, request: Request, caller: Caller, deployment_id: str
+    ) -> tuple[Deployment, dict[str, Any], InputSummary]:
+        """The ready deployment and the validated input; a refusal here never reaches Runpod."""
+        doc = owned_deployment(self._deps.store, caller, deployment_id)
+        if doc.status is not Status.READY or not doc.runpod.endpoint_id:
+            raise ApiError(
+                409,
+                "deployment_not_ready",
+                f"the deployment is {doc.status.value}, not ready",
+                {"status": doc.status.value},
+            )
+        raw = read_json_body(request, self._deps.settings.max_body_bytes)
+        try:
+            body = RunRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+        try:
+            generate = GenerateInput.model_validate(body.input)
+        except ValidationError as exc:
+            error = validation_error(exc)
+            for item in error.details or []:  # the fields sit under "input" in the body
+                item["field"] = "input" if item["field"] == "body" else f"input.{item['field']}"
+            raise error from exc
+        problems = task_problems(generate, doc.task)
+        if problems:
+            details = [
+                {"field": f"input.{p.split(':', 1)[0]}", "problem": p.split(":", 1)[1].strip()} for p in problems
+            ]
+            raise ApiError(400, "invalid_request", "the job input does not fit the deployment's task", details)
+        return doc, body.input, InputSummary.of(generate)
+
+    def _client(self, caller: Caller, doc: Deployment) -> RunpodClient:
+        """A Runpod client with the deployment's key: the caller's own (the same key), or the sealed one."""
+        if caller.api_key:
+            return self._deps.runpod.client(caller.api_key)
+        return self._deps.runpod.client(self._credentials(doc).runpod_api_key)
+
+    def _credentials(self, doc: Deployment) -> SealedCredentials:
+        secrets = self._deps.store.secrets(doc.deployment_id)
+        if not secrets:
+            raise ApiError(409, "deployment_not_ready", "the deployment's credentials are gone", {"status": "deleted"})
+        return self._deps.sealer.open(doc.deployment_id, secrets["sealed"])
+
+    def _output_bucket(self, doc: Deployment) -> dict[str, str] | None:
+        """Runpod's ``s3Config`` for a deployment created with an ``output_s3_url``: the worker uploads each image
+        there and returns a presigned GET URL instead of the bytes."""
+        if not doc.output_s3_url:
+            return None
+        credentials = self._credentials(doc)
+        if not credentials.user_aws_access_key_id or not credentials.user_aws_secret_access_key:
+            return None  # refused at create; a document written otherwise gets inline images
+        region = doc.user_aws_region or "us-east-1"
+        return {
+            "accessId": credentials.user_aws_access_key_id,
+            "accessSecret": credentials.user_aws_secret_access_key,
+            "bucketName": doc.output_s3_url.removeprefix("s3://").split("/", 1)[0],
+            "endpointUrl": doc.user_aws_endpoint_url or f"https://s3.{region}.amazonaws.com",
+        }
+
+    def _pricing(self, client: RunpodClient, doc: Deployment) -> JobPricing:
+        """The pool the workers run on and its serverless price from Runpod's catalog (cached; the static table
+        when the catalog cannot be read)."""
+        pool_id = doc.gpu.pool_in_use or (doc.gpu.window[0] if doc.gpu.window else None)
+        try:
+            pools: tuple[GpuPool, ...] = self._deps.catalog.pools(client.gpu_catalog)
+        except PermanentError:
+            pools = STATIC_POOLS
+        price = next((p.usd_per_second for p in pools if p.id == pool_id), None)
+        if price is None:
+            price = next((p.usd_per_second for p in STATIC_POOLS if p.id == pool_id), 0.0)
+        return JobPricing(pool=pool_id, usd_per_second=price)
+
+    def _observe(self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job) -> JobView:
+        pricing = self._pricing(client, doc) if job.final else JobPricing()
+        updated = self._deps.jobs.observe(doc.deployment_id, record.job_id, job, pricing) or record
+        return JobView.of(updated, job.output if job.final else None)
+
+    def _record(self, deployment_id: str, job_id: str) -> JobRecord:
+        record = self._deps.jobs.get(deployment_id, job_id)
+        if record is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id!r} on this deployment")
+        return record
+
+    def _status_url(self, deployment_id: str, job_id: str) -> str:
+        base = self._deps.settings.public_api_base_url.rstrip("/")
+        return f"{base}/v1/deployments/{deployment_id}/jobs/{job_id}"
+
+
+def _endpoint_id(doc: Deployment) -> str:
+    if not doc.runpod.endpoint_id:
+        raise ApiError(409, "deployment_not_ready", "the deployment has no endpoint", {"status": doc.status.value})
+    return doc.runpod.endpoint_id
+
+
+def _wait_ms(value: str | None) -> int:
+    if value is None:
+        return WAIT_MS_DEFAULT
+    if not re.fullmatch("[0-9]{1,6}", value) or not WAIT_MS_MIN <= int(value) <= WAIT_MS_MAX:
+        raise ApiError(400, "invalid_wait", f"wait must be an integer from {WAIT_MS_MIN} to {WAIT_MS_MAX} (ms)")
+    return int(value)
+
+
+def _page_size(limit: str | None) -> int:
+    if limit is None:
+        return DEFAULT_PAGE
+    if not re.fullmatch("[0-9]{1,3}", limit) or not 1 <= int(limit) <= MAX_PAGE:
+        raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
+    return int(limit)
+
+
+def _usage_period(first: str | None, last: str | None) -> tuple[date, date]:
+    try:
+        to_day = date.fromisoformat(last) if last else datetime.now(UTC).date()
+        from_day = date.fromisoformat(first) if first else to_day - timedelta(days=USAGE_DEFAULT_DAYS - 1)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_period", "from and to must be dates (YYYY-MM-DD, UTC)") from exc
+    if from_day > to_day or (to_day - from_day).days >= USAGE_MAX_DAYS:
+        raise ApiError(
+            400, "invalid_period", f"from must not be after to, and the period must be at most {USAGE_MAX_DAYS} days"
+        )
+    return from_day, to_day
