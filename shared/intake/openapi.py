@@ -9,7 +9,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.intake import notify
-from shared.intake.lifecycle_routes import LifecycleActionResponse
 from shared.intake.jobs import (
     API_MODELS,
     JOB_ID_PATTERN,
@@ -26,6 +25,7 @@ from shared.intake.jobs import (
     RunRequest,
     UsageReport,
 )
+from shared.intake.lifecycle_routes import LifecycleActionResponse
 from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.invoke_keys import KEY_ID_PATTERN
 from shared.lifecycle import Status

@@ -170,6 +170,8 @@ class EndpointHealth(_Read):
     """``GET /v2/{endpoint_id}/health``: the endpoint's job counters."""
 
     jobs: JobCounts = Field(default_factory=lambda: JobCounts.model_validate({}))
+
+
 JOB_FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 

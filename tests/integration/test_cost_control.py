@@ -1,6 +1,7 @@
 """Cost control against the emulators and the Runpod simulator: the sweep, stop and start, and the fault matrix.
 
-The functions run in a functions host as in test_provisioning (provision, callback, readiness, cleanup and sweep).
+The functions run in a functions host as in tests/support/provisioning.py (provision, callback, readiness, cleanup
+and sweep).
 The sweep is driven in-process (:func:`run_sweep` with a fan-out that keeps this test's items, then
 :func:`sweep_one` per item, with a clock moved past the deadline instead of waiting for it) except in
 ``test_the_scheduled_run_fans_out_through_cloud_tasks``, which POSTs the function as Cloud Scheduler does and lets the
@@ -36,7 +37,7 @@ from shared.steps.deps import StepDeps
 from shared.steps.sweep import run_sweep, sweep_one
 from shared.store import DeploymentStore, utcnow
 from shared.topology import QUEUE_READINESS, QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
-from tests.integration.test_provisioning import ALL_POOLS, FAST_WATCHDOG, Env, models_root  # noqa: F401
+from tests.support.provisioning import ALL_POOLS, FAST_WATCHDOG, Env
 from tests.support.serving import Served
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +59,13 @@ class Cost:
 def cost(  # noqa: PLR0917 (fixtures)
     intake_env: None,
     tasks_emulator: str,
-    models_root: Path,  # noqa: F811
+    models_root: Path,
     db: Any,
     runpod_simulator: str,
     intake_client_factory: Any,
 ) -> Iterator[Cost]:
     from local.functions_host import create_host_app
-    from shared.config import get_settings
+    from shared.config import IntakeSettings, ProvisioningSettings, get_settings
     from shared.wiring import step_deps
     from simulators.hub.app import create_app as create_hub
 
@@ -79,12 +80,13 @@ def cost(  # noqa: PLR0917 (fixtures)
         }.items():
             patch.setenv(key, value)
         get_settings.cache_clear()
-        settings = get_settings()
+        settings = get_settings(ProvisioningSettings)
         _ensure_queues(settings.google_cloud_project, settings.region, tasks_emulator)
         wanted = [function(name) for name in ("provision", "callback", "readiness", "cleanup", "sweep")]
         host = Served(create_host_app(wanted, REPO / "functions", settings.google_cloud_project), port)
         sealer = Sealer(settings.sealing_key.get_secret_value())
-        env = Env(DeploymentStore(db), sealer, settings.tenant_pepper.get_secret_value(), runpod_simulator, host.url)
+        pepper = get_settings(IntakeSettings).tenant_pepper.get_secret_value()
+        env = Env(DeploymentStore(db), sealer, pepper, runpod_simulator, host.url)
         deps = step_deps(settings)
         # The deletes the in-process sweep requests are delivered by deliver_deletes, to this host: a stack reused
         # in the same Pub/Sub emulator (make up, the e2e test's) subscribes to the topic with other settings.

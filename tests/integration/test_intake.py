@@ -311,7 +311,6 @@ def test_health_metrics_openapi(intake_client: Any) -> None:
 
 
 def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
-    import re
 
     from openapi_spec_validator import validate
 
@@ -343,7 +342,6 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
 
 def test_openapi_patterns_are_the_validation(intake_client: Any) -> None:
     """The documented patterns accept and refuse what the API accepts and refuses."""
-    import re
 
     props = intake_client.get("/openapi.json").json["components"]["schemas"]["CreateDeploymentRequest"]["properties"]
     for field, value, ok in [

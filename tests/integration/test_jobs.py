@@ -19,7 +19,7 @@ from flask import Flask
 from flask import request as flask_request
 from google.cloud import firestore
 
-from shared.config import get_settings
+from shared.config import IntakeSettings, get_settings
 from shared.crypto import Sealer, tenant_id
 from shared.document import Deployment
 from shared.intake.app import IntakeApi
@@ -471,7 +471,7 @@ def _closed_port_url() -> str:
 
 def _api_with_runpod_at(db: firestore.Client, data_plane_url: str, timeout_s: float) -> Any:
     """The intake API whose job routes call Runpod at ``data_plane_url`` (everything else as in the function)."""
-    settings = get_settings()
+    settings = get_settings(IntakeSettings)
     _, store, publisher, transitions, sealer = core(settings)
     deps = IntakeDeps(settings, store, transitions, publisher, sealer, KeyVerifier.from_settings(store, settings))
     job_deps = JobDeps.from_settings(settings, store, sealer, db)
