@@ -63,7 +63,7 @@ class ReadinessCheck(_Message):
 
 class PhaseTimings(BaseModel):
     # A worker adds the load's details (its LoRA adapters, the effective speed settings); the callback function
-    # keeps the three durations (shared.models.Timings).
+    # records what shared.models.Timings names on the deployment.
     model_config = ConfigDict(extra="allow")
 
     download_s: float | None = None

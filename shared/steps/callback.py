@@ -198,8 +198,8 @@ def _apply(report: PhaseReport, deps: StepDeps) -> None:
 
 
 def _ready(report: PhaseReport, deps: StepDeps, seen: Callable[[Deployment], None]) -> None:
-    # The three durations; a worker's extra details (LoRA adapters, speed settings) are its logs' business.
-    reported = report.timings.model_dump(include={"download_s", "load_s", "warmup_s"}) if report.timings else {}
+    # The durations and the load's details (LoRA adapters, speed settings): the user sees what the worker set up.
+    reported = report.timings.model_dump() if report.timings else {}
     pool = pool_of_gpu_type(report.gpu_type_id)
 
     def record_ready(doc: Deployment) -> None:

@@ -118,7 +118,7 @@ def run(local_stack: RunningStack) -> Iterator[Run]:
 def _create_held(raw: bytes) -> tuple[Any, Any]:
     """Run the intake's create step in this process (against the stack's emulators) without its publish; return
     the deployment and the publish to run later."""
-    from shared.config import Settings
+    from shared.config import IntakeSettings
     from shared.crypto import tenant_id
     from shared.intake import steps
     from shared.intake.auth import Caller
@@ -126,7 +126,7 @@ def _create_held(raw: bytes) -> tuple[Any, Any]:
     from shared.intake.ratelimit import current_window
     from shared.wiring import core
 
-    settings = Settings()  # type: ignore[call-arg]  # the stack's environment is the session's
+    settings = IntakeSettings()  # type: ignore[call-arg]  # the stack's environment is the session's
     _, store, publisher, transitions, sealer = core(settings)
     deps = steps.IntakeDeps(settings, store, transitions, publisher, sealer, KeyVerifier.from_settings(store, settings))
     caller = Caller(tenant_id(settings.tenant_pepper.get_secret_value(), DEMO_API_KEY), DEMO_API_KEY)
