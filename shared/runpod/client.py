@@ -1,8 +1,8 @@
 """Runpod over HTTP: the REST API v2 control plane (``https://api.runpod.io/v2``) and the job data plane
 (``https://api.runpod.ai/v2/{endpoint_id}``).
 
-Not the runpod SDK: importing it costs ~1.3 s of cold start, and its control-plane helpers speak the GraphQL API
-that Runpod retires in early 2027. Requests carry only the fields we mean (v2 refuses unknown fields by name), and
+Not the runpod SDK: importing it costs ~1.3 s of cold start, and its control-plane helpers speak Runpod's older API,
+which Runpod retires in early 2027 (docs/decisions/2026-12-runpod-rest-v2.md). Requests carry only the fields we mean (v2 refuses unknown fields by name), and
 answers are read leniently (Runpod may add fields).
 """
 
