@@ -2,8 +2,8 @@
 (``https://api.runpod.ai/v2/{endpoint_id}``).
 
 Not the runpod SDK: importing it costs ~1.3 s of cold start, and its control-plane helpers speak Runpod's older API,
-which Runpod retires in early 2027 (docs/decisions/2026-12-runpod-rest-v2.md). Requests carry only the fields we mean (v2 refuses unknown fields by name), and
-answers are read leniently (Runpod may add fields).
+which Runpod retires in early 2027 (docs/decisions/2026-12-runpod-rest-v2.md). Requests carry only the fields we
+mean (v2 refuses unknown fields by name), and answers are read leniently (Runpod may add fields).
 """
 
 from __future__ import annotations
