@@ -39,6 +39,7 @@ EXPECTED_SECRETS = {
     "cleanup": {"sealing-key"},
     "callback": {"sealing-key", "model-cache-aws-secret-access-key"},
     "webhooks": {"sealing-key"},
+    "sweep": {"sealing-key"},
 }
 
 Grant = tuple[str, str, str]  # (role, target kind, target)
