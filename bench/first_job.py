@@ -13,17 +13,13 @@ completed (the worker's start-up round trips before it takes a job). Each deploy
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from bench.orchestration import delete_all, percentile
-from local.stack import read_env_file
+from bench.stack import BenchRun, bench_run, percentile
 
 DEPLOYMENTS = 20
 START_DELAY_S = 1.0
@@ -31,27 +27,18 @@ TIMEOUT_S = 60.0
 POLL_S = 0.05
 
 
-def deploy(intake_url: str, api_key: str, model: str, db: Any, *, runpod: str, created: list[str]) -> dict[str, float]:
+def deploy(run: BenchRun, model: str) -> dict[str, float]:
     """POST one deployment, wait until it is ready and its warm-up job done; its times (seconds after the POST)."""
     posted = time.time()
-    answer = requests.post(
-        f"{intake_url.rstrip('/')}/v1/deployments",
-        json={"hf_model_id": model},
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    deployment_id = answer.json()["deployment_id"]
-    created.append(deployment_id)
-    ref = db.collection("deployments").document(deployment_id)
+    deployment_id = run.post({"hf_model_id": model})
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        doc = ref.get().to_dict() or {}
+        doc = run.doc(deployment_id)
         if doc.get("status") == "failed":
             raise RuntimeError(f"{deployment_id} failed: {doc.get('error')}")
         endpoint_id = (doc.get("runpod") or {}).get("endpoint_id")
         if doc.get("status") == "ready" and endpoint_id:
-            times = _sim_times(runpod, api_key, endpoint_id)
+            times = _sim_times(run.runpod, run.api_key, endpoint_id)
             if times is not None:
                 return {key: value - posted for key, value in times.items()}
         time.sleep(POLL_S)
@@ -78,25 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=DEPLOYMENTS)
     parser.add_argument("--start-delay", type=float, default=START_DELAY_S, help="the simulated worker start, s")
     args = parser.parse_args(argv)
-    env = read_env_file(args.env_file)
-    os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
-    from google.cloud import firestore
-
     from local.stack import DEMO_MODEL
 
-    db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
-    runpod = env["RUNPOD_API_BASE_URL"]
-    before = requests.get(f"{runpod}/_sim/state", timeout=5).json()["scenario"]
-    scenario = {"worker_mode": "instant", "start_delay_s": args.start_delay}
-    requests.post(f"{runpod}/_sim/scenario", json=scenario, timeout=5).raise_for_status()
-    api_key = f"rp_bench_{uuid.uuid4().hex}"
-    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
-    intake = env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]
-    created: list[str] = []
     rows = []
-    try:
+    with bench_run(args.env_file, {"worker_mode": "instant", "start_delay_s": args.start_delay}) as run:
         for _ in range(args.count):
-            times = deploy(intake, api_key, DEMO_MODEL, db, runpod=runpod, created=created)
+            times = deploy(run, DEMO_MODEL)
             rows.append(
                 {
                     "felt_s": times["first_job_done"] - args.start_delay,
@@ -109,10 +83,6 @@ def main(argv: list[str] | None = None) -> None:
                     "first_job_s": times["first_job_done"],
                 }
             )
-    finally:
-        delete_all(intake, api_key, created, db)
-        restore = {key: before[key] for key in ("worker_mode", "start_delay_s")}
-        requests.post(f"{runpod}/_sim/scenario", json=restore, timeout=5)
     print(f"{len(rows)} deployments, worker start {args.start_delay:.2f} s (simulated), one at a time")
     print(f"\n{'measure':<34} {'p50 s':>7} {'p90 s':>7} {'p99 s':>7} {'max s':>7}")
     for label in rows[0] if rows else ():

@@ -10,17 +10,13 @@ with `make bench`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from local.stack import read_env_file
+from bench.stack import BenchRun, bench_run, percentile
 
 DEPLOYMENTS = 50
 CONCURRENCY = 1  # one at a time: the per-deployment overhead; raise it to see contention on this machine
@@ -34,47 +30,16 @@ HOPS = (
 )
 
 
-def deploy(intake_url: str, api_key: str, model: str, db: Any, created: list[str]) -> dict[str, Any]:
-    """POST one deployment (its id goes to ``created``) and poll its document until it is ready or failed."""
-    answer = requests.post(
-        f"{intake_url.rstrip('/')}/v1/deployments",
-        json={"hf_model_id": model},
-        headers={"Authorization": f"Bearer {api_key}"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    deployment_id = answer.json()["deployment_id"]
-    created.append(deployment_id)
-    ref = db.collection("deployments").document(deployment_id)
+def deploy(run: BenchRun, model: str) -> dict[str, Any]:
+    """POST one deployment and poll its document until it is ready or failed."""
+    deployment_id = run.post({"hf_model_id": model})
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline:
-        doc = ref.get().to_dict() or {}
+        doc = run.doc(deployment_id)
         if doc.get("status") in ("ready", "failed"):
             return doc
         time.sleep(0.02)
     raise TimeoutError(f"{deployment_id} not ready after {TIMEOUT_S:.0f} s")
-
-
-def delete_all(intake_url: str, api_key: str, deployment_ids: list[str], db: Any) -> None:
-    """DELETE what the run created and wait until cleanup tore it down, so no endpoint outlives the benchmark
-    (their workers would also take CPU from the benchmarks that follow)."""
-    for deployment_id in deployment_ids:
-        requests.delete(
-            f"{intake_url.rstrip('/')}/v1/deployments/{deployment_id}",
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=10,
-        ).raise_for_status()
-    deadline = time.monotonic() + TIMEOUT_S
-    pending = set(deployment_ids)
-    while pending and time.monotonic() < deadline:
-        pending = {
-            i
-            for i in pending
-            if (db.collection("deployments").document(i).get().to_dict() or {}).get("status") != "deleted"
-        }
-        time.sleep(0.2)
-    if pending:
-        raise TimeoutError(f"{len(pending)} deployments not deleted after {TIMEOUT_S:.0f} s")
 
 
 def measure(doc: dict[str, Any]) -> dict[str, float]:
@@ -89,38 +54,16 @@ def measure(doc: dict[str, Any]) -> dict[str, float]:
     return row
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, default=Path(".local/stack.env"))
     parser.add_argument("--count", type=int, default=DEPLOYMENTS)
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     args = parser.parse_args(argv)
-    env = read_env_file(args.env_file)
-    os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
-    from google.cloud import firestore
-
     from local.stack import DEMO_MODEL
 
-    db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
-    runpod = env["RUNPOD_API_BASE_URL"]
-    before = requests.get(f"{runpod}/_sim/state", timeout=5).json()["scenario"]["worker_mode"]
-    requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": "instant"}, timeout=5).raise_for_status()
-    # A fresh account per run: the intake's per-tenant rate limit (120/min) would throttle repeated runs of one key.
-    api_key = f"rp_bench_{uuid.uuid4().hex}"
-    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
-    intake = env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]
-    created: list[str] = []
-    try:
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            docs = list(pool.map(lambda _: deploy(intake, api_key, DEMO_MODEL, db, created), range(args.count)))
-    finally:
-        delete_all(intake, api_key, created, db)
-        requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": before}, timeout=5)
+    with bench_run(args.env_file, {"worker_mode": "instant"}) as run, ThreadPoolExecutor(args.concurrency) as pool:
+        docs = list(pool.map(lambda _: deploy(run, DEMO_MODEL), range(args.count)))
     failed = [d for d in docs if d.get("status") != "ready"]
     rows = [measure(d) for d in docs if d.get("status") == "ready"]
     print(f"{len(rows)} ready, {len(failed)} failed ({args.concurrency} at a time)")

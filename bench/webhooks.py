@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import threading
 import time
-import uuid
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from bench.orchestration import delete_all, percentile
-from local.stack import read_env_file
+from bench.stack import bench_run, percentile
 
 DEPLOYMENTS = 20
 TIMEOUT_S = 60.0
@@ -75,39 +70,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env-file", type=Path, default=Path(".local/stack.env"))
     parser.add_argument("--count", type=int, default=DEPLOYMENTS)
     args = parser.parse_args(argv)
-    env = read_env_file(args.env_file)
-    os.environ.update({k: v for k, v in env.items() if k.endswith("_EMULATOR_HOST") or k == "GOOGLE_CLOUD_PROJECT"})
-    from google.cloud import firestore
-
     from local.stack import DEMO_MODEL
 
-    db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
-    runpod = env["RUNPOD_API_BASE_URL"]
-    before = requests.get(f"{runpod}/_sim/state", timeout=5).json()["scenario"]["worker_mode"]
-    requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": "instant"}, timeout=5).raise_for_status()
-    api_key = f"rp_bench_{uuid.uuid4().hex}"
-    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
-    intake = (env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]).rstrip("/")
     receiver = Receiver()
-    created: list[str] = []
     latencies: list[float] = []
     try:
-        for _ in range(args.count):
-            answer = requests.post(
-                f"{intake}/v1/deployments",
-                json={"hf_model_id": DEMO_MODEL, "user_webhook_url": receiver.url},
-                headers={"Authorization": f"Bearer {api_key}"},
-                timeout=10,
-            )
-            answer.raise_for_status()
-            deployment_id = answer.json()["deployment_id"]
-            created.append(deployment_id)
-            arrived, body = receiver.wait(deployment_id, TIMEOUT_S)
-            ready_at = datetime.fromisoformat(body["data"]["phase_timestamps"]["ready"].replace("Z", "+00:00"))
-            latencies.append(arrived - ready_at.timestamp())
+        with bench_run(args.env_file, {"worker_mode": "instant"}) as run:
+            for _ in range(args.count):
+                deployment_id = run.post({"hf_model_id": DEMO_MODEL, "user_webhook_url": receiver.url})
+                arrived, body = receiver.wait(deployment_id, TIMEOUT_S)
+                ready_at = datetime.fromisoformat(body["data"]["phase_timestamps"]["ready"].replace("Z", "+00:00"))
+                latencies.append(arrived - ready_at.timestamp())
     finally:
-        delete_all(intake, api_key, created, db)
-        requests.post(f"{runpod}/_sim/scenario", json={"worker_mode": before}, timeout=5)
         receiver.close()
     print(f"{len(latencies)} ready webhooks received (one deployment at a time)")
     print(f"{'#':>3} {'ready→webhook s':>16}")
