@@ -72,12 +72,11 @@ class InputSummary(BaseModel):
         )
 
 
-class JobRecord(BaseModel):
-    """The stored job. ``owner`` is the deployment's owner (tenant id); ``counted`` says its end is in ``usage``."""
+class JobFields(BaseModel):
+    """What a job record and its public view (``shared.intake.jobs.JobView``) have in common."""
 
     job_id: str
     deployment_id: str
-    owner: str
     status: str
     input_summary: InputSummary
     delay_ms: int | None = None
@@ -90,6 +89,12 @@ class JobRecord(BaseModel):
     created_at: datetime
     finished_at: datetime | None = None
     expires_at: datetime
+
+
+class JobRecord(JobFields):
+    """The stored job. ``owner`` is the deployment's owner (tenant id); ``counted`` says its end is in ``usage``."""
+
+    owner: str
     counted: bool = False
 
     @property

@@ -35,7 +35,7 @@ from shared.intake.auth import Caller
 from shared.intake.steps import owned_deployment
 from shared.invoke_keys import InvokeKey, InvokeKeyStore
 from shared.job_input import GenerateInput, task_problems
-from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore
+from shared.jobs import InputSummary, JobFields, JobPricing, JobRecord, JobStore
 from shared.lifecycle import Status
 from shared.models import SealedCredentials, Usage
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
@@ -95,24 +95,10 @@ class JobResult(BaseModel):
     status_url: str
 
 
-class JobView(BaseModel):
+class JobView(JobFields):
     """A job record as the API shows it; ``output`` only in the answer that saw the job end."""
 
-    job_id: str
-    deployment_id: str
-    status: str
-    input_summary: InputSummary
-    delay_ms: int | None = None
-    execution_ms: int | None = None
-    estimated_cost_usd: float | None = None
-    pool: str | None = None
-    images: int = 0
-    output_refs: list[str] = Field(default_factory=list)
     output: Any = None
-    error: str | None = None
-    created_at: datetime
-    finished_at: datetime | None = None
-    expires_at: datetime
 
     @classmethod
     def of(cls, record: JobRecord, output: Any = None) -> JobView:
