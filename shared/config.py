@@ -62,6 +62,11 @@ def secret_fields(settings_cls: type[BaseSettings]) -> tuple[str, ...]:
     return tuple(name for name in SECRET_FIELDS if name in settings_cls.model_fields)
 
 
+def delays_s(schedule: str) -> list[float]:
+    """The delays of a comma-separated schedule setting (``WEBHOOK_RETRY_SCHEDULE_S``, ``JOB_WATCH_SCHEDULE_S``)."""
+    return [float(part) for part in schedule.split(",") if part.strip()]
+
+
 def secret_id_of(field_name: str) -> str:
     """The Secret Manager secret id of a secret field (``sealing_key`` → ``sealing-key``)."""
     return field_name.replace("_", "-")
@@ -99,6 +104,17 @@ class Settings(BaseSettings):
     # Inference jobs through the API (shared.intake.jobs)
     job_record_ttl_days: float = Field(7.0, gt=0, description="how long job records are kept (a Firestore TTL)")
     max_invoke_keys_per_deployment: int = Field(20, ge=1, description="live invoke keys one deployment may have")
+    job_watch_schedule_s: str = Field(
+        "1,2,3,5,8,13,20,30,60",
+        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
+        description="delays between the checks of a job that did not end in its answer (the last one repeats)",
+    )
+    job_watch_max_s: float = Field(
+        25 * 3600, gt=0, description="how long after its submission a job is followed (Runpod keeps a queued job 24 h)"
+    )
+    job_webhook_max_bytes: int = Field(
+        256 * 1024, ge=1024, le=512 * 1024, description="the largest job webhook body; above it, output is left out"
+    )
 
     # Telling the user: webhooks (the webhooks function) and client tokens (the intake)
     webhook_timeout_s: float = Field(10.0, gt=0, le=30, description="per-attempt timeout of a webhook POST")
@@ -214,8 +230,8 @@ class IntakeSettings(SealingSettings):
 
 
 class ProvisioningSettings(SealingSettings):
-    """The provision, readiness, cleanup and webhooks functions: they open sealed credentials (or sealed webhook
-    secrets), nothing more secret."""
+    """The provision, readiness, cleanup, webhooks, sweep and jobs functions: they open sealed credentials (or sealed
+    webhook secrets), nothing more secret."""
 
 
 class CallbackSettings(SealingSettings):
@@ -235,6 +251,7 @@ SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
     "cleanup": ProvisioningSettings,
     "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
     "sweep": ProvisioningSettings,  # it opens the tenants' credentials to find orphaned endpoints
+    "jobs": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
 }
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     Settings,

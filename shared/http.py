@@ -6,6 +6,7 @@ import json
 import logging
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
@@ -121,3 +122,17 @@ def log_unexpected(exc: BaseException, where: str) -> None:
     """Log a bug with its type and stack, never its text (it may quote a token or a key)."""
     stack = "".join(traceback.format_tb(exc.__traceback__))
     logger.error("unhandled %s in %s\n%s", type(exc).__name__, where, stack)
+
+
+def task_outcome(step: str, run: Callable[[], str]) -> Response:
+    """The answer of a task or push handler whose step says what it did: 204 done (or nothing to do); 503 for a
+    RetryableError and 500 for a bug (logged), so that Cloud Tasks or Pub/Sub deliver again."""
+    try:
+        logger.info(run())
+    except RetryableError as exc:
+        logger.warning("will be retried: %s", exc)
+        return Response(status=503)
+    except Exception as exc:  # logged inside the caller's binding, then retried
+        log_unexpected(exc, step)
+        return Response(status=500)
+    return Response(status=204)

@@ -73,7 +73,7 @@ class InputSummary(BaseModel):
 
 
 class JobFields(BaseModel):
-    """What a job record and its public view (``shared.intake.jobs.JobView``) have in common."""
+    """What a job record and its public view (:class:`JobView`) have in common."""
 
     job_id: str
     deployment_id: str
@@ -86,6 +86,8 @@ class JobFields(BaseModel):
     images: int = 0
     output_refs: list[str] = Field(default_factory=list)
     error: str | None = None
+    # Where the job's end is announced (one signed delivery: shared.job_ends); checked like a deployment's webhook.
+    webhook_url: str | None = None
     created_at: datetime
     finished_at: datetime | None = None
     expires_at: datetime
@@ -100,6 +102,17 @@ class JobRecord(JobFields):
     @property
     def final(self) -> bool:
         return self.status in JOB_FINAL_STATES
+
+
+class JobView(JobFields):
+    """A job record as the API (and a job webhook) shows it; ``output`` only where the job's end was seen."""
+
+    output: Any = None
+
+    @classmethod
+    def of(cls, record: JobRecord, output: Any = None) -> JobView:
+        fields = {k: v for k, v in record.model_dump().items() if k in cls.model_fields}
+        return cls.model_validate({**fields, "output": output})
 
 
 class JobPricing(BaseModel):
@@ -164,7 +177,14 @@ class JobStore:
         )
 
     def record_submitted(
-        self, deployment_id: str, owner: str, job: Job, summary: InputSummary, pricing: JobPricing
+        self,
+        deployment_id: str,
+        owner: str,
+        job: Job,
+        summary: InputSummary,
+        pricing: JobPricing,
+        *,
+        webhook_url: str | None = None,
     ) -> JobRecord:
         """Write the record of a job Runpod accepted and count the request, in one commit; a job that is final
         already (a runsync that finished) is counted as ended in the same commit."""
@@ -175,6 +195,7 @@ class JobStore:
             owner=owner,
             status=job.status,
             input_summary=summary,
+            webhook_url=webhook_url,
             created_at=now,
             expires_at=now + self._ttl,
         )

@@ -61,6 +61,14 @@ class ReadinessCheck(_Message):
     check: int = 0
 
 
+class JobCheck(_Message):
+    """Queue ``job-watch``: look at one inference job its answer did not see end (check ``check``, 0-based)."""
+
+    deployment_id: str
+    job_id: str
+    check: int = 0
+
+
 class PhaseTimings(BaseModel):
     # A worker adds the load's details (its LoRA adapters, the effective speed settings); the callback function
     # records what shared.models.Timings names on the deployment.

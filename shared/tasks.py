@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import grpc
 from google.api_core import exceptions as gexc
@@ -23,19 +25,26 @@ def build_tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
 
 
 class TaskScheduler:
+    """Schedules named tasks; the client is built on the first one (an instance that never schedules, an intake
+    serving reads, never needs Cloud Tasks credentials)."""
+
     def __init__(
         self,
-        client: tasks_v2.CloudTasksClient,
+        client: Callable[[], tasks_v2.CloudTasksClient],
         project: str,
         region: str,
         functions_base_url: str,
         service_account_email: str | None = None,
     ) -> None:
-        self._client = client
+        self._new_client = client
         self._project = project
         self._region = region
         self._base = functions_base_url.rstrip("/")
         self._service_account = service_account_email
+
+    @cached_property
+    def _client(self) -> tasks_v2.CloudTasksClient:
+        return self._new_client()
 
     def schedule(self, queue: str, function_path: str, message: _Message, name: str, delay_s: float) -> bool:
         """Create task ``name`` to POST ``message`` to the function after ``delay_s``.

@@ -19,6 +19,7 @@ TOPIC_DEAD_LETTER = "dead-letter"
 QUEUE_READINESS = "readiness"
 QUEUE_WEBHOOK_DELIVERY = "webhook-delivery"
 QUEUE_SWEEP = "sweep"
+QUEUE_JOB_WATCH = "job-watch"
 
 # Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
 SECRET_TENANT_PEPPER = "tenant-pepper"
@@ -85,7 +86,8 @@ class Schedule:
     interval_setting: str | None = None
 
 
-# Every transition publishes on deployment-events (shared.transitions), so every function publishes there.
+# Every transition publishes on deployment-events (shared.transitions), so every function that moves a deployment
+# publishes there.
 FUNCTIONS: tuple[Function, ...] = (
     Function(
         "intake",
@@ -94,7 +96,8 @@ FUNCTIONS: tuple[Function, ...] = (
         public=True,
         secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
         publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
-        enqueues=(QUEUE_WEBHOOK_DELIVERY,),  # a redelivery asked for through the API
+        # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check.
+        enqueues=(QUEUE_WEBHOOK_DELIVERY, QUEUE_JOB_WATCH),
         signs_tokens=True,  # POST /v1/client-token
     ),
     Function(
@@ -135,6 +138,9 @@ FUNCTIONS: tuple[Function, ...] = (
         publishes=(TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
         enqueues=(QUEUE_SWEEP,),
     ),
+    # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
+    # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions: no events.
+    Function("jobs", "jobs", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY)),
 )
 
 TOPICS: tuple[str, ...] = (
@@ -162,6 +168,9 @@ QUEUES: tuple[Queue, ...] = (
     Queue(QUEUE_WEBHOOK_DELIVERY, "webhooks", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
     # One task per deployment the sweep found due; a failed one is retried, and the next run finds it again anyway.
     Queue(QUEUE_SWEEP, "sweep", max_attempts=20, min_backoff_s=2, max_backoff_s=300),
+    # A check that crashed is retried by the queue; a job still running is checked again by the step itself
+    # (a new named task after the next delay of JOB_WATCH_SCHEDULE_S).
+    Queue(QUEUE_JOB_WATCH, "jobs", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
 )
 
 SCHEDULES: tuple[Schedule, ...] = (

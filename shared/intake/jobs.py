@@ -19,25 +19,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Request, Response
 from google.cloud import firestore
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.config import Settings
 from shared.crypto import Sealer
 from shared.document import Deployment
-from shared.errors import ApiError, PermanentError
-from shared.gpu import STATIC_POOLS, GpuCatalog, GpuPool, GpuTier
+from shared.errors import ApiError
+from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
 from shared.intake.auth import Caller
 from shared.intake.steps import owned_deployment
 from shared.invoke_keys import InvokeKey, InvokeKeyStore
+from shared.job_ends import JobEnds
 from shared.job_input import GenerateInput, task_problems
-from shared.jobs import InputSummary, JobFields, JobPricing, JobRecord, JobStore
+from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
-from shared.models import SealedCredentials, Usage
+from shared.models import SealedCredentials, Usage, check_public_url
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -47,6 +48,7 @@ from shared.runpod.errors import (
     RunpodUnavailableError,
 )
 from shared.store import DeploymentStore
+from shared.wiring import job_ends, runpod_connector, task_scheduler
 
 # The routes an invoke key opens, each for its own deployment only.
 INVOKE_ROUTES = frozenset({"get_deployment", "run_job", "runsync_job", "get_job", "list_jobs", "cancel_job"})
@@ -62,11 +64,25 @@ USAGE_MAX_DAYS = 366
 
 
 class RunRequest(BaseModel):
-    """Body of ``POST /v1/deployments/{id}/run`` and ``/runsync``: the job input (the worker's ``GenerateInput``)."""
+    """Body of ``POST /v1/deployments/{id}/run`` and ``/runsync``: the job input (the worker's ``GenerateInput``)
+    and where to announce the job's end."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     input: dict[str, Any] = Field(description="the job input, validated with the worker's own input model")
+    webhook_url: Annotated[str, Field(max_length=2048)] | None = Field(
+        None,
+        description="gets one signed delivery (job.completed, job.failed, job.timed_out or job.cancelled) when the "
+        "job ends, with the tenant's webhook secret; https, public addresses only",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        allow = bool((info.context or {}).get("allow_http_loopback", False))
+        return check_public_url(value, allow_http_loopback=allow, field="webhook_url")
 
 
 class JobMetrics(BaseModel):
@@ -93,17 +109,6 @@ class JobResult(BaseModel):
     error: str | None = None
     metrics: JobMetrics
     status_url: str
-
-
-class JobView(JobFields):
-    """A job record as the API shows it; ``output`` only in the answer that saw the job end."""
-
-    output: Any = None
-
-    @classmethod
-    def of(cls, record: JobRecord, output: Any = None) -> JobView:
-        fields = {k: v for k, v in record.model_dump().items() if k in cls.model_fields}
-        return cls.model_validate({**fields, "output": output})
 
 
 class JobList(BaseModel):
@@ -174,24 +179,28 @@ API_MODELS: tuple[type[BaseModel], ...] = (
 class JobDeps:
     settings: Settings
     store: DeploymentStore
-    jobs: JobStore
     invoke_keys: InvokeKeyStore
     sealer: Sealer
     runpod: RunpodConnector
-    catalog: GpuCatalog
+    ends: JobEnds
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.ends.jobs
+
+    @property
+    def catalog(self) -> GpuCatalog:
+        return self.ends.catalog
 
     @classmethod
     def from_settings(cls, settings: Settings, store: DeploymentStore, sealer: Sealer, db: firestore.Client) -> JobDeps:
         return cls(
             settings=settings,
             store=store,
-            jobs=JobStore(db, timedelta(days=settings.job_record_ttl_days)),
             invoke_keys=InvokeKeyStore(db),
             sealer=sealer,
-            runpod=RunpodConnector(
-                settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
-            ),
-            catalog=GpuCatalog(settings.gpu_catalog_cache_s),
+            runpod=runpod_connector(settings),
+            ends=job_ends(settings, db, task_scheduler(settings)),
         )
 
 
@@ -269,12 +278,11 @@ class JobRoutes:
 
     def runsync(self, request: Request, caller: Caller, deployment_id: str) -> Response:
         wait_ms = _wait_ms(request.args.get("wait"))
-        doc, job_input, summary = self._accept(request, caller, deployment_id)
+        doc, body, summary = self._accept(request, caller, deployment_id)
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.runsync(_endpoint_id(doc), job_input, wait_ms, s3_config)
-        pricing = self._pricing(client, doc) if job.final else JobPricing()
-        record = self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
+            job = client.runsync(_endpoint_id(doc), body.input, wait_ms, s3_config)
+        record = self._submitted(client, doc, job, summary, body)
         status_url = self._status_url(deployment_id, job.id)
         if not job.final:
             return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
@@ -295,12 +303,11 @@ class JobRoutes:
         return json_response(result)
 
     def run(self, request: Request, caller: Caller, deployment_id: str) -> Response:
-        doc, job_input, summary = self._accept(request, caller, deployment_id)
+        doc, body, summary = self._accept(request, caller, deployment_id)
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.run(_endpoint_id(doc), job_input, s3_config)
-        pricing = self._pricing(client, doc) if job.final else JobPricing()
-        self._deps.jobs.record_submitted(deployment_id, doc.owner, job, summary, pricing)
+            job = client.run(_endpoint_id(doc), body.input, s3_config)
+        self._submitted(client, doc, job, summary, body)
         status_url = self._status_url(deployment_id, job.id)
         return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
 
@@ -401,7 +408,7 @@ class JobRoutes:
 
     def _accept(
         self, request: Request, caller: Caller, deployment_id: str
-    ) -> tuple[Deployment, dict[str, Any], InputSummary]:
+    ) -> tuple[Deployment, RunRequest, InputSummary]:
         """The ready deployment and the validated input; a refusal here never reaches Runpod."""
         doc = owned_deployment(self._deps.store, caller, deployment_id)
         if doc.status is not Status.READY or not doc.runpod.endpoint_id:
@@ -413,7 +420,8 @@ class JobRoutes:
             )
         raw = read_json_body(request, self._deps.settings.max_body_bytes)
         try:
-            body = RunRequest.model_validate_json(raw)
+            allow = self._deps.settings.allow_http_loopback_webhooks
+            body = RunRequest.model_validate_json(raw, context={"allow_http_loopback": allow})
         except ValidationError as exc:
             raise validation_error(exc) from exc
         try:
@@ -429,7 +437,7 @@ class JobRoutes:
                 {"field": f"input.{p.split(':', 1)[0]}", "problem": p.split(":", 1)[1].strip()} for p in problems
             ]
             raise ApiError(400, "invalid_request", "the job input does not fit the deployment's task", details)
-        return doc, body.input, InputSummary.of(generate)
+        return doc, body, InputSummary.of(generate)
 
     def _client(self, caller: Caller, doc: Deployment) -> RunpodClient:
         """A Runpod client with the deployment's key: the caller's own (the same key), or the sealed one."""
@@ -459,22 +467,19 @@ class JobRoutes:
             "endpointUrl": doc.user_aws_endpoint_url or f"https://s3.{region}.amazonaws.com",
         }
 
-    def _pricing(self, client: RunpodClient, doc: Deployment) -> JobPricing:
-        """The pool the workers run on and its serverless price from Runpod's catalog (cached; the static table
-        when the catalog cannot be read)."""
-        pool_id = doc.gpu.pool_in_use or (doc.gpu.window[0] if doc.gpu.window else None)
-        try:
-            pools: tuple[GpuPool, ...] = self._deps.catalog.pools(client.gpu_catalog)
-        except PermanentError:
-            pools = STATIC_POOLS
-        price = next((p.usd_per_second for p in pools if p.id == pool_id), None)
-        if price is None:
-            price = next((p.usd_per_second for p in STATIC_POOLS if p.id == pool_id), 0.0)
-        return JobPricing(pool=pool_id, usd_per_second=price)
+    def _submitted(
+        self, client: RunpodClient, doc: Deployment, job: Job, summary: InputSummary, body: RunRequest
+    ) -> JobRecord:
+        """The record of a job Runpod accepted (its request counted), then its end announced or its checks begun."""
+        pricing = self._deps.ends.pricing(client, doc) if job.final else JobPricing()
+        record = self._deps.jobs.record_submitted(
+            doc.deployment_id, doc.owner, job, summary, pricing, webhook_url=body.webhook_url
+        )
+        self._deps.ends.after_submit(record, job)
+        return record
 
     def _observe(self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job) -> JobView:
-        pricing = self._pricing(client, doc) if job.final else JobPricing()
-        updated = self._deps.jobs.observe(doc.deployment_id, record.job_id, job, pricing) or record
+        updated = self._deps.ends.observe(client, doc, record, job)
         return JobView.of(updated, job.output if job.final else None)
 
     def _record(self, deployment_id: str, job_id: str) -> JobRecord:

@@ -25,7 +25,8 @@ from shared.intake.auth import Caller
 from shared.webhooks.records import DeliveryRecords
 from shared.webhooks.secrets import WebhookSecrets
 from shared.webhooks.steps import WebhookDeps, redeliver
-from shared.webhooks.wiring import task_scheduler, webhook_secrets
+from shared.webhooks.wiring import webhook_secrets
+from shared.wiring import task_scheduler
 
 _DELIVERY_ID = re.compile(r"^dlv_[0-9a-f]{32}$")
 
@@ -75,7 +76,8 @@ class DeliveryAttempt(BaseModel):
 
 class DeliveryView(BaseModel):
     delivery_id: str
-    event_type: str
+    event_type: str  # deployment.<status>, or job.<state> for a job webhook (then job_id says which job)
+    job_id: str | None = None
     webhook_id: str
     state: Literal["pending", "delivered", "failed", "stopped"]
     attempts: list[DeliveryAttempt]

@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from flask import Request, Response
 
 from shared import logging as slog
 from shared.envelopes import MalformedDeliveryError, parse_pubsub, parse_task
-from shared.errors import RetryableError
 from shared.events import NotALifecycleEventError, parse_message
-from shared.http import log_unexpected
+from shared.http import task_outcome
 from shared.messages import _Message
 from shared.webhooks.steps import WebhookAttempt, WebhookDeps, deliver, dispatch_event
 
@@ -64,7 +62,7 @@ def _event(request: Request, deps: WebhookDeps) -> Response:
         if delivery.age_s() > deps.settings.max_event_age_s:
             logger.warning("dropped an event %.0f s old", delivery.age_s())
             return Response(status=204)
-        return _settle("dispatch_event", lambda: dispatch_event(event, deps))
+        return task_outcome("dispatch_event", lambda: dispatch_event(event, deps))
 
 
 def _task(request: Request, deps: WebhookDeps) -> Response:
@@ -77,16 +75,4 @@ def _task(request: Request, deps: WebhookDeps) -> Response:
     message = task.message
     binding = {"deployment_id": message.deployment_id, "execution_id": task.task_name, "attempt": message.attempt}
     with slog.bind(step="deliver", **binding):
-        return _settle("deliver", lambda: deliver(task, deps))
-
-
-def _settle(step: str, run: Callable[[], str]) -> Response:
-    try:
-        logger.info(run())
-    except RetryableError as exc:
-        logger.warning("will be retried: %s", exc)
-        return Response(status=503)
-    except Exception as exc:  # logged inside the binding, then retried
-        log_unexpected(exc, step)
-        return Response(status=500)
-    return Response(status=204)
+        return task_outcome("deliver", lambda: deliver(task, deps))

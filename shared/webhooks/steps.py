@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from shared.config import SealingSettings
+from shared.config import SealingSettings, delays_s
 from shared.envelopes import TaskDelivery
 from shared.events import ReceivedEvent
 from shared.http_safe import RefusedTargetError, Resolver, SendResult, check_target, post, system_resolver
@@ -40,7 +40,8 @@ from shared.webhooks.secrets import WebhookSecrets
 DELIVER_PATH = f"{function('webhooks').path}/deliver"
 # A claimed attempt that never got recorded (the instance died mid-send) may be taken again after this long.
 _CLAIM_GRACE_S = 50.0
-_COPIED = ("deployment_id", "owner", "event_id", "event_type", "webhook_id", "url", "body")
+# What a redelivery copies (job_id only from a job webhook's delivery).
+_COPIED = ("deployment_id", "job_id", "owner", "event_id", "event_type", "webhook_id", "url", "body")
 
 
 class WebhookAttempt(_Message):
@@ -61,14 +62,10 @@ class WebhookDeps:
     resolver: Resolver = system_resolver
 
 
-def retry_delays(settings: SealingSettings) -> list[float]:
-    """The delays before the second, third, ... attempt (``WEBHOOK_RETRY_SCHEDULE_S``)."""
-    return [float(part) for part in settings.webhook_retry_schedule_s.split(",") if part.strip()]
-
-
-def _schedule(deps: WebhookDeps, delivery_id: str, deployment_id: str, attempt: int, delay_s: float) -> None:
+def schedule_attempt(tasks: TaskScheduler, delivery_id: str, deployment_id: str, attempt: int, delay_s: float) -> None:
+    """Attempt ``attempt`` (0-based) of a delivery, after ``delay_s`` (one named task per attempt)."""
     message = WebhookAttempt(delivery_id=delivery_id, deployment_id=deployment_id, attempt=attempt)
-    deps.tasks.schedule(QUEUE_WEBHOOK_DELIVERY, DELIVER_PATH, message, f"{delivery_id}-{attempt}", delay_s)
+    tasks.schedule(QUEUE_WEBHOOK_DELIVERY, DELIVER_PATH, message, f"{delivery_id}-{attempt}", delay_s)
 
 
 def dispatch_event(event: ReceivedEvent, deps: WebhookDeps) -> str:
@@ -95,9 +92,9 @@ def dispatch_event(event: ReceivedEvent, deps: WebhookDeps) -> str:
         if existing is not None and existing.state is DeliveryState.PENDING and existing.claimed == 0:
             # The first try may have stopped between the record and the task: schedule again (same task name; an
             # attempt already claimed is not sent twice).
-            _schedule(deps, delivery_id, target.deployment_id, 0, 0)
+            schedule_attempt(deps.tasks, delivery_id, target.deployment_id, 0, 0)
         return f"delivery {delivery_id} exists already (a redelivered event)"
-    _schedule(deps, delivery_id, target.deployment_id, 0, 0)
+    schedule_attempt(deps.tasks, delivery_id, target.deployment_id, 0, 0)
     return f"delivery {delivery_id} of {event.status} scheduled"
 
 
@@ -161,7 +158,7 @@ def deliver(task: TaskDelivery[WebhookAttempt], deps: WebhookDeps) -> str:
         # Nothing was sent (the secret could not be read, say): the queue's retry of this task may take it again.
         deps.records.release(message.delivery_id, n)
         raise
-    delays = retry_delays(deps.settings)
+    delays = delays_s(deps.settings.webhook_retry_schedule_s)  # before the second, third, ... attempt
     code = result.status_code
     if refused:
         state = DeliveryState.FAILED
@@ -172,7 +169,7 @@ def deliver(task: TaskDelivery[WebhookAttempt], deps: WebhookDeps) -> str:
     elif n < len(delays):
         # Scheduled before the attempt is recorded: a retry after a failed record finds this attempt claimed, and
         # the next one comes anyway (the task name dedupes the schedule).
-        _schedule(deps, message.delivery_id, message.deployment_id, n + 1, delays[n])
+        schedule_attempt(deps.tasks, message.delivery_id, message.deployment_id, n + 1, delays[n])
         state = DeliveryState.PENDING
     else:
         state = DeliveryState.FAILED
@@ -190,8 +187,9 @@ def redeliver(deps: WebhookDeps, deployment_id: str, delivery_id: str) -> dict[s
     if original is None or original.data.get("deployment_id") != deployment_id:
         return None
     fresh = fresh_delivery_id()
-    record = {key: original.data[key] for key in _COPIED} | {"delivery_id": fresh, "redelivery_of": delivery_id}
+    record = {key: original.data[key] for key in _COPIED if key in original.data}
+    record |= {"delivery_id": fresh, "redelivery_of": delivery_id}
     deps.records.create(record)
-    _schedule(deps, fresh, deployment_id, 0, 0)
+    schedule_attempt(deps.tasks, fresh, deployment_id, 0, 0)
     created = deps.records.get(fresh)
     return created.data if created is not None else record

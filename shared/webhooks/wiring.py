@@ -5,21 +5,11 @@ from __future__ import annotations
 from shared.config import SealingSettings
 from shared.crypto import Sealer
 from shared.store import DeploymentStore
-from shared.tasks import TaskScheduler, build_tasks_client
+from shared.tasks import TaskScheduler
 from shared.webhooks.records import DeliveryRecords
 from shared.webhooks.secrets import WebhookSecrets
 from shared.webhooks.steps import WebhookDeps
-from shared.wiring import firestore_client
-
-
-def task_scheduler(settings: SealingSettings) -> TaskScheduler:
-    return TaskScheduler(
-        build_tasks_client(settings.cloud_tasks_emulator_host),
-        settings.google_cloud_project,
-        settings.region,
-        settings.functions_base_url,
-        settings.tasks_service_account_email,
-    )
+from shared.wiring import firestore_client, task_scheduler
 
 
 def webhook_secrets(db: object, settings: SealingSettings) -> WebhookSecrets:

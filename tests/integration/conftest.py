@@ -10,15 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from functions_framework import create_app
 from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
+from werkzeug.serving import make_server
 
+from local import bootstrap, emulators
+from local.functions_host import create_host_app
+from shared import topology
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, TOPICS
+
+# A ready deployment on an instant-worker endpoint; every Runpod key a test makes is registered with the simulator.
+from tests.support.jobs import ready, register_runpod_key  # noqa: F401
 
 # The provisioning harness's fixtures (models_root, provisioning_env, provisioning), for the per-function test files.
 from tests.support.provisioning import models_root, provisioning, provisioning_env  # noqa: F401
+from tests.support.receiver import receiver  # noqa: F401  (a webhook receiver for the tests that need one)
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "visgate-local"
@@ -45,20 +52,21 @@ def runpod_simulator() -> Iterator[str]:
         assert not violations, "\n".join(violations[:20])
 
 
-def register_runpod_key(runpod_url: str, api_key: str) -> str:
-    requests.post(f"{runpod_url}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
-    return api_key
-
-
 @pytest.fixture(scope="session")
-def intake_env(firestore_emulator: str, pubsub_emulator: str, runpod_simulator: str) -> Iterator[None]:
-    """Settings for in-process functions; topics exist (creating them is idempotent)."""
+def intake_env(
+    firestore_emulator: str, pubsub_emulator: str, runpod_simulator: str, tasks_emulator: str
+) -> Iterator[None]:
+    """Settings for in-process functions; topics and queues exist (creating them is idempotent). The jobs and
+    webhooks functions serve in this process at ``FUNCTIONS_BASE_URL``, so that a job submitted through the intake
+    is followed to its end and its webhook is sent, as in the stack."""
     os.environ["RUNPOD_API_BASE_URL"] = os.environ["RUNPOD_ENDPOINT_BASE_URL"] = runpod_simulator
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
     os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
     os.environ.setdefault("ALLOW_HTTP_LOOPBACK_WEBHOOKS", "true")
-    from shared.config import get_settings
+    port = emulators.free_port()
+    os.environ["FUNCTIONS_BASE_URL"] = f"http://127.0.0.1:{port}"
+    from shared.config import ProvisioningSettings, get_settings
 
     get_settings.cache_clear()
     publisher = pubsub_v1.PublisherClient()
@@ -68,7 +76,12 @@ def intake_env(firestore_emulator: str, pubsub_emulator: str, runpod_simulator: 
             publisher.create_topic(name=publisher.topic_path(project, topic))
         except gexc.AlreadyExists:
             pass
+    bootstrap.create_queues(topology, project, get_settings(ProvisioningSettings).region, tasks_emulator)
+    host = create_host_app([topology.function("jobs"), topology.function("webhooks")], REPO / "functions", project)
+    server = make_server("127.0.0.1", port, host, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield
+    server.shutdown()
     from shared.intake.metrics import flush_all
 
     flush_all()  # while Firestore still runs (the exit-time flush would find it stopped)

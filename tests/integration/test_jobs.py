@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,109 +21,21 @@ from google.cloud import firestore
 
 from shared.config import IntakeSettings, get_settings
 from shared.crypto import Sealer, tenant_id
-from shared.document import Deployment
 from shared.intake.app import IntakeApi
 from shared.intake.jobs import JobDeps, JobRoutes
 from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
 from shared.intake.steps import IntakeDeps
 from shared.jobs import JOBS, USAGE_DAYS
-from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import (
-    EndpointSpec,
-    GpuSelection,
-    QueueDelayScaling,
     RunpodConnector,
-    WorkerLimits,
 )
 from shared.store import DEPLOYMENTS, DeploymentStore, NewDeployment, utcnow
 from shared.wiring import core
-from tests.integration.conftest import register_runpod_key
+from tests.support.jobs import PROMPT, auth, key, sim_requests, usage_of, write_ready
 
 pytestmark = pytest.mark.usefixtures("intake_env")
-
-PROMPT: dict[str, Any] = {"prompt": "a red fox in the snow", "num_inference_steps": 2, "width": 64, "height": 64}
-
-
-def key() -> str:
-    return register_runpod_key(os.environ["RUNPOD_API_BASE_URL"], f"rp_test_{uuid.uuid4().hex}")
-
-
-def auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-def sim_requests(api_key: str) -> int:
-    state = requests.get(f"{os.environ['RUNPOD_API_BASE_URL']}/_sim/state", timeout=5).json()
-    return int(next(a["requests"] for a in state["accounts"] if a["api_key"] == api_key))
-
-
-def make_endpoint(api_key: str, workers_max: int = 3) -> str:
-    url = os.environ["RUNPOD_API_BASE_URL"]
-    spec = EndpointSpec(
-        name=f"visgate-{uuid.uuid4().hex[:12]}",
-        image="ghcr.io/visgate/diffusers-worker@sha256:" + "0" * 64,
-        env={"HF_MODEL_ID": "org/model"},
-        disk=5,
-        gpu=GpuSelection(pools=["AMPERE_16"]),
-        workers=WorkerLimits(min=0, max=workers_max, idleTimeout=5),
-        scaling=QueueDelayScaling(queueDelay=4),
-        flashboot="OFF",
-        timeout=600_000,
-    )
-    return RunpodConnector(url, url, 10).client(api_key).create_endpoint(spec).id
-
-
-def write_ready(db: firestore.Client, api_key: str, workers_max: int = 3, **fields: Any) -> str:
-    """A ready deployment on an instant-worker endpoint, written directly: no ``deployment-requested`` is
-    published, so provisioning (running beside these tests when the whole stack is up) never touches it."""
-    deployment_id = uuid.uuid4().hex
-    now = utcnow()
-    credentials = SealedCredentials(runpod_api_key=api_key, **fields.pop("credentials", {}))
-    doc = Deployment(
-        deployment_id=deployment_id,
-        owner=tenant_id(os.environ["TENANT_PEPPER"], api_key),
-        status=Status.READY,
-        hf_model_id="org/model",
-        created_at=now,
-        updated_at=now,
-        phase_timestamps={Status.VALIDATING: now, Status.READY: now},
-        **fields,
-    )
-    doc.runpod.endpoint_id = make_endpoint(api_key, workers_max)
-    doc.gpu.pool_in_use = "AMPERE_16"
-    doc.gpu.window = ["AMPERE_16"]
-    DeploymentStore(db).create(
-        NewDeployment(
-            document=doc,
-            sealed_credentials=Sealer(os.environ["SEALING_KEY"]).seal(deployment_id, credentials),
-            callback_nonce="n",
-            callback_secret_hash="h",
-        )
-    )
-    return deployment_id
-
-
-@pytest.fixture
-def ready(intake_client: Any, db: firestore.Client) -> Callable[..., tuple[str, str]]:
-    """A factory: (Runpod key, deployment id) of a ready deployment on an instant-worker endpoint, its key already
-    verified by the API (so a test's Runpod request count starts after that check)."""
-
-    def make(workers_max: int = 3) -> tuple[str, str]:
-        api_key = key()
-        deployment_id = write_ready(db, api_key, workers_max)
-        assert intake_client.get(f"/v1/deployments/{deployment_id}", headers=auth(api_key)).status_code == 200
-        return api_key, deployment_id
-
-    return make
-
-
-def usage_of(intake_client: Any, api_key: str, deployment_id: str) -> dict[str, Any]:
-    resp = intake_client.get(f"/v1/deployments/{deployment_id}", headers=auth(api_key))
-    assert resp.status_code == 200, resp.json
-    return dict(resp.json["usage"])
-
 
 # --- runsync, run, status, list, cancel -----------------------------------------------------------------------------
 
@@ -243,7 +155,7 @@ def test_a_bad_input_is_400_naming_the_field_and_never_reaches_runpod(
 
 def test_an_unknown_body_field_or_missing_input_is_400(intake_client: Any, ready: Any) -> None:
     api_key, dep = ready()
-    for body in ({"input": PROMPT, "webhook_url": "https://example.com/hook"}, {}):
+    for body in ({"input": PROMPT, "webhook": "https://example.com/hook"}, {}):
         resp = intake_client.post(f"/v1/deployments/{dep}/run", json=body, headers=auth(api_key))
         assert resp.status_code == 400
         assert resp.json["error"]["code"] == "invalid_request"

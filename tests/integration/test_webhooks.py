@@ -16,9 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,58 +42,10 @@ from shared.webhooks.records import WEBHOOK_DELIVERIES, DeliveryRecords, fresh_d
 from shared.webhooks.secrets import WEBHOOK_SECRETS
 from shared.webhooks.steps import WebhookAttempt, deliver
 from tests.integration.conftest import register_runpod_key
+from tests.support.receiver import Receiver
 
 REPO = Path(__file__).resolve().parents[2]
 RETRY_DELAY_S = 0.3
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on 127.0.0.1 answering a script of status codes (``"slow"``: no answer in time)."""
-
-    script: list[Any] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def wait(self, count: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if len(self.calls) >= count:
-                return self.calls
-            time.sleep(0.05)
-        raise AssertionError(f"{len(self.calls)} calls, expected {count}")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            step = state.script.pop(0) if state.script else 200
-            state.calls.append({"headers": dict(self.headers), "body": body, "answer": step})
-            if step == "slow":
-                time.sleep(2.5)
-                step = 200
-            self.send_response(int(step))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""The jobs function's step: one check of an inference job its answer did not see end (Cloud Tasks ``job-watch``).
+
+A check asks Runpod for the job with the deployment's sealed key and folds the answer into the job record
+(shared.job_ends): an end is counted and announced; a job still running is checked again after the next delay of
+``JOB_WATCH_SCHEDULE_S``, as a new named task (polling as scheduled retries), until ``JOB_WATCH_MAX_S`` after its
+submission. Runpod unreachable or slow is one more check later, not a failed task. The following stops when Runpod
+no longer knows the job or the key (its deployment was deleted): the record keeps what was last seen, never a state
+Runpod did not report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.credentials import open_credentials
+from shared.crypto import Sealer
+from shared.document import Deployment
+from shared.envelopes import TaskDelivery
+from shared.job_ends import JobEnds
+from shared.jobs import utcnow
+from shared.messages import JobCheck
+from shared.runpod.client import Job, RunpodClient, RunpodConnector
+from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError, RunpodTimeoutError, RunpodUnavailableError
+from shared.store import DeploymentStore
+
+
+@dataclass(frozen=True)
+class JobWatchDeps:
+    store: DeploymentStore
+    sealer: Sealer
+    runpod: RunpodConnector
+    ends: JobEnds
+
+
+def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
+    """One check of one job."""
+    message = task.message
+    record = deps.ends.jobs.get(message.deployment_id, message.job_id)
+    if record is None:
+        return "no such job record (expired)"
+    if record.final:  # seen by the API first; its webhook may have stopped short of being scheduled
+        return f"the job is {record.status} already; " + deps.ends.announce(record, lambda: None)
+    asked = _ask_runpod(message, deps)
+    if isinstance(asked, str):
+        return asked
+    client, doc, job = asked
+    if job is not None:
+        record = deps.ends.observe(client, doc, record, job)
+        if record.final:
+            return f"the job ended {record.status}"
+    if (utcnow() - record.created_at).total_seconds() > deps.ends.settings.job_watch_max_s:
+        return f"the job is still {record.status} after JOB_WATCH_MAX_S: stopped following it"
+    deps.ends.follow(record, message.check + 1)
+    return f"the job is {record.status if job is not None else 'unknown (Runpod unreachable)'}; checked again later"
+
+
+def _ask_runpod(message: JobCheck, deps: JobWatchDeps) -> tuple[RunpodClient, Deployment, Job | None] | str:
+    """What Runpod says of the job (None: unreachable or slow), or why the following stops."""
+    doc = deps.store.get(message.deployment_id)
+    credentials = open_credentials(deps.store, deps.sealer, message.deployment_id)
+    if doc is None or not doc.runpod.endpoint_id or credentials is None:
+        return "the deployment is gone: stopped following the job"
+    client = deps.runpod.client(credentials.runpod_api_key)
+    try:
+        return client, doc, client.job_status(doc.runpod.endpoint_id, message.job_id)
+    except (RunpodNotFoundError, RunpodAuthError) as exc:
+        return f"Runpod no longer knows the job or the key ({type(exc).__name__}): stopped following it"
+    except (RunpodUnavailableError, RunpodTimeoutError):
+        return client, doc, None
