@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         description="sent to workers as WORKER_DTYPE only when set; unset, each worker loads the model's own "
         "preference (bfloat16 for FLUX/Sana-type models, else float16) and the VRAM estimate follows it",
     )
+    # The ceiling is SigV4's: a presigned URL lives at most 7 days.
+    output_url_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="sent to the workers of deployments with an output_s3_url as OUTPUT_URL_EXPIRY_S: the lifetime "
+        "of the presigned GET URLs of their uploaded images",
+    )
     worker_container_disk_gb: int = 40
     worker_execution_timeout_s: int = 600
     endpoint_flashboot: bool = True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from shared.config import Settings
 from shared.document import Deployment
 from shared.model_tasks import loras_env
-from shared.models import CacheScope, SealedCredentials
+from shared.models import CacheScope, SealedCredentials, split_s3_url
 from shared.runpod.client import (
     EndpointSpec,
     GpuSelection,
@@ -37,7 +37,8 @@ def callback_url(settings: Settings, deployment_id: str, route: str = "phase") -
 def worker_env(
     settings: Settings, doc: Deployment, credentials: SealedCredentials, callback_secret: str
 ) -> dict[str, str]:
-    """The worker's environment (docs/contracts.md): what to load, where to report, which cache to read."""
+    """The worker's environment (docs/contracts.md): what to load, where to report, which cache to read, how to
+    name and presign uploads to the output bucket."""
     assert doc.model_commit_sha, "the model check pins the commit before an endpoint is made"
     env = {
         "VISGATE_DEPLOYMENT_ID": doc.deployment_id,
@@ -57,6 +58,18 @@ def worker_env(
         env["WORKER_DTYPE"] = settings.worker_dtype
     if credentials.hf_token:
         env["HF_TOKEN"] = credentials.hf_token
+    if doc.output_s3_url:
+        env |= _output_env(settings, doc.output_s3_url)
+    return env
+
+
+def _output_env(settings: Settings, output_s3_url: str) -> dict[str, str]:
+    """The output-bucket part of the worker env. Each job through the API names the bucket in Runpod's
+    ``s3Config`` (shared.intake.jobs), which has no key prefix field, so the URL's prefix comes to the worker here."""
+    env = {"OUTPUT_URL_EXPIRY_S": str(settings.output_url_expiry_s)}
+    prefix = split_s3_url(output_s3_url)[1]
+    if prefix:
+        env["OUTPUT_S3_PREFIX"] = prefix
     return env
 
 

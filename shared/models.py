@@ -66,6 +66,13 @@ def validate_hf_model_id(value: str) -> str:
     return value
 
 
+def split_s3_url(url: str) -> tuple[str, str]:
+    """The bucket and the key prefix of an ``s3://bucket/optional/prefix`` URL (one :data:`_S3_URL` accepts); the
+    prefix has no leading or trailing slash (``s3://b/a/b/`` is ``("b", "a/b")``) and is empty when there is none."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    return bucket, prefix.strip("/")
+
+
 def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> str:
     """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata."""
     parts = urlsplit(value)

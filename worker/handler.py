@@ -23,9 +23,10 @@ Accepted job shapes (``job["input"]``):
   requested size (default the model's native size) before the pipeline runs.
 
   Answered with :class:`worker.schemas.GenerateOutput`: ``{"images": [{"image": <base64>} | {"url": ...}, "seed"],
-  "timings": {"inference_s"}, "model", "parameters"}``. Images are uploaded and returned as presigned URLs when the
-  job carries Runpod's ``s3Config`` (``{accessId, accessSecret, bucketName, endpointUrl}``, next to ``input``) or
-  the worker has the ``BUCKET_*`` env; otherwise they are inline base64.
+  "timings": {"inference_s"}, "model", "parameters"}``. Images are uploaded and returned as presigned URLs
+  (``OUTPUT_URL_EXPIRY_S``) when the job carries Runpod's ``s3Config`` (``{accessId, accessSecret, bucketName,
+  endpointUrl}``, next to ``input``; keys under ``OUTPUT_S3_PREFIX``) or the worker has the ``BUCKET_*`` env;
+  otherwise they are inline base64.
 
 Values must have their JSON type (``4``, not ``"4"``, ``4.0`` or ``true``). Anything else (unknown fields,
 out-of-range values) fails the job with a one-line message: the runpod SDK marks a
@@ -41,7 +42,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.images import ImageFetcher, read_image
-from worker.output import OutputBucket, encode_image, to_base64
+from worker.output import OutputBuckets, encode_image, to_base64
 from worker.pipeline import LoadedModel, is_out_of_memory
 from worker.schemas import (
     GenerateInput,
@@ -68,8 +69,8 @@ class _BadInput(Exception):
     """The job input is not one of the accepted shapes; the message says why."""
 
 
-def _parse(job: Job) -> tuple[GenerateInput | WarmupInput, OutputBucket | None]:
-    """The validated input and the job's own output bucket (from ``s3Config``), if any."""
+def _parse(job: Job) -> tuple[GenerateInput | WarmupInput, S3Config | None]:
+    """The validated input and the job's own output bucket (Runpod's ``s3Config``), if any."""
     raw = job.get("input")
     if not isinstance(raw, dict):
         raise _BadInput("invalid input: the job input must be a JSON object")
@@ -77,27 +78,29 @@ def _parse(job: Job) -> tuple[GenerateInput | WarmupInput, OutputBucket | None]:
         if "warmup" in raw:
             return WarmupInput.model_validate(raw), None
         request = GenerateInput.model_validate(raw)
-        bucket = OutputBucket.from_job(S3Config.model_validate(job["s3Config"])) if job.get("s3Config") else None
+        s3_config = S3Config.model_validate(job["s3Config"]) if job.get("s3Config") else None
     except ValidationError as exc:
         raise _BadInput(describe_validation_error(exc)) from exc
-    return request, bucket
+    return request, s3_config
 
 
 def make_handler(
-    model: LoadedModel, default_bucket: OutputBucket | None = None, fetcher: ImageFetcher | None = None
+    model: LoadedModel, outputs: OutputBuckets | None = None, fetcher: ImageFetcher | None = None
 ) -> Handler:
-    """A Runpod handler bound to a loaded model (and to the ``BUCKET_*`` output bucket, if any); ``fetcher``
-    reads image URLs (default: the public-address rules, no loopback)."""
+    """A Runpod handler bound to a loaded model and its output buckets (default: a job's own ``s3Config`` only);
+    ``fetcher`` reads image URLs (default: the public-address rules, no loopback)."""
+    output_buckets = outputs or OutputBuckets()
     image_fetcher = fetcher or ImageFetcher()
 
     def handler(job: Job) -> dict[str, Any]:
         job_id = str(job.get("id", "local"))
         try:
-            request, bucket = _parse(job)
+            request, s3_config = _parse(job)
         except _BadInput as exc:
             return _error(str(exc))
         if isinstance(request, WarmupInput):
             return {"warmup": True}
+        bucket = output_buckets.for_job(s3_config)
         try:
             model.check(request)
             image = read_image(request.image, "image", image_fetcher) if request.image else None
@@ -110,7 +113,6 @@ def make_handler(
                 raise
             logger.error("out of memory during generation", extra={"job_id": job_id})
             return _error("out_of_memory: the request does not fit in GPU memory; try fewer or smaller images")
-        bucket = bucket or default_bucket
         images = []
         for image, seed in zip(generation.images, generation.seeds, strict=True):
             data = encode_image(image, request.output_format)

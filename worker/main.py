@@ -29,7 +29,7 @@ from worker.handler import make_handler
 from worker.images import ImageFetcher
 from worker.logs import configure_logging
 from worker.model_fetch import FetchRequest, FetchResult, HubClient, ModelCache, fetch_lora, fetch_model
-from worker.output import OutputBucket
+from worker.output import OutputBuckets
 from worker.pipeline import (
     LoadedModel,
     LoadOptions,
@@ -202,7 +202,7 @@ def main() -> int:
 
     RunPodLogger().set_level(settings.runpod_log_level)
     fetcher = ImageFetcher(allow_loopback=settings.worker_image_fetch_allow_loopback)
-    runpod.serverless.start({"handler": make_handler(model, OutputBucket.from_settings(settings), fetcher)})
+    runpod.serverless.start({"handler": make_handler(model, OutputBuckets.from_settings(settings), fetcher)})
     return 0
 
 

@@ -14,9 +14,8 @@ from PIL.Image import Image
 
 from worker.cache import make_s3_client
 from worker.schemas import OutputFormat, S3Config
-from worker.settings import WorkerSettings
+from worker.settings import PRESIGNED_URL_MAX_S, WorkerSettings
 
-PRESIGN_EXPIRES_S = 7 * 24 * 3600
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
@@ -57,13 +56,15 @@ def to_base64(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class OutputBucket:
-    """Where images are uploaded when a bucket is configured."""
+    """Where images are uploaded when a bucket is configured: keys ``[<key_prefix>/]<job id>/<name>.<ext>``."""
 
     client: Any
     bucket: str
+    url_expiry_s: int
+    key_prefix: str = ""  # no slash at either end; empty: keys start with the job id
 
     @classmethod
-    def from_job(cls, s3_config: S3Config) -> OutputBucket:
+    def from_job(cls, s3_config: S3Config, key_prefix: str, url_expiry_s: int) -> OutputBucket:
         """The bucket a job names in Runpod's ``s3Config``."""
         client = make_s3_client(
             endpoint_url=s3_config.endpoint_url,
@@ -72,11 +73,16 @@ class OutputBucket:
             region=region_from_endpoint(s3_config.endpoint_url),
             max_connections=4,
         )
-        return cls(client=client, bucket=s3_config.bucket_name)
+        return cls(client=client, bucket=s3_config.bucket_name, url_expiry_s=url_expiry_s, key_prefix=key_prefix)
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> OutputBucket | None:
-        """The bucket of the ``BUCKET_*`` env, or None; unnamed, it is ``%m-%y`` as in the runpod SDK."""
+        """The bucket of the ``BUCKET_*`` env, or None; unnamed, it is ``%m-%y`` as in the runpod SDK.
+
+        ``OUTPUT_S3_PREFIX`` is not applied: it is the prefix of the deployment's ``output_s3_url``, whose bucket
+        the jobs name in ``s3Config``, while ``BUCKET_*`` is Runpod's own convention for a bucket set on the
+        endpoint by hand, which names no prefix (keys start with the job id, as the runpod SDK's uploads do).
+        """
         if not settings.output_bucket_configured:
             return None
         assert settings.bucket_access_key_id is not None and settings.bucket_secret_access_key is not None
@@ -87,14 +93,44 @@ class OutputBucket:
             region=settings.bucket_region or region_from_endpoint(settings.bucket_endpoint_url),
             max_connections=4,
         )
-        return cls(client=client, bucket=settings.bucket_name or time.strftime("%m-%y"))
+        return cls(
+            client=client,
+            bucket=settings.bucket_name or time.strftime("%m-%y"),
+            url_expiry_s=settings.output_url_expiry_s,
+        )
 
     def upload(self, job_id: str, data: bytes, output_format: OutputFormat) -> str:
-        """Store one image under ``<job id>/`` and return a presigned GET URL for it."""
-        key = f"{job_id}/{uuid.uuid4().hex[:12]}.{output_format}"
+        """Store one image under ``[<key_prefix>/]<job id>/`` and return a presigned GET URL for it."""
+        name = f"{job_id}/{uuid.uuid4().hex[:12]}.{output_format}"
+        key = f"{self.key_prefix}/{name}" if self.key_prefix else name
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=CONTENT_TYPES[output_format])
         return str(
             self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=PRESIGN_EXPIRES_S
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_expiry_s
             )
         )
+
+
+@dataclass(frozen=True)
+class OutputBuckets:
+    """Where a job's images go: the bucket the job names in ``s3Config`` (under ``OUTPUT_S3_PREFIX``), else the
+    ``BUCKET_*`` one, else nowhere (inline base64). The defaults are those of an unconfigured worker."""
+
+    job_key_prefix: str = ""
+    url_expiry_s: int = PRESIGNED_URL_MAX_S
+    env_bucket: OutputBucket | None = None
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings) -> OutputBuckets:
+        """The output buckets of ``OUTPUT_S3_PREFIX``, ``OUTPUT_URL_EXPIRY_S`` and the ``BUCKET_*`` env."""
+        return cls(
+            job_key_prefix=settings.output_s3_prefix,
+            url_expiry_s=settings.output_url_expiry_s,
+            env_bucket=OutputBucket.from_settings(settings),
+        )
+
+    def for_job(self, s3_config: S3Config | None) -> OutputBucket | None:
+        """The bucket a job's images are uploaded to, or None for inline images."""
+        if s3_config is None:
+            return self.env_bucket
+        return OutputBucket.from_job(s3_config, self.job_key_prefix, self.url_expiry_s)

@@ -20,6 +20,8 @@ from shared.job_input import Task
 
 CacheScope = Literal["off", "shared", "private"]
 Device = Literal["cuda", "cpu"]
+# SigV4's ceiling: a presigned URL lives at most 7 days.
+PRESIGNED_URL_MAX_S = 7 * 24 * 3600
 
 
 class LoraSetting(BaseModel):
@@ -105,6 +107,14 @@ class WorkerSettings(ReportSettings):
     bucket_secret_access_key: SecretStr | None = None
     bucket_name: str | None = Field(default=None, description="output bucket; default as the runpod SDK: %m-%y")
     bucket_region: str | None = Field(default=None, description="signing region; default: from the endpoint URL")
+    # Provisioning sends the key prefix of the deployment's output_s3_url, whose bucket each job through the API
+    # names in s3Config (which has no prefix field). Normalised there, so a slash at either end is refused here.
+    output_s3_prefix: str = Field(
+        default="", pattern=r"^([^/](.*[^/])?)?$", description="key prefix of uploads to a job's s3Config bucket"
+    )
+    output_url_expiry_s: int = Field(
+        default=PRESIGNED_URL_MAX_S, ge=1, le=PRESIGNED_URL_MAX_S, description="lifetime of presigned output URLs"
+    )
 
     @field_validator("hf_endpoint", "model_cache_aws_endpoint_url", "bucket_endpoint_url")
     @classmethod

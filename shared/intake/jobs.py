@@ -38,7 +38,7 @@ from shared.job_ends import JobEnds
 from shared.job_input import GenerateInput, task_problems
 from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
-from shared.models import SealedCredentials, Usage, check_public_url
+from shared.models import SealedCredentials, Usage, check_public_url, split_s3_url
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -463,7 +463,8 @@ class JobRoutes:
         return {
             "accessId": credentials.user_aws_access_key_id,
             "accessSecret": credentials.user_aws_secret_access_key,
-            "bucketName": doc.output_s3_url.removeprefix("s3://").split("/", 1)[0],
+            # s3Config has no key prefix: the worker has the URL's own from its env (shared.endpoint_spec).
+            "bucketName": split_s3_url(doc.output_s3_url)[0],
             "endpointUrl": doc.user_aws_endpoint_url or f"https://s3.{region}.amazonaws.com",
         }
 

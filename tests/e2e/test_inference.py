@@ -7,12 +7,14 @@ import io
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 from PIL import Image
 
 from local.stack import DEMO_MODEL
+from shared.config import Settings
 from tests.integration.conftest import register_runpod_key
 from tests.support.stack import RunningStack
 
@@ -111,6 +113,10 @@ def test_images_go_to_the_output_bucket_and_come_back_as_presigned_urls(local_st
         assert "image" not in image
         url = image["url"]
         assert url.startswith(s3_url) and "X-Amz-Signature=" in url  # presigned, never a bare bucket URL
+        # s3Config names only the bucket: the worker has the URL's prefix and the URL lifetime from its env.
+        parts = urlsplit(url)
+        assert parts.path.startswith(f"/visgate-e2e-outputs/images/{sync.json()['job_id']}/"), parts.path
+        assert parse_qs(parts.query)["X-Amz-Expires"] == [str(Settings().output_url_expiry_s)]
         fetched = requests.get(url, timeout=30)
         assert fetched.status_code == 200
         with Image.open(io.BytesIO(fetched.content)) as decoded:

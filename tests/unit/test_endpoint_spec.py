@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.config import Settings
 from shared.document import Deployment
@@ -133,6 +134,38 @@ def test_the_hub_token_is_sent_only_when_given() -> None:
 
     assert "HF_TOKEN" not in worker_env(_settings(), doc, _credentials(), CALLBACK_SECRET)
     assert worker_env(_settings(), doc, _credentials(hf_token="hf_user"), CALLBACK_SECRET)["HF_TOKEN"] == "hf_user"
+
+
+@pytest.mark.parametrize(
+    ("output_s3_url", "prefix"),
+    [
+        ("s3://my-outputs/images", "images"),
+        ("s3://my-outputs/a/b/", "a/b"),
+        ("s3://my-outputs//a/b//", "a/b"),
+        ("s3://my-outputs/", None),
+        ("s3://my-outputs", None),
+    ],
+)
+def test_an_output_bucket_sends_its_prefix_and_the_url_expiry(output_s3_url: str, prefix: str | None) -> None:
+    doc = deployment(output_s3_url=output_s3_url)
+
+    env = worker_env(_settings(output_url_expiry_s=3600), doc, _credentials(), CALLBACK_SECRET)
+
+    assert env["OUTPUT_URL_EXPIRY_S"] == "3600"
+    assert env.get("OUTPUT_S3_PREFIX") == prefix  # s3Config names only the bucket; unset: keys start at the job id
+
+
+def test_without_an_output_bucket_no_output_env_is_sent() -> None:
+    env = worker_env(_settings(), deployment(), _credentials(), CALLBACK_SECRET)
+
+    assert not [key for key in env if key.startswith("OUTPUT_")]
+
+
+def test_the_url_expiry_defaults_to_and_is_bounded_by_sigv4s_seven_days() -> None:
+    assert _settings().output_url_expiry_s == 7 * 24 * 3600
+    for refused in (0, 7 * 24 * 3600 + 1):
+        with pytest.raises(ValidationError):
+            _settings(output_url_expiry_s=refused)
 
 
 def test_the_callback_url_ignores_a_trailing_slash_on_the_base() -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -15,15 +16,16 @@ import requests
 import torch
 from diffusers import AutoPipelineForText2Image
 from PIL import Image
+from pydantic import ValidationError
 
 from tests.worker.conftest import FP16, PUBLIC
 from worker.errors import ModelLoadError
 from worker.handler import make_handler
 from worker.model_fetch import FetchRequest, HubClient, fetch_model
-from worker.output import OutputBucket, region_from_endpoint
+from worker.output import OutputBucket, OutputBuckets, region_from_endpoint
 from worker.pipeline import LoadedModel, load_model, resolve_device, resolve_dtype
 from worker.schemas import GenerateInput, S3Config
-from worker.settings import WorkerSettings
+from worker.settings import PRESIGNED_URL_MAX_S, WorkerSettings
 
 
 @pytest.fixture(scope="session")
@@ -159,15 +161,87 @@ class TestGeneration:
         url = result["images"][0]["url"]
         assert "image" not in result["images"][0]
         assert urlsplit(url).path.startswith("/outputs/job-1/")
+        assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == [str(PRESIGNED_URL_MAX_S)]
         response = requests.get(url, timeout=10)
         assert response.status_code == 200
         assert Image.open(io.BytesIO(response.content)).size == (64, 64)
 
     def test_presigned_urls_with_bucket_env(self, model: LoadedModel, s3_client: Any) -> None:
         s3_client.create_bucket(Bucket="env-outputs")
-        handler = make_handler(model, OutputBucket(client=s3_client, bucket="env-outputs"))
+        env_bucket = OutputBucket(client=s3_client, bucket="env-outputs", url_expiry_s=60)
+        handler = make_handler(model, OutputBuckets(job_key_prefix="images", env_bucket=env_bucket))
         result = handler(_job({"prompt": "a", "num_inference_steps": 1}))
-        assert requests.get(result["images"][0]["url"], timeout=10).status_code == 200
+        url = result["images"][0]["url"]
+        assert urlsplit(url).path.startswith("/env-outputs/job-1/")  # the s3Config prefix is not the env bucket's
+        assert requests.get(url, timeout=10).status_code == 200
+
+
+def _s3_config(bucket: str, endpoint_url: str) -> S3Config:
+    return S3Config.model_validate(
+        {"accessId": "a", "accessSecret": "b", "bucketName": bucket, "endpointUrl": endpoint_url}
+    )
+
+
+def _worker_settings(**env: Any) -> WorkerSettings:
+    return WorkerSettings(hf_model_id=PUBLIC, hf_model_revision="0" * 40, **env)
+
+
+class TestOutputKeysAndExpiry:
+    """``OUTPUT_S3_PREFIX`` and ``OUTPUT_URL_EXPIRY_S``: where a job's s3Config bucket gets its images, for how long."""
+
+    def test_keys_go_under_the_prefix_and_urls_live_as_long_as_set(self, s3_endpoint: str, s3_client: Any) -> None:
+        s3_client.create_bucket(Bucket="prefixed-outputs")
+        s3_config = _s3_config("prefixed-outputs", s3_endpoint)
+        outputs = OutputBuckets.from_settings(
+            _worker_settings(output_s3_prefix="tenant/images", output_url_expiry_s=3600)
+        )
+        bucket = outputs.for_job(s3_config)
+        assert bucket is not None
+
+        url = bucket.upload("job-7", b"png bytes", "png")
+
+        parts = urlsplit(url)
+        assert re.fullmatch(r"/prefixed-outputs/tenant/images/job-7/[0-9a-f]{12}\.png", parts.path)
+        assert parse_qs(parts.query)["X-Amz-Expires"] == ["3600"]
+        assert requests.get(url, timeout=10).content == b"png bytes"
+
+    def test_without_a_prefix_keys_start_with_the_job_id(self, s3_endpoint: str, s3_client: Any) -> None:
+        s3_client.create_bucket(Bucket="plain-outputs")
+        s3_config = _s3_config("plain-outputs", s3_endpoint)
+        bucket = OutputBuckets.from_settings(_worker_settings()).for_job(s3_config)
+        assert bucket is not None
+
+        parts = urlsplit(bucket.upload("job-8", b"webp bytes", "webp"))
+
+        assert re.fullmatch(r"/plain-outputs/job-8/[0-9a-f]{12}\.webp", parts.path)
+        assert parse_qs(parts.query)["X-Amz-Expires"] == [str(PRESIGNED_URL_MAX_S)]
+
+    def test_the_env_bucket_takes_the_expiry_but_not_the_prefix(self) -> None:
+        settings = _worker_settings(
+            bucket_endpoint_url="https://s3.eu-west-3.amazonaws.com",
+            bucket_access_key_id="a",
+            bucket_secret_access_key="b",
+            output_s3_prefix="images",
+            output_url_expiry_s=120,
+        )
+
+        env_bucket = OutputBuckets.from_settings(settings).for_job(None)
+
+        assert env_bucket is not None
+        assert (env_bucket.key_prefix, env_bucket.url_expiry_s) == ("", 120)
+
+    @pytest.mark.parametrize(
+        "env",
+        [
+            {"output_s3_prefix": "/images"},
+            {"output_s3_prefix": "images/"},
+            {"output_url_expiry_s": 0},
+            {"output_url_expiry_s": PRESIGNED_URL_MAX_S + 1},
+        ],
+    )
+    def test_a_prefix_with_an_outer_slash_or_an_expiry_past_sigv4s_is_refused(self, env: dict[str, Any]) -> None:
+        with pytest.raises(ValidationError):
+            _worker_settings(**env)
 
 
 class TestDeviceAndDtype:
@@ -324,7 +398,9 @@ class TestOutputRegion:
                 "endpointUrl": "https://s3.eu-west-3.amazonaws.com",
             }
         )
-        assert OutputBucket.from_job(s3_config).client.meta.region_name == "eu-west-3"
+        job_bucket = OutputBuckets().for_job(s3_config)
+        assert job_bucket is not None
+        assert job_bucket.client.meta.region_name == "eu-west-3"
         env = {
             "hf_model_id": PUBLIC,
             "hf_model_revision": "0" * 40,
