@@ -40,6 +40,7 @@ class Sealer:
         key = base64.b64decode(key_b64)
         self._aead = AESGCM(key)
         self._callback_key = hmac.new(key, b"visgate-callback-secret-v1", hashlib.sha256).digest()
+        self._job_ended_key = hmac.new(key, b"visgate-job-ended-token-v1", hashlib.sha256).digest()
 
     def seal(self, deployment_id: str, credentials: SealedCredentials) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
@@ -69,6 +70,12 @@ class Sealer:
         """The ``whsec_`` secret the worker of ``deployment_id`` signs its phase reports with."""
         raw = hmac.new(self._callback_key, f"{deployment_id}:{nonce}".encode(), hashlib.sha256).digest()
         return SECRET_PREFIX + base64.b64encode(raw).decode()
+
+    def job_ended_token(self, deployment_id: str) -> str:
+        """The token in the URL Runpod calls when a job of ``deployment_id`` ends (Runpod's job webhooks carry no
+        signature): it proves only that the call names a deployment we gave that URL for."""
+        raw = hmac.new(self._job_ended_key, deployment_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def secret_hash(secret: str) -> str:

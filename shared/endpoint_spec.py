@@ -29,7 +29,8 @@ def is_resource_of(name: str, deployment_id: str) -> bool:
 
 
 def callback_url(settings: Settings, deployment_id: str, route: str = "phase") -> str:
-    """The callback function's URL for one deployment: ``phase`` reports or ``cache-grant`` requests."""
+    """The callback function's URL for one deployment: ``phase`` reports, ``cache-grant`` requests, or Runpod's
+    ``job-ended`` calls."""
     base = f"{settings.functions_base_url.rstrip('/')}{function('callback').path}"
     return f"{base}/v1/deployments/{deployment_id}/{route}"
 

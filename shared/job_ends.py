@@ -3,7 +3,9 @@
 - A job's end is seen by whichever comes first: the runsync answer, a GET or cancel through the API, or a check of
   the jobs function (Cloud Tasks ``job-watch``). Every job whose answer did not see it end is followed by those
   checks on ``JOB_WATCH_SCHEDULE_S`` (the last delay repeats, for up to ``JOB_WATCH_MAX_S``), so usage and the job
-  webhook never wait for the user to poll. The record's move to a final state is counted once (shared.jobs).
+  webhook never wait for the user to poll. Every job also names the callback function as Runpod's per-job
+  ``webhook``: Runpod's call on the job's end (unsigned, so it is only a nudge, authenticated by a token in its URL)
+  schedules a check at once. The record's move to a final state is counted once (shared.jobs).
 - A job with a ``webhook_url`` gets one delivery when it ends (:meth:`JobEnds.announce`): created if absent under an
   id derived from the job, so two observers of one end make one delivery, then sent by the webhooks function on the
   ``webhook-delivery`` queue with the tenant's Standard Webhooks secret, the same retries and the same delivery log
@@ -145,5 +147,10 @@ class JobEnds:
         """Schedule check ``check`` of a job still running."""
         delay = watch_delay(check, delays_s(self.settings.job_watch_schedule_s))
         message = JobCheck(deployment_id=record.deployment_id, job_id=record.job_id, check=check)
-        name = f"job-{record.deployment_id}-{record.job_id}-{check}"
-        self.tasks.schedule(QUEUE_JOB_WATCH, WATCH_PATH, message, name, delay)
+        schedule_check(self.tasks, message, delay)
+
+
+def schedule_check(tasks: TaskScheduler, check: JobCheck, delay_s: float) -> None:
+    """One named check of a job (a nudge has one name per job: Runpod's retries of its call make no second one)."""
+    which = "ended" if check.nudge else str(check.check)
+    tasks.schedule(QUEUE_JOB_WATCH, WATCH_PATH, check, f"job-{check.deployment_id}-{check.job_id}-{which}", delay_s)

@@ -28,6 +28,7 @@ from shared.runpod.client import JOB_FINAL_STATES, Job
 from shared.store import DEPLOYMENTS
 
 JOBS = "jobs"
+JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"  # Runpod's job ids (a UUID and a "-u1"-like suffix)
 USAGE_DAYS = "usage_days"
 _FINALIZE_RETRIES = 5
 # Runpod's final states, each counted under one usage outcome.

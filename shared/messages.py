@@ -67,6 +67,8 @@ class JobCheck(_Message):
     deployment_id: str
     job_id: str
     check: int = 0
+    # A check Runpod's call on the job's end asked for, ahead of the schedule: it never schedules the next one.
+    nudge: bool = False
 
 
 class PhaseTimings(BaseModel):

@@ -108,7 +108,8 @@ FUNCTIONS: tuple[Function, ...] = (
         publishes=(TOPIC_DEPLOYMENT_EVENTS,),
         enqueues=(QUEUE_READINESS,),
     ),
-    # Runpod workers have no Google identity: the callback authenticates each report by its signature instead.
+    # Runpod workers have no Google identity: the callback authenticates each report by its signature instead (and
+    # Runpod's calls on a job's end by the token in the URL we gave it).
     Function(
         "callback",
         "callback",
@@ -116,6 +117,7 @@ FUNCTIONS: tuple[Function, ...] = (
         public=True,
         secrets=(SECRET_SEALING_KEY, SECRET_MODEL_CACHE_KEY),
         publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_JOB_WATCH,),  # Runpod's call on a job's end asks for a check now
     ),
     Function(
         "readiness",

@@ -1,6 +1,7 @@
 """The callback function's HTTP API: routing of a worker's signed phase reports (``POST
-/v1/deployments/<id>/phase``) and shared-cache grant requests (``POST /v1/deployments/<id>/cache-grant``), and the
-mapping of outcomes to responses in the one error shape."""
+/v1/deployments/<id>/phase``), shared-cache grant requests (``POST /v1/deployments/<id>/cache-grant``) and Runpod's
+calls on a job's end (``POST /v1/deployments/<id>/job-ended?token=``), and the mapping of outcomes to responses in
+the one error shape."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from shared import logging as slog
 from shared.errors import ApiError
 from shared.http import error_response, failure_error, request_id
 from shared.model_cache import SharedModelCache
-from shared.steps.callback import GrantAnswer, Outcome, SignedReport, grant_cache, receive_report
+from shared.steps.callback import GrantAnswer, Outcome, SignedReport, grant_cache, nudge_job_check, receive_report
 from shared.steps.deps import StepDeps
 
-_PATH = re.compile(r"^/v1/deployments/(?P<id>[^/]+)/(?P<route>phase|cache-grant)/?$")
+_PATH = re.compile(r"^/v1/deployments/(?P<id>[^/]+)/(?P<route>phase|cache-grant|job-ended)/?$")
 _REFUSALS = {
     Outcome.UNAUTHORIZED: (401, "invalid_signature", "the request is not signed for this deployment"),
     Outcome.MALFORMED: (400, "invalid_report", "the body is not a valid phase report or grant request"),
@@ -33,15 +34,19 @@ class CallbackApi:
         rid = request_id(request)
         match = _PATH.match(request.path)
         if match is None or request.method != "POST":
-            not_found = ApiError(
-                404, "not_found", "POST /v1/deployments/<id>/phase or /v1/deployments/<id>/cache-grant"
-            )
+            not_found = ApiError(404, "not_found", "POST /v1/deployments/<id>/phase, /cache-grant or /job-ended")
             return error_response(not_found, rid)
         signed = SignedReport(match["id"], dict(request.headers), request.get_data())
         with slog.bind(deployment_id=match["id"], execution_id=request.headers.get("webhook-id"), step="callback"):
             try:
                 if match["route"] == "phase":
                     answer = GrantAnswer(receive_report(signed, self._deps))
+                elif match["route"] == "job-ended":
+                    token = request.args.get("token", "")
+                    outcome = nudge_job_check(match["id"], token, request.get_data(), self._deps)
+                    if outcome is Outcome.ACCEPTED:
+                        return Response(status=200)  # Runpod calls again on anything but 200
+                    answer = GrantAnswer(outcome)
                 else:
                     answer = grant_cache(signed, self._deps, self._shared_cache)
             except Exception as exc:  # Firestore, S3 or Runpod failed: the one error shape, logged with the id

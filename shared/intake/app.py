@@ -18,7 +18,7 @@ from shared.errors import ApiError
 from shared.http import error_response, failure_error, json_response, read_json_body, request_id
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
-from shared.intake.jobs import JOB_ID_PATTERN, JobDeps, JobRoutes
+from shared.intake.jobs import JobDeps, JobRoutes
 from shared.intake.keys import client_address
 from shared.intake.lifecycle_routes import LifecycleRoutes
 from shared.intake.metrics import RequestCounters
@@ -28,6 +28,7 @@ from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
 from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
+from shared.jobs import JOB_ID_PATTERN
 from shared.models import DeploymentLogs, LogLine
 
 logger = logging.getLogger(__name__)

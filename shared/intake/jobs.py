@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from shared.config import Settings
 from shared.crypto import Sealer
 from shared.document import Deployment
+from shared.endpoint_spec import callback_url
 from shared.errors import ApiError
 from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
@@ -47,17 +48,17 @@ from shared.runpod.errors import (
     RunpodTimeoutError,
     RunpodUnavailableError,
 )
-from shared.store import DeploymentStore
+from shared.store import DeploymentStore, utcnow
 from shared.wiring import job_ends, runpod_connector, task_scheduler
 
 # The routes an invoke key opens, each for its own deployment only.
 INVOKE_ROUTES = frozenset({"get_deployment", "run_job", "runsync_job", "get_job", "list_jobs", "cancel_job"})
-JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"
 WAIT_MS_DEFAULT = 90_000
 WAIT_MS_MIN, WAIT_MS_MAX = 1_000, 300_000
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 USAGE_DEFAULT_DAYS = 30
 USAGE_MAX_DAYS = 366
+RUNPOD_KEEPS_RESULTS = timedelta(minutes=30)  # how long Runpod answers a /run job's result
 
 
 # --- API models ---------------------------------------------------------------------------------------------------
@@ -281,7 +282,9 @@ class JobRoutes:
         doc, body, summary = self._accept(request, caller, deployment_id)
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.runsync(_endpoint_id(doc), body.input, wait_ms, s3_config)
+            job = client.runsync(
+                _endpoint_id(doc), body.input, wait_ms, s3_config=s3_config, webhook=self._job_ended_url(doc)
+            )
         record = self._submitted(client, doc, job, summary, body)
         status_url = self._status_url(deployment_id, job.id)
         if not job.final:
@@ -306,7 +309,7 @@ class JobRoutes:
         doc, body, summary = self._accept(request, caller, deployment_id)
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
-            job = client.run(_endpoint_id(doc), body.input, s3_config)
+            job = client.run(_endpoint_id(doc), body.input, s3_config=s3_config, webhook=self._job_ended_url(doc))
         self._submitted(client, doc, job, summary, body)
         status_url = self._status_url(deployment_id, job.id)
         return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
@@ -315,7 +318,7 @@ class JobRoutes:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
         record = self._record(deployment_id, job_id)
         if record.final:
-            return json_response(JobView.of(record))
+            return json_response(JobView.of(record, self._kept_output(caller, doc, record)))
         client = self._client(caller, doc)
         try:
             with runpod_errors():
@@ -483,11 +486,29 @@ class JobRoutes:
         updated = self._deps.ends.observe(client, doc, record, job)
         return JobView.of(updated, job.output if job.final else None)
 
+    def _kept_output(self, caller: Caller, doc: Deployment, record: JobRecord) -> Any:
+        """The output of a completed job while Runpod keeps it (a ``/run`` result for 30 minutes, a runsync one for a
+        minute): whoever saw the end first (the job watch, say), the user's GET still gets it. Never stored here."""
+        if record.status != "COMPLETED" or not doc.runpod.endpoint_id or record.finished_at is None:
+            return None
+        if utcnow() - record.finished_at > RUNPOD_KEEPS_RESULTS:
+            return None
+        try:
+            return self._client(caller, doc).job_status(doc.runpod.endpoint_id, record.job_id).output
+        except (RunpodNotFoundError, RunpodUnavailableError, RunpodAuthError, RunpodRejectedError, ApiError):
+            return None  # the record stands; the output was the extra
+
     def _record(self, deployment_id: str, job_id: str) -> JobRecord:
         record = self._deps.jobs.get(deployment_id, job_id)
         if record is None:
             raise ApiError(404, "job_not_found", f"no job {job_id!r} on this deployment")
         return record
+
+    def _job_ended_url(self, doc: Deployment) -> str:
+        """Where Runpod tells us a job ended (the callback function): a nudge to check it now, ahead of the job
+        watch's schedule (shared.job_ends)."""
+        token = self._deps.sealer.job_ended_token(doc.deployment_id)
+        return f"{callback_url(self._deps.settings, doc.deployment_id, 'job-ended')}?token={token}"
 
     def _status_url(self, deployment_id: str, job_id: str) -> str:
         base = self._deps.settings.public_api_base_url.rstrip("/")

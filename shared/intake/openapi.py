@@ -11,7 +11,6 @@ from pydantic.json_schema import models_json_schema
 from shared.intake import notify
 from shared.intake.jobs import (
     API_MODELS,
-    JOB_ID_PATTERN,
     WAIT_MS_DEFAULT,
     WAIT_MS_MAX,
     WAIT_MS_MIN,
@@ -21,13 +20,13 @@ from shared.intake.jobs import (
     JobAccepted,
     JobList,
     JobResult,
-    JobView,
     RunRequest,
     UsageReport,
 )
 from shared.intake.lifecycle_routes import LifecycleActionResponse
 from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.invoke_keys import KEY_ID_PATTERN
+from shared.jobs import JOB_ID_PATTERN, JobView
 from shared.lifecycle import Status
 from shared.models import (
     CreateDeploymentRequest,
@@ -354,7 +353,11 @@ def _inference_paths() -> dict[str, Any]:
                 "security": _INVOKE_SECURITY,
                 "parameters": [_ID, _JOB_ID],
                 "responses": {
-                    "200": _json(JobView, "the job, refreshed from Runpod while it is not final"),
+                    "200": _json(
+                        JobView,
+                        "the job, refreshed from Runpod while it is not final (a completed job's output while Runpod"
+                        " keeps it)",
+                    ),
                     **_errors(404, *_AUTHED, 502, 504, described=_JOB_404),
                 },
             }

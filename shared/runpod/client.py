@@ -240,14 +240,28 @@ class RunpodClient:
 
     # --- data plane ---------------------------------------------------------------------------------------------
 
-    def run(self, endpoint_id: str, job_input: dict[str, Any], s3_config: dict[str, str] | None = None) -> Job:
-        """Queue a job (``/run``); ``s3_config`` is Runpod's per-job output bucket (``s3Config``)."""
+    def run(
+        self,
+        endpoint_id: str,
+        job_input: dict[str, Any],
+        *,
+        s3_config: dict[str, str] | None = None,
+        webhook: str | None = None,
+    ) -> Job:
+        """Queue a job (``/run``); ``s3_config`` is Runpod's per-job output bucket (``s3Config``), ``webhook`` the
+        URL Runpod POSTs the job to when it ends."""
         return Job.model_validate(
-            self._call("POST", f"{self._data_plane}/{endpoint_id}/run", _job_body(job_input, s3_config))
+            self._call("POST", f"{self._data_plane}/{endpoint_id}/run", _job_body(job_input, s3_config, webhook))
         )
 
     def runsync(
-        self, endpoint_id: str, job_input: dict[str, Any], wait_ms: int, s3_config: dict[str, str] | None = None
+        self,
+        endpoint_id: str,
+        job_input: dict[str, Any],
+        wait_ms: int,
+        *,
+        s3_config: dict[str, str] | None = None,
+        webhook: str | None = None,
     ) -> Job:
         """Run a job and wait up to ``wait_ms`` for it (``/runsync?wait=``); the job as it stands then.
 
@@ -258,7 +272,7 @@ class RunpodClient:
         answer = self._call(
             "POST",
             url,
-            _job_body(job_input, s3_config),
+            _job_body(job_input, s3_config, webhook),
             params={"wait": str(wait_ms)},
             timeout=wait_ms / 1000 + self._timeout,
         )
@@ -323,8 +337,13 @@ class RunpodClient:
         return answer
 
 
-def _job_body(job_input: dict[str, Any], s3_config: dict[str, str] | None) -> dict[str, Any]:
-    return {"input": job_input, **({"s3Config": s3_config} if s3_config else {})}
+def _job_body(job_input: dict[str, Any], s3_config: dict[str, str] | None, webhook: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": job_input}
+    if s3_config:
+        body["s3Config"] = s3_config
+    if webhook:
+        body["webhook"] = webhook
+    return body
 
 
 def _problem_errors(response: requests.Response) -> tuple[str, ...]:

@@ -22,16 +22,18 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.crypto import secret_hash
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.gpu import pool_of_gpu_type
+from shared.job_ends import schedule_check
+from shared.jobs import JOB_ID_PATTERN
 from shared.lifecycle import PROVISIONING, WORKER_FAILURE_REASONS, FailureReason, Status
-from shared.messages import PhaseReport
+from shared.messages import JobCheck, PhaseReport
 from shared.model_cache import SharedModelCache
 from shared.models import CacheScope, Progress, Timings
 from shared.signing import SignatureError, verify
@@ -96,6 +98,30 @@ def receive_report(request: SignedReport, deps: StepDeps) -> Outcome:
         _apply(report, deps)
     except DeploymentNotFoundError:
         logger.warning("phase report for a deployment that no longer exists")
+    return Outcome.ACCEPTED
+
+
+class JobEnded(BaseModel):
+    """Runpod's call on a job's end: the job as ``/status`` shows it; only its id is read (the check asks Runpod)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: Annotated[str, Field(pattern=f"^{JOB_ID_PATTERN}$")]
+
+
+def nudge_job_check(deployment_id: str, token: str, body: bytes, deps: StepDeps) -> Outcome:
+    """Runpod says a job of the deployment ended: check the job now, ahead of the job watch's schedule.
+
+    Runpod's job webhooks are unsigned: the token in the URL we gave Runpod authenticates the call, and the body is
+    not trusted beyond the job id (a forged id makes one check of a job that is not there).
+    """
+    if not hmac.compare_digest(token.encode(), deps.sealer.job_ended_token(deployment_id).encode()):
+        return Outcome.UNAUTHORIZED
+    try:
+        ended = JobEnded.model_validate_json(body)
+    except ValidationError:
+        return Outcome.MALFORMED
+    schedule_check(deps.tasks, JobCheck(deployment_id=deployment_id, job_id=ended.id, nudge=True), 0)
     return Outcome.ACCEPTED
 
 

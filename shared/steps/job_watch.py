@@ -17,7 +17,7 @@ from shared.crypto import Sealer
 from shared.document import Deployment
 from shared.envelopes import TaskDelivery
 from shared.job_ends import JobEnds
-from shared.jobs import utcnow
+from shared.jobs import JobRecord, utcnow
 from shared.messages import JobCheck
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError, RunpodTimeoutError, RunpodUnavailableError
@@ -36,10 +36,8 @@ def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
     """One check of one job."""
     message = task.message
     record = deps.ends.jobs.get(message.deployment_id, message.job_id)
-    if record is None:
-        return "no such job record (expired)"
-    if record.final:  # seen by the API first; its webhook may have stopped short of being scheduled
-        return f"the job is {record.status} already; " + deps.ends.announce(record, lambda: None)
+    if record is None or record.final:
+        return _settled(record, deps)
     asked = _ask_runpod(message, deps)
     if isinstance(asked, str):
         return asked
@@ -48,10 +46,21 @@ def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
         record = deps.ends.observe(client, doc, record, job)
         if record.final:
             return f"the job ended {record.status}"
+    seen = record.status if job is not None else "unknown (Runpod unreachable)"
+    if message.nudge:
+        return f"the job is {seen}; the schedule goes on"
     if (utcnow() - record.created_at).total_seconds() > deps.ends.settings.job_watch_max_s:
-        return f"the job is still {record.status} after JOB_WATCH_MAX_S: stopped following it"
+        return f"the job is still {seen} after JOB_WATCH_MAX_S: stopped following it"
     deps.ends.follow(record, message.check + 1)
-    return f"the job is {record.status if job is not None else 'unknown (Runpod unreachable)'}; checked again later"
+    return f"the job is {seen}; checked again later"
+
+
+def _settled(record: JobRecord | None, deps: JobWatchDeps) -> str:
+    """A job there is nothing to ask Runpod about: its record is gone, or it ended (seen by another observer,
+    whose webhook may have stopped short of being scheduled)."""
+    if record is None:
+        return "no such job record (expired, or not written yet when Runpod's call came)"
+    return f"the job is {record.status} already; " + deps.ends.announce(record, lambda: None)
 
 
 def _ask_runpod(message: JobCheck, deps: JobWatchDeps) -> tuple[RunpodClient, Deployment, Job | None] | str:

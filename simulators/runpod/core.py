@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+import requests
+
 from simulators.runpod import v2
 from simulators.runpod.catalog import GPU_TYPES, availability_level, gpu_type_view
 from simulators.runpod.model import (
@@ -67,6 +69,7 @@ class SimOptions:
         base_url: the URL workers reach the simulator at, if known before serving.
         log_dir: where worker logs and homes go (default: a temporary folder removed at shutdown).
         job_take_hold_s: how long job-take and job-stop long-polls are held open when there is nothing to give.
+        job_webhook_retry_delay_s: the pause before each retry of a failed job webhook call.
     """
 
     api_keys: tuple[str, ...] = ()
@@ -75,6 +78,8 @@ class SimOptions:
     base_url: str | None = None
     log_dir: Path | None = None
     job_take_hold_s: float = JOB_TAKE_HOLD_S
+    # Runpod calls a job's webhook once it ends and, on a failed call, "up to 2 more times with a 10-second delay".
+    job_webhook_retry_delay_s: float = 10.0
 
 
 class RunpodSimulator:
@@ -91,6 +96,7 @@ class RunpodSimulator:
         self._own_log_dir = options.log_dir is None
         self.log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="runpod-sim-"))
         self.job_take_hold_s = options.job_take_hold_s
+        self.job_webhook_retry_delay_s = options.job_webhook_retry_delay_s
         self._closed = False
         self._stoppers: list[threading.Thread] = []
         self._reset_state()
@@ -338,6 +344,9 @@ class RunpodSimulator:
             s3_config = body.get("s3Config")
             if s3_config is not None and not isinstance(s3_config, dict):
                 raise SimError("s3Config must be an object")
+            webhook = body.get("webhook")
+            if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))):
+                raise SimError("webhook must be an http(s) URL")
             job = Job(
                 id=new_job_id(),
                 endpoint_id=endpoint.id,
@@ -346,6 +355,7 @@ class RunpodSimulator:
                 created_at=time.monotonic(),
                 execution_timeout_s=float(timeout_ms) / 1000,
                 s3_config=s3_config,
+                webhook=webhook,
             )
             self.jobs[job.id] = job
             endpoint.queue.append(job.id)
@@ -687,6 +697,26 @@ class RunpodSimulator:
         job.finished_at = time.monotonic()
         job.finished_epoch = time.time()
         self._cond.notify_all()
+        if job.webhook is not None:
+            notifier = threading.Thread(
+                target=self._call_webhook, args=(job, job.view()), name=f"runpod-sim-webhook-{job.id}", daemon=True
+            )
+            notifier.start()
+
+    def _call_webhook(self, job: Job, body: dict[str, Any]) -> None:
+        """POST the ended job to its webhook; a call that fails or answers other than 2xx is tried twice more."""
+        assert job.webhook is not None
+        for attempt in range(3):
+            if attempt:
+                time.sleep(self.job_webhook_retry_delay_s)
+            try:
+                outcome: int | str = requests.post(job.webhook, json=body, timeout=10).status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with self._cond:
+                job.webhook_calls.append(outcome)
+            if (isinstance(outcome, int) and 200 <= outcome < 300) or self._closed:
+                return
 
     def _requeue_jobs(self, endpoint: Endpoint, worker: Worker) -> None:
         """Put a lost worker's running jobs back at the head of the queue (Runpod retries them)."""

@@ -233,6 +233,8 @@ class Job:
     stream: list[Any] = field(default_factory=list)
     finished_epoch: float | None = None  # wall clock, for /_sim/state (benchmarks time what a user sees)
     s3_config: dict[str, Any] | None = None  # Runpod's per-job output bucket, handed to the worker with the input
+    webhook: str | None = None  # Runpod POSTs the job (as /status shows it) here when it ends
+    webhook_calls: list[int | str] = field(default_factory=list)  # each call's HTTP status, or the error
 
     def view(self) -> dict[str, Any]:
         """The job as ``/status`` answers it."""
@@ -258,6 +260,8 @@ class Job:
         }
         if self.s3_config is not None:
             state["s3Config"] = {**self.s3_config, "accessSecret": "<redacted>"}
+        if self.webhook is not None:
+            state["webhook"], state["webhookCalls"] = self.webhook, list(self.webhook_calls)
         return state
 
 

@@ -58,7 +58,8 @@ def intake_env(
 ) -> Iterator[None]:
     """Settings for in-process functions; topics and queues exist (creating them is idempotent). The jobs and
     webhooks functions serve in this process at ``FUNCTIONS_BASE_URL``, so that a job submitted through the intake
-    is followed to its end and its webhook is sent, as in the stack."""
+    is followed to its end (Runpod's call on its end reaching the callback function) and its webhook is sent, as in the
+    stack."""
     os.environ["RUNPOD_API_BASE_URL"] = os.environ["RUNPOD_ENDPOINT_BASE_URL"] = runpod_simulator
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
     os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
@@ -77,7 +78,8 @@ def intake_env(
         except gexc.AlreadyExists:
             pass
     bootstrap.create_queues(topology, project, get_settings(ProvisioningSettings).region, tasks_emulator)
-    host = create_host_app([topology.function("jobs"), topology.function("webhooks")], REPO / "functions", project)
+    served = [topology.function(name) for name in ("jobs", "webhooks", "callback")]
+    host = create_host_app(served, REPO / "functions", project)
     server = make_server("127.0.0.1", port, host, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,9 +15,10 @@ import requests
 from google.cloud import firestore
 from standardwebhooks.webhooks import Webhook
 
-from shared.crypto import tenant_id
-from shared.jobs import JOBS
-from shared.store import DEPLOYMENTS
+from shared.crypto import Sealer, tenant_id
+from shared.jobs import JOBS, InputSummary, JobPricing, JobStore
+from shared.runpod.client import RunpodConnector
+from shared.store import DEPLOYMENTS, DeploymentStore
 from tests.support.jobs import PROMPT, auth, sim_requests, usage_of
 from tests.support.receiver import Receiver
 
@@ -133,7 +135,9 @@ def test_a_job_whose_endpoint_is_gone_stops_being_followed(intake_client: Any, r
     endpoint = intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json["endpoint_id"]
     requests.delete(f"{runpod}/v2/serverless/{endpoint}", headers=auth(api_key), timeout=5).raise_for_status()
     deleted = sim_requests(api_key)
-    checked = eventually(lambda: (n := sim_requests(api_key)) > deleted and n)  # the check that found it gone
+    # Two looks at Runpod: the check Runpod's call on the job's end (cancelled by the delete) asked for, and the
+    # schedule's first; each finds the job gone.
+    checked = eventually(lambda: (n := sim_requests(api_key)) >= deleted + 2 and n)
     time.sleep(3.5)  # past the checks that would come next (2 s, then 3 s)
     assert sim_requests(api_key) == checked
     job = intake_client.get(f"/v1/deployments/{dep}/jobs/{job_id}", headers=auth(api_key)).json
@@ -164,3 +168,57 @@ def test_a_webhook_url_that_is_not_public_https_is_400_and_never_reaches_runpod(
         assert [d["field"] for d in error["details"]] == ["webhook_url"]
         assert problem in error["details"][0]["problem"]
     assert sim_requests(api_key) == before
+
+
+# --- Runpod's call on a job's end (the callback function's job-ended route) ------------------------------------------
+
+
+def callback(path: str) -> str:
+    return f"{os.environ['FUNCTIONS_BASE_URL']}/callback/v1/deployments/{path}"
+
+
+def test_runpods_call_on_a_job_s_end_is_accepted_by_the_callback(intake_client: Any, ready: Any) -> None:
+    api_key, dep = ready()
+    body = {"input": PROMPT}
+    job_id = intake_client.post(f"/v1/deployments/{dep}/runsync", json=body, headers=auth(api_key)).json["job_id"]
+    job = eventually(
+        lambda: next(
+            (j for a in state_of(api_key) for j in a["jobs"] if j["id"] == job_id and j.get("webhookCalls")), None
+        )
+    )
+    assert job["webhook"].startswith(callback(f"{dep}/job-ended?token="))
+    assert job["webhookCalls"] == [200]
+
+
+def state_of(api_key: str) -> list[dict[str, Any]]:
+    state = requests.get(f"{os.environ['RUNPOD_API_BASE_URL']}/_sim/state", timeout=5).json()
+    return [a for a in state["accounts"] if a["api_key"] == api_key]
+
+
+def test_the_call_alone_records_the_end_of_a_job_nothing_else_follows(db: firestore.Client, ready: Any) -> None:
+    """A job submitted straight to Runpod with our job-ended URL and a record but no scheduled check (as if every
+    check were lost): Runpod's call on its end is what records it."""
+    api_key, dep = ready()
+    doc = DeploymentStore(db).get(dep)
+    assert doc is not None and doc.runpod.endpoint_id
+    token = Sealer(os.environ["SEALING_KEY"]).job_ended_token(dep)
+    client = RunpodConnector(os.environ["RUNPOD_API_BASE_URL"], os.environ["RUNPOD_ENDPOINT_BASE_URL"], 10)
+    runpod = client.client(api_key)
+    job = runpod.run(doc.runpod.endpoint_id, PROMPT, webhook=callback(f"{dep}/job-ended?token={token}"))
+    jobs = JobStore(db, timedelta(days=1))
+    jobs.record_submitted(dep, doc.owner, job, InputSummary(prompt_chars=len(PROMPT["prompt"])), JobPricing())
+    ended = eventually(lambda: (r := jobs.get(dep, job.id)) is not None and r.final and r)
+    assert ended.status == "COMPLETED" and ended.counted
+
+
+def test_a_call_with_a_wrong_token_or_no_job_id_is_refused(ready: Any) -> None:
+    _, dep = ready()
+    token = Sealer(os.environ["SEALING_KEY"]).job_ended_token(dep)
+    other = Sealer(os.environ["SEALING_KEY"]).job_ended_token("0" * 32)
+    forged = requests.post(callback(f"{dep}/job-ended?token={other}"), json={"id": "job-1"}, timeout=5)
+    assert (forged.status_code, forged.json()["error"]["code"]) == (401, "invalid_signature")
+    missing = requests.post(callback(f"{dep}/job-ended"), json={"id": "job-1"}, timeout=5)
+    assert missing.status_code == 401
+    for bad in ({}, {"id": "../x"}, {"id": 7}):
+        refused = requests.post(callback(f"{dep}/job-ended?token={token}"), json=bad, timeout=5)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_report")

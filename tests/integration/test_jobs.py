@@ -89,11 +89,12 @@ def test_run_then_get_refreshes_from_runpod_and_writes_back_once(
             break
         time.sleep(0.05)
     assert job["status"] == "COMPLETED"
-    assert job["output"] == {"stub": True, "input": PROMPT}  # the answer that saw it end carries the output
+    assert job["output"] == {"stub": True, "input": PROMPT}
     stored = db.collection(DEPLOYMENTS).document(dep).collection(JOBS).document(job_id).get().to_dict()
     assert stored["status"] == "COMPLETED" and stored["counted"] is True
     again = intake_client.get(path, headers=auth(api_key)).json
-    assert again["status"] == "COMPLETED" and again["output"] is None  # served from the record, never stored
+    assert again["status"] == "COMPLETED" and again["output"] == job["output"]  # Runpod's, while it keeps it
+    assert "output" not in stored  # never stored
     usage = usage_of(intake_client, api_key, dep)
     assert (usage["requests"], usage["completed"]) == (1, 1)
 

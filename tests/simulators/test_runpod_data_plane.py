@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import requests
 
 from tests.simulators.conftest import RunpodSimClient, wait_until
+from tests.support.receiver import serve_receiver
 
 
 def health(runpod_sim: RunpodSimClient, endpoint_id: str) -> dict[str, Any]:
@@ -167,3 +169,21 @@ def test_unhandled_errors_answer_json_not_html(runpod_sim: RunpodSimClient) -> N
 
     assert response.status_code == 404
     assert response.headers["Content-Type"] == "application/json"
+
+
+def test_a_job_s_webhook_gets_the_ended_job_and_is_retried_on_failure(runpod_sim: RunpodSimClient) -> None:
+    runpod_sim.app.sim.job_webhook_retry_delay_s = 0.1
+    endpoint_id = runpod_sim.create_endpoint()
+    with serve_receiver() as hook:
+        hook.script = [500, 200]
+        body = {"input": {"prompt": "a cat"}, "webhook": hook.url}
+        job_id = runpod_sim.v2("POST", f"{endpoint_id}/run", json=body).json()["id"]
+        first, second = hook.wait(2)
+    assert first["body"] == second["body"]
+    sent = json.loads(first["body"])
+    assert (sent["id"], sent["status"]) == (job_id, "COMPLETED")
+    assert sent["output"] == {"stub": True, "input": {"prompt": "a cat"}}
+    (job,) = [j for j in runpod_sim.app.sim.state()["accounts"][0]["jobs"] if j["id"] == job_id]
+    assert job["webhookCalls"] == [500, 200]
+    refused = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {}, "webhook": "ftp://example.com"})
+    assert refused.status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,8 +34,9 @@ class Receiver:
         raise AssertionError(f"{len(self.calls)} calls, expected {count}")
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextmanager
+def serve_receiver() -> Iterator[Receiver]:
+    """A :class:`Receiver` served on a free port for the duration of the block."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -56,6 +58,14 @@ def receiver() -> Iterator[Receiver]:
     state.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with serve_receiver() as state:
+        yield state
