@@ -1,4 +1,5 @@
-"""Write docs/events/examples/<ce-type>.json: one example lifecycle event per status, built by shared/events.py.
+"""Write docs/events/examples/<ce-type>.json: one example event per status and one GPU switch, built by
+shared/events.py.
 
 Run ``python -m scripts.event_examples`` after a change to the event or the public view; a test checks the files are
 up to date and valid against docs/events/deployment-event.schema.json.
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.document import Deployment
-from shared.events import lifecycle_event, pubsub_message
+from shared.events import GPU_SWITCHED, GpuSwitch, gpu_switch_event, lifecycle_event, pubsub_message
 from shared.lifecycle import Status
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "events" / "examples"
@@ -33,6 +34,8 @@ _ORDER = [
 
 # Every status but validating: a deployment is created in it (the 202 answer), it is never entered.
 EVENT_STATUSES = [status for status in Status if status is not Status.VALIDATING]
+# The suffix of every ce-type: the statuses entered, and the GPU switch (no status change).
+EVENT_KINDS = [status.value for status in EVENT_STATUSES] + [GPU_SWITCHED]
 
 
 def example_document(status: Status) -> dict[str, Any]:
@@ -71,19 +74,27 @@ def example_document(status: Status) -> dict[str, Any]:
     return doc
 
 
-def example(status: Status) -> dict[str, Any]:
-    data, attributes = pubsub_message(lifecycle_event(Deployment.from_firestore(example_document(status))))
+def example(kind: str) -> dict[str, Any]:
+    """The Pub/Sub message of one event kind: a status entered, or a GPU switch of a throttled endpoint."""
+    if kind == GPU_SWITCHED:
+        doc = Deployment.from_firestore(example_document(Status.CREATING_ENDPOINT))
+        at = doc.phase_timestamps[Status.CREATING_ENDPOINT] + timedelta(seconds=95)
+        switch = GpuSwitch(from_pools=["AMPERE_16", "ADA_24"], to=["AMPERE_24", "ADA_32_PRO"], throttled_s=90.0)
+        event = gpu_switch_event(doc, 1, at, switch)
+    else:
+        event = lifecycle_event(Deployment.from_firestore(example_document(Status(kind))))
+    data, attributes = pubsub_message(event)
     return {"attributes": attributes, "data": json.loads(data), "ordering_key": _ID}
 
 
-def render(status: Status) -> str:
-    return json.dumps(example(status), indent=2, sort_keys=True) + "\n"
+def render(kind: str) -> str:
+    return json.dumps(example(kind), indent=2, sort_keys=True) + "\n"
 
 
 def main() -> None:
     EXAMPLES.mkdir(parents=True, exist_ok=True)
-    for status in EVENT_STATUSES:
-        (EXAMPLES / f"visgate.deployment.{status.value}.json").write_text(render(status))
+    for kind in EVENT_KINDS:
+        (EXAMPLES / f"visgate.deployment.{kind}.json").write_text(render(kind))
 
 
 if __name__ == "__main__":

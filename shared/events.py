@@ -9,6 +9,10 @@ fields.
 
 ``ce-id`` is stable for one transition (deployment id, status and the time it was entered), so a publish repeated
 after a lost acknowledgement carries the same id and subscribers dedupe by it.
+
+One event is no status change: ``visgate.deployment.gpu_switched``, when the readiness watchdog moves an endpoint
+whose workers found no capacity to the next pools (``ce-id`` ``<deployment id>:gpu_switch:<n>``); its data is the
+view plus ``gpu_switch: {from, to, throttled_s}``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any
 
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.document import Deployment
+from shared.models import DeploymentView
 from shared.pubsub import Publisher
 from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 
@@ -29,6 +35,7 @@ SPEC_VERSION = "1.0"
 EVENT_SOURCE = "//visgate/deployments"
 EVENT_TYPE_PREFIX = "visgate.deployment."
 CONTENT_TYPE = "application/json"
+GPU_SWITCHED = "gpu_switched"  # the one event type that is no status
 
 
 def transition_time(doc: Deployment) -> datetime:
@@ -46,20 +53,42 @@ def event_type(status: str) -> str:
     return f"{EVENT_TYPE_PREFIX}{status}"
 
 
+class GpuSwitch(BaseModel):
+    """What a GPU pool switch did: the pools the endpoint left, the ones it got, and how long it waited."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_pools: list[str] = Field(alias="from")
+    to: list[str]
+    throttled_s: float
+
+
 def lifecycle_event(doc: Deployment) -> CloudEvent:
     """The CloudEvent of the document's current status."""
     view = doc.view()
     at = transition_time(doc)
+    return _cloud_event(view, event_id(view.deployment_id, view.status.value, at), view.status.value, at)
+
+
+def gpu_switch_event(doc: Deployment, switch: int, at: datetime, detail: GpuSwitch) -> CloudEvent:
+    """The CloudEvent of the deployment's ``switch``-th GPU pool switch (its id is stable: a repeat dedupes)."""
+    extra = {"gpu_switch": detail.model_dump(mode="json", by_alias=True)}
+    return _cloud_event(doc.view(), f"{doc.deployment_id}:gpu_switch:{switch}", GPU_SWITCHED, at, extra)
+
+
+def _cloud_event(
+    view: DeploymentView, id_: str, kind: str, at: datetime, extra: dict[str, Any] | None = None
+) -> CloudEvent:
     attributes = {
         "specversion": SPEC_VERSION,
-        "id": event_id(view.deployment_id, view.status.value, at),
+        "id": id_,
         "source": EVENT_SOURCE,
-        "type": event_type(view.status.value),
+        "type": event_type(kind),
         "time": at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "subject": view.deployment_id,
         "datacontenttype": CONTENT_TYPE,
     }
-    return CloudEvent(attributes, view.model_dump(mode="json"))
+    return CloudEvent(attributes, {**view.model_dump(mode="json"), **(extra or {})})
 
 
 def pubsub_message(event: CloudEvent) -> tuple[bytes, dict[str, str]]:
@@ -73,10 +102,10 @@ def pubsub_message(event: CloudEvent) -> tuple[bytes, dict[str, str]]:
     return data, {str(k).lower(): str(v) for k, v in headers.items()}
 
 
-def publish_lifecycle_event(publisher: Publisher, doc: Deployment) -> str:
-    """Publish the event of the document's current status (ordering key: the deployment id); the message id."""
-    data, attributes = pubsub_message(lifecycle_event(doc))
-    return publisher.publish_bytes(TOPIC_DEPLOYMENT_EVENTS, data, attributes, ordering_key=doc.deployment_id)
+def publish_event(publisher: Publisher, event: CloudEvent) -> str:
+    """Publish a deployment's event (ordering key: the deployment id, its subject); the message id."""
+    data, attributes = pubsub_message(event)
+    return publisher.publish_bytes(TOPIC_DEPLOYMENT_EVENTS, data, attributes, ordering_key=attributes["ce-subject"])
 
 
 @dataclass(frozen=True)

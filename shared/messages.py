@@ -32,19 +32,6 @@ class DeploymentDeleteRequested(_Message):
     reason: Literal["user", "ttl", "idle", "failed", "orphan"] = "user"
 
 
-class LifecycleEvent(_Message):
-    """Topic ``deployment-events``: one per status change; ``event_id`` is stable, so consumers can dedupe."""
-
-    event_id: str
-    deployment_id: str
-    owner: str
-    status: str
-    previous_status: str | None = None
-    time: datetime
-    error: dict[str, Any] | None = None
-    detail: dict[str, Any] | None = None
-
-
 class SweepItem(_Message):
     """Queue ``sweep``: one deployment (or, for ``orphans``, one tenant through one of its deployments) that the
     scheduled sweep found due."""

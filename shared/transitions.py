@@ -12,16 +12,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from shared.document import Deployment
 from shared.errors import IllegalTransitionError
-from shared.events import publish_lifecycle_event
+from shared.events import GpuSwitch, gpu_switch_event, lifecycle_event, publish_event
 from shared.lifecycle import Status, can_transition
-from shared.messages import LifecycleEvent
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, utcnow
-from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 
 logger = logging.getLogger(__name__)
 
@@ -91,29 +88,11 @@ class Transitions:
         logger.warning("deployment failed: %s", reason, extra={"fields": {"reason": reason}})
         return result
 
-    def announce(self, doc: Deployment, event_id: str, at: datetime, detail: dict[str, Any]) -> None:
-        """An event about the deployment that is no status change (a GPU pool switch), published before the write
-        that records it: a retry after either repeats the same event id, so none is lost or doubled."""
-        self._send(
-            LifecycleEvent(
-                event_id=event_id,
-                deployment_id=doc.deployment_id,
-                owner=doc.owner,
-                status=doc.status.value,
-                time=at,
-                detail=detail,
-            )
-        )
+    def announce_gpu_switch(self, doc: Deployment, switch: int, at: datetime, detail: GpuSwitch) -> None:
+        """An event that is no status change (a GPU pool switch), published before the write that records it: a
+        retry after either repeats the same event id, so none is lost or doubled."""
+        publish_event(self._publisher, gpu_switch_event(doc, switch, at, detail))
 
     def _publish(self, doc: Deployment) -> None:
         """The lifecycle CloudEvent of the document's current status (shared/events.py)."""
-        publish_lifecycle_event(self._publisher, doc)
-
-    def _send(self, event: LifecycleEvent) -> None:
-        self._publisher.publish(
-            TOPIC_DEPLOYMENT_EVENTS,
-            event,
-            deployment_id=event.deployment_id,
-            status=event.status,
-            event_id=event.event_id,
-        )
+        publish_event(self._publisher, lifecycle_event(doc))

@@ -24,6 +24,7 @@ from shared.config import Settings
 from shared.document import Deployment
 from shared.envelopes import TaskDelivery
 from shared.errors import PermanentError
+from shared.events import GpuSwitch
 from shared.lifecycle import FailureReason, Status
 from shared.messages import ReadinessCheck
 from shared.runpod.client import EndpointChange, EndpointWorkers, GpuSelection, RunpodClient
@@ -175,12 +176,8 @@ def _switch_pools(deps: StepDeps, doc: Deployment, client: RunpodClient, since: 
     logger.warning(message)
     # The event before the document: if either fails, the retried check finds the document unchanged and repeats
     # the same switch (same pools, same event id), instead of losing the event or skipping a window.
-    deps.transitions.announce(
-        doc,
-        event_id=f"{doc.deployment_id}:gpu_switch:{switches}",
-        at=now,
-        detail={"gpu_switch": {"from": current, "to": window, "throttled_s": round(waited, 1)}},
-    )
+    detail = GpuSwitch(from_pools=current, to=window, throttled_s=round(waited, 1))
+    deps.transitions.announce_gpu_switch(doc, switches, now, detail)
 
     # The new pools get their own full wait: the throttled clock restarts in the same write as the switch, so a
     # retry after this write (the next check failed to record itself, say) cannot switch again at once.

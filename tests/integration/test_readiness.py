@@ -120,7 +120,6 @@ def _check(deployment_id: str, check: int) -> Any:
 
 def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning: Env) -> None:
     from shared.errors import RetryableError
-    from shared.messages import _Message
     from shared.pubsub import Publisher
     from shared.steps.readiness import check_readiness
     from shared.tasks import TaskScheduler
@@ -130,17 +129,18 @@ def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning:
     key = provisioning.account()
     deployment_id = _throttled_everywhere(provisioning, key)
     deps = step_deps(_settings())
-    real_publish = Publisher.publish
-    failed: list[str] = []
+    real_publish = Publisher.publish_bytes
+    published: list[dict[str, str]] = []
 
-    def publish_fails_once(self: Publisher, topic: str, message: _Message, **attributes: str) -> str:
-        if topic == TOPIC_DEPLOYMENT_EVENTS and not failed:
-            failed.append(topic)
-            raise RetryableError("Pub/Sub is unavailable")
-        return real_publish(self, topic, message, **attributes)
+    def publish_fails_once(self: Publisher, topic: str, data: bytes, attributes: dict[str, str], **kw: Any) -> str:
+        if topic == TOPIC_DEPLOYMENT_EVENTS and attributes.get("ce-subject") == deployment_id:
+            published.append(attributes)
+            if len(published) == 1:
+                raise RetryableError("Pub/Sub is unavailable")
+        return real_publish(self, topic, data, attributes, **kw)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Publisher, "publish", publish_fails_once)
+        patch.setattr(Publisher, "publish_bytes", publish_fails_once)
         patch.setattr(TaskScheduler, "schedule", lambda *args, **kwargs: True)
         with pytest.raises(RetryableError):
             check_readiness(_check(deployment_id, 1), deps)
@@ -150,6 +150,10 @@ def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning:
     doc = provisioning.doc(deployment_id)
     assert (doc.gpu.switches, doc.gpu.window) == (1, SECOND_WINDOW)
     assert provisioning.runpod_state(key)["endpoints"][0]["gpu"]["pools"] == SECOND_WINDOW
+    # The same CloudEvent both times (the retry repeats its id: subscribers dedupe), then no other switch.
+    assert [(a["ce-type"], a["ce-id"]) for a in published] == [
+        ("visgate.deployment.gpu_switched", f"{deployment_id}:gpu_switch:1")
+    ] * 2
 
 
 def test_a_check_retried_after_the_switch_was_written_gives_the_new_pools_their_wait(provisioning: Env) -> None:

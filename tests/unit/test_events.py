@@ -10,7 +10,7 @@ import pytest
 
 from scripts import event_examples
 from shared.document import Deployment
-from shared.events import NotALifecycleEventError, lifecycle_event, parse_message, pubsub_message
+from shared.events import GPU_SWITCHED, NotALifecycleEventError, lifecycle_event, parse_message, pubsub_message
 from shared.lifecycle import Status
 from shared.models import DeploymentView
 
@@ -22,14 +22,24 @@ def validate(message: dict[str, object]) -> None:
     jsonschema.validate(message, SCHEMA, format_checker=jsonschema.FormatChecker())
 
 
-@pytest.mark.parametrize("status", event_examples.EVENT_STATUSES)
-def test_each_type_has_an_up_to_date_valid_example(status: Status) -> None:
-    path = DOCS / "examples" / f"visgate.deployment.{status.value}.json"
-    assert path.read_text() == event_examples.render(status), "run: python -m scripts.event_examples"
+@pytest.mark.parametrize("kind", event_examples.EVENT_KINDS)
+def test_each_type_has_an_up_to_date_valid_example(kind: str) -> None:
+    path = DOCS / "examples" / f"visgate.deployment.{kind}.json"
+    assert path.read_text() == event_examples.render(kind), "run: python -m scripts.event_examples"
     example = json.loads(path.read_text())
     validate(example)
-    assert example["attributes"]["ce-type"] == f"visgate.deployment.{status.value}"
-    assert example["data"]["status"] == status.value
+    assert example["attributes"]["ce-type"] == f"visgate.deployment.{kind}"
+    if kind == GPU_SWITCHED:  # no status change: the view as it stands, and what the switch did
+        assert example["data"]["status"] == Status.CREATING_ENDPOINT.value
+        assert example["data"]["gpu_switch"] == {
+            "from": ["AMPERE_16", "ADA_24"],
+            "to": ["AMPERE_24", "ADA_32_PRO"],
+            "throttled_s": 90.0,
+        }
+        assert example["attributes"]["ce-id"].endswith(":gpu_switch:1")
+    else:
+        assert example["data"]["status"] == kind
+        assert "gpu_switch" not in example["data"]
 
 
 def test_binary_mode_attributes_and_stable_id() -> None:
@@ -50,9 +60,9 @@ def test_binary_mode_attributes_and_stable_id() -> None:
 
 def test_examples_are_exactly_the_event_types() -> None:
     files = {path.name for path in (DOCS / "examples").glob("*.json")}
-    assert files == {f"visgate.deployment.{s.value}.json" for s in event_examples.EVENT_STATUSES}
+    assert files == {f"visgate.deployment.{kind}.json" for kind in event_examples.EVENT_KINDS}
     assert set(SCHEMA["properties"]["attributes"]["properties"]["ce-type"]["enum"]) == {
-        f"visgate.deployment.{s.value}" for s in event_examples.EVENT_STATUSES
+        f"visgate.deployment.{kind}" for kind in event_examples.EVENT_KINDS
     }
 
 
