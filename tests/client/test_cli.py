@@ -55,6 +55,29 @@ def test_run_writes_the_image(visgate: CliRunner, ready: ReadyDeployment, tmp_pa
         assert written.size == (64, 64)
 
 
+def test_run_sends_the_webhook_url_to_the_api(visgate: CliRunner, ready: ReadyDeployment) -> None:
+    done = call(visgate, "run", ready.deployment.id, "--prompt", "a fox", "--webhook-url", "not a url")
+    assert done.exit_code == 1
+    assert done.stderr.startswith("error: invalid_request: ")
+    verbose = call(visgate, "-v", "run", ready.deployment.id, "--prompt", "a fox", "--webhook-url", "not a url")
+    assert '"webhook_url"' in verbose.stderr  # the details name the field
+
+
+def test_usage_and_gpus(visgate: CliRunner) -> None:
+    report = json.loads(call(visgate, "usage", "--json").stdout)
+    assert set(report) == {"from_day", "to_day", "deployments", "total"}
+    assert report["total"]["requests"] >= 0
+    table = call(visgate, "usage", "--from", report["from_day"], "--to", report["to_day"])
+    assert table.exit_code == 0 and "total" in table.stdout
+    refused = call(visgate, "usage", "--from", "2026-02-01", "--to", "2026-01-01")
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: invalid_period: ")
+
+    pools = json.loads(call(visgate, "gpus", "--json").stdout)
+    assert pools and {"pool", "vram_gb", "usd_per_hour", "available"} <= set(pools[0])
+    listed = call(visgate, "gpus")
+    assert listed.exit_code == 0 and pools[0]["pool"] in listed.stdout
+
+
 def test_deploy_wait_of_a_failed_model_exits_1_with_the_reason(visgate: CliRunner) -> None:
     done = call(visgate, "deploy", MISSING_MODEL, "--wait", "--timeout", "120")
     assert done.exit_code == 1
@@ -102,7 +125,9 @@ def test_missing_key_and_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert unreachable.exit_code == 1 and unreachable.stderr.startswith("error: connection_error")
 
 
-@pytest.mark.parametrize("command", [[], ["deploy"], ["ls"], ["get"], ["logs"], ["rm"], ["run"], ["e2e"]])
+@pytest.mark.parametrize(
+    "command", [[], ["deploy"], ["ls"], ["get"], ["logs"], ["rm"], ["run"], ["usage"], ["gpus"], ["e2e"]]
+)
 def test_every_command_has_help(command: list[str]) -> None:
     done = call(CliRunner(), *command, "--help")
     assert done.exit_code == 0 and "Usage: " in done.stdout

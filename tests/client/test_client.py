@@ -1,4 +1,5 @@
-"""The Python client against the local stack: wait (through a cut stream), inference, failures, pagination."""
+"""The Python client against the local stack: wait (through a cut stream), inference through the API, failures,
+pagination."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import uuid
 
 import pytest
 from PIL import Image
-from visgate_client import Client, DeploymentFailedError, JobFailedError, errors
+from visgate_client import Client, DeploymentFailedError, errors
 from visgate_client.deployment import PHASES, phases_of
 
 from local.stack import DEMO_API_KEY
@@ -36,6 +37,7 @@ def test_runsync_returns_decoded_images_and_job_metrics(ready: ReadyDeployment) 
     assert result.execution_time_s is not None and result.execution_time_s > 0
     assert result.inference_s is not None and result.inference_s > 0
     assert result.wall_s >= result.execution_time_s * 0.5
+    assert result.pool and result.estimated_cost_usd is not None and result.estimated_cost_usd >= 0
     assert "image" not in result.output["images"][0]  # the base64 is decoded, not kept twice
 
 
@@ -46,11 +48,11 @@ def test_run_submits_a_job_to_wait_for(ready: ReadyDeployment) -> None:
     assert result.seeds == [11] and result.images
 
 
-def test_a_failed_job_raises_with_the_workers_message(ready: ReadyDeployment) -> None:
-    with pytest.raises(JobFailedError) as caught:
+def test_a_bad_input_is_refused_by_the_api_naming_the_field(ready: ReadyDeployment) -> None:
+    with pytest.raises(errors.InvalidRequestError) as caught:
         ready.deployment.runsync({"prompt": "x", "num_inference_steps": -1})
-    assert caught.value.status == "FAILED"
-    assert "invalid input" in str(caught.value.error)
+    assert caught.value.status == 400
+    assert caught.value.details[0]["field"] == "input.num_inference_steps"
 
 
 def test_refresh_get_logs_and_listing(client: Client, ready: ReadyDeployment) -> None:

@@ -1,4 +1,5 @@
-"""The client's pure parts: webhook verification, the error shape, SSE parsing, what is retried (no stack)."""
+"""The client's pure parts: webhook verification, the error shape, SSE parsing, what is retried, how a job's
+answers are read (no stack)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ from typing import Any
 
 import pytest
 import requests
+from PIL import Image
 from standardwebhooks.webhooks import Webhook
-from visgate_client import WebhookVerificationError, errors, verify_webhook
+from visgate_client import (
+    Client,
+    Deployment,
+    JobFailedError,
+    JobOutputUnavailableError,
+    WebhookVerificationError,
+    errors,
+    verify_webhook,
+)
 from visgate_client._http import Transport, retry_safe, sse_events
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -134,3 +144,120 @@ def test_sse_parser_follows_the_spec() -> None:
     assert [e.retry_ms for e in events] == [2000, None, None]
     assert events[1].event == "deployment" and events[1].id == "3" and json.loads(events[1].data) == {"a": 1}
     assert events[2].event == "end" and events[2].id == "3"  # the last id carries over, as in browsers
+
+
+# --- inference through the API, answer by answer (the stack cannot order a job's end against its polls) -----------
+
+
+def png_b64(size: tuple[int, int] = (8, 8)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "red").save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class ScriptedSession(requests.Session):
+    """Answers each request with the next scripted answer and records what was asked (method, path, params, body)."""
+
+    def __init__(self, answers: list[requests.Response]) -> None:
+        super().__init__()
+        self.answers = answers
+        self.asked: list[tuple[str, str, Any, Any]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self.asked.append((method, url.removeprefix("http://api"), kwargs.get("params"), kwargs.get("json")))
+        return self.answers.pop(0)
+
+
+def deployment_with(answers: list[requests.Response]) -> tuple[Deployment, ScriptedSession]:
+    session = ScriptedSession(answers)
+    client = Client("http://api", "rp_key", session=session)
+    return Deployment(client, {"deployment_id": "d1"}), session
+
+
+def job_view(status: str, **fields: Any) -> dict[str, Any]:
+    return {"job_id": "j1", "deployment_id": "d1", "status": status, "output": None, **fields}
+
+
+def test_runsync_that_ends_in_time_reads_the_metrics_in_seconds() -> None:
+    ended = {
+        "job_id": "j1",
+        "status": "COMPLETED",
+        "output": {"images": [{"image": png_b64(), "seed": 3}], "timings": {"inference_s": 0.2}},
+        "error": None,
+        "metrics": {"delay_ms": 1500, "execution_ms": 250, "estimated_cost_usd": 0.00004, "pool": "AMPERE_16"},
+        "status_url": "http://elsewhere/v1/deployments/d1/jobs/j1",
+    }
+    deployment, session = deployment_with([answer(200, ended)])
+    result = deployment.runsync({"prompt": "p"}, timeout=20, webhook_url="https://example.com/hook")
+    assert (result.delay_time_s, result.execution_time_s, result.inference_s) == (1.5, 0.25, 0.2)
+    assert (result.estimated_cost_usd, result.pool, result.seeds) == (0.00004, "AMPERE_16", [3])
+    assert result.images[0].size == (8, 8) and "image" not in result.output["images"][0]
+    assert session.asked == [
+        (
+            "POST",
+            "/v1/deployments/d1/runsync",
+            {"wait": 20_000},
+            {"input": {"prompt": "p"}, "webhook_url": "https://example.com/hook"},
+        )
+    ]
+
+
+def test_a_job_keeps_the_output_of_the_answer_that_saw_it_end() -> None:
+    ended = job_view("COMPLETED", delay_ms=10, execution_ms=20, output={"images": [{"image": png_b64(), "seed": 9}]})
+    deployment, session = deployment_with(
+        [answer(202, {"job_id": "j1", "status": "IN_QUEUE"}), answer(200, job_view("IN_PROGRESS")), answer(200, ended)]
+    )
+    result = deployment.runsync({"prompt": "p"}, timeout=None)
+    assert result.seeds == [9] and result.images and result.execution_time_s == 0.02
+    assert [ask[:2] for ask in session.asked] == [
+        ("POST", "/v1/deployments/d1/runsync"),
+        ("GET", "/v1/deployments/d1/jobs/j1"),
+        ("GET", "/v1/deployments/d1/jobs/j1"),
+    ]
+    assert session.asked[0][2] == {"wait": 45_000}
+
+
+def test_a_final_job_is_never_asked_again_so_its_output_stays() -> None:
+    ended = job_view("COMPLETED", output={"images": [{"image": png_b64(), "seed": 1}]})
+    deployment, session = deployment_with([answer(202, {"job_id": "j1", "status": "IN_QUEUE"}), answer(200, ended)])
+    job = deployment.run({"prompt": "p"})
+    assert job.status() == "COMPLETED"
+    assert job.status() == "COMPLETED" and job.cancel() is job  # neither asks: the job is final
+    assert job.wait().seeds == [1] and job.wait().images  # the kept answer, with its output
+    assert len(session.asked) == 2 and session.answers == []
+
+
+def test_a_final_answer_without_the_output_says_where_it_went() -> None:
+    deployment, _ = deployment_with([answer(200, job_view("COMPLETED", images=1))])
+    with pytest.raises(JobOutputUnavailableError) as caught:
+        deployment.job("j1").wait()
+    assert caught.value.job_id == "j1" and caught.value.view["images"] == 1
+
+    refs = ["https://bucket.example/j1/0.png?X-Amz-Signature=s"]
+    deployment, _ = deployment_with([answer(200, job_view("COMPLETED", output_refs=refs))])
+    result = deployment.job("j1").wait()
+    assert result.image_urls == refs and result.images == []
+
+
+def test_cancel_and_the_failed_end_it_gives() -> None:
+    cancelled = job_view("CANCELLED", error="cancelled by the user")
+    deployment, session = deployment_with([answer(202, {"job_id": "j1", "status": "IN_QUEUE"}), answer(200, cancelled)])
+    job = deployment.run({"prompt": "p"}).cancel()
+    assert job.last_status == "CANCELLED"
+    assert session.asked[1][:2] == ("POST", "/v1/deployments/d1/jobs/j1/cancel")
+    with pytest.raises(JobFailedError) as caught:
+        job.wait()
+    assert caught.value.status == "CANCELLED" and caught.value.error == "cancelled by the user"
+
+
+def test_api_errors_of_the_job_routes_are_typed() -> None:
+    def error(status: int, code: str) -> requests.Response:
+        return answer(status, {"error": {"code": code, "message": "m", "request_id": "r"}})
+
+    deployment, _ = deployment_with([error(409, "deployment_not_ready"), error(404, "job_not_found")])
+    with pytest.raises(errors.NotReadyError):
+        deployment.run({"prompt": "p"})
+    with pytest.raises(errors.JobNotFoundError):
+        deployment.job("nosuchjob")
+    for code in ("runpod_unreachable", "runpod_auth_failed", "runpod_timeout"):
+        assert issubclass(errors.ApiError.for_code(code), errors.RunpodError)

@@ -1,4 +1,5 @@
-"""Python client of the Visgate Deploy API: deploy Hugging Face diffusion models to Runpod Serverless.
+"""Python client of the Visgate Deploy API: deploy Hugging Face diffusion models to Runpod Serverless, and run jobs on
+them through the API.
 
 from visgate_client import Client
 client = Client()                                    # $VISGATE_API_URL, $RUNPOD_API_KEY
@@ -14,6 +15,7 @@ from visgate_client.errors import (
     DeploymentDeletedError,
     DeploymentFailedError,
     JobFailedError,
+    JobOutputUnavailableError,
     NotReadyError,
     RunpodError,
     VisgateError,
@@ -21,6 +23,7 @@ from visgate_client.errors import (
     WebhookVerificationError,
 )
 from visgate_client.inference import Job, JobResult
+from visgate_client.models import DeploymentUsage, GpuPool, InvokeKey, Usage, UsageReport
 from visgate_client.webhooks import verify_webhook
 
 __all__ = [
@@ -29,14 +32,20 @@ __all__ = [
     "Deployment",
     "DeploymentDeletedError",
     "DeploymentFailedError",
+    "DeploymentUsage",
+    "GpuPool",
+    "InvokeKey",
     "Job",
     "JobFailedError",
+    "JobOutputUnavailableError",
     "JobResult",
     "LogLine",
     "NotReadyError",
     "Phase",
     "RunpodError",
     "Update",
+    "Usage",
+    "UsageReport",
     "VisgateError",
     "WaitTimeoutError",
     "WebhookVerificationError",

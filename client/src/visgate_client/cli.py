@@ -1,4 +1,5 @@
-"""The ``visgate`` command: deploy, inspect, run and tear down deployments, and the timed end-to-end run.
+"""The ``visgate`` command: deploy, inspect, run and tear down deployments, usage and GPU pools, and the timed
+end-to-end run.
 
 Results go to stdout, progress and errors to stderr. Every error is one line with the API's code and request id
 (``--verbose`` adds the details); the exit status is 0 on success, 1 on any failure, 2 on a usage error and 130
@@ -13,7 +14,8 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,6 +38,7 @@ from rich.text import Text
 from visgate_client.client import API_KEY_ENV, API_URL_ENV, Client
 from visgate_client.deployment import Deployment, Phase, Update, parse_time, phases_of
 from visgate_client.errors import ApiError, VisgateError
+from visgate_client.models import Usage
 
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
@@ -87,7 +90,12 @@ def one_line(exc: BaseException) -> str:
 
 @click.group(cls=VisgateGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api-url", envvar=API_URL_ENV, metavar="URL", help=f"The API's base URL [env {API_URL_ENV}].")
-@click.option("--api-key", envvar=API_KEY_ENV, metavar="KEY", help=f"Your Runpod API key [env {API_KEY_ENV}].")
+@click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    metavar="KEY",
+    help=f"Your Runpod API key, or a deployment's invoke key for `run` [env {API_KEY_ENV}].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Error details and tracebacks.")
 @click.version_option(package_name="visgate-client")
 @click.pass_context
@@ -325,6 +333,7 @@ def inference_options(f: Any) -> Any:
     show_default=True,
     help="Where to write the (first) image.",
 )
+@click.option("--webhook-url", metavar="URL", help="A signed job.* event is POSTed here when the job ends (https).")
 @click.pass_obj
 def run(
     state: State,
@@ -336,15 +345,71 @@ def run(
     width: int | None,
     height: int | None,
     output: Path,
+    webhook_url: str | None,
 ) -> None:
-    """Generate one image on a ready deployment."""
-    deployment = state.client.get(deployment_id)
-    result = deployment.runsync(job_input(prompt, steps=steps, seed=seed, width=width, height=height))
+    """Generate one image on a ready deployment (through the API)."""
+    deployment = Deployment(state.client, {"deployment_id": deployment_id})
+    job = job_input(prompt, steps=steps, seed=seed, width=width, height=height)
+    result = deployment.runsync(job, webhook_url=webhook_url)
     saved = result.save(output) if result.images else None
     metrics = " ".join(f"{k}={v}" for k, v in result.metrics().items() if v is not None)
     out.print(
         f"{saved or result.image_urls} seed={result.seeds[0] if result.seeds else None} {metrics}", highlight=False
     )
+
+
+@cli.command()
+@click.option("--from", "from_day", type=click.DateTime(["%Y-%m-%d"]), help="First UTC day (default: 30 days ago).")
+@click.option("--to", "to_day", type=click.DateTime(["%Y-%m-%d"]), help="Last UTC day (default: today).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_obj
+def usage(state: State, from_day: datetime | None, to_day: datetime | None, as_json: bool) -> None:
+    """Your jobs' usage per deployment and in total (the cost is an estimate: Runpod's bill is the truth)."""
+    report = state.client.usage(_day(from_day), _day(to_day))
+    if as_json:
+        out.print_json(data=asdict(report), default=str)
+        return
+    columns = ("DEPLOYMENT", "REQUESTS", "COMPLETED", "FAILED", "CANCELLED", "IMAGES", "EXECUTION S", "EST. USD")
+    table = Table(*columns, title=f"usage {report.from_day} .. {report.to_day}")
+    table.columns[0].no_wrap = True
+    for row in report.deployments:
+        table.add_row(row.deployment_id, *usage_cells(row.usage))
+    table.add_section()
+    table.add_row("total", *usage_cells(report.total))
+    out.print(table)
+
+
+def usage_cells(used: Usage) -> list[str]:
+    counts = (used.requests, used.completed, used.failed, used.cancelled, used.images)
+    return [*(str(n) for n in counts), _s(used.execution_ms / 1000), f"{used.estimated_cost_usd:.6f}"]
+
+
+def _day(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the pools as one JSON array.")
+@click.pass_obj
+def gpus(state: State, as_json: bool) -> None:
+    """The GPU pools a deployment can use: VRAM, serverless price, availability (from Runpod's catalog)."""
+    pools = state.client.gpus()
+    if as_json:
+        out.print_json(data=[asdict(pool) for pool in pools])
+        return
+    table = Table("POOL", "VRAM GB", "TIER", "USD/S", "USD/H", "AVAILABLE", "GPU TYPES")
+    for pool in pools:
+        available = "?" if pool.available is None else ("yes" if pool.available else "no")
+        table.add_row(
+            pool.pool,
+            str(pool.vram_gb),
+            pool.tier,
+            f"{pool.usd_per_second:.5f}",
+            f"{pool.usd_per_hour:.4f}",
+            available,
+            ", ".join(pool.gpu_type_ids),
+        )
+    out.print(table)
 
 
 # --- the timed end-to-end run -------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""The entry point: :class:`Client` talks to the Visgate API with your Runpod API key."""
+"""The entry point: :class:`Client` talks to the Visgate API (deployments and their jobs) with your Runpod API key,
+or with a deployment's invoke key."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import requests
@@ -12,7 +14,8 @@ import requests
 from visgate_client._http import DEFAULT_TIMEOUT, Transport, new_session
 from visgate_client.deployment import Deployment
 from visgate_client.errors import VisgateError
-from visgate_client.inference import InferenceBackend, RunpodDataPlane
+from visgate_client.inference import ApiInference, InferenceBackend
+from visgate_client.models import GpuPool, UsageReport
 
 API_URL_ENV = "VISGATE_API_URL"
 API_KEY_ENV = "RUNPOD_API_KEY"
@@ -25,7 +28,8 @@ class Client:
 
     Args:
         api_url: the API's base URL (``.../intake`` locally); defaults to ``$VISGATE_API_URL``.
-        api_key: your Runpod API key (it names your tenant); defaults to ``$RUNPOD_API_KEY``.
+        api_key: your Runpod API key (it names your tenant), or a deployment's invoke key (``vdk_...``: the run,
+            runsync, jobs and get calls of that one deployment); defaults to ``$RUNPOD_API_KEY``.
         timeout: ``(connect, read)`` seconds for every call but the event stream and ``runsync``.
         max_retries: retries of calls that are safe to repeat (GET, DELETE, POST with an Idempotency-Key).
         session: a ``requests.Session`` to use (connection pooling, proxies); a pooled one is made otherwise.
@@ -50,8 +54,7 @@ class Client:
         self._session = session or new_session()
         headers = {"Authorization": f"Bearer {key}", "User-Agent": "visgate-client", "Accept": "application/json"}
         self._transport = Transport(self._session, self.api_url, headers, timeout, max_retries)
-        # Inference goes to Runpod's data plane until the API's inference routes exist: swap this backend then.
-        self._inference: InferenceBackend = RunpodDataPlane(self._session, key)
+        self._inference: InferenceBackend = ApiInference(self._transport)
 
     def close(self) -> None:
         self._session.close()
@@ -100,6 +103,17 @@ class Client:
     def counts_by_status(self) -> dict[str, int]:
         """How many deployments your key has in each status."""
         return dict(self._get_json("/v1/deployments", limit=1).get("counts_by_status", {}))
+
+    def usage(self, from_day: date | None = None, to_day: date | None = None) -> UsageReport:
+        """Your jobs' usage per deployment and in total over UTC days ``from_day``..``to_day`` (``GET /v1/usage``;
+        the API's default is the last 30 days). Costs are estimates: Runpod's bill is the truth."""
+        days = {"from": from_day.isoformat() if from_day else None, "to": to_day.isoformat() if to_day else None}
+        return UsageReport.from_json(self._get_json("/v1/usage", **days))
+
+    def gpus(self) -> list[GpuPool]:
+        """The GPU pools a deployment can use, smallest first: VRAM, serverless price, availability
+        (``GET /v1/gpus``, from Runpod's catalog)."""
+        return [GpuPool.from_json(item) for item in self._get_json("/v1/gpus").get("pools", [])]
 
     def health(self) -> dict[str, Any]:
         """``GET /health`` (no key needed)."""

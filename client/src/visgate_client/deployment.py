@@ -1,4 +1,5 @@
-"""One deployment as a client sees it: its public view, its event stream, its logs, its jobs."""
+"""One deployment as a client sees it: its public view, its event stream, its logs, stop/start, its jobs and its
+invoke keys."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import urllib3.exceptions
 from visgate_client import inference
 from visgate_client._http import STREAM_TIMEOUT, sse_events
 from visgate_client.errors import DeploymentDeletedError, DeploymentFailedError, WaitTimeoutError
+from visgate_client.models import InvokeKey
 
 if TYPE_CHECKING:
     from visgate_client.client import Client
@@ -201,14 +203,73 @@ class Deployment:
             )
         raise DeploymentDeletedError(self.id, self.status)
 
-    def run(self, job_input: Mapping[str, Any]) -> inference.Job:
-        """Submit one job without waiting; a :class:`~visgate_client.inference.Job` to poll or wait for."""
-        backend = self._client._inference
-        return inference.Job(self, backend, backend.run(self, job_input))
+    def stop(self) -> Deployment:
+        """Scale the workers to 0 and keep the endpoint (``POST .../stop``): nothing bills until :meth:`start`.
+        Idempotent; :class:`~visgate_client.errors.InvalidStateError` unless ``ready`` (or ``stopped``)."""
+        return self._lifecycle("stop")
 
-    def runsync(self, job_input: Mapping[str, Any], timeout: float | None = 300.0) -> inference.JobResult:
-        """Run one job and wait for it: decoded images (PIL), seeds and the job metrics."""
-        return inference.runsync(self._client._inference, self, job_input, timeout)
+    def start(self) -> Deployment:
+        """Restore the workers of a ``stopped`` deployment (``POST .../start``): the worker proves the model again,
+        so follow it with :meth:`wait` until ``ready``. Idempotent; ``InvalidStateError`` unless ``stopped``."""
+        return self._lifecycle("start")
+
+    def _lifecycle(self, action: str) -> Deployment:
+        response = self._client._transport.request("POST", f"/v1/deployments/{self.id}/{action}")
+        self.view["status"] = response.json()["status"]
+        return self
+
+    # --- jobs ----------------------------------------------------------------------------------------------------
+
+    def run(self, job_input: Mapping[str, Any], *, webhook_url: str | None = None) -> inference.Job:
+        """Submit one job without waiting (``POST .../run``); a :class:`~visgate_client.inference.Job` to poll,
+        wait for or cancel. ``webhook_url`` (https) gets one signed POST when the job ends."""
+        backend = self._client._inference
+        return inference.Job(self, backend, backend.run(self.id, inference.job_body(job_input, webhook_url)))
+
+    def runsync(
+        self, job_input: Mapping[str, Any], timeout: float | None = 300.0, *, webhook_url: str | None = None
+    ) -> inference.JobResult:
+        """Run one job and wait for it (``POST .../runsync``, then polling if the API answered before it ended):
+        decoded images (PIL), seeds and the job metrics. ``webhook_url`` (https) gets one signed POST at its end."""
+        started = time.monotonic()
+        backend = self._client._inference
+        body = inference.job_body(job_input, webhook_url)
+        answer = backend.runsync(self.id, body, inference.runsync_wait_ms(timeout))
+        return inference.Job(self, backend, answer, started=started).wait(timeout)
+
+    def job(self, job_id: str) -> inference.Job:
+        """One job of this deployment as the API sees it now (``GET .../jobs/{job_id}``)."""
+        backend = self._client._inference
+        return inference.Job(self, backend, backend.job(self.id, job_id))
+
+    def jobs(self, page_size: int | None = None) -> Iterator[inference.Job]:
+        """Every job of this deployment the API still has a record of, newest first, page after page."""
+        backend = self._client._inference
+        token: str | None = None
+        while True:
+            page = backend.jobs(self.id, page_size, token)
+            for view in page.get("jobs", []):
+                yield inference.Job(self, backend, view)
+            token = page.get("next_page_token")
+            if not token:
+                return
+
+    # --- invoke keys ---------------------------------------------------------------------------------------------
+
+    def create_key(self) -> InvokeKey:
+        """A new invoke key for this deployment (``POST .../keys``): ``.key`` (``vdk_...``) is shown this once.
+        An app holding it can run jobs here and read this deployment, nothing else: ``Client(api_key=key.key)``."""
+        response = self._client._transport.request("POST", f"/v1/deployments/{self.id}/keys")
+        return InvokeKey.from_json(response.json())
+
+    def keys(self) -> list[InvokeKey]:
+        """This deployment's invoke keys, without the keys themselves (ids, prefixes, creation times)."""
+        body = self._client._get_json(f"/v1/deployments/{self.id}/keys")
+        return [InvokeKey.from_json(item) for item in body.get("keys", [])]
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke an invoke key (``DELETE .../keys/{key_id}``): refused from now on."""
+        self._client._transport.request("DELETE", f"/v1/deployments/{self.id}/keys/{key_id}")
 
 
 def _left(deadline: float) -> float:

@@ -95,10 +95,30 @@ class InvalidPageTokenError(ApiError):
     code = "invalid_page_token"
 
 
+class InvalidWaitError(ApiError):
+    """400: runsync's ``wait`` is not 1000..300000 ms."""
+
+    code = "invalid_wait"
+
+
+class InvalidPeriodError(ApiError):
+    """400: usage's ``from``/``to`` are not dates (YYYY-MM-DD), ``from`` is after ``to``, or the period is over 366
+    days."""
+
+    code = "invalid_period"
+
+
 class UnauthenticatedError(ApiError):
-    """401: no Runpod API key was sent."""
+    """401: no key was sent."""
 
     code = "unauthenticated"
+
+
+class InvalidApiKeyError(ApiError):
+    """401: Runpod refuses the key; or an invoke key (``vdk_...``) that is revoked, or used on a route it does not
+    open (it opens only the run, runsync, jobs and get routes of its own deployment)."""
+
+    code = "invalid_api_key"
 
 
 class NotFoundError(ApiError):
@@ -113,6 +133,18 @@ class DeploymentNotFoundError(ApiError):
     code = "deployment_not_found"
 
 
+class JobNotFoundError(ApiError):
+    """404: no job with that id on this deployment (job records expire after ``JOB_RECORD_TTL_DAYS``)."""
+
+    code = "job_not_found"
+
+
+class InvokeKeyNotFoundError(ApiError):
+    """404: no invoke key with that id on this deployment."""
+
+    code = "invoke_key_not_found"
+
+
 class MethodNotAllowedError(ApiError):
     """405: the route does not take this method."""
 
@@ -123,6 +155,25 @@ class IdempotencyKeyReusedError(ApiError):
     """409: the Idempotency-Key was used before with a different body."""
 
     code = "idempotency_key_reused"
+
+
+class NotReadyError(ApiError):
+    """409: a job, or an invoke key, was asked of a deployment that is not ``ready`` (``details["status"]`` says
+    what it is)."""
+
+    code = "deployment_not_ready"
+
+
+class InvalidStateError(ApiError):
+    """409: stop asked of a deployment that is not ``ready``, or start of one that is not ``stopped``."""
+
+    code = "invalid_state"
+
+
+class TooManyInvokeKeysError(ApiError):
+    """409: the deployment has as many invoke keys as it may have: revoke one first."""
+
+    code = "too_many_invoke_keys"
 
 
 class PayloadTooLargeError(ApiError):
@@ -153,6 +204,41 @@ class UnavailableError(ApiError):
     """503: a dependency of the API is unavailable for now."""
 
     code = "unavailable"
+
+
+class RunpodError(ApiError):
+    """502/504: Runpod failed the API's call for this request (the request and your auth were fine); the subclass
+    says how."""
+
+
+class RunpodUnreachableError(RunpodError):
+    """502: Runpod is unreachable or unavailable now; ``retry_after_s`` says when to try again."""
+
+    code = "runpod_unreachable"
+
+
+class RunpodAuthFailedError(RunpodError):
+    """502: Runpod refused the Runpod API key the deployment was created with."""
+
+    code = "runpod_auth_failed"
+
+
+class RunpodTimeoutError(RunpodError):
+    """504: Runpod did not answer in time."""
+
+    code = "runpod_timeout"
+
+
+class RunpodEndpointMissingError(RunpodError):
+    """502: Runpod no longer knows the deployment's endpoint or job."""
+
+    code = "runpod_endpoint_missing"
+
+
+class RunpodRejectedError(RunpodError):
+    """502: Runpod refused the request."""
+
+    code = "runpod_rejected"
 
 
 def error_from_response(response: requests.Response) -> ApiError:
@@ -212,10 +298,6 @@ class WaitTimeoutError(VisgateError, TimeoutError):
         self.last_status = last_status
 
 
-class NotReadyError(VisgateError):
-    """An inference was asked of a deployment that has no endpoint yet (not ``ready``)."""
-
-
 class JobFailedError(VisgateError):
     """An inference job ended other than ``COMPLETED``: ``status`` (FAILED, CANCELLED, TIMED_OUT) and ``error``."""
 
@@ -226,13 +308,16 @@ class JobFailedError(VisgateError):
         self.error = error
 
 
-class RunpodError(VisgateError):
-    """An error answer of Runpod's data plane (used for inference until the API's own inference routes exist)."""
+class JobOutputUnavailableError(VisgateError):
+    """A job completed, but its inline output (base64 images) was in an answer this client did not get: the API
+    returns it only to whoever first sees the job end (its own job watch included, which hands it to the job's
+    webhook) and never stores it. ``view`` is the job as the API shows it now; runsync, a ``webhook_url`` or an
+    output bucket (``output_s3_url``) never lose an output."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"Runpod answered HTTP {status}: {message}")
-        self.status = status
-        self.message = message
+    def __init__(self, job_id: str, view: dict[str, Any]) -> None:
+        super().__init__(f"job {job_id} completed, but its output was returned to another observer of its end")
+        self.job_id = job_id
+        self.view = view
 
 
 class WebhookVerificationError(VisgateError):

@@ -1,10 +1,13 @@
-"""Inference jobs on a ready deployment, and how they are sent.
+"""Inference jobs on a ready deployment, sent through the Visgate API.
 
-Today jobs go straight to the deployment's Runpod endpoint (``endpoint_url`` is Runpod's ``/v2/{endpoint_id}`` data
-plane: ``POST /runsync``, ``POST /run``, ``GET /status/{job_id}``, with the Runpod key). When the API's own inference
-routes land (``POST /v1/deployments/{id}/runsync|run``, ``GET /v1/deployments/{id}/jobs/{job_id}``), an
-``ApiInference`` backend implementing :class:`InferenceBackend` replaces :class:`RunpodDataPlane` in
-:class:`visgate_client.Client` — the one line marked there.
+Jobs go to the API's inference routes (``POST /v1/deployments/{id}/runsync|run``, ``GET .../jobs``,
+``GET .../jobs/{job_id}``, ``POST .../jobs/{job_id}/cancel``) with the client's own key (your Runpod key, or the
+deployment's invoke key): the API checks the input against the worker's own model, calls Runpod with the key it
+holds and records the job; its errors are the client's typed errors (409 ``deployment_not_ready`` is
+:class:`~visgate_client.errors.NotReadyError`, Runpod's failures are :class:`~visgate_client.errors.RunpodError`).
+
+A job's inline output (base64 images) is only in the one answer that saw the job end (runsync's 200, or the GET that
+observed it): the API does not store it. So a :class:`Job` keeps that answer and never asks about a final job again.
 """
 
 from __future__ import annotations
@@ -17,66 +20,101 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
 from PIL import Image
 
 from visgate_client._http import Transport
-from visgate_client.errors import JobFailedError, NotReadyError, RunpodError, WaitTimeoutError
+from visgate_client.errors import JobFailedError, JobOutputUnavailableError, WaitTimeoutError
 
 if TYPE_CHECKING:
     from visgate_client.deployment import Deployment
 
 FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-RUNSYNC_WAIT_MS = 90_000  # how long Runpod holds a runsync call open before answering IN_PROGRESS
-POLL_INTERVAL_S = 0.5
+# How long the API holds a runsync open before answering 202: inside the intake function's 60 s timeout
+# (infra/modules/functions), so the answer is a 202 to poll rather than a cut connection.
+RUNSYNC_WAIT_MS = 45_000
+RUNSYNC_WAIT_MIN_MS = 1_000  # the API refuses a shorter wait
+RUNSYNC_READ_GRACE_S = 30.0  # the read timeout of a runsync: its wait, plus this for the API's own work
+# Polling a job: the first GET after POLL_INTERVAL_S, each next one POLL_GROWTH times later, up to POLL_MAX_S. Early
+# polls are close because the API's own job watch checks early and often too (1, 2, 3, 5, ... s apart): the first
+# observer of the end gets the inline output, so a client that polls sooner loses it less often. Later polls are
+# sparse because every GET counts against the tenant's rate limit (120 a minute by default).
+POLL_INTERVAL_S = 0.25
+POLL_GROWTH = 1.25
+POLL_MAX_S = 2.0
 
 
 class InferenceBackend(Protocol):
-    """Where jobs of a deployment are sent; every method answers Runpod's job object ``{id, status, ...}``."""
+    """Where the jobs of a deployment are sent; every method answers the API's JSON (a job, or a page of jobs)."""
 
-    def runsync(self, deployment: Deployment, job_input: Mapping[str, Any]) -> dict[str, Any]: ...
+    def runsync(self, deployment_id: str, body: Mapping[str, Any], wait_ms: int) -> dict[str, Any]: ...
 
-    def run(self, deployment: Deployment, job_input: Mapping[str, Any]) -> dict[str, Any]: ...
+    def run(self, deployment_id: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
 
-    def status(self, deployment: Deployment, job_id: str) -> dict[str, Any]: ...
+    def job(self, deployment_id: str, job_id: str) -> dict[str, Any]: ...
+
+    def cancel(self, deployment_id: str, job_id: str) -> dict[str, Any]: ...
+
+    def jobs(self, deployment_id: str, limit: int | None, page_token: str | None) -> dict[str, Any]: ...
 
 
 @dataclass
-class RunpodDataPlane:
-    """Jobs sent to the deployment's Runpod endpoint directly, with the Runpod API key."""
+class ApiInference:
+    """Jobs through the API's inference routes, on the client's transport (its key, its retries, its errors).
 
-    session: requests.Session
-    api_key: str
-    timeout_s: float = 30.0
+    Submissions (run, runsync, cancel) are POSTs without an Idempotency-Key, so they are never retried: a retry
+    could run a job twice. Reads (a job, the list) are retried like every GET.
+    """
 
-    def _transport(self, deployment: Deployment) -> Transport:
-        if not deployment.endpoint_url:
-            raise NotReadyError(f"deployment {deployment.id} has no endpoint yet (status {deployment.status})")
-        headers = {"Authorization": f"Bearer {self.api_key}", "User-Agent": "visgate-client"}
-        return Transport(self.session, deployment.endpoint_url.rstrip("/"), headers, (5.0, self.timeout_s))
+    transport: Transport
 
-    def _call(self, transport: Transport, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = transport.request(method, path, ok=tuple(range(400, 600)), **kwargs)
-        if response.status_code >= 400:  # Runpod's errors are not the API's shape
-            raise RunpodError(response.status_code, response.text.strip()[:500])
-        return dict(response.json())
-
-    def runsync(self, deployment: Deployment, job_input: Mapping[str, Any]) -> dict[str, Any]:
-        transport = self._transport(deployment)
-        read_timeout = RUNSYNC_WAIT_MS / 1000 + 30
-        return self._call(
-            transport,
+    def runsync(self, deployment_id: str, body: Mapping[str, Any], wait_ms: int) -> dict[str, Any]:
+        response = self.transport.request(
             "POST",
-            f"/runsync?wait={RUNSYNC_WAIT_MS}",
-            json={"input": dict(job_input)},
-            timeout=(5.0, read_timeout),
+            f"{_deployment_path(deployment_id)}/runsync",
+            params={"wait": wait_ms},
+            json=dict(body),
+            timeout=(self.transport.timeout[0], wait_ms / 1000 + RUNSYNC_READ_GRACE_S),
         )
+        return _flat(response.json())
 
-    def run(self, deployment: Deployment, job_input: Mapping[str, Any]) -> dict[str, Any]:
-        return self._call(self._transport(deployment), "POST", "/run", json={"input": dict(job_input)})
+    def run(self, deployment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.transport.request("POST", f"{_deployment_path(deployment_id)}/run", json=dict(body)).json())
 
-    def status(self, deployment: Deployment, job_id: str) -> dict[str, Any]:
-        return self._call(self._transport(deployment), "GET", f"/status/{job_id}")
+    def job(self, deployment_id: str, job_id: str) -> dict[str, Any]:
+        return dict(self.transport.request("GET", f"{_deployment_path(deployment_id)}/jobs/{job_id}").json())
+
+    def cancel(self, deployment_id: str, job_id: str) -> dict[str, Any]:
+        return dict(self.transport.request("POST", f"{_deployment_path(deployment_id)}/jobs/{job_id}/cancel").json())
+
+    def jobs(self, deployment_id: str, limit: int | None, page_token: str | None) -> dict[str, Any]:
+        params = {name: value for name, value in (("limit", limit), ("page_token", page_token)) if value is not None}
+        return dict(self.transport.request("GET", f"{_deployment_path(deployment_id)}/jobs", params=params).json())
+
+
+def _deployment_path(deployment_id: str) -> str:
+    return f"/v1/deployments/{deployment_id}"
+
+
+def _flat(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """A runsync answer with its ``metrics`` (delay_ms, execution_ms, estimated_cost_usd, pool) at the top level,
+    where a job view has them, so every answer of a job reads the same."""
+    flat = {key: value for key, value in answer.items() if key != "metrics"}
+    return {**flat, **(answer.get("metrics") or {})}
+
+
+def job_body(job_input: Mapping[str, Any], webhook_url: str | None) -> dict[str, Any]:
+    """The body of run and runsync: the job input, and where the API announces the job's end (one signed POST)."""
+    body: dict[str, Any] = {"input": dict(job_input)}
+    if webhook_url is not None:
+        body["webhook_url"] = webhook_url
+    return body
+
+
+def runsync_wait_ms(timeout: float | None) -> int:
+    """How long to ask the API to hold a runsync: :data:`RUNSYNC_WAIT_MS`, or less when the caller waits less."""
+    if timeout is None:
+        return RUNSYNC_WAIT_MS
+    return max(RUNSYNC_WAIT_MIN_MS, min(RUNSYNC_WAIT_MS, int(timeout * 1000)))
 
 
 @dataclass
@@ -87,11 +125,13 @@ class JobResult:
     images: list[Image.Image]
     seeds: list[int | None]
     output: dict[str, Any]  # the worker's output, images without their base64 data
-    delay_time_s: float | None  # Runpod's delayTime: queued until a worker took the job
-    execution_time_s: float | None  # Runpod's executionTime: the worker ran the job
+    delay_time_s: float | None  # queued until a worker took the job (Runpod's delayTime: the API's delay_ms)
+    execution_time_s: float | None  # the worker ran the job (Runpod's executionTime: the API's execution_ms)
     inference_s: float | None  # the worker's own inference time (model forward passes)
     wall_s: float  # what this client waited, submit to result
     image_urls: list[str] = field(default_factory=list)  # images the worker uploaded to a bucket instead
+    estimated_cost_usd: float | None = None  # execution time x the pool's serverless price: Runpod's bill is the truth
+    pool: str | None = None  # the GPU pool the job ran on
 
     def save(self, path: str | Path, index: int = 0) -> Path:
         """Write image ``index`` to ``path`` (format from the suffix); the path."""
@@ -106,17 +146,29 @@ class JobResult:
             "delay_s": self.delay_time_s,
             "execution_s": self.execution_time_s,
             "inference_s": self.inference_s,
+            "estimated_cost_usd": self.estimated_cost_usd,
         }
 
 
-def job_result(job: Mapping[str, Any], wall_s: float) -> JobResult:
-    """A :class:`JobResult` from Runpod's job object; a job that did not complete raises :class:`JobFailedError`."""
-    job_id = str(job.get("id", ""))
-    status = str(job.get("status", ""))
-    output = job.get("output")
-    if status != "COMPLETED" or not isinstance(output, dict) or "error" in output:
-        error = job.get("error") or (output.get("error") if isinstance(output, dict) else output)
+def job_result(view: Mapping[str, Any], wall_s: float) -> JobResult:
+    """A :class:`JobResult` from the answer that saw the job end.
+
+    Raises:
+        JobFailedError: the job did not complete, or the worker answered an error.
+        JobOutputUnavailableError: it completed, but its inline output went to another observer of its end.
+    """
+    job_id = str(view.get("job_id", ""))
+    status = str(view.get("status", ""))
+    output = view.get("output")
+    if status != "COMPLETED" or (isinstance(output, dict) and "error" in output):
+        error = view.get("error") or (output.get("error") if isinstance(output, dict) else output)
         raise JobFailedError(job_id, status or "UNKNOWN", error)
+    if output is None and view.get("output_refs"):  # uploaded images: the record keeps their URLs
+        output = {"images": [{"url": url} for url in view["output_refs"]]}
+    if output is None:
+        raise JobOutputUnavailableError(job_id, dict(view))
+    if not isinstance(output, dict):
+        raise JobFailedError(job_id, status, f"the worker's output is not an object: {str(output)[:200]}")
     images, seeds, urls, kept = [], [], [], []
     for item in output.get("images", []):
         seeds.append(item.get("seed"))
@@ -134,64 +186,81 @@ def job_result(job: Mapping[str, Any], wall_s: float) -> JobResult:
         images=images,
         seeds=seeds,
         output={**output, "images": kept},
-        delay_time_s=_ms(job.get("delayTime")),
-        execution_time_s=_ms(job.get("executionTime")),
+        delay_time_s=_seconds(view.get("delay_ms")),
+        execution_time_s=_seconds(view.get("execution_ms")),
         inference_s=timings.get("inference_s"),
         wall_s=wall_s,
         image_urls=urls,
+        estimated_cost_usd=view.get("estimated_cost_usd"),
+        pool=view.get("pool"),
     )
 
 
-def _ms(value: Any) -> float | None:
-    return round(float(value) / 1000, 3) if isinstance(value, int | float) else None
+def _seconds(ms: Any) -> float | None:
+    return round(float(ms) / 1000, 3) if isinstance(ms, int | float) else None
 
 
 class Job:
-    """A job submitted with :meth:`Deployment.run`: poll it with :meth:`status`, or :meth:`wait` for its result."""
+    """A job of a deployment: the API's last answer about it (``.view``, the API's field names; a runsync answer's
+    ``metrics`` sit at the top level, where a job view has them).
 
-    def __init__(self, deployment: Deployment, backend: InferenceBackend, job: Mapping[str, Any]) -> None:
+    Poll it with :meth:`status`, :meth:`wait` for its result, or :meth:`cancel` it. Once an answer says the job
+    is final, that answer (the only one with the inline output) is kept and the API is not asked again.
+    """
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        backend: InferenceBackend,
+        answer: Mapping[str, Any],
+        *,
+        started: float | None = None,
+    ) -> None:
         self.deployment = deployment
-        self.id = str(job["id"])
+        self.id = str(answer["job_id"])
         self._backend = backend
-        self._job = dict(job)
-        self._started = time.monotonic()
+        self.view: dict[str, Any] = dict(answer)
+        self._started = time.monotonic() if started is None else started  # when it was submitted, for wall_s
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.last_status} of {self.deployment.id}>"
 
     @property
     def last_status(self) -> str:
-        return str(self._job.get("status", ""))
+        """The status in the last answer (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT)."""
+        return str(self.view.get("status", ""))
+
+    @property
+    def final(self) -> bool:
+        return self.last_status in FINAL_JOB_STATUSES
 
     def status(self) -> str:
-        """Ask for the job's status now (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, ...)."""
-        self._job = self._backend.status(self.deployment, self.id)
+        """The job's status now (``GET .../jobs/{job_id}``); a final job's is known, so it is not asked again."""
+        if not self.final:
+            self.view = self._backend.job(self.deployment.id, self.id)
         return self.last_status
 
+    def cancel(self) -> Job:
+        """Cancel the job (``POST .../jobs/{job_id}/cancel``); a final job stays as it was. The job, updated."""
+        if not self.final:
+            self.view = self._backend.cancel(self.deployment.id, self.id)
+        return self
+
     def wait(self, timeout: float | None = None, poll_s: float = POLL_INTERVAL_S) -> JobResult:
-        """Poll until the job is final; its result (:class:`JobFailedError` if it did not complete)."""
-        return _settle(self._backend, self.deployment, self._job, started=self._started, timeout=timeout, poll_s=poll_s)
+        """Poll until the job is final (``timeout`` counts from its submission); its result. The first poll comes
+        after ``poll_s``, the next ones further apart (up to :data:`POLL_MAX_S`).
 
-
-def _settle(
-    backend: InferenceBackend,
-    deployment: Deployment,
-    job: Mapping[str, Any],
-    *,
-    started: float,
-    timeout: float | None,
-    poll_s: float = POLL_INTERVAL_S,
-) -> JobResult:
-    deadline = None if timeout is None else started + timeout
-    current = dict(job)
-    while current.get("status") not in FINAL_JOB_STATUSES:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise WaitTimeoutError(f"job {current.get('id')}", timeout or 0, current.get("status"))
-        time.sleep(poll_s)
-        current = backend.status(deployment, str(current["id"]))
-    return job_result(current, time.monotonic() - started)
-
-
-def runsync(
-    backend: InferenceBackend, deployment: Deployment, job_input: Mapping[str, Any], timeout: float | None
-) -> JobResult:
-    """One job, waited for: runsync, then polling if Runpod answered before the job finished."""
-    started = time.monotonic()
-    return _settle(backend, deployment, backend.runsync(deployment, job_input), started=started, timeout=timeout)
+        Raises:
+            JobFailedError: it ended other than COMPLETED.
+            JobOutputUnavailableError: its inline output went to another observer of its end (see the error).
+            WaitTimeoutError: it was not final within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else self._started + timeout
+        delay = poll_s
+        while not self.final:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(f"job {self.id}", timeout or 0, self.last_status)
+            time.sleep(delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0.0)))
+            delay = min(delay * POLL_GROWTH, max(POLL_MAX_S, poll_s))
+            self.status()
+        return job_result(self.view, time.monotonic() - self._started)
