@@ -44,6 +44,7 @@ def render(declared: ModuleType = topology) -> dict[str, Any]:
             "publishes": list(function.publishes),
             "enqueues": list(function.enqueues),
             "signs_tokens": function.signs_tokens,
+            "timeout_s": function.timeout_s,
         }
     return {
         "functions": functions,

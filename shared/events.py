@@ -24,7 +24,7 @@ from typing import Any
 
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shared.document import Deployment
 from shared.models import DeploymentView
@@ -56,9 +56,7 @@ def event_type(status: str) -> str:
 class GpuSwitch(BaseModel):
     """What a GPU pool switch did: the pools the endpoint left, the ones it got, and how long it waited."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_pools: list[str] = Field(alias="from")
+    from_pools: list[str] = Field(serialization_alias="from")
     to: list[str]
     throttled_s: float
 

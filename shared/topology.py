@@ -44,6 +44,7 @@ class Function:
     publishes: tuple[str, ...] = ()
     enqueues: tuple[str, ...] = ()
     signs_tokens: bool = False
+    timeout_s: int = 60  # the request timeout of the deployed function
 
     @property
     def path(self) -> str:
@@ -99,6 +100,7 @@ FUNCTIONS: tuple[Function, ...] = (
         # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check.
         enqueues=(QUEUE_WEBHOOK_DELIVERY, QUEUE_JOB_WATCH),
         signs_tokens=True,  # POST /v1/client-token
+        timeout_s=330,  # a runsync holds its request for up to 300 s (wait=300000), then answers
     ),
     Function(
         "provision",

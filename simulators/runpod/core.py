@@ -345,7 +345,9 @@ class RunpodSimulator:
             if s3_config is not None and not isinstance(s3_config, dict):
                 raise SimError("s3Config must be an object")
             webhook = body.get("webhook")
-            if webhook is not None and (not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))):
+            if webhook is not None and (
+                not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
+            ):
                 raise SimError("webhook must be an http(s) URL")
             job = Job(
                 id=new_job_id(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from visgate_client import Client, JobFailedError, JobOutputUnavailableError, NotReadyError, errors
+from visgate_client import Client, JobFailedError, NotReadyError, errors
 
 from local.stack import DEMO_MODEL
 from tests.client.conftest import TINY_JOB, ReadyDeployment
@@ -22,10 +22,9 @@ def test_run_then_wait_keeps_the_output_of_the_answer_that_saw_the_end(ready: Re
     assert result.execution_time_s is not None and result.execution_time_s > 0
     assert job.wait().images  # the kept answer: a final job is not asked again
 
-    again = ready.deployment.job(job.id)  # a later GET of the final job: the API no longer has the output
-    assert again.last_status == "COMPLETED" and again.view["output"] is None and again.view["images"] == 1
-    with pytest.raises(JobOutputUnavailableError):
-        again.wait()
+    again = ready.deployment.job(job.id)  # a later GET of the final job: the API asks Runpod, which still keeps it
+    assert again.last_status == "COMPLETED" and again.view["images"] == 1
+    assert again.wait().seeds == [21]
 
 
 def test_cancel_ends_the_job_cancelled_and_the_list_shows_it(ready: ReadyDeployment) -> None:

@@ -309,13 +309,13 @@ class JobFailedError(VisgateError):
 
 
 class JobOutputUnavailableError(VisgateError):
-    """A job completed, but its inline output (base64 images) was in an answer this client did not get: the API
-    returns it only to whoever first sees the job end (its own job watch included, which hands it to the job's
-    webhook) and never stores it. ``view`` is the job as the API shows it now; runsync, a ``webhook_url`` or an
-    output bucket (``output_s3_url``) never lose an output."""
+    """A job completed, but its inline output (base64 images) is gone: the API never stores it and asks Runpod for
+    it, which keeps a ``/run`` result for 30 minutes after the job ends (a runsync one for a minute). ``view`` is the
+    job as the API shows it now; runsync, a ``webhook_url`` or an output bucket (``output_s3_url``) never lose an
+    output."""
 
     def __init__(self, job_id: str, view: dict[str, Any]) -> None:
-        super().__init__(f"job {job_id} completed, but its output was returned to another observer of its end")
+        super().__init__(f"job {job_id} completed, but Runpod no longer keeps its output")
         self.job_id = job_id
         self.view = view
 

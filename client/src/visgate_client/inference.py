@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from visgate_client.deployment import Deployment
 
 FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-# How long the API holds a runsync open before answering 202: inside the intake function's 60 s timeout
-# (infra/modules/functions), so the answer is a 202 to poll rather than a cut connection.
+# How long the API holds a runsync open before answering 202: short of what proxies between a client and the API
+# commonly allow (60 s), so the answer is a 202 to poll rather than a cut connection.
 RUNSYNC_WAIT_MS = 45_000
 RUNSYNC_WAIT_MIN_MS = 1_000  # the API refuses a shorter wait
 RUNSYNC_READ_GRACE_S = 30.0  # the read timeout of a runsync: its wait, plus this for the API's own work
@@ -155,7 +155,7 @@ def job_result(view: Mapping[str, Any], wall_s: float) -> JobResult:
 
     Raises:
         JobFailedError: the job did not complete, or the worker answered an error.
-        JobOutputUnavailableError: it completed, but its inline output went to another observer of its end.
+        JobOutputUnavailableError: it completed, but Runpod no longer keeps its inline output.
     """
     job_id = str(view.get("job_id", ""))
     status = str(view.get("status", ""))
@@ -252,7 +252,7 @@ class Job:
 
         Raises:
             JobFailedError: it ended other than COMPLETED.
-            JobOutputUnavailableError: its inline output went to another observer of its end (see the error).
+            JobOutputUnavailableError: Runpod no longer keeps its inline output (see the error).
             WaitTimeoutError: it was not final within ``timeout`` seconds.
         """
         deadline = None if timeout is None else self._started + timeout

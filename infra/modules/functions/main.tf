@@ -16,6 +16,7 @@ variable "functions" {
     publishes             = optional(list(string), [])
     enqueues              = optional(list(string), [])
     signs_tokens          = optional(bool, false)
+    timeout_s             = optional(number, 60)
   }))
 }
 variable "service_accounts" {
@@ -97,7 +98,7 @@ resource "google_cloudfunctions2_function" "function" {
     service_account_email            = var.service_accounts[each.key]
     available_memory                 = "512Mi"
     available_cpu                    = "1"
-    timeout_seconds                  = 60
+    timeout_seconds                  = each.value.timeout_s
     max_instance_request_concurrency = 16
     min_instance_count               = lookup(var.min_instances, each.key, 0)
     max_instance_count               = 20

@@ -16,6 +16,7 @@ variable "functions" {
     publishes             = optional(list(string), [])
     enqueues              = optional(list(string), [])
     signs_tokens          = optional(bool, false)
+    timeout_s             = optional(number, 60)
   }))
 }
 variable "secret_ids" {
