@@ -6,6 +6,7 @@ import base64
 import os
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,12 @@ def runpod_simulator() -> Iterator[str]:
 def intake_env(
     firestore_emulator: str, pubsub_emulator: str, runpod_simulator: str, tasks_emulator: str
 ) -> Iterator[None]:
-    """Settings for in-process functions; topics and queues exist (creating them is idempotent). The jobs and
-    webhooks functions serve in this process at ``FUNCTIONS_BASE_URL``, so that a job submitted through the intake
-    is followed to its end (Runpod's call on its end reaching the callback function) and its webhook is sent, as in the
-    stack."""
+    """Settings for in-process functions; topics and queues exist (creating them is idempotent)."""
     os.environ["RUNPOD_API_BASE_URL"] = os.environ["RUNPOD_ENDPOINT_BASE_URL"] = runpod_simulator
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
     os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
     os.environ.setdefault("ALLOW_HTTP_LOOPBACK_WEBHOOKS", "true")
-    port = emulators.free_port()
-    os.environ["FUNCTIONS_BASE_URL"] = f"http://127.0.0.1:{port}"
     from shared.config import ProvisioningSettings, get_settings
 
     get_settings.cache_clear()
@@ -78,20 +74,44 @@ def intake_env(
         except gexc.AlreadyExists:
             pass
     bootstrap.create_queues(topology, project, get_settings(ProvisioningSettings).region, tasks_emulator)
-    served = [topology.function(name) for name in ("jobs", "webhooks", "callback")]
-    host = create_host_app(served, REPO / "functions", project)
-    server = make_server("127.0.0.1", port, host, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     yield
-    server.shutdown()
     from shared.intake.metrics import flush_all
 
     flush_all()  # while Firestore still runs (the exit-time flush would find it stopped)
 
 
+@contextmanager
+def _functions_base_url(url: str) -> Iterator[None]:
+    """``FUNCTIONS_BASE_URL`` for the functions built in the block (they read their settings once, when built)."""
+    from shared.config import get_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FUNCTIONS_BASE_URL", url)
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
-def intake_client_factory(intake_env: None) -> Callable[[], Any]:
-    app = create_app("intake", str(REPO / "functions/intake/main.py"), "http")
+def job_functions(intake_env: None) -> Iterator[str]:
+    """The jobs, webhooks and callback functions served in this process, for the intake of ``intake_client``: a
+    job submitted through it is followed to its end (Runpod's call on its end reaching the callback function) and
+    its webhook is sent, as in the stack. Their base URL."""
+    port = emulators.free_port()
+    url = f"http://127.0.0.1:{port}"
+    with _functions_base_url(url):
+        served = [topology.function(name) for name in ("jobs", "webhooks", "callback")]
+        app = create_host_app(served, REPO / "functions", os.environ["GOOGLE_CLOUD_PROJECT"])
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def intake_client_factory(intake_env: None, job_functions: str) -> Callable[[], Any]:
+    with _functions_base_url(job_functions):
+        app = create_app("intake", str(REPO / "functions/intake/main.py"), "http")
     return app.test_client
 
 

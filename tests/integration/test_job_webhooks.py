@@ -173,11 +173,15 @@ def test_a_webhook_url_that_is_not_public_https_is_400_and_never_reaches_runpod(
 # --- Runpod's call on a job's end (the callback function's job-ended route) ------------------------------------------
 
 
-def callback(path: str) -> str:
-    return f"{os.environ['FUNCTIONS_BASE_URL']}/callback/v1/deployments/{path}"
+@pytest.fixture
+def callback(job_functions: str) -> Callable[[str], str]:
+    """The URL of a callback route of one deployment (``<id>/job-ended...``)."""
+    return lambda path: f"{job_functions}/callback/v1/deployments/{path}"
 
 
-def test_runpods_call_on_a_job_s_end_is_accepted_by_the_callback(intake_client: Any, ready: Any) -> None:
+def test_runpods_call_on_a_job_s_end_is_accepted_by_the_callback(
+    intake_client: Any, ready: Any, callback: Callable[[str], str]
+) -> None:
     api_key, dep = ready()
     body = {"input": PROMPT}
     job_id = intake_client.post(f"/v1/deployments/{dep}/runsync", json=body, headers=auth(api_key)).json["job_id"]
@@ -195,7 +199,9 @@ def state_of(api_key: str) -> list[dict[str, Any]]:
     return [a for a in state["accounts"] if a["api_key"] == api_key]
 
 
-def test_the_call_alone_records_the_end_of_a_job_nothing_else_follows(db: firestore.Client, ready: Any) -> None:
+def test_the_call_alone_records_the_end_of_a_job_nothing_else_follows(
+    db: firestore.Client, ready: Any, callback: Callable[[str], str]
+) -> None:
     """A job submitted straight to Runpod with our job-ended URL and a record but no scheduled check (as if every
     check were lost): Runpod's call on its end is what records it."""
     api_key, dep = ready()
@@ -211,7 +217,7 @@ def test_the_call_alone_records_the_end_of_a_job_nothing_else_follows(db: firest
     assert ended.status == "COMPLETED" and ended.counted
 
 
-def test_a_call_with_a_wrong_token_or_no_job_id_is_refused(ready: Any) -> None:
+def test_a_call_with_a_wrong_token_or_no_job_id_is_refused(ready: Any, callback: Callable[[str], str]) -> None:
     _, dep = ready()
     token = Sealer(os.environ["SEALING_KEY"]).job_ended_token(dep)
     other = Sealer(os.environ["SEALING_KEY"]).job_ended_token("0" * 32)
