@@ -11,6 +11,7 @@ Runpod did not report.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.credentials import open_credentials
 from shared.crypto import Sealer
@@ -37,7 +38,7 @@ def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
     message = task.message
     record = deps.ends.jobs.get(message.deployment_id, message.job_id)
     if record is None or record.final:
-        return _settled(record, deps)
+        return _settled(message, record, deps)
     asked = _ask_runpod(message, deps)
     if isinstance(asked, str):
         return asked
@@ -55,12 +56,17 @@ def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
     return f"the job is {seen}; checked again later"
 
 
-def _settled(record: JobRecord | None, deps: JobWatchDeps) -> str:
-    """A job there is nothing to ask Runpod about: its record is gone, or it ended (seen by another observer,
-    whose webhook may have stopped short of being scheduled)."""
+def _settled(message: JobCheck, record: JobRecord | None, deps: JobWatchDeps) -> str:
+    """A job whose end is recorded: its record is gone, or it ended (seen by another observer, whose webhook may
+    have stopped short of being made: then its output comes from Runpod, while Runpod keeps it)."""
     if record is None:
         return "no such job record (expired, or not written yet when Runpod's call came)"
-    return f"the job is {record.status} already; " + deps.ends.announce(record, lambda: None)
+
+    def output() -> Any:
+        asked = _ask_runpod(message, deps)
+        return None if isinstance(asked, str) or asked[2] is None else asked[2].output
+
+    return f"the job is {record.status} already; " + deps.ends.announce(record, output)
 
 
 def _ask_runpod(message: JobCheck, deps: JobWatchDeps) -> tuple[RunpodClient, Deployment, Job | None] | str:

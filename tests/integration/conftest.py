@@ -81,7 +81,7 @@ def intake_env(
 
 
 @contextmanager
-def _functions_base_url(url: str) -> Iterator[None]:
+def functions_base_url(url: str) -> Iterator[None]:
     """``FUNCTIONS_BASE_URL`` for the functions built in the block (they read their settings once, when built)."""
     from shared.config import get_settings
 
@@ -99,7 +99,7 @@ def job_functions(intake_env: None) -> Iterator[str]:
     its webhook is sent, as in the stack. Their base URL."""
     port = emulators.free_port()
     url = f"http://127.0.0.1:{port}"
-    with _functions_base_url(url):
+    with functions_base_url(url):
         served = [topology.function(name) for name in ("jobs", "webhooks", "callback")]
         app = create_host_app(served, REPO / "functions", os.environ["GOOGLE_CLOUD_PROJECT"])
     server = make_server("127.0.0.1", port, app, threaded=True)
@@ -110,7 +110,7 @@ def job_functions(intake_env: None) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def intake_client_factory(intake_env: None, job_functions: str) -> Callable[[], Any]:
-    with _functions_base_url(job_functions):
+    with functions_base_url(job_functions):
         app = create_app("intake", str(REPO / "functions/intake/main.py"), "http")
     return app.test_client
 

@@ -228,3 +228,34 @@ def test_a_call_with_a_wrong_token_or_no_job_id_is_refused(ready: Any, callback:
     for bad in ({}, {"id": "../x"}, {"id": 7}):
         refused = requests.post(callback(f"{dep}/job-ended?token={token}"), json=bad, timeout=5)
         assert (refused.status_code, refused.json()["error"]["code"]) == (400, "invalid_report")
+
+
+def test_an_end_recorded_without_its_webhook_is_announced_by_the_next_check(
+    db: firestore.Client, ready: Any, receiver: Receiver, intake_client: Any, job_functions: str
+) -> None:
+    """An observer that stopped between recording the end and making the delivery (a crash): the job's next check
+    finds it final and makes the delivery, the output asked of Runpod again."""
+    from shared.config import ProvisioningSettings, get_settings
+    from shared.wiring import firestore_client, job_ends
+    from shared.wiring import task_scheduler as tasks_of
+    from tests.integration.conftest import functions_base_url
+
+    api_key, dep = ready()
+    doc = DeploymentStore(db).get(dep)
+    assert doc is not None and doc.runpod.endpoint_id
+    runpod = RunpodConnector(os.environ["RUNPOD_API_BASE_URL"], os.environ["RUNPOD_ENDPOINT_BASE_URL"], 10)
+    job = runpod.client(api_key).runsync(doc.runpod.endpoint_id, PROMPT, 10_000)
+    assert job.final
+    summary = InputSummary(prompt_chars=len(PROMPT["prompt"]))
+    with functions_base_url(job_functions):
+        settings = get_settings(ProvisioningSettings)
+        ends = job_ends(settings, firestore_client(settings), tasks_of(settings))
+    record = ends.jobs.record_submitted(dep, doc.owner, job, summary, JobPricing(), webhook_url=receiver.url)
+    assert record.final and receiver.calls == []  # the end is recorded; nothing announced it
+
+    ends.follow(record, 0)  # the check its answer's observer had scheduled before stopping
+
+    (call,) = receiver.wait(1)
+    sent = signed(intake_client, api_key, call)
+    assert (sent["type"], sent["data"]["job_id"]) == ("job.completed", job.id)
+    assert sent["data"]["output"] == {"stub": True, "input": PROMPT}  # from Runpod, which still keeps it
