@@ -64,8 +64,10 @@ class IdleWatch(_Stored):
 
 
 class ReadinessWatch(_Stored):
-    """The watchdog's memory: the last check done, when, and since when workers wait for capacity."""
+    """The watchdog's memory: the last check done, when, and since when workers wait for capacity. ``generation``
+    is the start it watches (0: the first provisioning; each start of a stopped deployment watches anew)."""
 
+    generation: int = 0
     check: int = -1
     last_check_at: datetime | None = None
     throttled_since: datetime | None = None

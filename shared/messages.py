@@ -42,10 +42,11 @@ class SweepItem(_Message):
 
 
 class ReadinessCheck(_Message):
-    """Queue ``readiness``: look at the endpoint of a silent worker."""
+    """Queue ``readiness``: look at the endpoint of a silent worker; ``generation`` names the start it watches."""
 
     deployment_id: str
     check: int = 0
+    generation: int = 0
 
 
 class JobCheck(_Message):

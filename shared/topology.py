@@ -97,8 +97,9 @@ FUNCTIONS: tuple[Function, ...] = (
         public=True,
         secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
         publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
-        # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check.
-        enqueues=(QUEUE_WEBHOOK_DELIVERY, QUEUE_JOB_WATCH),
+        # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check,
+        # the watchdog of a start.
+        enqueues=(QUEUE_WEBHOOK_DELIVERY, QUEUE_JOB_WATCH, QUEUE_READINESS),
         signs_tokens=True,  # POST /v1/client-token
         timeout_s=330,  # a runsync holds its request for up to 300 s (wait=300000), then answers
     ),

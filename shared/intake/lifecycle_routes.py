@@ -7,9 +7,10 @@ lifecycle.
   202 again.
 - start: the workers are restored to the deployment's own ``workers_min``/``workers_max`` (PATCH), then
   ``stopped → downloading_model`` and a warm-up job, so that the worker proves the model again and reports its
-  phases up to ``ready``. A start repeated while that runs answers 202 (and submits the warm-up if the first
-  attempt did not). The sweep's deadline (``READINESS_DEADLINE_S``, counted from the start) fails one that never
-  gets there.
+  phases up to ``ready``. The readiness watchdog watches the start anew (a new ``readiness.generation``, the
+  whole ``READINESS_DEADLINE_S`` from the start): a worker that crashes or finds no capacity fails it as in
+  provisioning, and the sweep's deadline stays the backstop. A start repeated while that runs answers 202 (and
+  submits the warm-up, and schedules the watch, if the first attempt did not).
 
 Anything else is 409 ``invalid_state`` naming the current status. Both publish their lifecycle event through
 :class:`shared.transitions.Transitions`; the caller's own key is the deployment's (the tenant is derived from it).
@@ -17,18 +18,24 @@ Anything else is 409 ``invalid_state`` naming the current status. Both publish t
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import BaseModel
 
-from shared.document import Deployment, IdleWatch
+from shared.document import Deployment, IdleWatch, ReadinessWatch
 from shared.errors import ApiError, IllegalTransitionError, PermanentError, RetryableError
 from shared.intake.auth import Caller
 from shared.intake.steps import IntakeDeps, owned_deployment
 from shared.lifecycle import Status
+from shared.messages import ReadinessCheck
 from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, WorkerLimits
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
+from shared.steps.readiness import schedule_readiness_check
 from shared.store import utcnow
+from shared.wiring import task_scheduler
+
+logger = logging.getLogger(__name__)
 
 _RETRY = {"Retry-After": "5"}
 _RESTARTING = frozenset({Status.DOWNLOADING_MODEL, Status.LOADING_MODEL})
@@ -57,6 +64,7 @@ class LifecycleRoutes:
         self._runpod = runpod or RunpodConnector(
             settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
         )
+        self._tasks = task_scheduler(settings)
 
     def stop(self, caller: Caller, deployment_id: str) -> LifecycleActionResponse:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
@@ -81,10 +89,11 @@ class LifecycleRoutes:
 
     def start(self, caller: Caller, deployment_id: str) -> LifecycleActionResponse:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
-        if doc.status in _RESTARTING and doc.started_at is not None and doc.runpod.warmup_job_id is None:
-            # A repeated start whose first attempt moved the status but did not submit the warm-up.
-            self._warm_up(caller, doc)
         if doc.status in _RESTARTING and doc.started_at is not None:
+            # A repeated start: what its first attempt may not have done (the task name dedupes the watch).
+            if doc.runpod.warmup_job_id is None:
+                self._warm_up(caller, doc)
+            self._watch(doc)
             return LifecycleActionResponse(deployment_id=deployment_id, status=doc.status.value)  # type: ignore[arg-type]
         if doc.status is not Status.STOPPED:
             raise _invalid_state(doc, "started", Status.STOPPED)
@@ -95,7 +104,8 @@ class LifecycleRoutes:
             d.progress = None
             d.idle = IdleWatch()
             d.runpod.warmup_job_id = None
-            d.readiness.throttled_since = None
+            d.readiness = ReadinessWatch(generation=d.readiness.generation + 1)
+            d.worker_last_report_at = None  # the watchdog judges what this start's worker reports
 
         try:
             moved = self._deps.transitions.move(
@@ -108,7 +118,17 @@ class LifecycleRoutes:
         except IllegalTransitionError as exc:
             raise _invalid_state(self._current(caller, deployment_id), "started", Status.STOPPED) from exc
         self._warm_up(caller, moved.document)
+        self._watch(moved.document)
         return LifecycleActionResponse(deployment_id=deployment_id, status="downloading_model")
+
+    def _watch(self, doc: Deployment) -> None:
+        """The watchdog's first look at this start. Runpod has the warm-up by now: a failure to schedule it is
+        logged, not answered (the sweep's deadline still bounds the start)."""
+        check = ReadinessCheck(deployment_id=doc.deployment_id, check=0, generation=doc.readiness.generation)
+        try:
+            schedule_readiness_check(self._tasks, check, self._deps.settings.readiness_first_check_s)
+        except RetryableError as exc:
+            logger.error("the watchdog of this start was not scheduled: %s", exc)
 
     # --- Runpod --------------------------------------------------------------------------------------------------
 

@@ -27,13 +27,13 @@ from shared.endpoint_spec import endpoint_spec, is_resource_of, worker_env
 from shared.errors import IllegalTransitionError, PermanentError
 from shared.gpu import PoolRanking, rank_pools
 from shared.lifecycle import FailureReason, Status
-from shared.messages import DeploymentRequested, ReadinessCheck
+from shared.messages import DeploymentRequested
 from shared.models import CacheScope, SealedCredentials, SkippedPoolView
 from shared.runpod.client import Endpoint, RunpodClient
 from shared.runpod.errors import RunpodNotFoundError
 from shared.steps.deps import StepDeps
+from shared.steps.readiness import schedule_readiness
 from shared.steps.teardown import release
-from shared.topology import QUEUE_READINESS, function
 
 logger = logging.getLogger(__name__)
 
@@ -266,14 +266,3 @@ def _record_endpoint(
         with contextlib.suppress(RunpodNotFoundError):  # an attempt that found it by name may have removed it
             client.delete_endpoint(endpoint.id)
     return theirs
-
-
-def schedule_readiness(deps: StepDeps, deployment_id: str, check: int, delay_s: float) -> None:
-    """The watchdog's next look; the task name carries the check number, so a repeat is deduplicated."""
-    deps.tasks.schedule(
-        QUEUE_READINESS,
-        function("readiness").path,
-        ReadinessCheck(deployment_id=deployment_id, check=check),
-        name=f"readiness-{deployment_id}-{check}",
-        delay_s=delay_s,
-    )

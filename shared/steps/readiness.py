@@ -29,9 +29,10 @@ from shared.lifecycle import FailureReason, Status
 from shared.messages import ReadinessCheck
 from shared.runpod.client import EndpointChange, EndpointWorkers, GpuSelection, RunpodClient
 from shared.steps.deps import StepDeps
-from shared.steps.provision import schedule_readiness
 from shared.steps.teardown import release
 from shared.store import utcnow
+from shared.tasks import TaskScheduler
+from shared.topology import QUEUE_READINESS, function
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,11 @@ def check_readiness(delivery: TaskDelivery[ReadinessCheck], deps: StepDeps) -> s
         return "failed: teardown finished"
     if doc.status not in _WATCHED:
         return f"nothing to watch ({doc.status.value})"
-    if check <= doc.readiness.check:
-        return f"check {check} done already"
+    if delivery.message.generation != doc.readiness.generation or check <= doc.readiness.check:
+        return f"check {check} (start {delivery.message.generation}) done already, or of an earlier start's watch"
     now = utcnow()
-    started = doc.phase_timestamps.get(Status.CREATING_ENDPOINT) or doc.created_at
+    # A start of a stopped deployment gets the whole deadline again, from the start.
+    started = doc.started_at or doc.phase_timestamps.get(Status.CREATING_ENDPOINT) or doc.created_at
     waited = (now - started).total_seconds()
     if waited > deps.settings.readiness_deadline_s:
         raise PermanentError(
@@ -145,7 +147,9 @@ def check_readiness(delivery: TaskDelivery[ReadinessCheck], deps: StepDeps) -> s
     # The next check is scheduled before this one is recorded as done: a retry after a failed record repeats this
     # check (the task name dedupes the schedule), whereas the other order would end the watch at "done already".
     # A next check that finds the deployment out of provisioning ends there.
-    schedule_readiness(deps, deployment_id, check + 1, next_check_delay(deps.settings, check, waited))
+    schedule_readiness(
+        deps, deployment_id, check + 1, next_check_delay(deps.settings, check, waited), doc.readiness.generation
+    )
 
     def record_check(d: Deployment) -> bool:
         if d.status not in _WATCHED:
@@ -189,3 +193,18 @@ def _switch_pools(deps: StepDeps, doc: Deployment, client: RunpodClient, since: 
         return True
 
     deps.store.update(doc.deployment_id, record_switch, message=message)
+
+
+def schedule_readiness(deps: StepDeps, deployment_id: str, check: int, delay_s: float, generation: int = 0) -> None:
+    """The watchdog's next look."""
+    schedule_readiness_check(
+        deps.tasks, ReadinessCheck(deployment_id=deployment_id, check=check, generation=generation), delay_s
+    )
+
+
+def schedule_readiness_check(tasks: TaskScheduler, check: ReadinessCheck, delay_s: float) -> None:
+    """One look of the watchdog; the task name carries the start and the check number, so a repeat is
+    deduplicated and a later start's watch never collides with an earlier one's names."""
+    start = f"s{check.generation}-" if check.generation else ""
+    name = f"readiness-{check.deployment_id}-{start}{check.check}"
+    tasks.schedule(QUEUE_READINESS, function("readiness").path, check, name=name, delay_s=delay_s)

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from functions_framework import create_app
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
@@ -56,13 +57,12 @@ class Cost:
 
 
 @pytest.fixture(scope="module")
-def cost(  # noqa: PLR0917 (fixtures)
+def cost(
     intake_env: None,
     tasks_emulator: str,
     models_root: Path,
     db: Any,
     runpod_simulator: str,
-    intake_client_factory: Any,
 ) -> Iterator[Cost]:
     from local.functions_host import create_host_app
     from shared.config import IntakeSettings, ProvisioningSettings, get_settings
@@ -91,7 +91,9 @@ def cost(  # noqa: PLR0917 (fixtures)
         # The deletes the in-process sweep requests are delivered by deliver_deletes, to this host: a stack reused
         # in the same Pub/Sub emulator (make up, the e2e test's) subscribes to the topic with other settings.
         deps = replace(deps, publisher=HeldDeletes(deps.publisher))
-        yield Cost(env, deps, intake_client_factory())
+        # An intake of its own, built here: its tasks (the watchdog of a start) come to this host.
+        intake = create_app("intake", str(REPO / "functions/intake/main.py"), "http").test_client()
+        yield Cost(env, deps, intake)
         host.stop()
         hub.stop()
     get_settings.cache_clear()
@@ -234,6 +236,26 @@ def test_stop_scales_to_zero_and_start_proves_the_model_again(c: Cost) -> None:
 
     view = c.intake.get(url, headers=c.auth(key)).json
     assert view["stopped_at"] is not None
+
+
+def test_a_start_whose_worker_crashes_fails_by_the_watchdog_not_the_deadline(c: Cost) -> None:
+    key = c.e.account()
+    deployment_id = ready(c, key)
+    url = f"/v1/deployments/{deployment_id}"
+    assert c.intake.post(f"{url}/stop", headers=c.auth(key)).status_code == 202
+    c.e.scenario(crash_on_start=True)
+    try:
+        started = c.intake.post(f"{url}/start", headers=c.auth(key))
+        assert (started.status_code, started.json["status"]) == (202, "downloading_model")
+        doc = c.e.wait_status(deployment_id, Status.FAILED, timeout_s=20)  # READINESS_DEADLINE_S here is 60 s
+    finally:
+        c.e.scenario(crash_on_start=False)
+    assert doc.error is not None and doc.error.code == "image_pull_failed"  # this start's worker never reported
+    assert doc.readiness.generation == 1
+    deadline = time.monotonic() + 20
+    while endpoints_of(c, key, deployment_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert endpoints_of(c, key, deployment_id) == []  # torn down, as any failure
 
 
 def test_stop_and_start_refuse_other_states_naming_the_status(c: Cost) -> None:
