@@ -17,7 +17,10 @@ from visgate_client import Client
 from visgate_client.cli import cli
 
 from local.stack import DEMO_API_KEY, DEMO_MODEL
-from tests.client.conftest import MISSING_MODEL, ReadyDeployment
+from tests.client.conftest import MISSING_MODEL, TINY_JOB, ReadyDeployment
+
+# Long enough on the CPU worker that a cancel sent right after the submission finds it queued or running.
+SLOW_JOB = {**TINY_JOB, "num_inference_steps": 50}
 
 
 @pytest.fixture
@@ -61,6 +64,80 @@ def test_run_sends_the_webhook_url_to_the_api(visgate: CliRunner, ready: ReadyDe
     assert done.stderr.startswith("error: invalid_request: ")
     verbose = call(visgate, "-v", "run", ready.deployment.id, "--prompt", "a fox", "--webhook-url", "not a url")
     assert '"webhook_url"' in verbose.stderr  # the details name the field
+
+
+def test_keys_create_ls_and_revoke(visgate: CliRunner, ready: ReadyDeployment) -> None:
+    deployment_id = ready.deployment.id
+    created = call(visgate, "keys", "create", deployment_id)
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("vdk_") and "shown only once" in created.stderr and key not in created.stderr
+    key_id = created.stderr.split()[2]  # "invoke key <key_id> of deployment <id>: shown only once, ..."
+
+    listed = json.loads(call(visgate, "keys", "ls", deployment_id, "--json").stdout)
+    mine = next(item for item in listed if item["key_id"] == key_id)
+    assert key.startswith(mine["prefix"]) and "key" not in mine
+    table = call(visgate, "keys", "ls", deployment_id)
+    assert table.exit_code == 0 and key_id in table.stdout and key not in table.stdout
+
+    as_app = call(visgate, "--api-key", key, "jobs", "ls", deployment_id, "--json")  # the key opens its jobs
+    assert as_app.exit_code == 0, as_app.output
+    revoked = call(visgate, "keys", "revoke", deployment_id, key_id)
+    assert revoked.exit_code == 0 and revoked.stdout.strip() == f"{key_id} revoked"
+    refused = call(visgate, "--api-key", key, "get", deployment_id)
+    assert refused.exit_code == 1 and refused.stderr.startswith("error: invalid_api_key: ")
+    again = call(visgate, "keys", "revoke", deployment_id, key_id)
+    assert again.exit_code == 1 and again.stderr.startswith("error: invoke_key_not_found: ")
+
+
+def test_jobs_ls_get_and_cancel(visgate: CliRunner, ready: ReadyDeployment) -> None:
+    deployment_id = ready.deployment.id
+    done = ready.deployment.runsync({**TINY_JOB, "seed": 51})
+    slow = ready.deployment.run(SLOW_JOB)
+    cancelled = call(visgate, "jobs", "cancel", deployment_id, slow.id)
+    assert cancelled.exit_code == 0, cancelled.output
+    assert cancelled.stdout.strip() == f"{slow.id} CANCELLED"
+    again = call(visgate, "jobs", "cancel", deployment_id, slow.id)  # an ended job stays as it was
+    assert again.exit_code == 0 and again.stdout.strip() == f"{slow.id} CANCELLED"
+
+    newest = json.loads(call(visgate, "jobs", "ls", deployment_id, "--limit", "1", "--json").stdout)
+    assert [view["job_id"] for view in newest] == [slow.id]
+    every = {view["job_id"]: view for view in json.loads(call(visgate, "jobs", "ls", deployment_id, "--json").stdout)}
+    assert every[slow.id]["status"] == "CANCELLED" and every[done.job_id]["status"] == "COMPLETED"
+    table = call(visgate, "jobs", "ls", deployment_id, "--limit", "2")
+    assert table.exit_code == 0 and slow.id in table.stdout and done.job_id in table.stdout
+
+    got = json.loads(call(visgate, "jobs", "get", deployment_id, done.job_id, "--json").stdout)
+    assert got["job_id"] == done.job_id and got["status"] == "COMPLETED" and got["images"] == 1
+    shown = call(visgate, "jobs", "get", deployment_id, done.job_id)
+    assert shown.exit_code == 0 and "COMPLETED" in shown.stdout and "execution s" in shown.stdout
+    missing = call(visgate, "jobs", "get", deployment_id, "nosuchjob-1")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: job_not_found: ")
+
+
+def test_stop_then_start_wait_follows_the_start_to_ready(visgate: CliRunner, client: Client) -> None:
+    deployment = client.deploy(DEMO_MODEL).wait(timeout=300)
+    try:
+        stopped = call(visgate, "stop", deployment.id)
+        assert stopped.exit_code == 0 and stopped.stdout.strip() == f"{deployment.id} stopped"
+        refused = call(visgate, "run", deployment.id, "--prompt", "a fox")
+        assert refused.exit_code == 1 and refused.stderr.startswith("error: deployment_not_ready: ")
+
+        started = call(visgate, "start", deployment.id, "--wait", "--timeout", "300")
+        assert started.exit_code == 0, started.output
+        assert f"deployment {deployment.id} starting" in started.stderr
+        assert "loading_model" in started.stderr and "validating" not in started.stderr  # this start's phases only
+        assert f"{deployment.id} ready" in started.stdout and "started → ready" in started.stdout
+        assert "creating_endpoint" not in started.stdout
+        assert client.get(deployment.id).status == "ready"
+
+        twice = call(visgate, "start", deployment.id)  # only a stopped deployment starts
+        assert twice.exit_code == 1 and twice.stderr.startswith("error: invalid_state: ")
+        assert call(visgate, "stop", deployment.id).stdout.strip() == f"{deployment.id} stopped"
+        plain = call(visgate, "start", deployment.id)
+        assert plain.exit_code == 0 and plain.stdout.strip() == f"{deployment.id} downloading_model"
+    finally:
+        deployment.delete(wait=True, timeout=120)
 
 
 def test_usage_and_gpus(visgate: CliRunner) -> None:
@@ -123,10 +200,19 @@ def test_missing_key_and_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert call(CliRunner(), "deploy").exit_code == 2  # click: missing argument
     unreachable = call(CliRunner(), "--api-key", "k", "get", "x" * 32)
     assert unreachable.exit_code == 1 and unreachable.stderr.startswith("error: connection_error")
+    assert call(CliRunner(), "--api-key", "k", "jobs", "ls", "x" * 32, "--limit", "0").exit_code == 2
+    assert call(CliRunner(), "--api-key", "k", "keys", "revoke", "x" * 32).exit_code == 2  # no KEY_ID
+    assert call(CliRunner(), "jobs", "nosuch").exit_code == 2
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["deploy"], ["ls"], ["get"], ["logs"], ["rm"], ["run"], ["usage"], ["gpus"], ["e2e"]]
+    "command",
+    [
+        *([name] for name in ("deploy", "ls", "get", "logs", "rm", "stop", "start", "run", "usage", "gpus", "e2e")),
+        [],
+        *(["keys", *sub] for sub in ([], ["create"], ["ls"], ["revoke"])),
+        *(["jobs", *sub] for sub in ([], ["ls"], ["get"], ["cancel"])),
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     done = call(CliRunner(), *command, "--help")

@@ -1,5 +1,5 @@
 """The client's pure parts: webhook verification, the error shape, SSE parsing, what is retried, how a job's
-answers are read (no stack)."""
+answers are read, what the CLI asks and reports (no stack)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
 from visgate_client import (
@@ -24,6 +25,7 @@ from visgate_client import (
     errors,
     verify_webhook,
 )
+from visgate_client import cli as visgate_cli
 from visgate_client._http import Transport, retry_safe, sse_events
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -261,3 +263,52 @@ def test_api_errors_of_the_job_routes_are_typed() -> None:
         deployment.job("nosuchjob")
     for code in ("runpod_unreachable", "runpod_auth_failed", "runpod_timeout"):
         assert issubclass(errors.ApiError.for_code(code), errors.RunpodError)
+
+
+# --- the CLI: what it asks the API and what it reports ------------------------------------------------------------
+
+
+def test_a_started_deployment_reports_only_the_phases_of_its_start() -> None:
+    first = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    at = {
+        "validating": 0,
+        "selecting_gpu": 1,
+        "creating_endpoint": 2,
+        "stopped": 60,  # each status keeps its latest time: this start has overwritten the first ready
+        "downloading_model": 100,
+        "loading_model": 103,
+        "ready": 107.5,
+    }
+    view = {
+        "deployment_id": "d1",
+        "phase_timestamps": {n: (first + timedelta(seconds=s)).isoformat() for n, s in at.items()},
+    }
+    report = visgate_cli.ready_report(Deployment(Client("http://api", "rp_key"), view))
+    assert report["total_s"] == 7.5
+    assert report["phases"] == {"downloading_model": 3.0, "loading_model": 4.5}
+
+    never_stopped = {name: stamp for name, stamp in view["phase_timestamps"].items() if name != "stopped"}
+    fresh = visgate_cli.ready_report(
+        Deployment(Client("http://api", "rp_key"), {**view, "phase_timestamps": never_stopped})
+    )
+    assert fresh["total_s"] == 107.5
+    assert list(fresh["phases"]) == [
+        "validating",
+        "selecting_gpu",
+        "creating_endpoint",
+        "downloading_model",
+        "loading_model",
+    ]
+
+
+def test_jobs_ls_pages_no_further_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    page = {"jobs": [job_view("COMPLETED", job_id=f"j{n}", created_at=None) for n in range(3)], "next_page_token": "t"}
+    session = ScriptedSession([answer(200, page)])
+    monkeypatch.setattr(visgate_cli, "Client", lambda url, key: Client(url, key, session=session))
+    done = CliRunner().invoke(
+        visgate_cli.cli,
+        ["--api-url", "http://api", "--api-key", "rp_key", "jobs", "ls", "d1", "--limit", "3", "--json"],
+    )
+    assert done.exit_code == 0, done.output
+    assert [view["job_id"] for view in json.loads(done.stdout)] == ["j0", "j1", "j2"]
+    assert session.asked == [("GET", "/v1/deployments/d1/jobs", {"limit": 3}, None)]  # no second page asked for

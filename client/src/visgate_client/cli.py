@@ -1,5 +1,5 @@
-"""The ``visgate`` command: deploy, inspect, run and tear down deployments, usage and GPU pools, and the timed
-end-to-end run.
+"""The ``visgate`` command: deploy, inspect, run, stop, start and tear down deployments, their jobs and invoke keys,
+usage and GPU pools, and the timed end-to-end run.
 
 Results go to stdout, progress and errors to stderr. Every error is one line with the API's code and request id
 (``--verbose`` adds the details); the exit status is 0 on success, 1 on any failure, 2 on a usage error and 130
@@ -38,12 +38,13 @@ from rich.text import Text
 from visgate_client.client import API_KEY_ENV, API_URL_ENV, Client
 from visgate_client.deployment import Deployment, Phase, Update, parse_time, phases_of
 from visgate_client.errors import ApiError, VisgateError
-from visgate_client.models import Usage
+from visgate_client.models import InvokeKey, Usage
 
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 DEFAULT_PROMPT = "a watercolor fox in a misty forest"
 PROGRESS_POLL_S = 1.0  # progress-only updates are not on the stream: read the view this often while downloading
+PAGE_SIZE = 100  # the API's largest page: the fewest calls for a whole listing
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -94,7 +95,7 @@ def one_line(exc: BaseException) -> str:
     "--api-key",
     envvar=API_KEY_ENV,
     metavar="KEY",
-    help=f"Your Runpod API key, or a deployment's invoke key for `run` [env {API_KEY_ENV}].",
+    help=f"Your Runpod API key, or a deployment's invoke key for `run`, `get` and `jobs` [env {API_KEY_ENV}].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Error details and tracebacks.")
 @click.version_option(package_name="visgate-client")
@@ -113,7 +114,8 @@ def live_wait(state: State, deployment: Deployment, quiet: bool) -> Iterator[Any
     if quiet:
         yield None
         return
-    started = phases_of(deployment.view)[0].at if phases_of(deployment.view) else None
+    shown = current_run(phases_of(deployment.view))
+    started = shown[0].at if shown else None
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -144,7 +146,8 @@ def live_wait(state: State, deployment: Deployment, quiet: bool) -> Iterator[Any
 
     def on_update(update: Update) -> None:
         nonlocal started
-        for phase in update.new_phases:
+        run_phases = set(current_run(phases_of(update.view)))
+        for phase in (p for p in update.new_phases if p in run_phases):
             started = started or phase.at
             offset = (phase.at - started).total_seconds()
             progress.console.print(f"  [green]✓[/] {phase.name:<18} +{offset:6.2f} s", highlight=False)
@@ -162,18 +165,41 @@ def live_wait(state: State, deployment: Deployment, quiet: bool) -> Iterator[Any
             poller.join(timeout=PROGRESS_POLL_S * 2)
 
 
+def current_run(phases: Sequence[Phase]) -> list[Phase]:
+    """The phases of the deployment's latest way to ready: after its last stop, if it was stopped and started again
+    (``phase_timestamps`` keeps each status's latest time, so the first deployment's early phases stay in it)."""
+    stops = [i for i, phase in enumerate(phases) if phase.name == "stopped"]
+    return list(phases[stops[-1] + 1 :]) if stops else list(phases)
+
+
 def phase_durations(phases: Sequence[Phase]) -> list[tuple[str, float]]:
     """How long each phase lasted (until the next one began), from the server's timestamps."""
     return [(a.name, round((b.at - a.at).total_seconds(), 3)) for a, b in itertools.pairwise(phases)]
 
 
 def ready_report(deployment: Deployment) -> dict[str, Any]:
-    phases = deployment.phases
+    phases = current_run(deployment.phases)
     by_name = {phase.name: phase.at for phase in phases}
     total = None
     if "ready" in by_name and phases:
         total = round((by_name["ready"] - phases[0].at).total_seconds(), 3)
     return {"total_s": total, "phases": dict(phase_durations(phases)), "worker": deployment.timings}
+
+
+def follow_to_ready(state: State, deployment: Deployment, *, headline: str, origin: str, timeout: float) -> None:
+    """``--wait``: print ``headline``, then each phase as it is entered, then the endpoint and the timings from
+    ``origin`` (accepted, started) to ready; Ctrl-C leaves the deployment running."""
+    try:
+        err.print(headline, highlight=False)
+        with live_wait(state, deployment, quiet=False) as on_update:
+            deployment.wait(timeout=timeout, on_update=on_update)
+    except KeyboardInterrupt:
+        interrupted(deployment)
+    table = Table(title=f"{deployment.id} ready", show_header=False, box=None)
+    table.add_row("endpoint", str(deployment.endpoint_url))
+    table.add_row("gpu pool", str(deployment.view.get("gpu_pool")))
+    add_ready_rows(table, ready_report(deployment), origin=origin)
+    out.print(table)
 
 
 def interrupted(deployment: Deployment) -> NoReturn:
@@ -224,17 +250,8 @@ def deploy(
     if not wait:
         out.print(deployment.id, highlight=False)
         return
-    try:
-        err.print(f"deployment {deployment.id} of {model} accepted", highlight=False)
-        with live_wait(state, deployment, quiet=False) as on_update:
-            deployment.wait(timeout=timeout, on_update=on_update)
-    except KeyboardInterrupt:
-        interrupted(deployment)
-    table = Table(title=f"{deployment.id} ready", show_header=False, box=None)
-    table.add_row("endpoint", str(deployment.endpoint_url))
-    table.add_row("gpu pool", str(deployment.view.get("gpu_pool")))
-    add_ready_rows(table, ready_report(deployment))
-    out.print(table)
+    headline = f"deployment {deployment.id} of {model} accepted"
+    follow_to_ready(state, deployment, headline=headline, origin="accepted", timeout=timeout)
 
 
 @cli.command(name="ls")
@@ -243,16 +260,14 @@ def deploy(
 @click.pass_obj
 def list_deployments(state: State, status: str | None, as_json: bool) -> None:
     """List your deployments, newest first (every page)."""
-    deployments = list(state.client.deployments(status=status, page_size=100))
+    deployments = list(state.client.deployments(status=status, page_size=PAGE_SIZE))
     if as_json:
         out.print_json(data=[d.view for d in deployments])
         return
     table = Table("ID", "MODEL", "STATUS", "GPU POOL", "CREATED")
     table.columns[0].no_wrap = True  # ids are what the other commands take: never cut
     for d in deployments:
-        created = parse_time(d.view.get("created_at"))
-        when = created.strftime("%Y-%m-%d %H:%M:%S") if created else ""
-        table.add_row(d.id, d.model or "", d.status, d.view.get("gpu_pool") or "", when)
+        table.add_row(d.id, d.model or "", d.status, d.view.get("gpu_pool") or "", _when(d.view.get("created_at")))
     out.print(table)
 
 
@@ -300,6 +315,31 @@ def rm(state: State, deployment_id: str, wait: bool, timeout: float) -> None:
     """Delete a deployment (its Runpod endpoint is torn down)."""
     deployment = Deployment(state.client, {"deployment_id": deployment_id}).delete(wait=wait, timeout=timeout)
     out.print(f"{deployment.id} {deployment.status}", highlight=False)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.pass_obj
+def stop(state: State, deployment_id: str) -> None:
+    """Stop a ready deployment: its workers go to 0 and the endpoint is kept, so nothing bills until `start`."""
+    deployment = Deployment(state.client, {"deployment_id": deployment_id}).stop()
+    out.print(f"{deployment.id} {deployment.status}", highlight=False)
+
+
+@cli.command()
+@click.argument("deployment_id")
+@click.option("--wait", is_flag=True, help="Follow the deployment until it is ready (Ctrl-C leaves it running).")
+@click.option("--timeout", type=float, default=1800.0, show_default=True, help="Seconds to wait with --wait.")
+@click.pass_obj
+def start(state: State, deployment_id: str, wait: bool, timeout: float) -> None:
+    """Start a stopped deployment: its workers come back and prove the model again; prints its id and status, or
+    with --wait its endpoint and timings."""
+    deployment = Deployment(state.client, {"deployment_id": deployment_id}).start()
+    if not wait:
+        out.print(f"{deployment.id} {deployment.status}", highlight=False)
+        return
+    headline = f"deployment {deployment.id} starting"
+    follow_to_ready(state, deployment, headline=headline, origin="started", timeout=timeout)
 
 
 def job_input(prompt: str, **options: int | None) -> dict[str, Any]:
@@ -356,6 +396,148 @@ def run(
     out.print(
         f"{saved or result.image_urls} seed={result.seeds[0] if result.seeds else None} {metrics}", highlight=False
     )
+
+
+# --- invoke keys ----------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Invoke keys: the API key of an app that may run jobs on that one deployment."""
+
+
+@keys.command(name="create")
+@click.argument("deployment_id")
+@click.pass_obj
+def create_key(state: State, deployment_id: str) -> None:
+    """Create an invoke key and print it: it is shown this once (the API keeps only a hash)."""
+    key = Deployment(state.client, {"deployment_id": deployment_id}).create_key()
+    out.print(key.key, highlight=False, markup=False)
+    err.print(
+        f"invoke key {key.key_id} of deployment {key.deployment_id}: shown only once, store it now "
+        f"(use it as --api-key or {API_KEY_ENV}; revoke it with: visgate keys revoke {key.deployment_id} {key.key_id})",
+        highlight=False,
+        markup=False,
+    )
+
+
+@keys.command(name="ls")
+@click.argument("deployment_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as one JSON array.")
+@click.pass_obj
+def list_keys(state: State, deployment_id: str, as_json: bool) -> None:
+    """List the deployment's invoke keys (ids and prefixes: the keys themselves are never shown again)."""
+    found = Deployment(state.client, {"deployment_id": deployment_id}).keys()
+    if as_json:
+        out.print_json(data=[key_view(key) for key in found])
+        return
+    table = Table("KEY ID", "PREFIX", "CREATED")
+    table.columns[0].no_wrap = True
+    for key in found:
+        table.add_row(key.key_id, key.prefix, key.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+
+
+def key_view(key: InvokeKey) -> dict[str, Any]:
+    """An invoke key as the API lists it (never the key itself)."""
+    return {
+        "key_id": key.key_id,
+        "deployment_id": key.deployment_id,
+        "prefix": key.prefix,
+        "created_at": key.created_at.isoformat(),
+    }
+
+
+@keys.command(name="revoke")
+@click.argument("deployment_id")
+@click.argument("key_id")
+@click.pass_obj
+def revoke_key(state: State, deployment_id: str, key_id: str) -> None:
+    """Revoke an invoke key: the API refuses it from now on."""
+    Deployment(state.client, {"deployment_id": deployment_id}).revoke_key(key_id)
+    out.print(f"{key_id} revoked", highlight=False)
+
+
+# --- jobs -----------------------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def jobs() -> None:
+    """A deployment's jobs, as the API records them."""
+
+
+@jobs.command(name="ls")
+@click.argument("deployment_id")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the newest N jobs (default: every one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as one JSON array.")
+@click.pass_obj
+def list_jobs(state: State, deployment_id: str, limit: int | None, as_json: bool) -> None:
+    """List the deployment's jobs, newest first."""
+    deployment = Deployment(state.client, {"deployment_id": deployment_id})
+    page_size = min(limit, PAGE_SIZE) if limit is not None else PAGE_SIZE
+    found = list(itertools.islice(deployment.jobs(page_size=page_size), limit))
+    if as_json:
+        out.print_json(data=[job.view for job in found])
+        return
+    table = Table("JOB ID", "STATUS", "CREATED", "IMAGES", "EXECUTION S", "EST. USD")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True  # ids are what `jobs get` takes: never cut
+    for job in found:
+        view = job.view
+        when, images = _when(view.get("created_at")), str(view.get("images", 0))
+        cost = _usd(view.get("estimated_cost_usd"))
+        table.add_row(job.id, job.last_status, when, images, _ms_as_s(view.get("execution_ms")), cost)
+    out.print(table)
+
+
+@jobs.command(name="get")
+@click.argument("deployment_id")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as the API answers it (with any output).")
+@click.pass_obj
+def get_job(state: State, deployment_id: str, job_id: str, as_json: bool) -> None:
+    """Show one job: its status, times, cost estimate and error."""
+    job = Deployment(state.client, {"deployment_id": deployment_id}).job(job_id)
+    if as_json:
+        out.print_json(data=job.view)
+        return
+    view = job.view
+    table = Table(title=f"job {job.id}", show_header=False, box=None)
+    table.add_row("status", job.last_status)
+    table.add_row("created", _when(view.get("created_at")) or "-")
+    table.add_row("finished", _when(view.get("finished_at")) or "-")
+    table.add_row("delay s", _ms_as_s(view.get("delay_ms")))
+    table.add_row("execution s", _ms_as_s(view.get("execution_ms")))
+    table.add_row("est. usd", _usd(view.get("estimated_cost_usd")))
+    table.add_row("pool", str(view.get("pool") or "-"))
+    table.add_row("images", str(view.get("images", 0)))
+    for url in view.get("output_refs") or []:
+        table.add_row("image url", str(url))
+    if view.get("error"):
+        table.add_row("error", str(view["error"]))
+    out.print(table)
+
+
+@jobs.command(name="cancel")
+@click.argument("deployment_id")
+@click.argument("job_id")
+@click.pass_obj
+def cancel_job(state: State, deployment_id: str, job_id: str) -> None:
+    """Cancel a queued or running job; prints its status after (a job that already ended stays as it was)."""
+    job = Deployment(state.client, {"deployment_id": deployment_id}).job(job_id).cancel()
+    out.print(f"{job.id} {job.last_status}", highlight=False)
+
+
+def _when(value: Any) -> str:
+    at = parse_time(value)
+    return at.strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
+
+def _ms_as_s(ms: Any) -> str:
+    return _s(ms / 1000) if isinstance(ms, int | float) else "-"
+
+
+def _usd(value: Any) -> str:
+    return f"{value:.6f}" if isinstance(value, int | float) else "-"
 
 
 @cli.command()
@@ -525,9 +707,9 @@ def print_e2e(run_: E2eRun, as_json: bool) -> None:
         out.print(f"image: {data['image']} (seed {inference['seed']})", highlight=False)
 
 
-def add_ready_rows(table: Table, ready: dict[str, Any]) -> None:
-    """accepted → ready in total and per phase (the server's clock), then the worker's own timings."""
-    table.add_row("accepted → ready (server clock)", _s(ready["total_s"]))
+def add_ready_rows(table: Table, ready: dict[str, Any], origin: str = "accepted") -> None:
+    """``origin`` → ready in total and per phase (the server's clock), then the worker's own timings."""
+    table.add_row(f"{origin} → ready (server clock)", _s(ready["total_s"]))
     for name, seconds in ready["phases"].items():
         table.add_row(f"  {name}", _s(seconds))
     for name, label in (("download_s", "download"), ("load_s", "load"), ("warmup_s", "warm-up inference")):
