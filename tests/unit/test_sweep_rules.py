@@ -145,5 +145,5 @@ def test_the_local_scheduler_takes_the_sweep_interval_from_its_setting() -> None
 
     (sweep,) = [s for s in SCHEDULES if s.name == "sweep"]
     assert (sweep.cron, sweep.path_suffix, function(sweep.function).signature) == ("*/5 * * * *", "/run", "http")
-    assert [s.interval_s for s in local_schedules([sweep], SchedulerSettings())] == [60]
+    assert SchedulerSettings.model_fields["sweep_interval_s"].default == 60  # the environment may set another
     assert [s.interval_s for s in local_schedules([sweep], SchedulerSettings(sweep_interval_s=10))] == [10]
