@@ -7,7 +7,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
 from botocore.exceptions import ReadTimeoutError as S3ReadTimeoutError
@@ -17,9 +17,13 @@ from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from shared import logging as slog
+from shared.envelopes import MalformedDeliveryError, TaskDelivery, parse_task
 from shared.errors import ApiError, RetryableError
+from shared.messages import _Message
 
 logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=_Message)
 
 # Failures that mean "try again shortly": Google API errors (the set the client libraries themselves retry, and
 # more), S3 transport errors, and our own RetryableError (Runpod unavailable, say).
@@ -122,6 +126,20 @@ def log_unexpected(exc: BaseException, where: str) -> None:
     """Log a bug with its type and stack, never its text (it may quote a token or a key)."""
     stack = "".join(traceback.format_tb(exc.__traceback__))
     logger.error("unhandled %s in %s\n%s", type(exc).__name__, where, stack)
+
+
+def answer_task(request: Request, model: type[M], step: str, run: Callable[[TaskDelivery[M]], str]) -> Response:
+    """A Cloud Tasks delivery of ``model`` through ``run``: a malformed one is logged and acknowledged (a retry
+    cannot fix it); otherwise :func:`task_outcome`, logged inside a binding of the task and its message's ids."""
+    try:
+        task = parse_task(request.get_data(), dict(request.headers), model)
+    except MalformedDeliveryError as exc:
+        with slog.bind(execution_id=exc.delivery_id or None, step=step):
+            logger.error("dropped a malformed task: %s", exc)
+        return Response(status=204)
+    ids = {name: getattr(task.message, name, None) for name in ("deployment_id", "job_id", "attempt")}
+    with slog.bind(step=step, execution_id=task.task_name, **{k: v for k, v in ids.items() if v is not None}):
+        return task_outcome(step, lambda: run(task))
 
 
 def task_outcome(step: str, run: Callable[[], str]) -> Response:

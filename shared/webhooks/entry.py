@@ -15,9 +15,9 @@ from typing import Any
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.envelopes import MalformedDeliveryError, parse_pubsub, parse_task
+from shared.envelopes import MalformedDeliveryError, parse_pubsub
 from shared.events import NotALifecycleEventError, parse_message
-from shared.http import task_outcome
+from shared.http import answer_task, task_outcome
 from shared.messages import _Message
 from shared.webhooks.steps import WebhookAttempt, WebhookDeps, deliver, dispatch_event
 
@@ -66,13 +66,4 @@ def _event(request: Request, deps: WebhookDeps) -> Response:
 
 
 def _task(request: Request, deps: WebhookDeps) -> Response:
-    try:
-        task = parse_task(request.get_data(), dict(request.headers), WebhookAttempt)
-    except MalformedDeliveryError as exc:
-        with slog.bind(execution_id=exc.delivery_id or None, step="deliver"):
-            logger.error("dropped a malformed task: %s", exc)
-        return Response(status=204)
-    message = task.message
-    binding = {"deployment_id": message.deployment_id, "execution_id": task.task_name, "attempt": message.attempt}
-    with slog.bind(step="deliver", **binding):
-        return task_outcome("deliver", lambda: deliver(task, deps))
+    return answer_task(request, WebhookAttempt, "deliver", lambda task: deliver(task, deps))
