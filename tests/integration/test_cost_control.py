@@ -40,6 +40,7 @@ from shared.store import DeploymentStore, utcnow
 from shared.topology import QUEUE_READINESS, QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
 from tests.support.provisioning import ALL_POOLS, FAST_WATCHDOG, Env
 from tests.support.serving import Served
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = float(FAST_WATCHDOG["READINESS_DEADLINE_S"])
@@ -252,10 +253,7 @@ def test_a_start_whose_worker_crashes_fails_by_the_watchdog_not_the_deadline(c: 
         c.e.scenario(crash_on_start=False)
     assert doc.error is not None and doc.error.code == "image_pull_failed"  # this start's worker never reported
     assert doc.readiness.generation == 1
-    deadline = time.monotonic() + 20
-    while endpoints_of(c, key, deployment_id) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert endpoints_of(c, key, deployment_id) == []  # torn down, as any failure
+    assert eventually(lambda: endpoints_of(c, key, deployment_id) == [])  # torn down, as any failure
 
 
 def test_stop_and_start_refuse_other_states_naming_the_status(c: Cost) -> None:

@@ -21,18 +21,9 @@ from shared.runpod.client import RunpodConnector
 from shared.store import DEPLOYMENTS, DeploymentStore
 from tests.support.jobs import PROMPT, auth, sim_requests, usage_of
 from tests.support.receiver import Receiver
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("intake_env")
-
-
-def eventually(probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def signed(intake_client: Any, api_key: str, call: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +43,7 @@ from shared.webhooks.secrets import WEBHOOK_SECRETS
 from shared.webhooks.steps import WebhookAttempt, deliver
 from tests.integration.conftest import register_runpod_key
 from tests.support.receiver import Receiver
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 RETRY_DELAY_S = 0.3
@@ -116,16 +117,6 @@ def deliveries(hooks: Hooks, headers: dict[str, str], deployment_id: str) -> lis
     answer = hooks.intake.get(f"/v1/deployments/{deployment_id}/deliveries", headers=headers)
     assert answer.status_code == 200, answer.json
     return list(answer.json["deliveries"])
-
-
-def eventually(probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def verify(secret: str, call: dict[str, Any]) -> dict[str, Any]:
