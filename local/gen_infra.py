@@ -26,15 +26,15 @@ logger = logging.getLogger(__name__)
 TFVARS = REPO_ROOT / "infra" / "topology.auto.tfvars.json"
 FUNCTIONS_LOCK = REPO_ROOT / "requirements" / "functions.lock"
 
-# Settings Terraform sets from its own variables and resources (variable or resource named on the right); a deployer
-# sets every other setting through the environment's `settings` map (README, Configuration).
+# Settings Terraform sets from its own variables and resources (what the README's configuration table names); a
+# deployer sets every other setting through the environment's `settings` map.
 TERRAFORM_MANAGED = {
     "GOOGLE_CLOUD_PROJECT": "project_id",
     "REGION": "region",
     "SECRET_MANAGER_PROJECT": "project_id",
-    "FUNCTIONS_BASE_URL": "region, project_id",
+    "FUNCTIONS_BASE_URL": "region`, `project_id",
     "PUBLIC_API_BASE_URL": "public_api_base_url",
-    "TASKS_SERVICE_ACCOUNT_EMAIL": "the invoker service account",
+    "TASKS_SERVICE_ACCOUNT_EMAIL": "the invoker account",
     "WORKER_IMAGE": "worker_image",
 }
 # Settings of the local stack and the tests only (emulators, loopback webhooks): never set in a deployment.

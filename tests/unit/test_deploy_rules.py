@@ -4,6 +4,7 @@ of the six defects that broke the first deploy (issue 17) is brought back into a
 from __future__ import annotations
 
 import io
+import re
 import json
 from pathlib import Path
 from typing import Any
@@ -208,3 +209,16 @@ def test_the_functions_lock_agrees_with_the_dev_lock() -> None:
     dev, functions = locks.pins(ROOT / "requirements/dev.lock"), locks.pins(ROOT / "requirements/functions.lock")
     assert functions and all(dev[name] == version for name, version in functions.items())
     assert "torch" not in locks.pins(ROOT / "worker/requirements.lock")
+
+
+def test_the_readme_says_how_a_deployment_sets_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| Variable | Default | Set in a deployment by | What |") :].split("\n\n", 1)[0]
+    column: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        names, _, where, _ = row.split(" | ", 3)
+        column |= dict.fromkeys(re.findall(r"`([A-Z][A-Z0-9_]+)`", names), where)
+    for name in gen_infra.deployer_settings():
+        assert "`settings`" in column.get(name, ""), f"README: {name} is set through `settings`"
+    for name, variable in gen_infra.TERRAFORM_MANAGED.items():
+        assert f"Terraform: `{variable}`" in column[name] or "invoker" in column[name], name
