@@ -164,44 +164,37 @@ def _checkov() -> list[str]:
 
 
 def replay_checks(stack_env: dict[str, str]) -> list[tuple[str, Callable[[], list[str]]]]:
-    requirement_files = {p.read_bytes() for p in BUNDLES.glob("*/requirements.txt")}
-    checks: list[tuple[str, Callable[[], list[str]]]] = []
-    venv: dict[str, Path | None] = {}
-
-    def install() -> list[str]:
-        if len(requirement_files) != 1:
-            return ["the bundles' requirements.txt differ: each must be the functions' lock"]
-        first = next(BUNDLES.glob("*/requirements.txt"))
-        venv["python"], problems = replay.fresh_venv(WORK / "functions-venv", first)
-        if first.read_bytes() != locks.REPO_ROOT.joinpath("requirements/functions.lock").read_bytes():
-            problems.append("a bundle's requirements.txt is not requirements/functions.lock")
-        return problems
-
-    count = len(list(BUNDLES.glob("*/main.py")))
-    checks.append(
-        (
-            f"bundles: {count} staged, one requirements.txt, in a fresh venv (--require-hashes, pip check)",
-            install,
-        )
-    )
+    """Per function: its bundle installed in a fresh venv from the bundle's own requirements.txt, then served under
+    Terraform's environment with one real request."""
+    lock = ROOT / "requirements" / "functions.lock"
     names, _ = replay.terraform_environment(
         ROOT / "infra/modules/platform/main.tf", ROOT / "infra/modules/functions/main.tf"
     )
     requests = replay.requests_by_function(stack_env["GOOGLE_CLOUD_PROJECT"])
     base = stack_env.get("FUNCTIONS_BASE_URL", "http://127.0.0.1:9")
+    checks: list[tuple[str, Callable[[], list[str]]]] = []
     for function in topology.FUNCTIONS:
-        bundle = BUNDLES / function.name
 
-        def serve(function: topology.Function = function, bundle: Path = bundle) -> list[str]:
-            python = venv.get("python")
+        def install_and_serve(function: topology.Function = function) -> list[str]:
+            bundle = BUNDLES / function.name
+            requirements = bundle / "requirements.txt"
+            if not (bundle / "main.py").is_file() or not requirements.is_file():
+                return [f"no bundle in {bundle} (make bundles)"]
+            if requirements.read_bytes() != lock.read_bytes():
+                return [f"{requirements} is not requirements/functions.lock"]
+            python, problems = replay.fresh_venv(WORK / "venvs" / function.name, requirements)
             if python is None:
-                return ["no venv (the install failed)"]
+                return problems
             env = replay.function_environment(names, function, stack_env, base)
             return replay.serve_once(python, bundle, function, env, requests[function.name])
 
         request = requests[function.name]
         checks.append(
-            (f"{function.name}: serves {request.method} {request.path} under Terraform's environment, logs once", serve)
+            (
+                f"{function.name}: bundle in a fresh venv (--require-hashes, pip check), serves {request.method} "
+                f"{request.path} under Terraform's environment, logs once",
+                install_and_serve,
+            )
         )
     checks.append(
         (
