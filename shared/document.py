@@ -133,6 +133,10 @@ class Deployment(_Stored):
     stopped_at: datetime | None = None
     started_at: datetime | None = None
     idle: IdleWatch = Field(default_factory=IdleWatch)
+    # Whether it holds one of its tenant's slots (MAX_LIVE_DEPLOYMENTS_PER_TENANT, MAX_WORKERS_MIN_PER_TENANT): set
+    # by the create's commit, cleared (and the slot given back, in the same commit) when it first becomes failed or
+    # deleted (shared.store). Server bookkeeping, not in the view.
+    tenant_slot: bool = False
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
     # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.

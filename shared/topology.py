@@ -23,6 +23,7 @@ QUEUE_JOB_WATCH = "job-watch"
 
 # Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
 SECRET_TENANT_PEPPER = "tenant-pepper"
+SECRET_METRICS_TOKEN = "metrics-token"
 SECRET_SEALING_KEY = "sealing-key"
 SECRET_MODEL_CACHE_KEY = "model-cache-aws-secret-access-key"
 
@@ -95,7 +96,7 @@ FUNCTIONS: tuple[Function, ...] = (
         "intake",
         "http",
         public=True,
-        secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
+        secrets=(SECRET_TENANT_PEPPER, SECRET_METRICS_TOKEN, SECRET_SEALING_KEY),
         publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
         # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check,
         # the watchdog of a start.

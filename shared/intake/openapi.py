@@ -124,6 +124,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "a per-deployment invoke key (vdk_...): its run, runsync, jobs and get routes",
                 },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the operator's METRICS_TOKEN (GET /metrics only)",
+                },
             },
         },
         "security": [{"bearer": []}, {"runpodKey": []}],
@@ -150,7 +155,17 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                 "Location": {"description": "the deployment's status_url", "schema": {"type": "string"}}
                             },
                         },
-                        **_errors(400, 409, 413, 415, *_AUTHED),
+                        **_errors(
+                            400,
+                            409,
+                            413,
+                            415,
+                            *_AUTHED,
+                            described={
+                                409: "idempotency_key_reused (the key was used with another body); or "
+                                "tenant_limit_reached (details: limit, current, counter)"
+                            },
+                        ),
                     },
                 },
                 "get": {
@@ -254,13 +269,14 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "security": [],
+                    "security": [{"metricsToken": []}],
                     "responses": {
                         "200": {
-                            "description": "Prometheus text exposition format 0.0.4",
+                            "description": "Prometheus text exposition format 0.0.4 (computed at most every 30 s per "
+                            "instance)",
                             "content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
                         },
-                        **_errors(500, 503),
+                        **_errors(401, 500, 503, described={401: "no or a wrong METRICS_TOKEN"}),
                     },
                 }
             },
