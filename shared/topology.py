@@ -146,7 +146,15 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
     # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions: no events.
-    Function("jobs", "jobs", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY)),
+    # It publishes a deployment's budget crossings and its budget stop (shared.budget).
+    Function(
+        "jobs",
+        "jobs",
+        "http",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY),
+    ),
 )
 
 TOPICS: tuple[str, ...] = (

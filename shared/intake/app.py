@@ -9,13 +9,14 @@ from typing import Any
 
 from flask import Request, Response
 from google.cloud import firestore
+from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
 from shared.document import Deployment
 from shared.errors import ApiError
-from shared.http import error_response, failure_error, json_response, read_json_body, request_id
+from shared.http import error_response, failure_error, json_response, read_json_body, request_id, validation_error
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.jobs import JobDeps, JobRoutes
@@ -35,7 +36,7 @@ from shared.intake.ratelimit import check_rate_limit, count_request, current_win
 from shared.intake.stream import deployment_events
 from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.jobs import JOB_ID_PATTERN
-from shared.models import DeploymentLogs, LogLine
+from shared.models import DeploymentLogs, LogLine, UpdateDeploymentRequest
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ ROUTES = Map(
         Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
         Rule("/v1/deployments/<id:deployment_id>", methods=["GET"], endpoint="get_deployment"),
         Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["PATCH"], endpoint="update_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
         *NOTIFY_RULES,
@@ -113,6 +115,7 @@ class IntakeApi:
             "list_deployments": self._list,
             "get_deployment": self._get,
             "delete_deployment": self._delete,
+            "update_deployment": self._update,
             "stream_deployment": self._stream,
             "deployment_logs": self._logs,
             # Stop and start (shared.intake.lifecycle_routes).
@@ -210,6 +213,14 @@ class IntakeApi:
 
     def _delete(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         return json_response(steps.delete_deployment(self._deps, caller, deployment_id), 202)
+
+    def _update(self, request: Request, caller: Caller, deployment_id: str) -> Response:
+        raw = read_json_body(request, self._deps.settings.max_body_bytes)
+        try:
+            change = UpdateDeploymentRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+        return json_response(self._lifecycle.update(caller, deployment_id, change))
 
     def _logs(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)

@@ -484,7 +484,7 @@ class JobRoutes:
         record = self._deps.jobs.record_submitted(
             doc.deployment_id, doc.owner, job, summary, pricing, webhook_url=body.webhook_url
         )
-        self._deps.ends.after_submit(record, job)
+        self._deps.ends.after_submit(record, job, client, doc)
         return record
 
     def _observe(self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job) -> JobView:

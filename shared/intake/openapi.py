@@ -36,6 +36,7 @@ from shared.models import (
     DeploymentLogs,
     DeploymentView,
     ErrorResponse,
+    UpdateDeploymentRequest,
 )
 
 _REF = "#/components/schemas/{model}"
@@ -48,6 +49,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     DeploymentLogs,
     DeploymentView,
     ErrorResponse,
+    UpdateDeploymentRequest,
     *notify.MODELS,
     LifecycleActionResponse,
     *API_MODELS,
@@ -194,6 +196,26 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "parameters": [_ID],
                     "responses": {"202": _json(DeleteDeploymentResponse, "teardown started"), **_errors(404, *_AUTHED)},
                 },
+                "patch": {
+                    "operationId": "update_deployment",
+                    "parameters": [_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(UpdateDeploymentRequest)}},
+                    },
+                    "responses": {
+                        "200": _json(DeploymentView, "the deployment with its new budget"),
+                        **_errors(
+                            400,
+                            404,
+                            409,
+                            413,
+                            415,
+                            *_AUTHED,
+                            described={409: "invalid_state: the deployment is being deleted"},
+                        ),
+                    },
+                },
             },
             "/v1/deployments/{deployment_id}/stream": {
                 "get": {
@@ -240,7 +262,16 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "parameters": [_ID],
                     "responses": {
                         "202": _json(LifecycleActionResponse, "workers restored; the worker proves the model again"),
-                        **_errors(404, 409, 503, *_AUTHED),
+                        **_errors(
+                            404,
+                            409,
+                            503,
+                            *_AUTHED,
+                            described={
+                                409: "invalid_state (not stopped); or budget_exhausted (raise or clear max_cost_usd "
+                                "first)"
+                            },
+                        ),
                     },
                 }
             },

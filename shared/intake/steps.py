@@ -264,6 +264,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         webhook_events=sorted(set(body.webhook_events)) if body.webhook_events else None,
         task=body.task,
         loras=list(body.loras),
+        max_cost_usd=body.max_cost_usd,
         created_at=now,
         updated_at=now,
         phase_timestamps={Status.VALIDATING: now},
