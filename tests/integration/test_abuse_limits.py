@@ -335,3 +335,19 @@ def test_a_recent_verdict_is_not_asked_again(db: firestore.Client) -> None:
     assert client.get("/v1/deployments", headers=auth(api_key)).status_code == 200
     assert client.post("/v1/deployments", json={"hf_model_id": "org/m"}, headers=auth(api_key)).status_code == 202
     assert sim_requests(api_key) == 1  # the first check only: the verdict is minutes old at most
+
+
+class _FailingPublisher:
+    def publish(self, topic: str, message: Any, **attributes: str) -> str:
+        from shared.errors import RetryableError
+
+        raise RetryableError(f"publish to {topic} failed")
+
+
+def test_a_create_undone_after_a_failed_publish_gives_its_slot_back(db: firestore.Client) -> None:
+    api_key = key()
+    body = {"hf_model_id": "org/m", "workers_min": 1}
+    failing = _api(db, publisher=_FailingPublisher())
+    assert failing.post("/v1/deployments", json=body, headers=auth(api_key)).status_code == 503
+    assert _owned(db, api_key) == 0
+    assert _counts(db, api_key) == {"live": 0, "workers_min": 0}
