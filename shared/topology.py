@@ -23,6 +23,7 @@ QUEUE_JOB_WATCH = "job-watch"
 
 # Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
 SECRET_TENANT_PEPPER = "tenant-pepper"
+SECRET_METRICS_TOKEN = "metrics-token"
 SECRET_SEALING_KEY = "sealing-key"
 SECRET_MODEL_CACHE_KEY = "model-cache-aws-secret-access-key"
 
@@ -108,7 +109,7 @@ FUNCTIONS: tuple[Function, ...] = (
         "intake",
         "http",
         public=True,
-        secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
+        secrets=(SECRET_TENANT_PEPPER, SECRET_METRICS_TOKEN, SECRET_SEALING_KEY),
         publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
         # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check,
         # the watchdog of a start.
@@ -160,11 +161,20 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
     # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions: no events.
-    Function("jobs", "jobs", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY)),
+    # It publishes a deployment's budget crossings and its budget stop (shared.budget).
+    Function(
+        "jobs",
+        "jobs",
+        "http",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY),
+    ),
 )
 
 SECRETS: tuple[Secret, ...] = (
     Secret(SECRET_TENANT_PEPPER, "token"),
+    Secret(SECRET_METRICS_TOKEN, "token"),  # give it to your Prometheus scraper: gcloud secrets versions access
     Secret(SECRET_SEALING_KEY, "key32"),
     Secret(SECRET_MODEL_CACHE_KEY, None),  # only with a shared model cache (MODEL_CACHE_S3_URL)
 )

@@ -12,11 +12,13 @@ from shared.errors import ApiError
 
 @dataclass(frozen=True)
 class Caller:
-    """``api_key`` is the caller's Runpod key; empty for an invoke-key caller, who is scoped to ``deployment_id``."""
+    """``api_key`` is the caller's Runpod key; empty for an invoke-key caller, who is scoped to ``deployment_id``
+    and is the key ``invoke_key_id``."""
 
     tenant: str
     api_key: str
     deployment_id: str | None = None
+    invoke_key_id: str | None = None
 
 
 def authenticate(request: Request, pepper: str) -> Caller:

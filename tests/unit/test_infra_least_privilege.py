@@ -33,7 +33,7 @@ TARGETS = {
 }
 # The table, spelled out: the declaration must not drift from it unnoticed.
 EXPECTED_SECRETS = {
-    "intake": {"tenant-pepper", "sealing-key"},
+    "intake": {"tenant-pepper", "metrics-token", "sealing-key"},
     "provision": {"sealing-key"},
     "readiness": {"sealing-key"},
     "cleanup": {"sealing-key"},
