@@ -277,7 +277,7 @@ SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
     "cleanup": ProvisioningSettings,
     "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
     "sweep": ProvisioningSettings,  # it opens the tenants' credentials to find orphaned endpoints
-    "jobs": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
+    "job-watch": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
 }
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     Settings,

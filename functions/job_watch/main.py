@@ -1,4 +1,4 @@
-"""jobs (Cloud Tasks ``job-watch``): follows each inference job its answer did not see end; records and announces
+"""job-watch (Cloud Tasks ``job-watch``): follows each inference job its answer did not see end; records and announces
 the end (shared/steps/job_watch.py)."""
 
 import functions_framework
@@ -17,5 +17,5 @@ _deps = job_watch_deps(get_settings(ProvisioningSettings))
 
 
 @functions_framework.http
-def jobs(request: Request) -> Response:
+def job_watch(request: Request) -> Response:
     return answer_task(request, JobCheck, "watch_job", lambda task: watch_job(task, _deps))
