@@ -38,7 +38,7 @@ TERRAFORM_MANAGED = {
     "WORKER_IMAGE": "worker_image",
 }
 # Settings of the local stack and the tests only (emulators, loopback webhooks): never set in a deployment.
-LOCAL_ONLY = {"CLOUD_TASKS_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST", "ALLOW_HTTP_LOOPBACK_WEBHOOKS"}
+LOCAL_ONLY = {"CLOUD_TASKS_EMULATOR_HOST", "ALLOW_HTTP_LOOPBACK_WEBHOOKS"}
 
 
 def deployer_settings() -> list[str]:
