@@ -4,8 +4,8 @@ of the six defects that broke the first deploy (issue 17) is brought back into a
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 from pathlib import Path
 from typing import Any
 
