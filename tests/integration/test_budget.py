@@ -167,7 +167,9 @@ def test_budget_events_become_webhook_deliveries_whatever_webhook_events_says(
 
     outcome = dispatch_event(parse_message(dict(message.attributes), message.data), deps)
 
-    assert "scheduled" in outcome, outcome
+    # A running local stack's webhooks function takes the same event from its own subscription: whoever is first
+    # makes the delivery, once.
+    assert "scheduled" in outcome or "exists already" in outcome, outcome
     deliveries = intake_client.get(f"/v1/deployments/{dep}/deliveries", headers=auth(api_key)).json["deliveries"]
     (delivery,) = [d for d in deliveries if d["event_type"] == "deployment.budget_warning"]
     record = deps.records.get(delivery["delivery_id"])
