@@ -1,19 +1,18 @@
 """An HTTP POST to a user's URL that cannot be turned against our own network (SSRF), checked at send time.
 
-The URL is checked again as at intake (``check_public_url``: https only, no credentials, no blocked names or
-literal private addresses), then its host is resolved and every address it resolves to must be public: a name
-with any loopback, private, link-local (169.254.169.254, the metadata server), multicast, unspecified or reserved
-address is refused. The connection goes to the address that was checked (the TLS handshake still names and
-verifies the host), so a DNS answer that changes between the check and the connect (DNS rebinding) cannot move the
-request. Redirects are never followed. ``allow_http_loopback`` (the local stack's ``ALLOW_HTTP_LOOPBACK_WEBHOOKS``)
-is the only way to reach 127.0.0.1.
+The URL is checked again as at intake (``check_public_url``: https only, no credentials, no blocked names or literal
+private addresses), then its host is resolved and every address it resolves to must be public: a name with any
+loopback, private, link-local (169.254.169.254, the metadata server), multicast, unspecified or reserved address, or
+an IPv6 address embedding one, is refused (one policy: :mod:`shared.address_policy`). The connection goes to the
+address that was checked (the TLS handshake still names and verifies the host), so a DNS answer that changes between
+the check and the connect (DNS rebinding) cannot move the request. Redirects are never followed.
+``allow_http_loopback`` (the local stack's ``ALLOW_HTTP_LOOPBACK_WEBHOOKS``) is the only way to reach 127.0.0.1.
 
 The resolver is a parameter, so tests can make a name resolve to 127.0.0.1 or 169.254.169.254 without DNS.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from shared.models import _is_public, check_public_url
+from shared.address_policy import is_public_address, parse_address
+from shared.models import check_public_url
 
 Resolver = Callable[[str, int], Sequence[str]]
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -77,10 +77,10 @@ def check_target(url: str, *, allow_http_loopback: bool, resolver: Resolver = sy
         raise RefusedTargetError("the host resolves to no address")
     for raw in addresses:
         try:
-            address = ipaddress.ip_address(raw)
+            address = parse_address(raw)
         except ValueError as exc:
             raise RefusedTargetError("the host resolves to an invalid address") from exc
-        if not _is_public(address):
+        if not is_public_address(address):
             raise RefusedTargetError(
                 "the host resolves to a loopback, private, link-local, multicast or metadata address"
             )

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.address_policy import is_public_address
 from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
@@ -40,8 +41,6 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _DNS_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
 # A legacy numeric IPv4 part, as inet_aton reads it: hex (0x...), octal (leading 0) or decimal.
 _NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
-# IPv6 ranges that carry an IPv4 address a gateway may route to (NAT64, deprecated IPv4-compatible).
-_EMBEDS_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 DEFAULT_TTL_MIN_MINUTES = 10  # TTL_MIN_MINUTES's default (shared.config)
 _SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secret_access_key": 256}
 
@@ -99,7 +98,7 @@ def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> st
         address = _ipv4_literal(name, field)
     if address is None:
         return value  # a DNS name: its addresses are checked again at delivery time
-    if not _is_public(address):
+    if not is_public_address(address):
         raise ValueError(refused)
     return value
 
@@ -133,17 +132,6 @@ def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
     for i, v in enumerate(leading):
         number |= v << (24 - 8 * i)
     return ipaddress.IPv4Address(number)
-
-
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Global unicast; for IPv6 also the IPv4 address it carries (mapped, 6to4, NAT64, IPv4-compatible)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and (int(address) >> 32 == 0 or any(address in net for net in _EMBEDS_IPV4)):
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None and not _is_public(embedded):
-            return False
-    return address.is_global and not address.is_multicast
 
 
 def _check_secret(value: Any, info: ValidationInfo) -> Any:
