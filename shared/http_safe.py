@@ -66,9 +66,12 @@ def check_target(url: str, *, allow_http_loopback: bool, resolver: Resolver = sy
         check_public_url(url, allow_http_loopback=allow_http_loopback, field="the webhook URL")
     except ValueError as exc:
         raise RefusedTargetError(str(exc)) from exc
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # checked by check_public_url already; a URL stored before that check was stricter
+        raise RefusedTargetError("the URL has an invalid host or port") from exc
     host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if allow_http_loopback and host in _LOOPBACK_NAMES:
         return Target(parts.scheme, host, "::1" if host == "::1" else "127.0.0.1", port, path)
@@ -137,7 +140,7 @@ def post(
         return SendResult(response.status, _ms(started))
     except Urllib3Timeout:
         return SendResult(None, _ms(started), f"no answer within {timeout_s:g} s")
-    except (Urllib3Error, OSError) as exc:
+    except (Urllib3Error, OSError, ValueError) as exc:  # ValueError: a host or header urllib3 cannot send
         return SendResult(None, _ms(started), f"connection failed: {type(exc).__name__}")
     finally:
         pool.close()

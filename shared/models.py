@@ -73,11 +73,18 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> str:
-    """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata."""
-    parts = urlsplit(value)
+    """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata;
+    and URLs that could never be sent (a port that is no number or out of 1..65535)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:  # "[::1" or a port that is no number 0..65535
+        raise ValueError(f"{field} has an invalid host or port") from exc
     host = (parts.hostname or "").lower()
     if not host:
         raise ValueError(f"{field} must be an absolute URL")
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        raise ValueError(f"{field} has an invalid host or port")
     if parts.username or parts.password:
         raise ValueError(f"{field} must not contain credentials")
     if allow_http_loopback and host in _LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
