@@ -116,7 +116,7 @@ def _dns_name(host: str, field: str) -> str:
         name = host.encode("idna").decode("ascii").lower().removesuffix(".")
     except UnicodeError as exc:
         raise ValueError(f"{field} has an invalid host name") from exc
-    if not _DNS_NAME.match(name):
+    if not _DNS_NAME.fullmatch(name):
         raise ValueError(f"{field} has an invalid host name")
     return name
 
@@ -128,7 +128,7 @@ def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
         ValueError: the name is numeric but no address (a part is out of range).
     """
     parts = name.split(".")
-    if len(parts) > 4 or not all(_NUMERIC_PART.match(part) for part in parts):
+    if len(parts) > 4 or not all(_NUMERIC_PART.fullmatch(part) for part in parts):
         return None
     values = [int(p[2:] or "0", 16) if p.startswith("0x") else int(p, 8 if p.startswith("0") else 10) for p in parts]
     *leading, last = values
@@ -222,7 +222,7 @@ class CreateDeploymentRequest(BaseModel):
     @field_validator("user_s3_url", "output_s3_url")
     @classmethod
     def _s3_url(cls, value: str | None) -> str | None:
-        if value is not None and not _S3_URL.match(value):
+        if value is not None and not _S3_URL.fullmatch(value):
             raise ValueError("must look like s3://bucket/optional/prefix")
         return value
 

@@ -32,7 +32,7 @@ class CallbackApi:
 
     def __call__(self, request: Request) -> Response:
         rid = request_id(request)
-        match = _PATH.match(request.path)
+        match = _PATH.fullmatch(request.path)
         if match is None or request.method != "POST":
             not_found = ApiError(404, "not_found", "POST /v1/deployments/<id>/phase, /cache-grant or /job-ended")
             return error_response(not_found, rid)

@@ -170,7 +170,7 @@ def _grant_refusal(doc: Deployment, asked: CacheGrantRequest) -> str | None:
 def _authenticate(request: SignedReport, deps: StepDeps, body: type[_Body]) -> _Body | Outcome:
     """The body, if this deployment's worker signed it just now; else why not."""
     deployment_id = request.deployment_id
-    secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.match(deployment_id) else None
+    secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.fullmatch(deployment_id) else None
     nonce = (secrets or {}).get("callback_nonce")
     if not secrets or not nonce:
         return Outcome.UNAUTHORIZED  # unknown, or deleted: the secret was erased with the credentials

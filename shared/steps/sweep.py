@@ -111,7 +111,7 @@ def idle_due(doc: Deployment, jobs: JobCounts, now: datetime) -> tuple[bool, Idl
 
 def orphaned(endpoint_name: str, live: Callable[[str], bool]) -> str | None:
     """The deployment id of an endpoint of ours that belongs to no live deployment (pure, given ``live``)."""
-    match = _ENDPOINT_NAME.match(endpoint_name)
+    match = _ENDPOINT_NAME.fullmatch(endpoint_name)
     if match is None or live(match["id"]):
         return None
     return match["id"]
