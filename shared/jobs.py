@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from shared.job_input import GenerateInput
 from shared.models import Usage
+from shared.page_tokens import decode_page_token, encode_page_token
 from shared.runpod.client import JOB_FINAL_STATES, Job
 from shared.store import DEPLOYMENTS
 
@@ -247,7 +247,7 @@ class JobStore:
         """Newest first, cursor-paginated (an opaque token).
 
         Raises:
-            ValueError: a token this API did not issue.
+            InvalidPageTokenError: a token this API did not issue.
         """
         query = (
             self._deployment(deployment_id)
@@ -256,11 +256,12 @@ class JobStore:
             .order_by("job_id", direction=firestore.Query.DESCENDING)
         )
         if page_token:
-            created_at, last_id = _decode_token(page_token)
+            created_at, last_id = decode_page_token(page_token, JOB_ID_PATTERN)
             query = query.start_after({"created_at": created_at, "job_id": last_id})
         records = [JobRecord.model_validate(snap.to_dict()) for snap in query.limit(limit + 1).stream()]
         page = records[:limit]
-        token = _encode_token(page[-1]) if len(records) > limit and page else None
+        last = page[-1] if len(records) > limit and page else None
+        token = encode_page_token(last.created_at, last.job_id) if last is not None else None
         return page, token
 
     def usage_by_deployment(self, owner: str, first: date, last: date) -> dict[str, Usage]:
@@ -311,16 +312,3 @@ def _ended(record: JobRecord, job: Job, pricing: JobPricing, now: datetime) -> t
         "estimated_cost_usd": cost,
     }
     return ended, counts
-
-
-def _encode_token(record: JobRecord) -> str:
-    raw = json.dumps([record.created_at.isoformat(), record.job_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    padded = token + "=" * (-len(token) % 4)
-    created_at, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    if not isinstance(created_at, str) or not isinstance(last_id, str):
-        raise ValueError("bad page token")
-    return datetime.fromisoformat(created_at), last_id

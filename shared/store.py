@@ -8,8 +8,6 @@ POST is one commit and concurrent duplicates collide instead of doubling.
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,8 +20,11 @@ from google.cloud import firestore
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
 from shared.lifecycle import Status
+from shared.page_tokens import decode_page_token, encode_page_token
 
 DEPLOYMENTS = "deployments"
+# Deployment ids are uuid4().hex; the routes and page tokens accept nothing else.
+DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 EVENTS = "events"
 SECRETS = "deployment_secrets"
 IDEMPOTENCY = "idempotency_keys"
@@ -157,7 +158,11 @@ class DeploymentStore:
     def list_by_owner(
         self, owner: str, status: Status | None, limit: int, page_token: str | None
     ) -> tuple[list[Deployment], str | None]:
-        """Newest first, cursor-paginated; the token is opaque to clients."""
+        """Newest first, cursor-paginated; the token is opaque to clients.
+
+        Raises:
+            InvalidPageTokenError: a token this API did not issue.
+        """
         query = self._db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter("owner", "==", owner))
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
@@ -165,11 +170,12 @@ class DeploymentStore:
             "deployment_id", direction=firestore.Query.DESCENDING
         )
         if page_token:
-            created_at, last_id = decode_page_token(page_token)
+            created_at, last_id = decode_page_token(page_token, DEPLOYMENT_ID_PATTERN)
             query = query.start_after({"created_at": created_at, "deployment_id": last_id})
         docs = [Deployment.from_firestore(snap.to_dict() or {}) for snap in query.limit(limit + 1).stream()]
         page = docs[:limit]
-        next_token = encode_page_token(page[-1]) if len(docs) > limit and page else None
+        last = page[-1] if len(docs) > limit and page else None
+        next_token = encode_page_token(last.created_at, last.deployment_id) if last is not None else None
         return page, next_token
 
     def counts_by_status(self, owner: str | None) -> dict[str, int]:
@@ -380,17 +386,3 @@ def _line_id(seq: int) -> str:
 
 def _line(level: str, message: str, at: datetime) -> dict[str, Any]:
     return {"time": at, "level": level, "message": message}
-
-
-def encode_page_token(doc: Deployment) -> str:
-    raw = json.dumps([doc.created_at.isoformat(), doc.deployment_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str]:
-    """Raises ValueError on a token we did not issue."""
-    padded = token + "=" * (-len(token) % 4)
-    created_at, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    if not isinstance(last_id, str):
-        raise ValueError("bad page token")
-    return datetime.fromisoformat(created_at), last_id

@@ -40,6 +40,7 @@ from shared.job_input import GenerateInput, task_problems
 from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
 from shared.models import SealedCredentials, Usage, check_public_url, split_s3_url
+from shared.page_tokens import InvalidPageTokenError
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -349,7 +350,7 @@ class JobRoutes:
         size = _page_size(request.args.get("limit"))
         try:
             records, token = self._deps.jobs.list(deployment_id, size, request.args.get("page_token"))
-        except (ValueError, TypeError) as exc:
+        except InvalidPageTokenError as exc:
             raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
         return json_response(JobList(jobs=[JobView.of(r) for r in records], next_page_token=token))
 

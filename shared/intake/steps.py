@@ -31,13 +31,12 @@ from shared.models import (
     DeploymentList,
     SealedCredentials,
 )
+from shared.page_tokens import InvalidPageTokenError
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 from shared.transitions import Transitions
 
-# Deployment ids are uuid4().hex; the routes accept nothing else.
-DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 IDEMPOTENCY_TTL = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 20
@@ -249,7 +248,7 @@ def list_deployments(
         size = int(limit)
     try:
         docs, next_token = store.list_by_owner(caller.tenant, wanted, size, page_token)
-    except (ValueError, TypeError) as exc:
+    except InvalidPageTokenError as exc:
         raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
     return DeploymentList(
         deployments=[d.view() for d in docs],

@@ -3,6 +3,7 @@ the Runpod simulator's instant workers, through the intake function's own test c
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import socket
@@ -186,6 +187,10 @@ def test_unknown_job_and_someone_elses_deployment_are_404(intake_client: Any, re
     assert (theirs.status_code, theirs.json["error"]["code"]) == (404, "deployment_not_found")
     listing = intake_client.get(f"/v1/deployments/{dep}/jobs?page_token=bogus!!", headers=auth(api_key))
     assert listing.json["error"]["code"] == "invalid_page_token"
+    nested = base64.urlsafe_b64encode(("[" * 100_000 + "]" * 100_000).encode()).decode().rstrip("=")
+    for token in (nested, "A" * 600):  # deeply nested (was a RecursionError, a 500), longer than any we issue
+        listing = intake_client.get(f"/v1/deployments/{dep}/jobs?page_token={token}", headers=auth(api_key))
+        assert (listing.status_code, listing.json["error"]["code"]) == (400, "invalid_page_token")
 
 
 def test_jobs_are_listed_newest_first_and_paginated(intake_client: Any, ready: Any) -> None:
