@@ -19,6 +19,7 @@ from google.cloud import firestore
 
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
+from shared.invoke_keys import INVOKE_KEYS
 from shared.lifecycle import Status
 from shared.page_tokens import decode_page_token, encode_page_token
 
@@ -288,8 +289,18 @@ class DeploymentStore:
         return snap.to_dict() if snap.exists else None
 
     def erase_secrets(self, deployment_id: str) -> None:
-        """Remove the sealed credentials and the callback secret's nonce and hash (idempotent)."""
+        """Remove the sealed credentials, the callback secret's nonce and hash, and the deployment's invoke keys
+        (idempotent)."""
         self._db.collection(SECRETS).document(deployment_id).delete()
+        keys = self._db.collection(INVOKE_KEYS).where(
+            filter=firestore.FieldFilter("deployment_id", "==", deployment_id)
+        )
+        refs = [snap.reference for snap in keys.stream()]
+        for start in range(0, len(refs), _BATCH_WRITES):
+            batch = self._db.batch()
+            for ref in refs[start : start + _BATCH_WRITES]:
+                batch.delete(ref)
+            batch.commit()
 
     def key_verdict(self, tenant: str) -> KeyVerdict | None:
         """The remembered verdict on a tenant's key, unless it expired."""

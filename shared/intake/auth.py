@@ -19,6 +19,17 @@ class Caller:
     deployment_id: str | None = None
 
 
+def invoke_key_refused() -> ApiError:
+    """401 ``invalid_api_key`` for an invoke key: unknown, revoked, on another route, or of a deployment that is
+    being deleted or was deleted."""
+    return ApiError(
+        401,
+        "invalid_api_key",
+        "an invoke key (vdk_...) opens only the run, runsync, jobs and get routes of its live deployment",
+        headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
+    )
+
+
 def authenticate(request: Request, pepper: str) -> Caller:
     """``Authorization: Bearer <key>`` or ``X-Runpod-Api-Key: <key>``; missing or empty → 401."""
     key = ""

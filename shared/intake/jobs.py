@@ -32,7 +32,7 @@ from shared.endpoint_spec import callback_url
 from shared.errors import ApiError
 from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
-from shared.intake.auth import Caller
+from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.steps import owned_deployment
 from shared.invoke_keys import InvokeKey, InvokeKeyStore
 from shared.job_ends import JobEnds
@@ -258,14 +258,11 @@ class JobRoutes:
         """The caller an invoke key stands for, on one of :data:`INVOKE_ROUTES` of its own deployment.
 
         Raises:
-            ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment.
+            ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment (a
+                deployment being deleted is refused by :func:`~shared.intake.steps.owned_deployment`, which every
+                route reads it with).
         """
-        unauthorized = ApiError(
-            401,
-            "invalid_api_key",
-            "an invoke key (vdk_...) opens only the run, runsync, jobs and get routes of its deployment",
-            headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
-        )
+        unauthorized = invoke_key_refused()
         if endpoint not in INVOKE_ROUTES:
             raise unauthorized
         stored = self._deps.invoke_keys.resolve(key)

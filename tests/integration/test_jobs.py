@@ -28,6 +28,7 @@ from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
 from shared.intake.steps import IntakeDeps
 from shared.jobs import JOBS, USAGE_DAYS
+from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import (
     RunpodConnector,
@@ -273,6 +274,30 @@ def test_invoke_keys_open_their_deployment_only_and_die_on_revocation(
     gone = intake_client.delete(f"/v1/deployments/{dep}/keys/{created.json['key_id']}", headers=auth(api_key))
     assert (gone.status_code, gone.json["error"]["code"]) == (404, "invoke_key_not_found")
     assert intake_client.get(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json["keys"] == []
+
+
+@pytest.mark.parametrize("status", [Status.DELETING, Status.DELETED])
+def test_invoke_keys_die_with_their_deployment(
+    intake_client: Any, db: firestore.Client, ready: Any, status: Status
+) -> None:
+    """Once its deployment is deleting or deleted, a key reads neither the view nor the jobs (issue 18)."""
+    api_key, dep = ready()
+    invoke = intake_client.post(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json["key"]
+    sync = intake_client.post(f"/v1/deployments/{dep}/runsync", json={"input": PROMPT}, headers=auth(invoke))
+    assert sync.status_code == 200, sync.json
+    db.collection(DEPLOYMENTS).document(dep).update({"status": status.value})
+    for method, path in (
+        ("get", f"/v1/deployments/{dep}"),
+        ("get", f"/v1/deployments/{dep}/jobs"),
+        ("get", f"/v1/deployments/{dep}/jobs/{sync.json['job_id']}"),
+        ("post", f"/v1/deployments/{dep}/jobs/{sync.json['job_id']}/cancel"),
+        ("post", f"/v1/deployments/{dep}/run"),
+        ("post", f"/v1/deployments/{dep}/runsync"),
+    ):
+        resp = getattr(intake_client, method)(path, json={"input": PROMPT}, headers=auth(invoke))
+        assert (resp.status_code, resp.json["error"]["code"]) == (401, "invalid_api_key"), (method, path)
+    # The owner still reads it.
+    assert intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json["status"] == status.value
 
 
 def test_forged_and_foreign_invoke_keys_are_refused(intake_client: Any, ready: Any) -> None:
