@@ -30,6 +30,8 @@ from shared.store import DEPLOYMENTS
 JOBS = "jobs"
 JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"  # Runpod's job ids (a UUID and a "-u1"-like suffix)
 USAGE_DAYS = "usage_days"
+# ``submitted_by`` of a job its deployment's owner (the Runpod key) submitted; an invoke key's job has the key id.
+OWNER_SUBMITTER = "owner"
 _FINALIZE_RETRIES = 5
 # Runpod's final states, each counted under one usage outcome.
 OUTCOME = {"COMPLETED": "completed", "FAILED": "failed", "TIMED_OUT": "failed", "CANCELLED": "cancelled"}
@@ -89,6 +91,9 @@ class JobFields(BaseModel):
     error: str | None = None
     # Where the job's end is announced (one signed delivery: shared.job_ends); checked like a deployment's webhook.
     webhook_url: str | None = None
+    # Who submitted it: the invoke key's id, or "owner"; an invoke key sees only its own jobs. Records from before
+    # the field existed count as the owner's.
+    submitted_by: str = OWNER_SUBMITTER
     created_at: datetime
     finished_at: datetime | None = None
     expires_at: datetime
@@ -186,6 +191,7 @@ class JobStore:
         pricing: JobPricing,
         *,
         webhook_url: str | None = None,
+        submitted_by: str = OWNER_SUBMITTER,
     ) -> JobRecord:
         """Write the record of a job Runpod accepted and count the request, in one commit; a job that is final
         already (a runsync that finished) is counted as ended in the same commit."""
@@ -197,6 +203,7 @@ class JobStore:
             status=job.status,
             input_summary=summary,
             webhook_url=webhook_url,
+            submitted_by=submitted_by,
             created_at=now,
             expires_at=now + self._ttl,
         )
@@ -243,17 +250,19 @@ class JobStore:
             return record
         return self.get(deployment_id, job_id)
 
-    def list(self, deployment_id: str, limit: int, page_token: str | None) -> tuple[list[JobRecord], str | None]:
-        """Newest first, cursor-paginated (an opaque token).
+    def list(
+        self, deployment_id: str, limit: int, page_token: str | None, submitted_by: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first, cursor-paginated (an opaque token); only the jobs ``submitted_by`` submitted, if given.
 
         Raises:
             InvalidPageTokenError: a token this API did not issue.
         """
-        query = (
-            self._deployment(deployment_id)
-            .collection(JOBS)
-            .order_by("created_at", direction=firestore.Query.DESCENDING)
-            .order_by("job_id", direction=firestore.Query.DESCENDING)
+        query = self._deployment(deployment_id).collection(JOBS)
+        if submitted_by is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_by", "==", submitted_by))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "job_id", direction=firestore.Query.DESCENDING
         )
         if page_token:
             created_at, last_id = decode_page_token(page_token, JOB_ID_PATTERN)

@@ -271,7 +271,7 @@ class JobRoutes:
         deployment_id = str(args.get("deployment_id", ""))
         if not hmac.compare_digest(stored.deployment_id, deployment_id):
             raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
-        return Caller(tenant=stored.owner, api_key="", deployment_id=stored.deployment_id)
+        return Caller(tenant=stored.owner, api_key="", deployment_id=stored.deployment_id, key_id=stored.key_id)
 
     # --- jobs ---------------------------------------------------------------------------------------------------
 
@@ -283,7 +283,7 @@ class JobRoutes:
             job = client.runsync(
                 _endpoint_id(doc), body.input, wait_ms, s3_config=s3_config, webhook=self._job_ended_url(doc)
             )
-        record = self._submitted(client, doc, job, summary, body)
+        record = self._submitted(caller, client, doc, job, summary=summary, body=body)
         status_url = self._status_url(deployment_id, job.id)
         if not job.final:
             return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
@@ -308,13 +308,13 @@ class JobRoutes:
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
             job = client.run(_endpoint_id(doc), body.input, s3_config=s3_config, webhook=self._job_ended_url(doc))
-        self._submitted(client, doc, job, summary, body)
+        self._submitted(caller, client, doc, job, summary=summary, body=body)
         status_url = self._status_url(deployment_id, job.id)
         return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
 
     def get_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
-        record = self._record(deployment_id, job_id)
+        record = self._record(caller, deployment_id, job_id)
         if record.final:
             return json_response(JobView.of(record, self._kept_output(caller, doc, record)))
         client = self._client(caller, doc)
@@ -329,7 +329,7 @@ class JobRoutes:
 
     def cancel_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
-        record = self._record(deployment_id, job_id)
+        record = self._record(caller, deployment_id, job_id)
         if record.final:
             return json_response(JobView.of(record))
         client = self._client(caller, doc)
@@ -346,7 +346,9 @@ class JobRoutes:
         owned_deployment(self._deps.store, caller, deployment_id)
         size = _page_size(request.args.get("limit"))
         try:
-            records, token = self._deps.jobs.list(deployment_id, size, request.args.get("page_token"))
+            records, token = self._deps.jobs.list(
+                deployment_id, size, request.args.get("page_token"), submitted_by=caller.key_id
+            )
         except InvalidPageTokenError as exc:
             raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
         return json_response(JobList(jobs=[JobView.of(r) for r in records], next_page_token=token))
@@ -470,12 +472,25 @@ class JobRoutes:
         }
 
     def _submitted(
-        self, client: RunpodClient, doc: Deployment, job: Job, summary: InputSummary, body: RunRequest
+        self,
+        caller: Caller,
+        client: RunpodClient,
+        doc: Deployment,
+        job: Job,
+        *,
+        summary: InputSummary,
+        body: RunRequest,
     ) -> JobRecord:
         """The record of a job Runpod accepted (its request counted), then its end announced or its checks begun."""
         pricing = self._deps.ends.pricing(client, doc) if job.final else JobPricing()
         record = self._deps.jobs.record_submitted(
-            doc.deployment_id, doc.owner, job, summary, pricing, webhook_url=body.webhook_url
+            doc.deployment_id,
+            doc.owner,
+            job,
+            summary,
+            pricing,
+            webhook_url=body.webhook_url,
+            submitted_by=caller.submitter,
         )
         self._deps.ends.after_submit(record, job)
         return record
@@ -496,9 +511,11 @@ class JobRoutes:
         except (RunpodNotFoundError, RunpodUnavailableError, RunpodAuthError, RunpodRejectedError, ApiError):
             return None  # the record stands; the output was the extra
 
-    def _record(self, deployment_id: str, job_id: str) -> JobRecord:
+    def _record(self, caller: Caller, deployment_id: str, job_id: str) -> JobRecord:
+        """The job, if the caller may see it: the owner sees every job, an invoke key only its own (another's is
+        a 404, as a missing one: its existence is not revealed)."""
         record = self._deps.jobs.get(deployment_id, job_id)
-        if record is None:
+        if record is None or (caller.key_id is not None and record.submitted_by != caller.key_id):
             raise ApiError(404, "job_not_found", f"no job {job_id!r} on this deployment")
         return record
 

@@ -300,6 +300,52 @@ def test_invoke_keys_die_with_their_deployment(
     assert intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json["status"] == status.value
 
 
+def test_an_invoke_key_lists_reads_and_cancels_only_its_own_jobs(
+    intake_client: Any, db: firestore.Client, ready: Any
+) -> None:
+    """Each job records who submitted it; a key sees its own jobs, the owner all of them (issue 18)."""
+    api_key, dep = ready()
+    keys = [intake_client.post(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json for _ in range(2)]
+    (first, first_id), (second, _) = [(k["key"], k["key_id"]) for k in keys]
+
+    def submit(who: str, route: str = "run") -> str:
+        resp = intake_client.post(f"/v1/deployments/{dep}/{route}", json={"input": PROMPT}, headers=auth(who))
+        assert resp.status_code in (200, 202), resp.json
+        return str(resp.json["job_id"])
+
+    owners, firsts = submit(api_key, "runsync"), [submit(first), submit(first, "runsync")]
+    seconds = submit(second)
+    stored = db.collection(DEPLOYMENTS).document(dep).collection(JOBS)
+    assert stored.document(owners).get().to_dict()["submitted_by"] == "owner"
+    assert stored.document(firsts[0]).get().to_dict()["submitted_by"] == first_id
+
+    def listed(who: str, limit: int = 100) -> list[str]:
+        ids, token = [], None
+        while True:
+            query = f"limit={limit}" + (f"&page_token={token}" if token else "")
+            page = intake_client.get(f"/v1/deployments/{dep}/jobs?{query}", headers=auth(who))
+            assert page.status_code == 200, page.json
+            ids += [j["job_id"] for j in page.json["jobs"]]
+            token = page.json["next_page_token"]
+            if not token:
+                return ids
+
+    assert sorted(listed(first, limit=1)) == sorted(firsts)
+    assert listed(second) == [seconds]
+    assert sorted(listed(api_key)) == sorted([owners, *firsts, seconds])
+    mine = intake_client.get(f"/v1/deployments/{dep}/jobs/{firsts[0]}", headers=auth(first))
+    assert (mine.status_code, mine.json["submitted_by"]) == (200, first_id)
+    for job_id in (owners, seconds):  # another's job is no job to this key: not read, not cancelled
+        read = intake_client.get(f"/v1/deployments/{dep}/jobs/{job_id}", headers=auth(first))
+        assert (read.status_code, read.json["error"]["code"]) == (404, "job_not_found")
+        cancel = intake_client.post(f"/v1/deployments/{dep}/jobs/{job_id}/cancel", headers=auth(first))
+        assert (cancel.status_code, cancel.json["error"]["code"]) == (404, "job_not_found")
+    assert intake_client.get(f"/v1/deployments/{dep}/jobs/{seconds}", headers=auth(second)).status_code == 200
+    everyone = intake_client.get(f"/v1/deployments/{dep}/jobs/{seconds}", headers=auth(api_key))
+    assert (everyone.status_code, everyone.json["submitted_by"]) == (200, keys[1]["key_id"])
+    assert intake_client.post(f"/v1/deployments/{dep}/jobs/{seconds}/cancel", headers=auth(api_key)).status_code == 200
+
+
 def test_forged_and_foreign_invoke_keys_are_refused(intake_client: Any, ready: Any) -> None:
     api_key, dep = ready()
     _, other = ready()
