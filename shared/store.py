@@ -8,6 +8,7 @@ POST is one commit and concurrent duplicates collide instead of doubling.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ IDEMPOTENCY = "idempotency_keys"
 RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
 KEY_VERDICTS = "key_verdicts"
+# The webhook-ids of the signed worker reports taken in the last tolerance window (replays are refused).
+SEEN_REPORTS = "seen_reports"
 
 _PRECONDITION_RETRIES = 8
 _BATCH_WRITES = 400  # under Firestore's 500 writes per commit
@@ -378,6 +381,21 @@ class DeploymentStore:
                 tenants.setdefault(str(owner), snap.id)
         return tenants
 
+    def remember_report(self, deployment_id: str, msg_id: str, expires_at: datetime) -> bool:
+        """Record a signed report's ``webhook-id`` for the deployment, if absent (a create: two copies arriving
+        together cannot both pass). Whether it was new."""
+        try:
+            self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).create(
+                {"deployment_id": deployment_id, "seen_at": utcnow(), "expires_at": expires_at}
+            )
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    def forget_report(self, deployment_id: str, msg_id: str) -> None:
+        """Drop a report's record again (its effect failed to apply: the worker's retry must be taken)."""
+        self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).delete()
+
     def purge_expired(self, collection: str, now: datetime, limit: int) -> int:
         """Delete up to ``limit`` records of ``collection`` whose ``expires_at`` passed (where no TTL policy runs:
         the emulator, or before the policy's own sweep). Returns how many went."""
@@ -389,6 +407,11 @@ class DeploymentStore:
                 batch.delete(snap.reference)
             batch.commit()
         return len(snaps)
+
+
+def _report_key(deployment_id: str, msg_id: str) -> str:
+    """A document id for any signed id (which may hold '/' or be long): a hash of both."""
+    return hashlib.sha256(f"{deployment_id}\n{msg_id}".encode()).hexdigest()
 
 
 def _line_id(seq: int) -> str:

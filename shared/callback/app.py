@@ -19,6 +19,7 @@ from shared.steps.deps import StepDeps
 _PATH = re.compile(r"^/v1/deployments/(?P<id>[^/]+)/(?P<route>phase|cache-grant|job-ended)/?$")
 _REFUSALS = {
     Outcome.UNAUTHORIZED: (401, "invalid_signature", "the request is not signed for this deployment"),
+    Outcome.REPLAYED: (409, "report_replayed", "a report with this webhook-id was taken already"),
     Outcome.MALFORMED: (400, "invalid_report", "the body is not a valid phase report or grant request"),
     Outcome.FORBIDDEN: (403, "cache_not_granted", "the deployment may not read the shared cache"),
     Outcome.NOT_CACHED: (404, "not_cached", "the shared cache does not hold this model"),
