@@ -302,6 +302,29 @@ def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
     assert "no-such-status" not in unhandled[0]["message"]  # the type and stack only, never the text
 
 
+def test_no_exception_text_reaches_a_log_line_flasks_own_included(
+    provisioning: Env, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception whose text quotes stored input (here a status no code knows) is logged by its type, step and
+    ids: neither our lines nor Flask's own "Exception on /..." line (with its traceback) carry the text (issue 18)."""
+    from shared.logging import JsonFormatter
+    from shared.store import DEPLOYMENTS
+
+    caplog.handler.setFormatter(JsonFormatter())
+    canary = "canary-status\nwith-a-newline"
+    deployment_id = provisioning.create(provisioning.account())
+    db.collection(DEPLOYMENTS).document(deployment_id).update({"status": canary})
+    assert provisioning.provision(deployment_id).status_code == 500
+    logged = _json_logs(caplog)
+    flask_line = [line for line in logged if line["message"].startswith("Exception on /")]
+    assert flask_line, [line["message"] for line in logged]
+    assert "pydantic_core._pydantic_core.ValidationError (message redacted)" in flask_line[-1]["exception"]
+    assert 'File "' in flask_line[-1]["exception"]  # the frames stay
+    ours = [line for line in logged if line["message"].startswith("unhandled ValidationError in provision")]
+    assert ours and ours[-1]["deployment_id"] == deployment_id
+    assert "canary" not in caplog.text
+
+
 def test_stale_delivery_is_dropped(provisioning: Env) -> None:
     deployment_id = provisioning.create(provisioning.account())
     payload = json.dumps({"deployment_id": deployment_id, "requested_at": utcnow().isoformat()}).encode()
