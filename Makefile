@@ -5,24 +5,30 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 TASKS_VENV := .venv-tasks
+CHECKOV_VENV := .venv-checkov
 STATE := .local
+# Every venv installs its lock (the whole closure, with hashes): what deploys is what was tested (scripts/locks.py).
+PIP_LOCKED = pip install --quiet --require-hashes --no-deps
 
 .DEFAULT_GOAL := all
-.PHONY: all install up down run test lint format typecheck bench pr
+.PHONY: all install up down run test lint format typecheck bench pr lock bundles deploy-check
 
 all: pr
 
-$(VENV)/.installed: requirements/*.txt worker/requirements*.txt client/pyproject.toml
+$(VENV)/.installed: requirements/dev.lock client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --upgrade pip 2>&1 | { grep -v "Location 'file:" >&2 || true; }
-	@$(PY) -m pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
-	@$(PY) -m pip install --quiet --no-deps -e . >&2
-	@$(PY) -m pip install --quiet -e client -c requirements/constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(PY) -m $(PIP_LOCKED) -r requirements/dev.lock 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(PY) -m pip install --quiet --no-deps -e . -e client >&2
 	@touch $@
 
-$(TASKS_VENV)/.installed: requirements/tasks-emulator.txt requirements/tasks-emulator-constraints.txt
+$(TASKS_VENV)/.installed: requirements/tasks-emulator.lock
 	@test -x $(TASKS_VENV)/bin/python || $(PYTHON) -m venv $(TASKS_VENV)
-	@$(TASKS_VENV)/bin/pip install --quiet -r requirements/tasks-emulator.txt -c requirements/tasks-emulator-constraints.txt 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@$(TASKS_VENV)/bin/python -m $(PIP_LOCKED) -r requirements/tasks-emulator.lock 2>&1 | { grep -v "Location 'file:" >&2 || true; }
+	@touch $@
+
+$(CHECKOV_VENV)/.installed: requirements/checkov.lock
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	@$(CHECKOV_VENV)/bin/python -m $(PIP_LOCKED) -r requirements/checkov.lock 2>&1 | { grep -v "Location 'file:" >&2 || true; }
 	@touch $@
 
 # Node tools, pinned by their lockfiles and installed into the repo like the venvs: the Firebase Authentication
@@ -56,10 +62,23 @@ typecheck: $(VENV)/.installed
 test: install
 	$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
 
+# Regenerate every lock file from its inputs (requirements/*.txt, worker/requirements.txt), keeping current pins.
+lock: $(VENV)/.installed
+	$(PY) -m scripts.locks compile
+
+# The function sources as Cloud Build stages them for Terraform: build/functions/<name>/ (main.py, shared/, the lock).
+bundles: $(VENV)/.installed
+	$(PY) -m local.gen_infra bundle --out build/functions
+
+# Offline replay of a deploy (docs/deploy.md): bundles in fresh venvs, served under Terraform's environment, the
+# Cloud Build and Terraform rules, the locks, terraform fmt, checkov and the worker image's file set.
+deploy-check: install $(CHECKOV_VENV)/.installed bundles
+	$(PY) -m scripts.deploy_check
+
 bench: install
 	$(PY) -m bench
 
-pr: lint typecheck test
+pr: lint typecheck test deploy-check
 
 # The local stack (local/stack.py). `up` starts it in the background and prints KEY=VALUE lines on stdout (so the
 # recipes are silent); `run` is up + `visgate e2e` of the demo model (local/stack.py run_main_job); `down` stops

@@ -38,7 +38,7 @@ def deploy(run: BenchRun, model: str) -> dict[str, float]:
             raise RuntimeError(f"{deployment_id} failed: {doc.get('error')}")
         endpoint_id = (doc.get("runpod") or {}).get("endpoint_id")
         if doc.get("status") == "ready" and endpoint_id:
-            times = _sim_times(run.runpod, run.api_key, endpoint_id)
+            times = _sim_times(run.runpod, run.key_of(deployment_id), endpoint_id)
             if times is not None:
                 return {key: value - posted for key, value in times.items()}
         time.sleep(POLL_S)

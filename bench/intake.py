@@ -29,7 +29,8 @@ WARMUP_S = 5.0
 ROUNDS = 4
 CEILING = "ceiling: same writes + publish, no HTTP"
 # The per-tenant limit (120/min) would throttle one tenant at this rate: each client rotates tenant keys.
-REQUESTS_PER_TENANT = 100
+# Under MAX_LIVE_DEPLOYMENTS_PER_TENANT (20): each create stays live, so a tenant takes at most that many.
+REQUESTS_PER_TENANT = 20
 # A model the Hub does not have: provisioning reacts to every POST (as it would) but fails fast without Runpod,
 # so the benchmark measures intake rather than thousands of simulated workers.
 BODY = b'{"hf_model_id": "visgate-bench/not-on-the-hub"}'

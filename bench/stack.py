@@ -17,18 +17,30 @@ import requests
 from local.stack import read_env_file
 
 TEARDOWN_TIMEOUT_S = 60.0
+# A tenant may hold MAX_LIVE_DEPLOYMENTS_PER_TENANT (20 by default) live deployments: a run that keeps more than
+# that many until its teardown spreads them over fresh accounts.
+DEPLOYMENTS_PER_ACCOUNT = 20
+
+
+def new_account(runpod: str) -> str:
+    api_key = f"rp_bench_{uuid.uuid4().hex}"
+    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
+    return api_key
 
 
 @dataclass
 class BenchRun:
     intake: str
     runpod: str
-    api_key: str
+    api_key: str  # the account of the run's current deployments (a fresh one every DEPLOYMENTS_PER_ACCOUNT)
     db: Any  # google.cloud.firestore.Client, imported only once the emulator's address is in the environment
     created: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)  # deployment id -> the key it was created with
 
     def post(self, body: dict[str, Any]) -> str:
         """POST one deployment (its id is kept for the teardown) and return its id."""
+        if sum(key == self.api_key for key in self.keys.values()) >= DEPLOYMENTS_PER_ACCOUNT:
+            self.api_key = new_account(self.runpod)
         answer = requests.post(
             f"{self.intake}/v1/deployments",
             json=body,
@@ -38,7 +50,12 @@ class BenchRun:
         answer.raise_for_status()
         deployment_id: str = answer.json()["deployment_id"]
         self.created.append(deployment_id)
+        self.keys[deployment_id] = self.api_key
         return deployment_id
+
+    def key_of(self, deployment_id: str) -> str:
+        """The Runpod key a deployment of this run was created with."""
+        return self.keys.get(deployment_id, self.api_key)
 
     def doc(self, deployment_id: str) -> dict[str, Any]:
         return self.db.collection("deployments").document(deployment_id).get().to_dict() or {}
@@ -57,8 +74,7 @@ def bench_run(env_file: Path, scenario: dict[str, Any]) -> Iterator[BenchRun]:
     runpod = env["RUNPOD_API_BASE_URL"]
     before = requests.get(f"{runpod}/_sim/state", timeout=5).json()["scenario"]
     requests.post(f"{runpod}/_sim/scenario", json=scenario, timeout=5).raise_for_status()
-    api_key = f"rp_bench_{uuid.uuid4().hex}"
-    requests.post(f"{runpod}/_sim/accounts", json={"api_key": api_key}, timeout=5).raise_for_status()
+    api_key = new_account(runpod)
     run = BenchRun(
         intake=(env.get("INTAKE_URL") or env["PUBLIC_API_BASE_URL"]).rstrip("/"),
         runpod=runpod,
@@ -78,7 +94,7 @@ def delete_all(run: BenchRun) -> None:
     for deployment_id in run.created:
         requests.delete(
             f"{run.intake}/v1/deployments/{deployment_id}",
-            headers={"Authorization": f"Bearer {run.api_key}"},
+            headers={"Authorization": f"Bearer {run.key_of(deployment_id)}"},
             timeout=10,
         ).raise_for_status()
     deadline = time.monotonic() + TEARDOWN_TIMEOUT_S

@@ -83,7 +83,8 @@ class Receiver:
 
 def job_latencies(run: BenchRun, receiver: Receiver, deployment_id: str, count: int) -> list[float]:
     """Job end → job webhook arrived, for ``count`` jobs run one at a time on a ready deployment."""
-    headers = {"Authorization": f"Bearer {run.api_key}"}
+    api_key = run.key_of(deployment_id)
+    headers = {"Authorization": f"Bearer {api_key}"}
     latencies = []
     for _ in range(count):
         answer = requests.post(
@@ -96,7 +97,7 @@ def job_latencies(run: BenchRun, receiver: Receiver, deployment_id: str, count: 
         job_id = answer.json()["job_id"]
         arrived, _ = receiver.wait(receiver.jobs, job_id)
         state = requests.get(f"{run.runpod}/_sim/state", timeout=5).json()
-        (job,) = [j for a in state["accounts"] if a["api_key"] == run.api_key for j in a["jobs"] if j["id"] == job_id]
+        (job,) = [j for a in state["accounts"] if a["api_key"] == api_key for j in a["jobs"] if j["id"] == job_id]
         latencies.append(arrived - float(job["finishedEpoch"]))
     return latencies
 

@@ -2,8 +2,9 @@
 
 * ``python -m local.gen_infra tfvars`` writes ``infra/topology.auto.tfvars.json`` (committed; a test checks it is
   up to date), which every environment reads, so Terraform declares exactly what the local stack bootstraps.
-* ``python -m local.gen_infra bundle --out build/functions`` stages one folder per function (its ``main.py``, the
-  ``shared`` package and the pinned requirements) for Terraform to zip and upload as the Cloud Function source.
+* ``python -m local.gen_infra bundle --out build/functions`` (``make bundles``) stages one folder per function (its
+  ``main.py``, the ``shared`` package and ``requirements.txt``: the functions' lock, the whole closure with hashes,
+  which Cloud Functions' pip installs in hash-checking mode) for Terraform to zip and upload as its source.
 """
 
 from __future__ import annotations
@@ -18,13 +19,35 @@ from types import ModuleType
 from typing import Any
 
 from local.emulators import REPO_ROOT
-from shared import topology
+from shared import config, topology
 
 logger = logging.getLogger(__name__)
 
 TFVARS = REPO_ROOT / "infra" / "topology.auto.tfvars.json"
-REQUIREMENTS = REPO_ROOT / "requirements" / "functions.txt"
-CONSTRAINTS = REPO_ROOT / "requirements" / "constraints.txt"
+FUNCTIONS_LOCK = REPO_ROOT / "requirements" / "functions.lock"
+
+# Settings Terraform sets from its own variables and resources (what the README's configuration table names); a
+# deployer sets every other setting through the environment's `settings` map.
+TERRAFORM_MANAGED = {
+    "GOOGLE_CLOUD_PROJECT": "project_id",
+    "REGION": "region",
+    "SECRET_MANAGER_PROJECT": "project_id",
+    "FUNCTIONS_BASE_URL": "region`, `project_id",
+    "PUBLIC_API_BASE_URL": "public_api_base_url",
+    "TASKS_SERVICE_ACCOUNT_EMAIL": "the invoker account",
+    "WORKER_IMAGE": "worker_image",
+}
+# Settings of the local stack and the tests only (emulators, loopback webhooks): never set in a deployment.
+LOCAL_ONLY = {"CLOUD_TASKS_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST", "ALLOW_HTTP_LOOPBACK_WEBHOOKS"}
+
+
+def deployer_settings() -> list[str]:
+    """The settings a deployer may set through Terraform's ``settings`` map: every field of a function's settings
+    class but the secrets (Secret Manager), the ones Terraform manages and the local-only ones."""
+    names: set[str] = set()
+    for settings_cls in config.SETTINGS_BY_FUNCTION.values():
+        names |= {name.upper() for name in settings_cls.model_fields if name not in config.SECRET_FIELDS}
+    return sorted(names - set(TERRAFORM_MANAGED) - LOCAL_ONLY)
 
 
 def render(declared: ModuleType = topology) -> dict[str, Any]:
@@ -45,9 +68,12 @@ def render(declared: ModuleType = topology) -> dict[str, Any]:
             "enqueues": list(function.enqueues),
             "signs_tokens": function.signs_tokens,
             "timeout_s": function.timeout_s,
+            "concurrency": function.concurrency,
         }
     return {
         "functions": functions,
+        "secrets": {secret.name: {"first_version": secret.first_version} for secret in declared.SECRETS},
+        "settings": deployer_settings(),
         "topics": list(declared.TOPICS),
         "dead_letter_topic": declared.TOPIC_DEAD_LETTER,
         "push_subscriptions": {
@@ -70,8 +96,14 @@ def render(declared: ModuleType = topology) -> dict[str, Any]:
             }
             for queue in declared.QUEUES
         },
+        # Paths below the functions' base URL: what the job calls, and its OIDC audience (the function's URL).
         "schedules": {
-            schedule.name: {"function": schedule.function, "cron": schedule.cron, "path_suffix": schedule.path_suffix}
+            schedule.name: {
+                "function": schedule.function,
+                "cron": schedule.cron,
+                "target_path": topology.function_url("", schedule.function) + schedule.path_suffix,
+                "audience_path": topology.function_url("", schedule.function),
+            }
             for schedule in declared.SCHEDULES
         },
     }
@@ -83,52 +115,22 @@ def tfvars_text(declared: ModuleType = topology) -> str:
 
 
 def bundle(out: Path, declared: ModuleType = topology) -> list[Path]:
-    """Stage ``out/<function>/`` for each function with a source; the folders staged."""
+    """Stage ``out/<function>/`` for every declared function; the folders staged. A function without a source is
+    an error: Terraform plans every declared function and fails on a missing bundle."""
     staged = []
     for function in declared.FUNCTIONS:
         source = REPO_ROOT / "functions" / function.name
         if not (source / "main.py").is_file():
-            logger.warning("function %s has no source yet; not bundled", function.name)
-            continue
+            raise FileNotFoundError(f"function {function.name} is declared in shared/topology.py but has no {source}")
         target = out / function.name
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         shutil.copytree(REPO_ROOT / "shared", target / "shared", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        # Cloud Build's pip has no constraints flag: pin by inlining the constraints as the requirements.
-        target.joinpath("requirements.txt").write_text(pinned_requirements())
+        # The lock itself: with hashes, the builder's pip installs exactly the tested closure or fails.
+        shutil.copyfile(FUNCTIONS_LOCK, target / "requirements.txt")
         staged.append(target)
         logger.info("staged %s", target)
     return staged
-
-
-def pinned_requirements() -> str:
-    """requirements/functions.txt with every package pinned to its version in requirements/constraints.txt."""
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        name, sep, version = line.partition("==")
-        if sep:
-            pins[_normalise(name)] = f"{name.strip()}=={version.strip()}"
-    lines = []
-    for line in REQUIREMENTS.read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if not requirement or requirement.startswith("-"):
-            continue
-        name = _normalise(requirement.split("[", 1)[0].split("=", 1)[0].split(">", 1)[0].split("<", 1)[0])
-        lines.append(_with_extras(requirement, pins[name]) if name in pins else requirement)
-    return "\n".join(lines) + "\n"
-
-
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
-
-
-def _with_extras(requirement: str, pin: str) -> str:
-    """Keep ``pkg[extra]`` extras on the pinned line."""
-    if "[" not in requirement:
-        return pin
-    extras = requirement[requirement.index("[") : requirement.index("]") + 1]
-    name, _, version = pin.partition("==")
-    return f"{name}{extras}=={version}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -116,7 +116,12 @@ class Stack:
             }
             path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
             path.chmod(0o600)
-        return read_env_file(path)
+        values = read_env_file(path)
+        if "METRICS_TOKEN" not in values:  # a state dir from before METRICS_TOKEN gains one, kept like the others
+            values["METRICS_TOKEN"] = secrets.token_urlsafe(32)
+            with path.open("a") as env_file:
+                env_file.write(f"METRICS_TOKEN={values['METRICS_TOKEN']}\n")
+        return values
 
     def environment(self, services: Mapping[str, Service]) -> dict[str, str]:
         """The environment of a client of this stack (the functions, the tests, a developer's shell)."""

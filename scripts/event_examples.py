@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from shared.document import Deployment
-from shared.events import GPU_SWITCHED, GpuSwitch, gpu_switch_event, lifecycle_event, pubsub_message
+from shared.events import (
+    BUDGET_EXHAUSTED,
+    BUDGET_WARNING,
+    GPU_SWITCHED,
+    BudgetCrossing,
+    GpuSwitch,
+    budget_event,
+    gpu_switch_event,
+    lifecycle_event,
+    pubsub_message,
+)
 from shared.lifecycle import Status
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "events" / "examples"
@@ -34,8 +44,8 @@ _ORDER = [
 
 # Every status but validating: a deployment is created in it (the 202 answer), it is never entered.
 EVENT_STATUSES = [status for status in Status if status is not Status.VALIDATING]
-# The suffix of every ce-type: the statuses entered, and the GPU switch (no status change).
-EVENT_KINDS = [status.value for status in EVENT_STATUSES] + [GPU_SWITCHED]
+# The suffix of every ce-type: the statuses entered, the GPU switch and the budget crossings (no status change).
+EVENT_KINDS = [status.value for status in EVENT_STATUSES] + [GPU_SWITCHED, BUDGET_WARNING, BUDGET_EXHAUSTED]
 
 
 def example_document(status: Status) -> dict[str, Any]:
@@ -71,6 +81,8 @@ def example_document(status: Status) -> dict[str, Any]:
         doc |= {"gpu_pool": "AMPERE_16", "timings": {"download_s": 41.2, "load_s": 6.3, "warmup_s": 1.1}}
     if status is Status.FAILED:
         doc |= {"error": {"code": "no_capacity", "message": "no GPU capacity in any fitting pool for 90 s"}}
+    if status is Status.STOPPED:
+        doc |= {"stopped_at": stamps[status.value], "stop_reason": "user"}
     return doc
 
 
@@ -81,6 +93,17 @@ def example(kind: str) -> dict[str, Any]:
         at = doc.phase_timestamps[Status.CREATING_ENDPOINT] + timedelta(seconds=95)
         switch = GpuSwitch(from_pools=["AMPERE_16", "ADA_24"], to=["AMPERE_24", "ADA_32_PRO"], throttled_s=90.0)
         event = gpu_switch_event(doc, 1, at, switch)
+    elif kind in (BUDGET_WARNING, BUDGET_EXHAUSTED):
+        share = 0.8 if kind == BUDGET_WARNING else 1.0
+        stored = example_document(Status.READY) | {
+            "max_cost_usd": 5.0,
+            "usage": {"requests": 412, "completed": 410, "failed": 2, "images": 410, "estimated_cost_usd": 5.0 * share},
+            "budget": {"generation": 1, "warned": None, "exhausted": None},
+        }
+        doc = Deployment.from_firestore(stored)
+        at = doc.phase_timestamps[Status.READY] + timedelta(hours=3)
+        crossing = BudgetCrossing(max_cost_usd=5.0, estimated_cost_usd=5.0 * share, threshold=share)
+        event = budget_event(doc, kind, at, crossing)
     else:
         event = lifecycle_event(Deployment.from_firestore(example_document(Status(kind))))
     data, attributes = pubsub_message(event)

@@ -2,7 +2,7 @@
 
 Field names are the environment variable names (case-insensitive), e.g. ``RUNPOD_API_BASE_URL``. :class:`Settings`
 holds what every function reads and no secret; each function's class (:data:`SETTINGS_BY_FUNCTION`) adds only the
-secrets that function uses: ``SEALING_KEY`` (every function), ``TENANT_PEPPER`` (intake),
+secrets that function uses: ``SEALING_KEY`` (every function), ``TENANT_PEPPER`` and ``METRICS_TOKEN`` (intake),
 ``MODEL_CACHE_AWS_SECRET_ACCESS_KEY`` (callback). Those come from Secret Manager when ``SECRET_MANAGER_PROJECT`` is
 set, otherwise from the environment (the local stack writes them to ``.local/stack.env``); a function never asks
 Secret Manager for a secret it does not declare, so its service account is granted only its own (infra/modules/iam,
@@ -22,7 +22,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 # Every field that is a Secret Manager secret (named like the field, with dashes) in some function's settings.
-SECRET_FIELDS = ("tenant_pepper", "sealing_key", "model_cache_aws_secret_access_key")
+SECRET_FIELDS = ("tenant_pepper", "metrics_token", "sealing_key", "model_cache_aws_secret_access_key")
 _PINNED_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
@@ -94,6 +94,21 @@ class Settings(BaseSettings):
 
     # Intake API
     rate_limit_per_minute: int = 120
+    invoke_key_rate_limit_per_minute: int = Field(
+        300, ge=1, description="requests one invoke key may make in a minute (its own window, apart from the tenant's)"
+    )
+    max_live_deployments_per_tenant: int = Field(
+        20, ge=1, description="deployments one tenant may have that are neither failed nor deleted"
+    )
+    max_workers_min_per_tenant: int = Field(
+        10, ge=0, description="the sum of workers_min over one tenant's live deployments (always-on workers)"
+    )
+    key_reverify_sensitive_s: float = Field(
+        300.0,
+        ge=0,
+        description="a Runpod key whose verdict is older than this is checked with Runpod again before a sensitive "
+        "step (webhook secret rotation, invoke keys, client tokens, creates)",
+    )
     allow_http_loopback_webhooks: bool = False
     max_body_bytes: int = 64 * 1024
     event_log_max_lines: int = 200
@@ -235,6 +250,9 @@ class IntakeSettings(SealingSettings):
     """The intake function: it turns API keys into tenant ids and seals the credentials of new deployments."""
 
     tenant_pepper: SecretStr = Field(..., description="HMAC key that turns an API key into a tenant id")
+    metrics_token: SecretStr | None = Field(
+        None, description="the bearer token GET /metrics requires; unset, /metrics answers 401 to everyone"
+    )
 
 
 class ProvisioningSettings(SealingSettings):

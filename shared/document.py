@@ -28,6 +28,7 @@ from shared.models import (
     ErrorInfo,
     Progress,
     SkippedPoolView,
+    StopReason,
     Timings,
     Usage,
 )
@@ -61,6 +62,15 @@ class IdleWatch(_Stored):
 
     jobs_seen: int | None = None
     active_at: datetime | None = None
+
+
+class BudgetWatch(_Stored):
+    """The budget's memory: ``generation`` grows with each change of ``max_cost_usd`` (PATCH), and ``warned`` /
+    ``exhausted`` hold the generation whose 80 % / 100 % crossing was announced, so each crossing is announced once."""
+
+    generation: int = 0
+    warned: int | None = None
+    exhausted: int | None = None
 
 
 class ReadinessWatch(_Stored):
@@ -131,8 +141,16 @@ class Deployment(_Stored):
     # Cost control: why it was deleted (user, ttl, idle, failed), when it was last stopped and started again.
     delete_reason: DeleteReason | None = None
     stopped_at: datetime | None = None
+    stop_reason: StopReason | None = None
     started_at: datetime | None = None
     idle: IdleWatch = Field(default_factory=IdleWatch)
+    # Its budget (usage.estimated_cost_usd) and what was announced of it (shared.budget).
+    max_cost_usd: float | None = None
+    budget: BudgetWatch = Field(default_factory=BudgetWatch)
+    # Whether it holds one of its tenant's slots (MAX_LIVE_DEPLOYMENTS_PER_TENANT, MAX_WORKERS_MIN_PER_TENANT): set
+    # by the create's commit, cleared (and the slot given back, in the same commit) when it first becomes failed or
+    # deleted (shared.store). Server bookkeeping, not in the view.
+    tenant_slot: bool = False
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
     # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.

@@ -10,9 +10,12 @@ fields.
 ``ce-id`` is stable for one transition (deployment id, status and the time it was entered), so a publish repeated
 after a lost acknowledgement carries the same id and subscribers dedupe by it.
 
-One event is no status change: ``visgate.deployment.gpu_switched``, when the readiness watchdog moves an endpoint
+Three events are no status change: ``visgate.deployment.gpu_switched``, when the readiness watchdog moves an endpoint
 whose workers found no capacity to the next pools (``ce-id`` ``<deployment id>:gpu_switch:<n>``); its data is the
-view plus ``gpu_switch: {from, to, throttled_s}``.
+view plus ``gpu_switch: {from, to, throttled_s}``. ``visgate.deployment.budget_warning`` and
+``visgate.deployment.budget_exhausted``, when the deployment's ``usage.estimated_cost_usd`` reaches 80 % and 100 % of
+its ``max_cost_usd`` (``ce-id`` ``<deployment id>:<kind>:<budget generation>``: once per crossing); their data is
+the view plus ``budget: {max_cost_usd, estimated_cost_usd, threshold}``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ SPEC_VERSION = "1.0"
 EVENT_SOURCE = "//visgate/deployments"
 EVENT_TYPE_PREFIX = "visgate.deployment."
 CONTENT_TYPE = "application/json"
-GPU_SWITCHED = "gpu_switched"  # the one event type that is no status
+GPU_SWITCHED = "gpu_switched"  # event types that are no status
+BUDGET_WARNING = "budget_warning"
+BUDGET_EXHAUSTED = "budget_exhausted"
+NO_STATUS_KINDS = (GPU_SWITCHED, BUDGET_WARNING, BUDGET_EXHAUSTED)
 
 
 def transition_time(doc: Deployment) -> datetime:
@@ -61,6 +67,14 @@ class GpuSwitch(BaseModel):
     throttled_s: float
 
 
+class BudgetCrossing(BaseModel):
+    """A budget crossing: the budget, the estimated cost that reached it, and the share crossed (0.8 or 1.0)."""
+
+    max_cost_usd: float
+    estimated_cost_usd: float
+    threshold: float
+
+
 def lifecycle_event(doc: Deployment) -> CloudEvent:
     """The CloudEvent of the document's current status."""
     view = doc.view()
@@ -72,6 +86,13 @@ def gpu_switch_event(doc: Deployment, switch: int, at: datetime, detail: GpuSwit
     """The CloudEvent of the deployment's ``switch``-th GPU pool switch (its id is stable: a repeat dedupes)."""
     extra = {"gpu_switch": detail.model_dump(mode="json", by_alias=True)}
     return _cloud_event(doc.view(), f"{doc.deployment_id}:gpu_switch:{switch}", GPU_SWITCHED, at, extra)
+
+
+def budget_event(doc: Deployment, kind: str, at: datetime, detail: BudgetCrossing) -> CloudEvent:
+    """The CloudEvent of a budget crossing (``kind`` :data:`BUDGET_WARNING` or :data:`BUDGET_EXHAUSTED`); its id is
+    stable per crossing of one budget generation, so a repeat dedupes."""
+    extra = {"budget": detail.model_dump(mode="json")}
+    return _cloud_event(doc.view(), f"{doc.deployment_id}:{kind}:{doc.budget.generation}", kind, at, extra)
 
 
 def _cloud_event(

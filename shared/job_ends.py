@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.budget import BudgetGuard
 from shared.config import Settings, delays_s
 from shared.document import Deployment
 from shared.errors import PermanentError, RetryableError
@@ -80,6 +81,7 @@ class JobEnds:
     records: DeliveryRecords
     tasks: TaskScheduler
     catalog: GpuCatalog
+    budget: BudgetGuard | None = None  # the budget check (shared.budget), where a job's end is recorded
 
     def pricing(self, client: RunpodClient, doc: Deployment) -> JobPricing:
         """The pool the workers run on and its serverless price from Runpod's catalog (cached; the static table
@@ -94,20 +96,45 @@ class JobEnds:
             price = next((p.usd_per_second for p in STATIC_POOLS if p.id == pool_id), 0.0)
         return JobPricing(pool=pool_id, usd_per_second=price)
 
-    def observe(self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job) -> JobRecord:
-        """Fold what Runpod said into the record (the end counted once) and announce an end."""
+    def observe(
+        self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job, *, retry_budget: bool = False
+    ) -> JobRecord:
+        """Fold what Runpod said into the record (the end counted once), announce an end and check the budget.
+
+        ``retry_budget``: a budget check that failed raises (the job watch's task is retried); else it is logged,
+        and the next job end (or the job watch's check) checks again.
+        """
         pricing = self.pricing(client, doc) if job.final else JobPricing()
         updated = self.jobs.observe(doc.deployment_id, record.job_id, job, pricing) or record
         if updated.final:
             self.announce(updated, lambda: job.output)
+            try:
+                self.check_budget(client, doc)
+            except RetryableError as exc:
+                if retry_budget:
+                    raise
+                logger.error("job %s: the budget check failed (checked again later): %s", record.job_id, exc)
         return updated
 
-    def after_submit(self, record: JobRecord, job: Job) -> None:
-        """Announce a job that ended in its answer, else follow it. Runpod has the job by now: a failure here is
-        logged, never the user's answer (the user's own GET still sees the end)."""
+    def check_budget(self, client: RunpodClient, doc: Deployment) -> None:
+        """The budget's crossings after a job's end (a deployment without a budget costs no read).
+
+        Raises:
+            RetryableError: the stop or the mark failed.
+        """
+        if self.budget is not None and doc.max_cost_usd is not None:
+            self.budget.check(client, doc.deployment_id)
+
+    def after_submit(
+        self, record: JobRecord, job: Job, client: RunpodClient | None = None, doc: Deployment | None = None
+    ) -> None:
+        """Announce a job that ended in its answer (and check the budget), else follow it. Runpod has the job by
+        now: a failure here is logged, never the user's answer (the user's own GET still sees the end)."""
         try:
             if record.final:
                 self.announce(record, lambda: job.output)
+                if client is not None and doc is not None:
+                    self.check_budget(client, doc)
             else:
                 self.follow(record, 0)
         except RetryableError as exc:

@@ -47,6 +47,9 @@ _SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secr
 
 # Why a deployment was deleted: by its owner, its TTL, its idle rule, or because it had failed.
 DeleteReason = Literal["user", "ttl", "idle", "failed"]
+# Why a deployment was last stopped: its owner (POST .../stop), or its budget (max_cost_usd reached).
+StopReason = Literal["user", "budget"]
+MAX_BUDGET_USD = 1_000_000.0
 
 
 class CacheScope(StrEnum):
@@ -198,6 +201,9 @@ class CreateDeploymentRequest(BaseModel):
     # adapters fused into it (issue 13).
     task: Task = "text_to_image"
     loras: Annotated[list[LoraSpec], Field(max_length=MAX_LORAS)] = Field(default_factory=list)
+    # A budget (issue 18): at 80 % of it in usage.estimated_cost_usd a budget_warning, at 100 % the deployment is
+    # stopped (stop_reason "budget") with a budget_exhausted; PATCH /v1/deployments/{id} raises or clears it.
+    max_cost_usd: Annotated[float, Field(gt=0, le=MAX_BUDGET_USD)] | None = None
 
     @field_validator("hf_model_id")
     @classmethod
@@ -339,6 +345,8 @@ class DeploymentView(BaseModel):
     idle_delete_minutes: int | None = None
     delete_reason: DeleteReason | None = None
     stopped_at: datetime | None = None
+    stop_reason: StopReason | None = None
+    max_cost_usd: float | None = None
     user_webhook_url: str | None = None
     output_s3_url: str | None = None
     task: Task = "text_to_image"
@@ -358,6 +366,16 @@ class DeploymentView(BaseModel):
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None
+
+
+class UpdateDeploymentRequest(BaseModel):
+    """Body of ``PATCH /v1/deployments/{id}``: the budget, raised, lowered or cleared (null)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_cost_usd: Annotated[float, Field(gt=0, le=MAX_BUDGET_USD)] | None = Field(
+        description="the deployment's budget in USD of usage.estimated_cost_usd; null clears it"
+    )
 
 
 class CreateDeploymentResponse(BaseModel):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from google.cloud import pubsub_v1
+# google-cloud-pubsub ships no py.typed for google.cloud.pubsub_v1: mypy sees the typed google.cloud namespace
+# (firestore, tasks) without it, and refuses the `from` form; the module import is an untyped Any.
+import google.cloud.pubsub_v1 as pubsub_v1  # noqa: PLR0402
 
 from shared.errors import RetryableError
 from shared.messages import _Message

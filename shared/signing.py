@@ -58,6 +58,27 @@ def sign_headers(secret: str, body: bytes, msg_id: str | None = None, now: float
     }
 
 
+def check_headers(headers: Mapping[str, str], tolerance_s: int = DEFAULT_TOLERANCE_S, now: float | None = None) -> None:
+    """What can be checked without the secret: the three headers are there, the timestamp is an integer within the
+    tolerance window and a ``v1,`` signature is offered. Lets a receiver refuse junk before it reads any secret.
+
+    Raises:
+        SignatureError: why the message cannot be genuine.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if not lowered.get(HEADER_ID) or not lowered.get(HEADER_SIGNATURE):
+        raise SignatureError("missing webhook signature headers")
+    try:
+        timestamp = int(lowered.get(HEADER_TIMESTAMP, ""))
+    except ValueError as exc:
+        raise SignatureError("webhook-timestamp is missing or not an integer") from exc
+    current = time.time() if now is None else now
+    if abs(current - timestamp) > tolerance_s:
+        raise SignatureError("webhook-timestamp is outside the accepted window")
+    if not any(candidate.startswith("v1,") for candidate in lowered[HEADER_SIGNATURE].split()):
+        raise SignatureError("no v1 signature offered")
+
+
 def verify(
     secret: str,
     headers: Mapping[str, str],

@@ -20,7 +20,7 @@ from google.cloud import firestore
 
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
-from shared.invoke_keys import INVOKE_KEYS
+from shared.invoke_keys import INVOKE_KEY_COUNTS, INVOKE_KEYS
 from shared.lifecycle import Status
 from shared.page_tokens import decode_page_token, encode_page_token
 
@@ -35,6 +35,9 @@ REQUEST_COUNTERS = "request_counters"
 KEY_VERDICTS = "key_verdicts"
 # The webhook-ids of the signed worker reports taken in the last tolerance window (replays are refused).
 SEEN_REPORTS = "seen_reports"
+TENANT_LIMITS = "tenant_limits"
+# A deployment holds its tenant's slot (and its workers_min) from its create until it first becomes one of these.
+RELEASING_STATUSES = frozenset({Status.FAILED, Status.DELETED})
 
 _PRECONDITION_RETRIES = 8
 _BATCH_WRITES = 400  # under Firestore's 500 writes per commit
@@ -67,12 +70,35 @@ class KeyVerdict:
 
     valid: bool
     expires_at: datetime
+    checked_at: datetime | None = None  # when Runpod gave it (None: a record from before it was kept)
 
 
 @dataclass(frozen=True)
 class IdempotencyRecord:
     data: dict[str, Any]
     update_time: datetime
+
+
+@dataclass(frozen=True)
+class TenantCounts:
+    """What a tenant holds now (``tenant_limits/{tenant}``): live deployments and the sum of their ``workers_min``.
+
+    ``update_time`` is the counter document's (None: it does not exist yet); a create commits only if the counter
+    did not change since it was read, so two parallel creates can never both pass a cap.
+    """
+
+    live: int = 0
+    workers_min: int = 0
+    update_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BeforeCreate:
+    """What a create reads in one round trip before it decides."""
+
+    rate_count: int
+    record: IdempotencyRecord | None
+    tenant: TenantCounts
 
 
 class DeploymentStore:
@@ -84,32 +110,49 @@ class DeploymentStore:
 
     # --- creation and reads -------------------------------------------------------------------------------------
 
-    def read_before_create(self, rate_key: str, idempotency_key: str | None) -> tuple[int, IdempotencyRecord | None]:
-        """The count so far in the tenant's rate window and the idempotency record, in one round trip."""
+    def read_before_create(self, rate_key: str, idempotency_key: str | None, tenant: str) -> BeforeCreate:
+        """The count so far in the tenant's rate window, the idempotency record and the tenant's counts, in one
+        round trip."""
         rate_ref = self._db.collection(RATE_LIMITS).document(rate_key)
-        refs = [rate_ref]
+        tenant_ref = self._db.collection(TENANT_LIMITS).document(tenant)
+        refs = [rate_ref, tenant_ref]
         if idempotency_key:
             refs.append(self._db.collection(IDEMPOTENCY).document(idempotency_key))
-        count, record = 0, None
+        count, record, counts = 0, None, TenantCounts()
         for snap in self._db.get_all(refs):
             if not snap.exists:
                 continue
+            data = snap.to_dict() or {}
             if snap.reference.path == rate_ref.path:
-                count = int((snap.to_dict() or {}).get("count", 0))
+                count = int(data.get("count", 0))
+            elif snap.reference.path == tenant_ref.path:
+                counts = TenantCounts(
+                    live=int(data.get("live", 0)),
+                    workers_min=int(data.get("workers_min", 0)),
+                    update_time=snap.update_time,
+                )
             else:
-                record = IdempotencyRecord(snap.to_dict() or {}, snap.update_time)
-        return count, record
+                record = IdempotencyRecord(data, snap.update_time)
+        return BeforeCreate(count, record, counts)
 
-    def create(self, new: NewDeployment, counter: tuple[str, datetime] | None = None) -> None:
+    def create(
+        self,
+        new: NewDeployment,
+        counter: tuple[str, datetime] | None = None,
+        tenant_counts: TenantCounts | None = None,
+    ) -> None:
         """Write the document, its first log line, sealed credentials and the idempotency record in one commit.
 
-        ``counter`` (rate-limit key, expiry) is incremented in the same commit.
+        ``counter`` (rate-limit key, expiry) is incremented in the same commit. ``tenant_counts`` (as read before)
+        are raised by this deployment in the same commit, on condition that nobody changed them since the read.
 
         Raises:
-            google.api_core.exceptions.AlreadyExists: the idempotency key (or the id) exists already.
-            google.api_core.exceptions.FailedPrecondition: the expired record it replaces changed (or went) meanwhile.
+            google.api_core.exceptions.AlreadyExists: the idempotency key (or the id, or a tenant counter read as
+                absent) exists already.
+            google.api_core.exceptions.FailedPrecondition: the expired record it replaces, or the tenant's counts,
+                changed (or went) meanwhile.
         """
-        doc = new.document.model_copy(update={"event_seq": 1}).to_firestore()
+        doc = new.document.model_copy(update={"event_seq": 1, "tenant_slot": tenant_counts is not None}).to_firestore()
         deployment_id = new.document.deployment_id
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
         batch = self._db.batch()
@@ -140,16 +183,47 @@ class DeploymentStore:
                 {"count": firestore.Increment(1), "expires_at": expires_at},
                 merge=True,
             )
+        if tenant_counts is not None:
+            counts_ref = self._db.collection(TENANT_LIMITS).document(doc["owner"])
+            raised = {
+                "live": tenant_counts.live + 1,
+                "workers_min": tenant_counts.workers_min + new.document.workers_min,
+            }
+            if tenant_counts.update_time is None:
+                batch.create(counts_ref, raised)
+            else:
+                option = self._db.write_option(last_update_time=tenant_counts.update_time)
+                batch.update(counts_ref, raised, option=option)
         batch.commit()
 
     def discard(self, deployment_id: str) -> None:
         """Undo :meth:`create` (a request that could not be handed on), so nothing is half-written."""
         ref = self._db.collection(DEPLOYMENTS).document(deployment_id)
+        snap = ref.get()
         batch = self._db.batch()
         batch.delete(ref.collection(EVENTS).document(_line_id(1)))
-        batch.delete(ref)
+        if snap.exists:
+            batch.delete(ref, option=self._db.write_option(last_update_time=snap.update_time))
+            self._release_tenant_slot(batch, Deployment.from_firestore(snap.to_dict() or {}))
         batch.delete(self._db.collection(SECRETS).document(deployment_id))
         batch.commit()
+
+    def tenant_counts(self, tenant: str) -> TenantCounts:
+        snap = self._db.collection(TENANT_LIMITS).document(tenant).get()
+        if not snap.exists:
+            return TenantCounts()
+        data = snap.to_dict() or {}
+        return TenantCounts(int(data.get("live", 0)), int(data.get("workers_min", 0)), snap.update_time)
+
+    def _release_tenant_slot(self, batch: Any, doc: Deployment) -> None:
+        """Give the deployment's slot back to its tenant's counts, in ``batch`` (whose commit is conditional on the
+        deployment's own document, so a slot is given back once)."""
+        if doc.tenant_slot:
+            batch.set(
+                self._db.collection(TENANT_LIMITS).document(doc.owner),
+                {"live": firestore.Increment(-1), "workers_min": firestore.Increment(-doc.workers_min)},
+                merge=True,
+            )
 
     def get(self, deployment_id: str) -> Deployment | None:
         snap = self._db.collection(DEPLOYMENTS).document(deployment_id).get()
@@ -237,10 +311,20 @@ class DeploymentStore:
                 return None
             now = utcnow()
             doc.updated_at = now
+            holder = Deployment.from_firestore(stored) if doc.status in RELEASING_STATUSES else None
+            releases = holder is not None and holder.tenant_slot
+            if releases:
+                doc.tenant_slot = False
             written = doc.to_firestore()
             updates: dict[str, Any] = {k: v for k, v in written.items() if stored.get(k) != v}
             # Names the model moved (legacy flat fields) go, or the document would carry both shapes.
             updates.update({k: firestore.DELETE_FIELD for k in stored if k not in written})
+            if releases and holder is not None:
+                if self._commit_with_line(snap, updates, level, message, now, release=holder):
+                    if message is not None:
+                        doc.event_seq = int(stored.get("event_seq", 0)) + 1
+                    return doc
+                continue
             if message is None:
                 try:
                     snap.reference.update(updates, option=self._db.write_option(last_update_time=snap.update_time))
@@ -266,19 +350,31 @@ class DeploymentStore:
             raise DeploymentNotFoundError(deployment_id)
         return snap
 
-    def _commit_with_line(self, snap: Any, updates: dict[str, Any], level: str, message: str, now: datetime) -> bool:
-        """Apply ``updates`` plus one log line atomically, if nobody wrote the document since ``snap``."""
-        seq = int((snap.to_dict() or {}).get("event_seq", 0)) + 1
+    def _commit_with_line(
+        self,
+        snap: Any,
+        updates: dict[str, Any],
+        level: str,
+        message: str | None,
+        now: datetime,
+        *,
+        release: Deployment | None = None,
+    ) -> bool:
+        """Apply ``updates`` plus one log line (unless ``message`` is None) atomically, if nobody wrote the document
+        since ``snap``; ``release`` gives that deployment's tenant slot back in the same commit."""
         batch = self._db.batch()
-        batch.update(
-            snap.reference,
-            {**updates, "event_seq": seq},
-            option=self._db.write_option(last_update_time=snap.update_time),
-        )
-        lines = snap.reference.collection(EVENTS)
-        batch.set(lines.document(_line_id(seq)), _line(level, message, now))
-        if seq > self._max_lines:
-            batch.delete(lines.document(_line_id(seq - self._max_lines)))
+        option = self._db.write_option(last_update_time=snap.update_time)
+        if message is None:
+            batch.update(snap.reference, updates, option=option)
+        else:
+            seq = int((snap.to_dict() or {}).get("event_seq", 0)) + 1
+            batch.update(snap.reference, {**updates, "event_seq": seq}, option=option)
+            lines = snap.reference.collection(EVENTS)
+            batch.set(lines.document(_line_id(seq)), _line(level, message, now))
+            if seq > self._max_lines:
+                batch.delete(lines.document(_line_id(seq - self._max_lines)))
+        if release is not None:
+            self._release_tenant_slot(batch, release)
         try:
             batch.commit()
         except (gexc.FailedPrecondition, gexc.Aborted):
@@ -295,6 +391,7 @@ class DeploymentStore:
         """Remove the sealed credentials, the callback secret's nonce and hash, and the deployment's invoke keys
         (idempotent)."""
         self._db.collection(SECRETS).document(deployment_id).delete()
+        self._db.collection(INVOKE_KEY_COUNTS).document(deployment_id).delete()
         keys = self._db.collection(INVOKE_KEYS).where(
             filter=firestore.FieldFilter("deployment_id", "==", deployment_id)
         )
@@ -311,11 +408,11 @@ class DeploymentStore:
         data = snap.to_dict() if snap.exists else None
         if not data or data["expires_at"] <= utcnow():
             return None
-        return KeyVerdict(valid=bool(data["valid"]), expires_at=data["expires_at"])
+        return KeyVerdict(valid=bool(data["valid"]), expires_at=data["expires_at"], checked_at=data.get("checked_at"))
 
     def record_key_verdict(self, tenant: str, verdict: KeyVerdict) -> None:
         self._db.collection(KEY_VERDICTS).document(tenant).set(
-            {"valid": verdict.valid, "checked_at": utcnow(), "expires_at": verdict.expires_at}
+            {"valid": verdict.valid, "checked_at": verdict.checked_at or utcnow(), "expires_at": verdict.expires_at}
         )
 
     def count_in_window(self, key: str) -> int:

@@ -14,6 +14,7 @@ from google.protobuf import timestamp_pb2
 
 from shared.errors import RetryableError
 from shared.messages import _Message
+from shared.topology import function_url
 
 
 def build_tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
@@ -46,6 +47,11 @@ class TaskScheduler:
     def _client(self) -> tasks_v2.CloudTasksClient:
         return self._new_client()
 
+    def audience(self, function_path: str) -> str:
+        """The OIDC audience of a task to ``function_path`` (``/jobs/watch``): the URL of the function it calls
+        (``<base>/jobs``), never the bare base URL, which a 2nd gen function refuses with 401."""
+        return function_url(self._base, function_path.strip("/").split("/", 1)[0])
+
     def schedule(self, queue: str, function_path: str, message: _Message, name: str, delay_s: float) -> bool:
         """Create task ``name`` to POST ``message`` to the function after ``delay_s``.
 
@@ -61,7 +67,10 @@ class TaskScheduler:
             "body": message.model_dump_json().encode(),
         }
         if self._service_account:
-            http_request["oidc_token"] = {"service_account_email": self._service_account, "audience": self._base}
+            http_request["oidc_token"] = {
+                "service_account_email": self._service_account,
+                "audience": self.audience(function_path),
+            }
         task = tasks_v2.Task(name=f"{parent}/tasks/{name}", http_request=http_request, schedule_time=schedule_time)
         try:
             self._client.create_task(parent=parent, task=task)

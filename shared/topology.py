@@ -23,6 +23,7 @@ QUEUE_JOB_WATCH = "job-watch"
 
 # Secret Manager secret ids: the settings field of the same name, with dashes (shared.config.secret_id_of).
 SECRET_TENANT_PEPPER = "tenant-pepper"
+SECRET_METRICS_TOKEN = "metrics-token"
 SECRET_SEALING_KEY = "sealing-key"
 SECRET_MODEL_CACHE_KEY = "model-cache-aws-secret-access-key"
 
@@ -45,10 +46,23 @@ class Function:
     enqueues: tuple[str, ...] = ()
     signs_tokens: bool = False
     timeout_s: int = 60  # the request timeout of the deployed function
+    # Requests one instance serves at once; functions-framework runs as many threads (THREADS), so a request that
+    # waits (a runsync holds its request up to 300 s) never queues the others of its instance.
+    concurrency: int = 16
 
     @property
     def path(self) -> str:
         return f"/{self.name}"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A Secret Manager secret some function reads. ``first_version`` is how Terraform makes its first version on a
+    new project (``key32``: base64 of 32 random bytes; ``token``: 48 random letters and digits), so the functions
+    can start; rotation adds versions out of band. None: the operator adds it, and it is optional."""
+
+    name: str
+    first_version: str | None
 
 
 @dataclass(frozen=True)
@@ -95,13 +109,14 @@ FUNCTIONS: tuple[Function, ...] = (
         "intake",
         "http",
         public=True,
-        secrets=(SECRET_TENANT_PEPPER, SECRET_SEALING_KEY),
+        secrets=(SECRET_TENANT_PEPPER, SECRET_METRICS_TOKEN, SECRET_SEALING_KEY),
         publishes=(TOPIC_DEPLOYMENT_REQUESTED, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_EVENTS),
         # A redelivery asked for through the API, a job webhook of a job its answer saw end, a job's first check,
         # the watchdog of a start.
         enqueues=(QUEUE_WEBHOOK_DELIVERY, QUEUE_JOB_WATCH, QUEUE_READINESS),
         signs_tokens=True,  # POST /v1/client-token
         timeout_s=330,  # a runsync holds its request for up to 300 s (wait=300000), then answers
+        concurrency=80,  # SSE streams and runsyncs hold their requests while they wait
     ),
     Function(
         "provision",
@@ -121,6 +136,7 @@ FUNCTIONS: tuple[Function, ...] = (
         secrets=(SECRET_SEALING_KEY, SECRET_MODEL_CACHE_KEY),
         publishes=(TOPIC_DEPLOYMENT_EVENTS,),
         enqueues=(QUEUE_JOB_WATCH,),  # Runpod's call on a job's end asks for a check now
+        concurrency=40,  # every worker of every deployment reports here
     ),
     Function(
         "readiness",
@@ -145,7 +161,22 @@ FUNCTIONS: tuple[Function, ...] = (
     ),
     # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
     # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions: no events.
-    Function("jobs", "jobs", "http", secrets=(SECRET_SEALING_KEY,), enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY)),
+    # It publishes a deployment's budget crossings and its budget stop (shared.budget).
+    Function(
+        "jobs",
+        "jobs",
+        "http",
+        secrets=(SECRET_SEALING_KEY,),
+        publishes=(TOPIC_DEPLOYMENT_EVENTS,),
+        enqueues=(QUEUE_JOB_WATCH, QUEUE_WEBHOOK_DELIVERY),
+    ),
+)
+
+SECRETS: tuple[Secret, ...] = (
+    Secret(SECRET_TENANT_PEPPER, "token"),
+    Secret(SECRET_METRICS_TOKEN, "token"),  # give it to your Prometheus scraper: gcloud secrets versions access
+    Secret(SECRET_SEALING_KEY, "key32"),
+    Secret(SECRET_MODEL_CACHE_KEY, None),  # only with a shared model cache (MODEL_CACHE_S3_URL)
 )
 
 TOPICS: tuple[str, ...] = (
@@ -181,6 +212,12 @@ QUEUES: tuple[Queue, ...] = (
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("sweep", "sweep", "*/5 * * * *", interval_s=300, path_suffix="/run", interval_setting="sweep_interval_s"),
 )
+
+
+def function_url(functions_base_url: str, name: str) -> str:
+    """The URL of function ``name``: Cloud Tasks and Cloud Scheduler call it (or a path below it) and sign their
+    OIDC tokens for it as the audience, the one a 2nd gen function (a Cloud Run service) accepts."""
+    return f"{functions_base_url.rstrip('/')}/{name}"
 
 
 def function(name: str) -> Function:

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from shared.document import Deployment
 from shared.errors import IllegalTransitionError
-from shared.events import GpuSwitch, gpu_switch_event, lifecycle_event, publish_event
+from shared.events import BudgetCrossing, GpuSwitch, budget_event, gpu_switch_event, lifecycle_event, publish_event
 from shared.lifecycle import Status, can_transition
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, utcnow
@@ -92,6 +92,10 @@ class Transitions:
         """An event that is no status change (a GPU pool switch), published before the write that records it: a
         retry after either repeats the same event id, so none is lost or doubled."""
         publish_event(self._publisher, gpu_switch_event(doc, switch, at, detail))
+
+    def announce_budget(self, doc: Deployment, kind: str, at: datetime, detail: BudgetCrossing) -> None:
+        """A budget crossing (no status change), published before the write that records it (as a GPU switch)."""
+        publish_event(self._publisher, budget_event(doc, kind, at, detail))
 
     def _publish(self, doc: Deployment) -> None:
         """The lifecycle CloudEvent of the document's current status (shared/events.py)."""

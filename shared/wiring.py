@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from google.cloud import firestore
 
+from shared.budget import BudgetGuard
 from shared.config import SealingSettings, Settings
 from shared.crypto import Sealer
 from shared.gpu import GpuCatalog
@@ -61,12 +62,15 @@ def task_scheduler(settings: Settings) -> TaskScheduler:
 
 
 def job_ends(settings: Settings, db: firestore.Client, tasks: TaskScheduler) -> JobEnds:
+    store = DeploymentStore(db, settings.event_log_max_lines)
+    publisher = Publisher(build_publisher(), settings.google_cloud_project)
     return JobEnds(
         settings=settings,
         jobs=JobStore(db, timedelta(days=settings.job_record_ttl_days)),
         records=DeliveryRecords(db),
         tasks=tasks,
         catalog=GpuCatalog(settings.gpu_catalog_cache_s),
+        budget=BudgetGuard(store, Transitions(store, publisher)),
     )
 
 

@@ -9,19 +9,26 @@ from typing import Any
 
 from flask import Request, Response
 from google.cloud import firestore
+from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import BaseConverter, Map, Rule
 
 from shared import logging as slog
 from shared.document import Deployment
 from shared.errors import ApiError
-from shared.http import error_response, failure_error, json_response, read_json_body, request_id
+from shared.http import error_response, failure_error, json_response, read_json_body, request_id, validation_error
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
 from shared.intake.jobs import JobDeps, JobRoutes
 from shared.intake.keys import client_address
 from shared.intake.lifecycle_routes import LifecycleRoutes
-from shared.intake.metrics import RequestCounters
+from shared.intake.metrics import (
+    HEALTH_CHECK_S,
+    METRICS_CACHE_S,
+    RequestCounters,
+    TimedCache,
+    check_metrics_token,
+)
 from shared.intake.notify import RULES as NOTIFY_RULES
 from shared.intake.notify import NotifyRoutes
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
@@ -29,7 +36,7 @@ from shared.intake.ratelimit import check_rate_limit, count_request, current_win
 from shared.intake.stream import deployment_events
 from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.jobs import JOB_ID_PATTERN
-from shared.models import DeploymentLogs, LogLine
+from shared.models import DeploymentLogs, LogLine, UpdateDeploymentRequest
 from shared.store import DEPLOYMENT_ID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -55,6 +62,7 @@ ROUTES = Map(
         Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
         Rule("/v1/deployments/<id:deployment_id>", methods=["GET"], endpoint="get_deployment"),
         Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
+        Rule("/v1/deployments/<id:deployment_id>", methods=["PATCH"], endpoint="update_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
         *NOTIFY_RULES,
@@ -79,6 +87,8 @@ ROUTES = Map(
     converters={"id": DeploymentIdConverter, "job": JobIdConverter, "key": KeyIdConverter},
 )
 STREAM_MAX_SECONDS = 300.0
+# The routes that ask Runpod about the caller's key again when its verdict is older than KEY_REVERIFY_SENSITIVE_S.
+SENSITIVE_ROUTES = frozenset({"create_deployment", "create_invoke_key", "client_token", "rotate_webhook_secret"})
 
 
 class IntakeApi:
@@ -99,11 +109,14 @@ class IntakeApi:
         self._stream_max_s = stream_max_s
         self._clock = clock  # the rate windows' clock (injected in tests)
         self._lifecycle = LifecycleRoutes(deps)
+        self._health = TimedCache(HEALTH_CHECK_S, deps.store.ping)
+        self._metrics = TimedCache(METRICS_CACHE_S, lambda: counters.render(deps.store.counts_by_status(None)))
         self._handlers: dict[str, Callable[..., Response]] = {
             "create_deployment": self._create,
             "list_deployments": self._list,
             "get_deployment": self._get,
             "delete_deployment": self._delete,
+            "update_deployment": self._update,
             "stream_deployment": self._stream,
             "deployment_logs": self._logs,
             # Stop and start (shared.intake.lifecycle_routes).
@@ -146,23 +159,32 @@ class IntakeApi:
 
     def _dispatch(self, request: Request, endpoint: str, args: Mapping[str, Any]) -> Response:
         if endpoint == "health":
-            self._deps.store.ping()
+            self._health.get()  # at most one Firestore read per HEALTH_CHECK_S per instance
             return json_response({"status": "ok"})
         if endpoint == "metrics":
-            text = self._counters.render(self._deps.store.counts_by_status(None))
-            return Response(text, content_type=PROMETHEUS_CONTENT_TYPE)
+            check_metrics_token(request, self._deps.settings.metrics_token)
+            return Response(self._metrics.get(), content_type=PROMETHEUS_CONTENT_TYPE)
         if endpoint == "openapi":
             return json_response(openapi_document(self._deps.settings.public_api_base_url))
-        caller = authenticate(request, self._deps.settings.tenant_pepper.get_secret_value())
+        settings = self._deps.settings
+        caller = authenticate(request, settings.tenant_pepper.get_secret_value())
         if is_invoke_key(caller.api_key):  # a per-deployment invoke key: checked against its hash, not with Runpod
-            caller = self._jobs.invoke_caller(caller.api_key, endpoint, dict(args))
+            address = client_address(request)
+            self._deps.keys.screen(address)
+            caller = self._jobs.invoke_caller(
+                caller.api_key, endpoint, dict(args), refused=lambda _e: self._deps.keys.refused(address)
+            )
+            # Its own window per key: an app's traffic never locks its owner out of the management routes.
+            window = current_window(
+                f"invoke:{caller.invoke_key_id}", settings.invoke_key_rate_limit_per_minute, self._clock()
+            )
+            count_request(self._deps.store, window)
         else:
             # Before anything is written for this tenant (its rate-limit window included): does Runpod know the key?
-            self._deps.keys.verify(caller, client_address(request))
-        if endpoint != "create_deployment":  # a create counts inside its own commit
-            check_rate_limit(
-                self._deps.store, caller.tenant, self._deps.settings.rate_limit_per_minute, now=self._clock()
-            )
+            # A sensitive step wants a recent verdict (KEY_REVERIFY_SENSITIVE_S), so a revoked key stops there soon.
+            self._deps.keys.verify(caller, client_address(request), sensitive=endpoint in SENSITIVE_ROUTES)
+            if endpoint != "create_deployment":  # a create counts inside its own commit
+                check_rate_limit(self._deps.store, caller.tenant, settings.rate_limit_per_minute, now=self._clock())
         with slog.bind(tenant=caller.tenant, deployment_id=args.get("deployment_id")):
             return self._handlers[endpoint](request, caller, **args)
 
@@ -192,6 +214,14 @@ class IntakeApi:
 
     def _delete(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         return json_response(steps.delete_deployment(self._deps, caller, deployment_id), 202)
+
+    def _update(self, request: Request, caller: Caller, deployment_id: str) -> Response:
+        raw = read_json_body(request, self._deps.settings.max_body_bytes)
+        try:
+            change = UpdateDeploymentRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+        return json_response(self._lifecycle.update(caller, deployment_id, change))
 
     def _logs(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)

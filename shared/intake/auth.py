@@ -14,17 +14,17 @@ from shared.jobs import OWNER_SUBMITTER
 @dataclass(frozen=True)
 class Caller:
     """``api_key`` is the caller's Runpod key; empty for an invoke-key caller, who is scoped to ``deployment_id``
-    and is the key ``key_id``."""
+    and is the key ``invoke_key_id``."""
 
     tenant: str
     api_key: str
     deployment_id: str | None = None
-    key_id: str | None = None
+    invoke_key_id: str | None = None
 
     @property
     def submitter(self) -> str:
         """Who a job this caller submits is recorded as (``submitted_by``): the invoke key's id, or ``owner``."""
-        return self.key_id if self.key_id is not None else OWNER_SUBMITTER
+        return self.invoke_key_id if self.invoke_key_id is not None else OWNER_SUBMITTER
 
 
 def invoke_key_refused() -> ApiError:

@@ -34,7 +34,7 @@ from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
 from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.steps import owned_deployment
-from shared.invoke_keys import InvokeKey, InvokeKeyStore
+from shared.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
 from shared.job_ends import JobEnds
 from shared.job_input import GenerateInput, task_problems
 from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
@@ -254,8 +254,11 @@ class JobRoutes:
 
     # --- auth ---------------------------------------------------------------------------------------------------
 
-    def invoke_caller(self, key: str, endpoint: str, args: dict[str, Any]) -> Caller:
-        """The caller an invoke key stands for, on one of :data:`INVOKE_ROUTES` of its own deployment.
+    def invoke_caller(
+        self, key: str, endpoint: str, args: dict[str, Any], refused: Callable[[ApiError], None] = lambda _e: None
+    ) -> Caller:
+        """The caller an invoke key stands for, on one of :data:`INVOKE_ROUTES` of its own deployment; ``refused``
+        hears of a key that is no live key (it may raise instead, e.g. the refused-key limiter's 429).
 
         Raises:
             ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment (a
@@ -267,11 +270,12 @@ class JobRoutes:
             raise unauthorized
         stored = self._deps.invoke_keys.resolve(key)
         if stored is None:
+            refused(unauthorized)  # counted as a refused key of the caller's address (429 past the limit)
             raise unauthorized
         deployment_id = str(args.get("deployment_id", ""))
         if not hmac.compare_digest(stored.deployment_id, deployment_id):
             raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
-        return Caller(tenant=stored.owner, api_key="", deployment_id=stored.deployment_id, key_id=stored.key_id)
+        return Caller(tenant=stored.owner, api_key="", deployment_id=stored.deployment_id, invoke_key_id=stored.key_id)
 
     # --- jobs ---------------------------------------------------------------------------------------------------
 
@@ -347,7 +351,7 @@ class JobRoutes:
         size = _page_size(request.args.get("limit"))
         try:
             records, token = self._deps.jobs.list(
-                deployment_id, size, request.args.get("page_token"), submitted_by=caller.key_id
+                deployment_id, size, request.args.get("page_token"), submitted_by=caller.invoke_key_id
             )
         except InvalidPageTokenError as exc:
             raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
@@ -360,9 +364,10 @@ class JobRoutes:
         if doc.status in (Status.DELETING, Status.DELETED):
             raise ApiError(409, "deployment_not_ready", "the deployment is deleted", {"status": doc.status.value})
         limit = self._deps.settings.max_invoke_keys_per_deployment
-        if len(self._deps.invoke_keys.list(deployment_id)) >= limit:
-            raise ApiError(409, "too_many_invoke_keys", f"a deployment may have at most {limit} invoke keys")
-        stored, key = self._deps.invoke_keys.create(deployment_id, doc.owner)
+        try:
+            stored, key = self._deps.invoke_keys.create(deployment_id, doc.owner, limit)
+        except TooManyInvokeKeysError as exc:
+            raise ApiError(409, "too_many_invoke_keys", f"a deployment may have at most {limit} invoke keys") from exc
         created = InvokeKeyCreated(key=key, **stored.model_dump())
         return json_response(created, 201, headers={"Cache-Control": "no-store"})
 
@@ -492,7 +497,7 @@ class JobRoutes:
             webhook_url=body.webhook_url,
             submitted_by=caller.submitter,
         )
-        self._deps.ends.after_submit(record, job)
+        self._deps.ends.after_submit(record, job, client, doc)
         return record
 
     def _observe(self, client: RunpodClient, doc: Deployment, record: JobRecord, job: Job) -> JobView:
@@ -515,7 +520,7 @@ class JobRoutes:
         """The job, if the caller may see it: the owner sees every job, an invoke key only its own (another's is
         a 404, as a missing one: its existence is not revealed)."""
         record = self._deps.jobs.get(deployment_id, job_id)
-        if record is None or (caller.key_id is not None and record.submitted_by != caller.key_id):
+        if record is None or (caller.invoke_key_id is not None and record.submitted_by != caller.invoke_key_id):
             raise ApiError(404, "job_not_found", f"no job {job_id!r} on this deployment")
         return record
 

@@ -8,7 +8,12 @@ create unlimited deployment documents (and a provisioning attempt each) by sendi
 - Each instance also keeps good verdicts in memory, so the GET routes of a verified tenant stay one Firestore read.
 - Refused keys are counted per client address (the last ``X-Forwarded-For`` entry: the address Google's front end
   saw and appended) and past ``REFUSED_KEYS_PER_ADDRESS_PER_MINUTE`` an address gets 429 before Runpod is asked:
-  probing keys is bounded, callers whose keys are good are not slowed.
+  probing keys is bounded, callers whose keys are good are not slowed. A made-up invoke key (``vdk_...``) counts
+  there too (:meth:`KeyVerifier.refused`), and an address this instance saw refused is screened before its next
+  invoke key costs a read (:meth:`KeyVerifier.screen`).
+- A sensitive step (creating a deployment, an invoke key or a client token, rotating the webhook secret) asks Runpod
+  again when the verdict is older than ``KEY_REVERIFY_SENSITIVE_S``: a key its owner revoked at Runpod stops
+  working for those within minutes, while reads keep the cheaper hour.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Request
 
@@ -47,6 +52,7 @@ class KeyVerifier:
         verdict_ttl_s: float,
         refusal_ttl_s: float,
         refusals_per_address_per_minute: int,
+        reverify_sensitive_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -54,8 +60,11 @@ class KeyVerifier:
         self._verdict_ttl_s = verdict_ttl_s
         self._refusal_ttl_s = refusal_ttl_s
         self._refusal_limit = refusals_per_address_per_minute
+        self._reverify_s = reverify_sensitive_s
         self._clock = clock
-        self._verified: dict[str, float] = {}  # tenant -> when this instance's memory of it expires
+        # tenant -> when this instance's memory of it expires, and when Runpod gave the verdict (None: unknown)
+        self._verified: dict[str, tuple[float, datetime | None]] = {}
+        self._refused_recently: dict[str, str] = {}  # address id -> the refusal window it was last refused in
         self._lock = threading.Lock()
 
     @classmethod
@@ -69,22 +78,27 @@ class KeyVerifier:
             verdict_ttl_s=settings.key_verdict_ttl_s,
             refusal_ttl_s=settings.key_refusal_ttl_s,
             refusals_per_address_per_minute=settings.refused_keys_per_address_per_minute,
+            reverify_sensitive_s=settings.key_reverify_sensitive_s,
         )
 
-    def verify(self, caller: Caller, address: str) -> None:
+    def verify(self, caller: Caller, address: str, *, sensitive: bool = False) -> None:
         """Pass a caller whose key Runpod accepts; 401 for a refused key, 429 for an address that keeps sending them.
+
+        ``sensitive``: the verdict must be younger than ``KEY_REVERIFY_SENSITIVE_S``, else Runpod is asked again.
 
         Raises:
             ApiError: 401 ``invalid_api_key``, 429 ``too_many_refused_keys``, 503 when Runpod cannot say.
         """
-        if self._remembered(caller.tenant):
+        remembered, checked_at = self._remembered(caller.tenant)
+        if remembered and not (sensitive and self._stale(checked_at)):
             return
         verdict = self._store.key_verdict(caller.tenant)
-        if verdict is None:
+        if verdict is None or (sensitive and verdict.valid and self._stale(verdict.checked_at)):
             verdict = self._ask_runpod(caller, address)
         if verdict.valid:
-            self._remember(caller.tenant)
+            self._remember(caller.tenant, verdict.checked_at)
             return
+        self._forget(caller.tenant)
         self._count_refusal(address)
         raise ApiError(
             401,
@@ -92,6 +106,30 @@ class KeyVerifier:
             "Runpod does not accept this API key",
             headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
         )
+
+    def screen(self, address: str) -> None:
+        """429 before anything is read for an address this instance saw refused in this window and that is over the
+        limit (one read, and only for such an address: good callers pay nothing).
+
+        Raises:
+            ApiError: 429 ``too_many_refused_keys``.
+        """
+        key = self._refusal_key(address)
+        with self._lock:
+            seen = self._refused_recently.get(self._address_id(address)) == key
+        if seen and self._store.count_in_window(key) >= self._refusal_limit:
+            raise self._too_many()
+
+    def refused(self, address: str) -> None:
+        """Count a key refused without asking Runpod (a made-up invoke key) against its address.
+
+        Raises:
+            ApiError: 429 ``too_many_refused_keys`` once the address is over the limit.
+        """
+        self._count_refusal(address)
+
+    def _stale(self, checked_at: datetime | None) -> bool:
+        return checked_at is None or (utcnow() - checked_at).total_seconds() > self._reverify_s
 
     def _ask_runpod(self, caller: Caller, address: str) -> KeyVerdict:
         # Before spending a Runpod call on an unknown key: is this address probing?
@@ -110,13 +148,19 @@ class KeyVerifier:
                 headers={"Retry-After": "5"},
             ) from exc
         ttl = self._verdict_ttl_s if valid else self._refusal_ttl_s
-        verdict = KeyVerdict(valid=valid, expires_at=utcnow() + timedelta(seconds=ttl))
+        now = utcnow()
+        verdict = KeyVerdict(valid=valid, expires_at=now + timedelta(seconds=ttl), checked_at=now)
         self._store.record_key_verdict(caller.tenant, verdict)
         return verdict
 
     def _count_refusal(self, address: str) -> None:
+        key = self._refusal_key(address)
+        with self._lock:
+            if len(self._refused_recently) >= _MEMORY_LIMIT:
+                self._refused_recently.clear()
+            self._refused_recently[self._address_id(address)] = key
         window = current_window(self._address_id(address), self._refusal_limit)
-        if self._store.increment_window(f"refused:{window.key}", window.expires_at) > self._refusal_limit:
+        if self._store.increment_window(key, window.expires_at) > self._refusal_limit:
             raise self._too_many()
 
     def _refusal_key(self, address: str) -> str:
@@ -134,13 +178,20 @@ class KeyVerifier:
             headers={"Retry-After": str(WINDOW_S)},
         )
 
-    def _remembered(self, tenant: str) -> bool:
+    def _remembered(self, tenant: str) -> tuple[bool, datetime | None]:
+        """Whether this instance remembers the tenant's key as good, and when Runpod said so (None: unknown)."""
         with self._lock:
-            expires = self._verified.get(tenant)
-            return expires is not None and expires > self._clock()
+            entry = self._verified.get(tenant)
+        if entry is None or entry[0] <= self._clock():
+            return False, None
+        return True, entry[1]
 
-    def _remember(self, tenant: str) -> None:
+    def _forget(self, tenant: str) -> None:
+        with self._lock:
+            self._verified.pop(tenant, None)
+
+    def _remember(self, tenant: str, checked_at: datetime | None) -> None:
         with self._lock:
             if len(self._verified) >= _MEMORY_LIMIT:
                 self._verified.clear()  # bounded memory; verified tenants are read back from Firestore once
-            self._verified[tenant] = self._clock() + min(self._verdict_ttl_s, 300.0)
+            self._verified[tenant] = (self._clock() + min(self._verdict_ttl_s, 300.0), checked_at)

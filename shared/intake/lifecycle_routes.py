@@ -12,6 +12,10 @@ lifecycle.
   provisioning, and the sweep's deadline stays the backstop. A start repeated while that runs answers 202 (and
   submits the warm-up, and schedules the watch, if the first attempt did not).
 
+A start of a deployment whose budget is used up (``usage.estimated_cost_usd`` at or over ``max_cost_usd``) is 409
+``budget_exhausted`` until ``PATCH /v1/deployments/{id}`` raises or clears the budget (:meth:`LifecycleRoutes.update`,
+200 with the view; each change starts a new budget generation, whose crossings are announced anew).
+
 Anything else is 409 ``invalid_state`` naming the current status. Both publish their lifecycle event through
 :class:`shared.transitions.Transitions`; the caller's own key is the deployment's (the tenant is derived from it).
 """
@@ -23,12 +27,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from shared.document import Deployment, IdleWatch, ReadinessWatch
+from shared.budget import budget_left
+from shared.document import BudgetWatch, Deployment, IdleWatch, ReadinessWatch
 from shared.errors import ApiError, IllegalTransitionError, PermanentError, RetryableError
 from shared.intake.auth import Caller
 from shared.intake.steps import IntakeDeps, owned_deployment
 from shared.lifecycle import Status
 from shared.messages import ReadinessCheck
+from shared.models import DeploymentView, UpdateDeploymentRequest
 from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, WorkerLimits
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.steps.readiness import schedule_readiness_check
@@ -75,6 +81,7 @@ class LifecycleRoutes:
 
             def record(d: Deployment) -> None:
                 d.stopped_at = utcnow()
+                d.stop_reason = "user"
 
             try:
                 self._deps.transitions.move(
@@ -97,10 +104,18 @@ class LifecycleRoutes:
             return LifecycleActionResponse(deployment_id=deployment_id, status=doc.status.value)  # type: ignore[arg-type]
         if doc.status is not Status.STOPPED:
             raise _invalid_state(doc, "started", Status.STOPPED)
+        if not budget_left(doc):
+            raise ApiError(
+                409,
+                "budget_exhausted",
+                "the deployment's budget is used up; raise or clear max_cost_usd (PATCH) before starting it",
+                details={"max_cost_usd": doc.max_cost_usd, "estimated_cost_usd": doc.usage.estimated_cost_usd},
+            )
         self._scale(caller, doc, WorkerLimits(min=doc.workers_min, max=doc.workers_max, idleTimeout=None))
 
         def restart(d: Deployment) -> None:
             d.started_at = utcnow()
+            d.stop_reason = None
             d.progress = None
             d.idle = IdleWatch()
             d.runpod.warmup_job_id = None
@@ -120,6 +135,23 @@ class LifecycleRoutes:
         self._warm_up(caller, moved.document)
         self._watch(moved.document)
         return LifecycleActionResponse(deployment_id=deployment_id, status="downloading_model")
+
+    def update(self, caller: Caller, deployment_id: str, change: UpdateDeploymentRequest) -> DeploymentView:
+        """Set, raise, lower or clear the budget; a deployment being deleted is 409 ``invalid_state``."""
+        owned_deployment(self._deps.store, caller, deployment_id)
+
+        def apply(d: Deployment) -> bool:
+            if d.status in (Status.DELETING, Status.DELETED):
+                raise _invalid_state(d, "changed", Status.READY)
+            if d.max_cost_usd == change.max_cost_usd:
+                return False
+            d.max_cost_usd = change.max_cost_usd
+            d.budget = BudgetWatch(generation=d.budget.generation + 1)  # its crossings are announced anew
+            return True
+
+        what = "cleared" if change.max_cost_usd is None else f"set to {change.max_cost_usd} USD"
+        self._deps.store.update(deployment_id, apply, f"budget (max_cost_usd) {what} by the owner")
+        return owned_deployment(self._deps.store, caller, deployment_id).view()
 
     def _watch(self, doc: Deployment) -> None:
         """The watchdog's first look at this start. Runpod has the warm-up by now: a failure to schedule it is

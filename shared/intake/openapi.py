@@ -35,6 +35,7 @@ from shared.models import (
     DeploymentLogs,
     DeploymentView,
     ErrorResponse,
+    UpdateDeploymentRequest,
 )
 from shared.page_tokens import MAX_PAGE_TOKEN_CHARS
 from shared.store import DEPLOYMENT_ID_PATTERN
@@ -49,6 +50,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     DeploymentLogs,
     DeploymentView,
     ErrorResponse,
+    UpdateDeploymentRequest,
     *notify.MODELS,
     LifecycleActionResponse,
     *API_MODELS,
@@ -131,6 +133,11 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "a per-deployment invoke key (vdk_...): its run, runsync, jobs and get routes",
                 },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the operator's METRICS_TOKEN (GET /metrics only)",
+                },
             },
         },
         "security": [{"bearer": []}, {"runpodKey": []}],
@@ -157,7 +164,17 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                 "Location": {"description": "the deployment's status_url", "schema": {"type": "string"}}
                             },
                         },
-                        **_errors(400, 409, 413, 415, *_AUTHED),
+                        **_errors(
+                            400,
+                            409,
+                            413,
+                            415,
+                            *_AUTHED,
+                            described={
+                                409: "idempotency_key_reused (the key was used with another body); or "
+                                "tenant_limit_reached (details: limit, current, counter)"
+                            },
+                        ),
                     },
                 },
                 "get": {
@@ -185,6 +202,26 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "operationId": "delete_deployment",
                     "parameters": [_ID],
                     "responses": {"202": _json(DeleteDeploymentResponse, "teardown started"), **_errors(404, *_AUTHED)},
+                },
+                "patch": {
+                    "operationId": "update_deployment",
+                    "parameters": [_ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(UpdateDeploymentRequest)}},
+                    },
+                    "responses": {
+                        "200": _json(DeploymentView, "the deployment with its new budget"),
+                        **_errors(
+                            400,
+                            404,
+                            409,
+                            413,
+                            415,
+                            *_AUTHED,
+                            described={409: "invalid_state: the deployment is being deleted"},
+                        ),
+                    },
                 },
             },
             "/v1/deployments/{deployment_id}/stream": {
@@ -232,7 +269,16 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "parameters": [_ID],
                     "responses": {
                         "202": _json(LifecycleActionResponse, "workers restored; the worker proves the model again"),
-                        **_errors(404, 409, 503, *_AUTHED),
+                        **_errors(
+                            404,
+                            409,
+                            503,
+                            *_AUTHED,
+                            described={
+                                409: "invalid_state (not stopped); or budget_exhausted (raise or clear max_cost_usd "
+                                "first)"
+                            },
+                        ),
                     },
                 }
             },
@@ -261,13 +307,14 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "security": [],
+                    "security": [{"metricsToken": []}],
                     "responses": {
                         "200": {
-                            "description": "Prometheus text exposition format 0.0.4",
+                            "description": "Prometheus text exposition format 0.0.4 (computed at most every 30 s per "
+                            "instance)",
                             "content": {PROMETHEUS_CONTENT_TYPE: {"schema": {"type": "string"}}},
                         },
-                        **_errors(500, 503),
+                        **_errors(401, 500, 503, described={401: "no or a wrong METRICS_TOKEN"}),
                     },
                 }
             },

@@ -33,7 +33,7 @@ from shared.models import (
 )
 from shared.page_tokens import InvalidPageTokenError
 from shared.pubsub import Publisher
-from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, utcnow
+from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, TenantCounts, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 from shared.transitions import Transitions
 
@@ -43,6 +43,9 @@ _KEYS_DEAD = frozenset({Status.DELETING, Status.DELETED})
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+# Rounds of read-decide-commit a create may take while parallel creates of its tenant change the counts it read
+# (each round, one of them commits; past the cap, the rest are refused at the read).
+CREATE_ATTEMPTS = 64
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,67 @@ def create_deployment(
 ) -> CreateDeploymentResponse:
     """Write the deployment (one commit) and hand it to provisioning.
 
-    One read first: the tenant's rate window (a full window refuses the request before anything is written) and the
-    idempotency record (a live one is replayed; an expired one is replaced in the create's commit).
+    One read first: the tenant's rate window (a full window refuses the request before anything is written), the
+    idempotency record (a live one is replayed; an expired one is replaced in the create's commit) and the tenant's
+    counts (a create past ``MAX_LIVE_DEPLOYMENTS_PER_TENANT`` or ``MAX_WORKERS_MIN_PER_TENANT`` is refused). The
+    commit raises those counts on condition that they did not change since the read: a create that lost that race
+    reads again and decides again (docs/decisions/2026-12-tenant-limits.md).
     """
     pepper = deps.settings.tenant_pepper.get_secret_value()
     key_id = _idempotency_doc_id(caller.tenant, idempotency_key) if idempotency_key is not None else None
     fingerprint = _request_fingerprint(pepper, raw)
-    seen, record = deps.store.read_before_create(rate.key, key_id)
-    if record is not None and not _expired(record):
-        return _replay(deps, rate, record, fingerprint)
-    if seen >= rate.limit:
-        count_request(deps.store, rate)  # the refusal counts too, so this raises the 429
+    for _ in range(CREATE_ATTEMPTS):
+        before = deps.store.read_before_create(rate.key, key_id, caller.tenant)
+        record = before.record
+        if record is not None and not _expired(record):
+            return _replay(deps, rate, record, fingerprint)
+        if before.rate_count >= rate.limit:
+            count_request(deps.store, rate)  # the refusal counts too, so this raises the 429
+        _check_tenant_limits(deps, rate, before.tenant, body.workers_min)
+        new, response = _new_deployment(deps, caller, body, key_id, fingerprint=fingerprint, record=record)
+        try:
+            # Admitted on the count read above: requests racing this one may pass the rate limit by as many as are
+            # in flight at once (docs/decisions/2026-11-rate-limit-counting.md); a transaction would cost more.
+            deps.store.create(new, counter=(rate.key, rate.expires_at), tenant_counts=before.tenant)
+        except (gexc.AlreadyExists, gexc.FailedPrecondition):
+            # A concurrent request with the same key won the race (the next read replays its answer), or another
+            # create of this tenant changed its counts (the next read decides on the new ones).
+            continue
+        _publish_created(deps, new.document.deployment_id, key_id)
+        return response
+    raise RetryableError("the tenant's deployments kept changing during the create")
 
+
+def _check_tenant_limits(deps: IntakeDeps, rate: RateWindow, counts: TenantCounts, workers_min: int) -> None:
+    """409 ``tenant_limit_reached`` when this create would pass one of the tenant's caps (nothing is written)."""
+    settings = deps.settings
+    refusal: tuple[str, int, int] | None = None
+    if counts.live + 1 > settings.max_live_deployments_per_tenant:
+        refusal = ("live_deployments", settings.max_live_deployments_per_tenant, counts.live)
+    elif counts.workers_min + workers_min > settings.max_workers_min_per_tenant:
+        refusal = ("workers_min", settings.max_workers_min_per_tenant, counts.workers_min)
+    if refusal is None:
+        return
+    count_request(deps.store, rate)  # refused requests count too (this may raise the 429 instead)
+    what, limit, current = refusal
+    message = (
+        f"this account has {current} live deployments, the most allowed is {limit}; delete one first"
+        if what == "live_deployments"
+        else f"this account's live deployments keep {current} workers always on (workers_min), the most allowed is "
+        f"{limit}; lower workers_min or delete a deployment first"
+    )
+    raise ApiError(409, "tenant_limit_reached", message, {"limit": limit, "current": current, "counter": what})
+
+
+def _new_deployment(
+    deps: IntakeDeps,
+    caller: Caller,
+    body: CreateDeploymentRequest,
+    key_id: str | None,
+    *,
+    fingerprint: str,
+    record: IdempotencyRecord | None,
+) -> tuple[NewDeployment, CreateDeploymentResponse]:
     now = utcnow()
     deployment_id = uuid.uuid4().hex
     base = deps.settings.public_api_base_url.rstrip("/")
@@ -147,17 +199,10 @@ def create_deployment(
         ),
         replaces_expired_record=record.update_time if record is not None else None,
     )
-    try:
-        # Admitted on the count read above: requests racing this one may pass the limit by as many as are in
-        # flight at once (docs/decisions/2026-11-rate-limit-counting.md); a transaction would cost more than that.
-        deps.store.create(new, counter=(rate.key, rate.expires_at))
-    except (gexc.AlreadyExists, gexc.FailedPrecondition) as exc:
-        # A concurrent request with the same key won the race: answer what it answered.
-        raced = deps.store.get_idempotency_record(key_id) if key_id else None
-        if raced is None or _expired(raced):
-            raise RetryableError("idempotency record vanished during a race") from exc
-        return _replay(deps, rate, raced, fingerprint)
+    return new, response
 
+
+def _publish_created(deps: IntakeDeps, deployment_id: str, key_id: str | None) -> None:
     try:
         _publish_requested(deps, deployment_id)
     except RetryableError:
@@ -166,7 +211,6 @@ def create_deployment(
         # With a key, a duplicate may already have replayed this deployment, so it stays; the client's retry with
         # the same key replays it and publishes again.
         raise
-    return response
 
 
 def _replay(
@@ -221,6 +265,7 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
         webhook_events=sorted(set(body.webhook_events)) if body.webhook_events else None,
         task=body.task,
         loras=list(body.loras),
+        max_cost_usd=body.max_cost_usd,
         created_at=now,
         updated_at=now,
         phase_timestamps={Status.VALIDATING: now},

@@ -37,7 +37,7 @@ from shared.lifecycle import PROVISIONING, WORKER_FAILURE_REASONS, FailureReason
 from shared.messages import JobCheck, PhaseReport
 from shared.model_cache import SharedModelCache
 from shared.models import CacheScope, Progress, Timings
-from shared.signing import HEADER_ID, SignatureError, verify
+from shared.signing import HEADER_ID, SignatureError, check_headers, verify
 from shared.steps.deps import StepDeps
 from shared.steps.teardown import fail_deployment
 from shared.store import utcnow
@@ -122,16 +122,22 @@ class JobEnded(BaseModel):
     id: Annotated[str, Field(pattern=f"^{JOB_ID_PATTERN}$")]
 
 
-def nudge_job_check(deployment_id: str, token: str, body: bytes, deps: StepDeps) -> Outcome:
+def nudge_job_check(deployment_id: str, token: str, body: Callable[[], bytes | None], deps: StepDeps) -> Outcome:
     """Runpod says a job of the deployment ended: check the job now, ahead of the job watch's schedule.
 
-    Runpod's job webhooks are unsigned: the token in the URL we gave Runpod authenticates the call, and the body is
-    not trusted beyond the job id (a forged id makes one check of a job that is not there).
+    Runpod's job webhooks are unsigned: the token in the URL we gave Runpod authenticates the call, and only then is
+    the body read (``body()``; None when it is over the callback's cap). The body is not trusted beyond the job id
+    (a forged id makes one check of a job that is not there). A body over the cap (a job with large inline outputs)
+    is accepted without a nudge: the job watch checks that job on its own schedule.
     """
     if not hmac.compare_digest(token.encode(), deps.sealer.job_ended_token(deployment_id).encode()):
         return Outcome.UNAUTHORIZED
+    raw = body()
+    if raw is None:
+        logger.info("job-ended call over the body cap: left to the job watch")
+        return Outcome.ACCEPTED
     try:
-        ended = JobEnded.model_validate_json(body)
+        ended = JobEnded.model_validate_json(raw)
     except ValidationError:
         return Outcome.MALFORMED
     schedule_check(deps.tasks, JobCheck(deployment_id=deployment_id, job_id=ended.id, nudge=True), 0)
@@ -183,6 +189,11 @@ def _grant_refusal(doc: Deployment, asked: CacheGrantRequest) -> str | None:
 def _authenticate(request: SignedReport, deps: StepDeps, body: type[_Body]) -> _Body | Outcome:
     """The body, if this deployment's worker signed it just now; else why not."""
     deployment_id = request.deployment_id
+    try:  # what needs no secret first: junk never costs a read of deployment_secrets
+        check_headers(request.headers, tolerance_s=deps.settings.callback_tolerance_s)
+    except SignatureError as exc:
+        logger.warning("phase report refused: %s", exc)
+        return Outcome.UNAUTHORIZED
     secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.fullmatch(deployment_id) else None
     nonce = (secrets or {}).get("callback_nonce")
     if not secrets or not nonce:

@@ -44,7 +44,7 @@ def watch_job(task: TaskDelivery[JobCheck], deps: JobWatchDeps) -> str:
         return asked
     client, doc, job = asked
     if job is not None:
-        record = deps.ends.observe(client, doc, record, job)
+        record = deps.ends.observe(client, doc, record, job, retry_budget=True)
         if record.final:
             return f"the job ended {record.status}"
     seen = record.status if job is not None else "unknown (Runpod unreachable)"
@@ -66,7 +66,18 @@ def _settled(message: JobCheck, record: JobRecord | None, deps: JobWatchDeps) ->
         asked = _ask_runpod(message, deps)
         return None if isinstance(asked, str) or asked[2] is None else asked[2].output
 
-    return f"the job is {record.status} already; " + deps.ends.announce(record, output)
+    announced = deps.ends.announce(record, output)
+    _check_budget(message, deps)  # a retried check whose budget stop failed the first time
+    return f"the job is {record.status} already; " + announced
+
+
+def _check_budget(message: JobCheck, deps: JobWatchDeps) -> None:
+    doc = deps.store.get(message.deployment_id)
+    if doc is None or doc.max_cost_usd is None:
+        return
+    credentials = open_credentials(deps.store, deps.sealer, message.deployment_id)
+    if credentials is not None:
+        deps.ends.check_budget(deps.runpod.client(credentials.runpod_api_key), doc)
 
 
 def _ask_runpod(message: JobCheck, deps: JobWatchDeps) -> tuple[RunpodClient, Deployment, Job | None] | str:

@@ -1,7 +1,8 @@
 """The webhooks function's steps: an event becomes a delivery; a delivery is attempted, recorded and retried.
 
 - :func:`dispatch_event` (Pub/Sub ``deployment-events``): for a deployment with ``user_webhook_url`` and an event
-  it asked for (default ``ready``, ``failed``, ``deleted``; ``webhook_events`` picks others), create the delivery
+  it asked for (default ``ready``, ``failed``, ``deleted``; ``webhook_events`` picks others; ``budget_warning`` and
+  ``budget_exhausted`` always), create the delivery
   record (create-if-absent: a redelivered event makes no second delivery) and schedule its first attempt.
 - :func:`deliver` (Cloud Tasks ``webhook-delivery``): claim the attempt, sign (every valid tenant secret), POST
   through the SSRF-pinned sender, record the attempt. 2xx = delivered; 410 = stopped for good; a refused target
@@ -19,7 +20,7 @@ from typing import Any
 
 from shared.config import SealingSettings, delays_s
 from shared.envelopes import TaskDelivery
-from shared.events import ReceivedEvent
+from shared.events import BUDGET_EXHAUSTED, BUDGET_WARNING, ReceivedEvent
 from shared.http_safe import RefusedTargetError, Resolver, SendResult, check_target, post, system_resolver
 from shared.messages import _Message
 from shared.signing import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, signature
@@ -38,6 +39,8 @@ from shared.webhooks.records import (
 from shared.webhooks.secrets import WebhookSecrets
 
 DELIVER_PATH = f"{function('webhooks').path}/deliver"
+# Events every webhook subscriber gets, whatever its webhook_events: its budget running out is never optional.
+ALWAYS_DELIVERED = frozenset({BUDGET_WARNING, BUDGET_EXHAUSTED})
 # A claimed attempt that never got recorded (the instance died mid-send) may be taken again after this long.
 _CLAIM_GRACE_S = 50.0
 # What a redelivery copies (job_id only from a job webhook's delivery).
@@ -73,7 +76,7 @@ def dispatch_event(event: ReceivedEvent, deps: WebhookDeps) -> str:
     target = payload.webhook_target(deps.store, event.subject)
     if target is None:
         return "no webhook for this deployment"
-    if event.status not in target.events:
+    if event.status not in target.events and event.status not in ALWAYS_DELIVERED:
         return f"{event.status} was not asked for"
     delivery_id = delivery_id_for(event.id)
     record = {

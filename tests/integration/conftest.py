@@ -62,6 +62,7 @@ def intake_env(
     os.environ.setdefault("GOOGLE_CLOUD_PROJECT", PROJECT)
     os.environ.setdefault("TENANT_PEPPER", base64.b64encode(os.urandom(16)).decode())
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
+    os.environ.setdefault("METRICS_TOKEN", base64.b64encode(os.urandom(24)).decode())
     os.environ.setdefault("ALLOW_HTTP_LOOPBACK_WEBHOOKS", "true")
     from shared.config import ProvisioningSettings, get_settings
 

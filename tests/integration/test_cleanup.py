@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from google.cloud import firestore
 
-from shared.invoke_keys import InvokeKeyStore
+from shared.invoke_keys import INVOKE_KEY_COUNTS, InvokeKeyStore
 from shared.lifecycle import Status
 from shared.store import utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED
@@ -132,13 +132,14 @@ def test_a_delete_removes_the_deployments_invoke_keys(provisioning: Env) -> None
     db = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
     keys = InvokeKeyStore(db)
     owner = provisioning.doc(deployment_id).owner
-    secrets = [keys.create(deployment_id, owner)[1] for _ in range(3)]
+    secrets = [keys.create(deployment_id, owner, 20)[1] for _ in range(3)]
     other = uuid.uuid4().hex
-    keys.create(other, owner)
+    keys.create(other, owner, 20)
     provisioning.move(deployment_id, Status.DELETING)
     assert provisioning.delete(deployment_id).status_code == 200
     assert provisioning.doc(deployment_id).status == Status.DELETED.value
     assert keys.list(deployment_id) == []
     assert [keys.resolve(secret) for secret in secrets] == [None, None, None]
     assert len(keys.list(other)) == 1
+    assert not db.collection(INVOKE_KEY_COUNTS).document(deployment_id).get().exists
     assert provisioning.delete(deployment_id).status_code == 200  # a repeat finds nothing to delete

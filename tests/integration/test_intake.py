@@ -313,7 +313,8 @@ def test_unknown_route_and_method(intake_client: Any) -> None:
 def test_health_metrics_openapi(intake_client: Any) -> None:
     assert intake_client.get("/health").json == {"status": "ok"}
     intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(key()))
-    text = intake_client.get("/metrics").get_data(as_text=True)
+    token = {"Authorization": f"Bearer {os.environ['METRICS_TOKEN']}"}
+    text = intake_client.get("/metrics", headers=token).get_data(as_text=True)
     assert 'visgate_deployments{status="validating"}' in text
     assert 'visgate_http_requests_total{route="create_deployment",code="202"}' in text
 
@@ -338,7 +339,9 @@ def test_openapi_describes_exactly_the_routes(intake_client: Any) -> None:
         for method, op in ops.items():
             codes = set(op["responses"])
             assert "500" in codes, (method, path)  # the catch-all can answer any route
-            if op.get("security") != []:
+            if op.get("security") == [{"metricsToken": []}]:  # the operator's token: no tenant, no rate window
+                assert "401" in codes, (method, path)
+            elif op.get("security") != []:
                 assert {"401", "429", "503"} <= codes, (method, path)
             for code in ("429", "503"):
                 if code in codes:
@@ -390,6 +393,7 @@ def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Cli
     from shared.store import RATE_LIMITS
 
     doc = intake_client.get("/openapi.json").json
+    metrics_token = os.environ["METRICS_TOKEN"]
     api_key = key()
     dep = intake_client.post("/v1/deployments", json={"hf_model_id": "a/b"}, headers=auth(api_key))
     item = "/v1/deployments/{deployment_id}"
@@ -414,6 +418,7 @@ def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Cli
         ("DELETE", item, intake_client.delete(one, headers=auth(api_key))),
         ("GET", "/health", intake_client.get("/health")),
         ("GET", "/metrics", intake_client.get("/metrics")),
+        ("GET", "/metrics", intake_client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})),
         ("GET", "/openapi.json", intake_client.get("/openapi.json")),
         ("GET", item, _intake(db, _FailingStore(db, RuntimeError("bug"))).get(one, headers=auth(api_key))),
         ("GET", item, _intake(db, _FailingStore(db, gexc.ServiceUnavailable("x"))).get(one, headers=auth(api_key))),
@@ -426,7 +431,8 @@ def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Cli
     assert {resp.status_code for _, _, resp in cases} >= {200, 202, 400, 401, 404, 409, 415, 429, 500, 503}
     for method, path, resp in cases:
         _conforms(doc, method, path, resp)
-    assert intake_client.get("/metrics").headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    metrics = intake_client.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+    assert metrics.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 def test_stream_sends_current_state_then_changes(intake_client: Any, db: firestore.Client) -> None:
@@ -668,9 +674,9 @@ class _SpyStore(DeploymentStore):
         super().__init__(db)
         self.created: list[str] = []
 
-    def create(self, new: Any, counter: Any = None) -> None:
+    def create(self, new: Any, counter: Any = None, tenant_counts: Any = None) -> None:
         self.created.append(new.document.deployment_id)
-        super().create(new, counter)
+        super().create(new, counter, tenant_counts)
 
 
 def test_a_post_over_the_limit_writes_no_deployment(db: firestore.Client) -> None:
@@ -739,11 +745,12 @@ def test_request_counts_reach_another_instance_without_a_later_request(db: fires
     for _ in range(3):
         first.record(route, 200)
     first.record(route, 404)
-    other = _intake(db)
+    token = {"Authorization": f"Bearer {os.environ['METRICS_TOKEN']}"}
     deadline = time.monotonic() + 10
     text = ""
     while time.monotonic() < deadline:  # the first instance's timer flushes; nothing calls it again
-        text = other.get("/metrics").get_data(as_text=True)
+        # Each time another instance: one instance renders /metrics at most every 30 s.
+        text = _intake(db).get("/metrics", headers=token).get_data(as_text=True)
         if _requests_line(text, route, 404):
             break
         time.sleep(0.1)

@@ -10,7 +10,15 @@ import pytest
 
 from scripts import event_examples
 from shared.document import Deployment
-from shared.events import GPU_SWITCHED, NotALifecycleEventError, lifecycle_event, parse_message, pubsub_message
+from shared.events import (
+    BUDGET_EXHAUSTED,
+    BUDGET_WARNING,
+    GPU_SWITCHED,
+    NotALifecycleEventError,
+    lifecycle_event,
+    parse_message,
+    pubsub_message,
+)
 from shared.lifecycle import Status
 from shared.models import DeploymentView
 
@@ -37,9 +45,15 @@ def test_each_type_has_an_up_to_date_valid_example(kind: str) -> None:
             "throttled_s": 90.0,
         }
         assert example["attributes"]["ce-id"].endswith(":gpu_switch:1")
+    elif kind in (BUDGET_WARNING, BUDGET_EXHAUSTED):  # no status change: the view, and the crossing
+        share = 0.8 if kind == BUDGET_WARNING else 1.0
+        assert example["data"]["status"] == Status.READY.value
+        assert example["data"]["budget"] == {"max_cost_usd": 5.0, "estimated_cost_usd": 5.0 * share, "threshold": share}
+        assert example["data"]["max_cost_usd"] == 5.0
+        assert example["attributes"]["ce-id"].endswith(f":{kind}:1")
     else:
         assert example["data"]["status"] == kind
-        assert "gpu_switch" not in example["data"]
+        assert "gpu_switch" not in example["data"] and "budget" not in example["data"]
 
 
 def test_binary_mode_attributes_and_stable_id() -> None:

@@ -33,7 +33,7 @@ TARGETS = {
 }
 # The table, spelled out: the declaration must not drift from it unnoticed.
 EXPECTED_SECRETS = {
-    "intake": {"tenant-pepper", "sealing-key"},
+    "intake": {"tenant-pepper", "metrics-token", "sealing-key"},
     "provision": {"sealing-key"},
     "readiness": {"sealing-key"},
     "cleanup": {"sealing-key"},
@@ -196,7 +196,8 @@ def test_the_platform_wires_the_iam_module_from_the_topology() -> None:
     iam = next(body for _, name, body in _blocks(platform, "module") if name == "iam")
     assert iam["functions"] == "${local.topology.functions}"
     # Only the secrets some function declares exist at all.
-    assert platform_locals["secret_ids"] == "${distinct(flatten([for fn in local.topology.functions : fn.secrets]))}"
+    assert platform_locals["secrets"] == "${local.topology.secrets}"
+    assert set(TFVARS["secrets"]) == {secret for fn in TFVARS["functions"].values() for secret in fn["secrets"]}
 
 
 def test_nothing_else_in_infra_grants_a_function_account_or_replaces_a_policy() -> None:
@@ -205,7 +206,7 @@ def test_nothing_else_in_infra_grants_a_function_account_or_replaces_a_policy() 
         for kind, name, body in _blocks(parsed, "resource"):
             assert not re.search(r"_iam_(binding|policy)$", kind), f"{path}: {kind}.{name} is authoritative"
             if path.parent.name != "iam":
-                assert "google_service_account" not in str(body.get("member", "")), f"{path}: {kind}.{name}"
+                assert "google_service_account.function" not in str(body.get("member", "")), f"{path}: {kind}.{name}"
             if kind == "google_project_iam_member" and FUNCTION_ACCOUNT in str(body.get("member", "")):
                 assert body["for_each"] == "${local.project_bindings}"
     assert {_unquote(role) for role in IAM_LOCALS["project_roles"]} == PROJECT_ROLES

@@ -20,7 +20,7 @@ def _rows() -> dict[str, str]:
     rows: dict[str, str] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 3 or not cells[0].startswith("`"):
+        if len(cells) != 4 or not cells[0].startswith("`"):  # Variable | Default | Set by | What
             continue
         names = re.findall(r"`([A-Z0-9_]+)`", cells[0])
         defaults = re.findall(r"`([^`]*)`", cells[1])

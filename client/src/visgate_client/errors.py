@@ -176,6 +176,25 @@ class TooManyInvokeKeysError(ApiError):
     code = "too_many_invoke_keys"
 
 
+class TenantLimitReachedError(ApiError):
+    """409: the create would pass one of the account's caps (``details``: ``limit``, ``current`` and ``counter``,
+    ``live_deployments`` or ``workers_min``): delete a deployment, or lower ``workers_min``, first."""
+
+    code = "tenant_limit_reached"
+
+
+class BudgetExhaustedError(ApiError):
+    """409: the deployment's budget (``max_cost_usd``) is used up: raise or clear it before starting it."""
+
+    code = "budget_exhausted"
+
+
+class TooManyRefusedKeysError(ApiError):
+    """429: this address sent too many refused API keys in a minute."""
+
+    code = "too_many_refused_keys"
+
+
 class PayloadTooLargeError(ApiError):
     """413: the body is larger than the API reads."""
 

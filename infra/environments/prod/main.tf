@@ -1,7 +1,7 @@
 # The prod environment: `terraform -chdir=infra/environments/prod init -backend-config="bucket=<state bucket>"`,
 # then `apply -var project_id=... -var worker_image=...` (cloudbuild.yaml does both).
 terraform {
-  required_version = ">= 1.6"
+  required_version = ">= 1.9"
   required_providers {
     google = {
       source  = "hashicorp/google"
@@ -10,6 +10,10 @@ terraform {
     archive = {
       source  = "hashicorp/archive"
       version = "~> 2.6"
+    }
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
     }
   }
   backend "gcs" {
@@ -32,6 +36,11 @@ variable "public_api_base_url" {
   type    = string
   default = ""
 }
+variable "settings" {
+  type        = map(string)
+  description = "function settings by environment variable name (README, Configuration), e.g. { RATE_LIMIT_PER_MINUTE = \"240\" }"
+  default     = {}
+}
 
 provider "google" {
   project = var.project_id
@@ -46,6 +55,7 @@ module "platform" {
   bundle_dir                    = abspath("${path.module}/${var.bundle_dir}")
   worker_image                  = var.worker_image
   public_api_base_url           = var.public_api_base_url
+  settings                      = var.settings
   min_instances                 = { intake = 1 }
   firestore_deletion_protection = true
 }

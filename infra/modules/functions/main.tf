@@ -1,7 +1,7 @@
-# Cloud Functions (2nd gen), one per topology entry whose source bundle exists. Bundles are staged by
-# `python -m local.gen_infra bundle --out <bundle_dir>` (main.py + the shared package + pinned requirements).
-# Cloudevent functions are triggered through Eventarc on their topic, which delivers the same binary CloudEvent the
-# local functions host produces.
+# Cloud Functions (2nd gen), one per topology entry. Bundles are staged by `make bundles` (main.py, the shared
+# package and the functions' lock as requirements.txt); a declared function without its bundle fails the plan
+# instead of planning to destroy it. Cloudevent functions are triggered through Eventarc on their topic, which
+# delivers the same binary CloudEvent the local functions host produces.
 variable "project_id" { type = string }
 variable "region" { type = string }
 variable "bundle_dir" { type = string }
@@ -17,6 +17,7 @@ variable "functions" {
     enqueues              = optional(list(string), [])
     signs_tokens          = optional(bool, false)
     timeout_s             = optional(number, 60)
+    concurrency           = optional(number, 16)
   }))
 }
 variable "service_accounts" {
@@ -40,7 +41,7 @@ variable "labels" {
 }
 
 locals {
-  deployed = { for name, fn in var.functions : name => fn if fileexists("${var.bundle_dir}/${name}/main.py") }
+  deployed = var.functions
 }
 
 resource "google_storage_bucket" "source" {
@@ -48,6 +49,7 @@ resource "google_storage_bucket" "source" {
   name                        = "${var.project_id}-function-sources"
   location                    = var.region
   uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
   force_destroy               = true
   labels                      = var.labels
 
@@ -66,6 +68,13 @@ data "archive_file" "bundle" {
   type        = "zip"
   source_dir  = "${var.bundle_dir}/${each.key}"
   output_path = "${path.root}/.terraform/bundles/${each.key}.zip"
+
+  lifecycle {
+    precondition {
+      condition     = fileexists("${var.bundle_dir}/${each.key}/main.py") && fileexists("${var.bundle_dir}/${each.key}/requirements.txt")
+      error_message = "No bundle for function ${each.key} in ${var.bundle_dir}: run `make bundles` before planning."
+    }
+  }
 }
 
 resource "google_storage_bucket_object" "bundle" {
@@ -99,11 +108,15 @@ resource "google_cloudfunctions2_function" "function" {
     available_memory                 = "512Mi"
     available_cpu                    = "1"
     timeout_seconds                  = each.value.timeout_s
-    max_instance_request_concurrency = 16
+    max_instance_request_concurrency = each.value.concurrency
     min_instance_count               = lookup(var.min_instances, each.key, 0)
     max_instance_count               = 20
-    ingress_settings                 = "ALLOW_ALL"
-    environment_variables            = merge(var.environment, { LOG_EXECUTION_ID = "true" })
+    # Only the API and the workers' callback are reached from outside; the other functions are called by Pub/Sub
+    # (Eventarc), Cloud Tasks and Cloud Scheduler, which internal ingress admits.
+    ingress_settings = each.value.public ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+    # functions-framework serves THREADS requests at once: as many as the instance is sent. No LOG_EXECUTION_ID:
+    # it adds a second log handler (every line twice); our JSON lines carry the execution id themselves.
+    environment_variables = merge(var.environment, { THREADS = tostring(each.value.concurrency) })
   }
 
   dynamic "event_trigger" {

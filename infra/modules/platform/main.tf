@@ -6,9 +6,9 @@ variable "environment" { type = string }
 variable "bundle_dir" { type = string }
 variable "worker_image" {
   type        = string
-  description = "the worker image Runpod templates use (pushed by cloudbuild.yaml)"
+  description = "the worker image Runpod endpoints run (pushed by cloudbuild.yaml, passed on by its digest)"
   # shared/config.py defaults WORKER_IMAGE to an all-zero digest so that local runs and tests need no image; a
-  # deployed environment must never create templates from it.
+  # deployed environment must never create endpoints from it.
   validation {
     condition     = can(regex("^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$", var.worker_image)) && !can(regex("@sha256:0{64}$", var.worker_image))
     error_message = "worker_image must be a pushed image pinned by digest (<repository>@sha256:<64 hex>), not the all-zero placeholder."
@@ -27,6 +27,11 @@ variable "firestore_deletion_protection" {
   type    = bool
   default = true
 }
+variable "settings" {
+  type        = map(string)
+  description = "settings of every function by environment variable name (README, Configuration): only names listed in the topology's `settings`"
+  default     = {}
+}
 
 locals {
   repo_root = "${path.module}/../../.."
@@ -35,39 +40,62 @@ locals {
   # Gen2 functions also answer on https://REGION-PROJECT.cloudfunctions.net/NAME, the layout FUNCTIONS_BASE_URL
   # expects (base URL + the function's path), which is known before the functions exist.
   functions_base_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
-  # Every secret some function declares (shared/topology.py). The shared cache's key is optional: a secret without
-  # a version is read as unset.
-  secret_ids = distinct(flatten([for fn in local.topology.functions : fn.secrets]))
-  apis = [
-    "artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "cloudfunctions.googleapis.com",
-    "cloudscheduler.googleapis.com", "cloudtasks.googleapis.com", "eventarc.googleapis.com",
-    "firebaserules.googleapis.com", "firestore.googleapis.com", "pubsub.googleapis.com", "run.googleapis.com",
-    "secretmanager.googleapis.com",
-    # Client apps: Firebase Authentication (Identity Platform) takes our custom tokens, which the intake signs
-    # through the IAM Credentials API (signBlob) as its own service account.
-    "firebase.googleapis.com", "identitytoolkit.googleapis.com", "iamcredentials.googleapis.com",
-  ]
+  secrets            = local.topology.secrets
+  generated          = { for name, secret in local.secrets : name => secret.first_version if secret.first_version != null }
+  unknown_settings   = setsubtract(keys(var.settings), local.topology.settings)
 }
 
-resource "google_project_service" "api" {
-  for_each           = toset(local.apis)
-  project            = var.project_id
-  service            = each.value
-  disable_on_destroy = false
+module "apis" {
+  source     = "../apis"
+  project_id = var.project_id
 }
 
-# The secrets' values are added out of band (gcloud secrets versions add), never through Terraform state.
+# A setting the functions do not read, or one Terraform manages itself, is a typo or a mistake: fail the plan.
+resource "terraform_data" "settings" {
+  input = var.settings
+  lifecycle {
+    precondition {
+      condition     = length(local.unknown_settings) == 0
+      error_message = "settings has names no function may be given here: ${join(", ", local.unknown_settings)} (see the topology's settings list)."
+    }
+  }
+}
+
 resource "google_secret_manager_secret" "secret" {
-  for_each  = toset(local.secret_ids)
+  for_each  = local.secrets
   project   = var.project_id
-  secret_id = each.value
+  secret_id = each.key
   labels    = local.labels
 
   replication {
     auto {}
   }
 
-  depends_on = [google_project_service.api]
+  depends_on = [module.apis]
+}
+
+# The first version of each generated secret, so the functions (which read them at cold start) can start on a new
+# project. The value lives in the Terraform state (keep the state bucket private); later changes are ignored, so
+# a rotation (a new version added with gcloud, docs/deploy.md) is never undone by the next apply.
+resource "random_bytes" "key32" {
+  for_each = { for name, kind in local.generated : name => kind if kind == "key32" }
+  length   = 32
+}
+
+resource "random_password" "token" {
+  for_each = { for name, kind in local.generated : name => kind if kind == "token" }
+  length   = 48
+  special  = false
+}
+
+resource "google_secret_manager_secret_version" "first" {
+  for_each    = local.generated
+  secret      = google_secret_manager_secret.secret[each.key].id
+  secret_data = each.value == "key32" ? random_bytes.key32[each.key].base64 : random_password.token[each.key].result
+
+  lifecycle {
+    ignore_changes = [secret_data, enabled]
+  }
 }
 
 module "firestore" {
@@ -77,14 +105,14 @@ module "firestore" {
   rules_file          = "${local.repo_root}/firestore.rules"
   indexes_file        = "${local.repo_root}/firestore.indexes.json"
   deletion_protection = var.firestore_deletion_protection
-  depends_on          = [google_project_service.api]
+  depends_on          = [module.apis]
 }
 
 # Firebase Authentication for client apps that listen to Firestore (POST /v1/client-token). Custom tokens need no
 # sign-in provider; adding Firebase to the project and registering the web app are operator steps (README).
 resource "google_identity_platform_config" "auth" {
   project    = var.project_id
-  depends_on = [google_project_service.api]
+  depends_on = [module.apis]
 }
 
 module "pubsub" {
@@ -93,7 +121,7 @@ module "pubsub" {
   topics            = local.topology.topics
   dead_letter_topic = local.topology.dead_letter_topic
   labels            = local.labels
-  depends_on        = [google_project_service.api]
+  depends_on        = [module.apis]
 }
 
 module "tasks" {
@@ -101,7 +129,7 @@ module "tasks" {
   project_id = var.project_id
   region     = var.region
   queues     = local.topology.queues
-  depends_on = [google_project_service.api]
+  depends_on = [module.apis]
 }
 
 module "iam" {
@@ -126,7 +154,7 @@ module "functions" {
   topic_ids        = module.pubsub.topic_ids
   min_instances    = var.min_instances
   labels           = local.labels
-  environment = {
+  environment = merge(var.settings, {
     GOOGLE_CLOUD_PROJECT        = var.project_id
     REGION                      = var.region
     SECRET_MANAGER_PROJECT      = var.project_id
@@ -134,17 +162,19 @@ module "functions" {
     PUBLIC_API_BASE_URL         = var.public_api_base_url != "" ? var.public_api_base_url : "${local.functions_base_url}/intake"
     TASKS_SERVICE_ACCOUNT_EMAIL = module.iam.invoker_email
     WORKER_IMAGE                = var.worker_image
-  }
-  depends_on = [module.firestore, module.tasks]
+  })
+  # A function reads its secrets at cold start and needs its grants to do anything: both exist before it does.
+  depends_on = [module.apis, module.firestore, module.tasks, module.iam, google_secret_manager_secret_version.first, terraform_data.settings]
 }
 
 module "scheduler" {
-  source        = "../scheduler"
-  project_id    = var.project_id
-  region        = var.region
-  schedules     = local.topology.schedules
-  function_uris = module.functions.uris
-  invoker_email = module.iam.invoker_email
+  source             = "../scheduler"
+  project_id         = var.project_id
+  region             = var.region
+  schedules          = local.topology.schedules
+  functions_base_url = local.functions_base_url
+  invoker_email      = module.iam.invoker_email
+  depends_on         = [module.functions]
 }
 
 output "function_uris" {

@@ -1,19 +1,21 @@
 # Cloud Scheduler jobs from the topology: an authenticated POST to the function (plus the path suffix), as the
-# local scheduler loop does.
+# local scheduler loop does. The OIDC audience is the function's URL (shared.topology.function_url), the one a 2nd
+# gen function accepts; both paths come from the topology (infra/topology.auto.tfvars.json).
 variable "project_id" { type = string }
 variable "region" { type = string }
 variable "schedules" {
   type = map(object({
-    function    = string
-    cron        = string
-    path_suffix = string
+    function      = string
+    cron          = string
+    target_path   = string
+    audience_path = string
   }))
 }
-variable "function_uris" { type = map(string) }
+variable "functions_base_url" { type = string }
 variable "invoker_email" { type = string }
 
 resource "google_cloud_scheduler_job" "job" {
-  for_each         = { for name, job in var.schedules : name => job if contains(keys(var.function_uris), job.function) }
+  for_each         = var.schedules
   project          = var.project_id
   region           = var.region
   name             = each.key
@@ -27,13 +29,13 @@ resource "google_cloud_scheduler_job" "job" {
 
   http_target {
     http_method = "POST"
-    uri         = "${var.function_uris[each.value.function]}${each.value.path_suffix}"
+    uri         = "${var.functions_base_url}${each.value.target_path}"
     headers     = { "Content-Type" = "application/json" }
     body        = base64encode("{}")
 
     oidc_token {
       service_account_email = var.invoker_email
-      audience              = var.function_uris[each.value.function]
+      audience              = "${var.functions_base_url}${each.value.audience_path}"
     }
   }
 }
