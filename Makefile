@@ -11,7 +11,7 @@ STATE := .local
 PIP_LOCKED = pip install --quiet --require-hashes --no-deps
 
 .DEFAULT_GOAL := all
-.PHONY: all install up down run test lint format typecheck bench pr lock bundles deploy-check
+.PHONY: all install up down run test test-unit lint format typecheck bench pr lock bundles deploy-check
 
 all: pr
 
@@ -61,6 +61,11 @@ typecheck: $(VENV)/.installed
 # The suite: unit + integration against the real emulators and our simulators (+ worker on CPU, + e2e).
 test: install
 	$(PY) -m pytest --cov --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+# The inner loop (under a minute, no emulator, no stack, no Node tools): the pure tests, the client's offline tests
+# and the simulators' own tests (each serves its simulator in a thread). `make test` stays the whole suite.
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit tests/client/test_offline.py tests/simulators $(PYTEST_ARGS)
 
 # Regenerate every lock file from its inputs (requirements/*.txt, worker/requirements.txt), keeping current pins.
 lock: $(VENV)/.installed

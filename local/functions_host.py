@@ -97,7 +97,7 @@ class PubSubPushToCloudEvent:
 
 def source_of(function: Function, source_root: Path) -> Path:
     """The entry module of ``function`` under ``source_root`` (``<root>/<name>/main.py``)."""
-    return source_root / function.name / "main.py"
+    return source_root / function.source / "main.py"
 
 
 def create_host_app(functions: Sequence[Function], source_root: Path, project: str) -> WSGIApp:

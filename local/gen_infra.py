@@ -38,7 +38,7 @@ TERRAFORM_MANAGED = {
     "WORKER_IMAGE": "worker_image",
 }
 # Settings of the local stack and the tests only (emulators, loopback webhooks): never set in a deployment.
-LOCAL_ONLY = {"CLOUD_TASKS_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST", "ALLOW_HTTP_LOOPBACK_WEBHOOKS"}
+LOCAL_ONLY = {"CLOUD_TASKS_EMULATOR_HOST", "ALLOW_HTTP_LOOPBACK_WEBHOOKS"}
 
 
 def deployer_settings() -> list[str]:
@@ -119,7 +119,7 @@ def bundle(out: Path, declared: ModuleType = topology) -> list[Path]:
     an error: Terraform plans every declared function and fails on a missing bundle."""
     staged = []
     for function in declared.FUNCTIONS:
-        source = REPO_ROOT / "functions" / function.name
+        source = REPO_ROOT / "functions" / function.source
         if not (source / "main.py").is_file():
             raise FileNotFoundError(f"function {function.name} is declared in shared/topology.py but has no {source}")
         target = out / function.name

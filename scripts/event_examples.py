@@ -71,14 +71,14 @@ def example_document(status: Status) -> dict[str, Any]:
         doc |= {
             "model_commit_sha": "1681ed09e0cff58eeb41e878a49893228b78b94c",
             "vram_estimate_gb": 6.2,
-            "gpu_candidates": ["AMPERE_16", "ADA_24"],
-            "endpoint_id": "abc123def456gh",
-            "endpoint_url": "https://api.runpod.ai/v2/abc123def456gh",
+            "gpu": {"window": ["AMPERE_16", "ADA_24"]},
+            "runpod": {"endpoint_id": "abc123def456gh", "endpoint_url": "https://api.runpod.ai/v2/abc123def456gh"},
         }
     if status is Status.DOWNLOADING_MODEL:
         doc["progress"] = {"bytes_done": 1_048_576, "bytes_total": 5_242_880_000}
     if _ORDER.index(status) >= _ORDER.index(Status.READY) and status is not Status.FAILED:
-        doc |= {"gpu_pool": "AMPERE_16", "timings": {"download_s": 41.2, "load_s": 6.3, "warmup_s": 1.1}}
+        doc["gpu"] = {**doc["gpu"], "pool_in_use": "AMPERE_16"}
+        doc["timings"] = {"download_s": 41.2, "load_s": 6.3, "warmup_s": 1.1}
     if status is Status.FAILED:
         doc |= {"error": {"code": "no_capacity", "message": "no GPU capacity in any fitting pool for 90 s"}}
     if status is Status.STOPPED:

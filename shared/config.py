@@ -139,9 +139,6 @@ class Settings(BaseSettings):
         description="delays before each retry of a failed webhook delivery (9 attempts over about an hour)",
     )
     webhook_secret_overlap_s: float = Field(24 * 3600, ge=0, description="how long a rotated-out secret still signs")
-    # firebase-admin reads FIREBASE_AUTH_EMULATOR_HOST itself (as the Google clients read theirs); listed here so
-    # that the one settings object documents it.
-    firebase_auth_emulator_host: str | None = None
     client_token_service_account_email: str | None = None
 
     # Providers
@@ -277,7 +274,7 @@ SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
     "cleanup": ProvisioningSettings,
     "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
     "sweep": ProvisioningSettings,  # it opens the tenants' credentials to find orphaned endpoints
-    "jobs": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
+    "job-watch": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
 }
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     Settings,

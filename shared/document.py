@@ -3,8 +3,6 @@
 - Sub-models hold what belongs together: the Runpod resources, the GPU plan, the readiness watch.
 - Unknown stored fields survive a read-modify-write (``extra="allow"``): a newer release may add fields, and an
   older instance running beside it must not erase them.
-- A document written before this model (flat ``endpoint_id``, ``gpu_ranked``, ``gpu_candidates``, ...) still
-  reads: :meth:`Deployment.from_firestore` folds the old names into the sub-models, and the next write moves them.
 - The public view is derived from it (:meth:`Deployment.view`); neither carries a secret (the sealed credentials
   live in a server-only collection), and a test walks both models to keep it so.
 """
@@ -15,7 +13,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.gpu import GpuTier
 from shared.job_input import Task
@@ -84,19 +82,6 @@ class ReadinessWatch(_Stored):
 
 
 # Flat fields of documents written before the sub-models existed: old name -> (sub-model, new name).
-_LEGACY_FIELDS = {
-    "endpoint_id": ("runpod", "endpoint_id"),
-    "endpoint_url": ("runpod", "endpoint_url"),
-    "warmup_job_id": ("runpod", "warmup_job_id"),
-    "torn_down_at": ("runpod", "torn_down_at"),
-    "template_id": ("runpod", "template_id"),
-    "gpu_ranked": ("gpu", "ranked"),
-    "gpu_candidates": ("gpu", "window"),
-    "gpu_switches": ("gpu", "switches"),
-    "gpu_pool": ("gpu", "pool_in_use"),
-}
-
-
 class Deployment(_Stored):
     deployment_id: str
     owner: str
@@ -155,18 +140,6 @@ class Deployment(_Stored):
     event_seq: int = 0
     # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.
     usage: Usage = Field(default_factory=Usage)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fold_legacy_fields(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not any(name in data for name in _LEGACY_FIELDS):
-            return data
-        folded = dict(data)
-        for old, (group, new) in _LEGACY_FIELDS.items():
-            if old in folded:
-                value = folded.pop(old)
-                folded[group] = {**(folded.get(group) or {}), new: value}
-        return folded
 
     @classmethod
     def from_firestore(cls, data: dict[str, Any]) -> Deployment:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from shared.messages import _Message
 
 M = TypeVar("M", bound=_Message)
+P = TypeVar("P")  # what a delivery carries: a message, or its raw data
 # RFC 3339 allows nanoseconds (Pub/Sub sends them); datetime takes at most microseconds.
 _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")
 
@@ -35,8 +36,8 @@ class MalformedDeliveryError(Exception):
 
 
 @dataclass(frozen=True)
-class PubSubDelivery(Generic[M]):
-    message: M
+class PubSubDelivery(Generic[P]):
+    message: P
     message_id: str
     published_at: datetime | None
     attributes: dict[str, str]
@@ -58,18 +59,29 @@ class TaskDelivery(Generic[M]):
 
 def parse_pubsub(event: Any, model: type[M]) -> PubSubDelivery[M]:
     """The message of a Pub/Sub CloudEvent (``functions_framework`` passes a ``cloudevents`` event)."""
+    raw = pubsub_data(event)
+    try:
+        parsed = model.model_validate_json(raw.message)
+    except ValidationError as exc:
+        raise MalformedDeliveryError(
+            f"not a {model.__name__} Pub/Sub message: {type(exc).__name__}", raw.message_id
+        ) from exc
+    return PubSubDelivery(parsed, raw.message_id, raw.published_at, raw.attributes)
+
+
+def pubsub_data(event: Any) -> PubSubDelivery[bytes]:
+    """The raw data of a Pub/Sub CloudEvent's message, with its id, publish time and attributes."""
     data = event.get_data() if hasattr(event, "get_data") else event.data
     try:
         message = data["message"]
         raw = base64.b64decode(message.get("data") or "", validate=True)
-        parsed = model.model_validate_json(raw)
-    except (KeyError, TypeError, AttributeError, binascii.Error, ValidationError) as exc:
+    except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise MalformedDeliveryError(
-            f"not a {model.__name__} Pub/Sub message: {type(exc).__name__}", str(_attribute(event, "id") or "")
+            f"not a Pub/Sub message: {type(exc).__name__}", str(_attribute(event, "id") or "")
         ) from exc
     published = message.get("publishTime") or message.get("publish_time") or _attribute(event, "time")
     return PubSubDelivery(
-        message=parsed,
+        message=raw,
         message_id=str(message.get("messageId") or message.get("message_id") or _attribute(event, "id") or ""),
         published_at=_timestamp(published),
         attributes=dict(message.get("attributes") or {}),

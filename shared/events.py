@@ -141,6 +141,10 @@ class ReceivedEvent:
     def status(self) -> str:
         return self.type.removeprefix(EVENT_TYPE_PREFIX)
 
+    @property
+    def deployment_id(self) -> str:
+        return self.subject
+
 
 class NotALifecycleEventError(ValueError):
     """The message is no lifecycle CloudEvent of this schema (another producer's message on the topic)."""

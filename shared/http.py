@@ -6,7 +6,6 @@ import json
 import logging
 import traceback
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError
@@ -17,8 +16,6 @@ from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from shared import logging as slog
-from shared.envelopes import MalformedDeliveryError, TaskDelivery, parse_task
 from shared.errors import ApiError, RetryableError
 from shared.messages import _Message
 
@@ -126,31 +123,3 @@ def log_unexpected(exc: BaseException, where: str) -> None:
     """Log a bug with its type and stack, never its text (it may quote a token or a key)."""
     stack = "".join(traceback.format_tb(exc.__traceback__))
     logger.error("unhandled %s in %s\n%s", type(exc).__name__, where, stack)
-
-
-def answer_task(request: Request, model: type[M], step: str, run: Callable[[TaskDelivery[M]], str]) -> Response:
-    """A Cloud Tasks delivery of ``model`` through ``run``: a malformed one is logged and acknowledged (a retry
-    cannot fix it); otherwise :func:`task_outcome`, logged inside a binding of the task and its message's ids."""
-    try:
-        task = parse_task(request.get_data(), dict(request.headers), model)
-    except MalformedDeliveryError as exc:
-        with slog.bind(execution_id=exc.delivery_id or None, step=step):
-            logger.error("dropped a malformed task: %s", exc)
-        return Response(status=204)
-    ids = {name: getattr(task.message, name, None) for name in ("deployment_id", "job_id", "attempt")}
-    with slog.bind(step=step, execution_id=task.task_name, **{k: v for k, v in ids.items() if v is not None}):
-        return task_outcome(step, lambda: run(task))
-
-
-def task_outcome(step: str, run: Callable[[], str]) -> Response:
-    """The answer of a task or push handler whose step says what it did: 204 done (or nothing to do); 503 for a
-    RetryableError and 500 for a bug (logged), so that Cloud Tasks or Pub/Sub deliver again."""
-    try:
-        logger.info(run())
-    except RetryableError as exc:
-        logger.warning("will be retried: %s", exc)
-        return Response(status=503)
-    except Exception as exc:  # logged inside the caller's binding, then retried
-        log_unexpected(exc, step)
-        return Response(status=500)
-    return Response(status=204)

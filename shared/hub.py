@@ -53,7 +53,6 @@ SUPPORTED_PIPELINES: dict[str, int] = {
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 _HALF_PRECISION = ("fp16", "bf16")
-_SAFETENSORS_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 # One Range read of this many bytes holds most safetensors headers with their length (huggingface_hub's own
 # get_safetensors_metadata reads 100 kB first too); a longer header costs a second read.

@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import BaseModel
 
-from shared.errors import RetryableError
+from shared.conditional import until_written
 
 INVOKE_KEYS = "invoke_keys"
 INVOKE_KEY_COUNTS = "invoke_key_counts"
@@ -72,7 +72,8 @@ class InvokeKeyStore:
             RetryableError: parallel creates kept changing the count.
         """
         counter = self._db.collection(INVOKE_KEY_COUNTS).document(deployment_id)
-        for _ in range(_CREATE_ATTEMPTS):
+
+        def attempt() -> tuple[InvokeKey, str]:
             snap = counter.get()
             # A deployment whose keys predate the counter starts from what exists.
             live = int((snap.to_dict() or {}).get("live", 0)) if snap.exists else len(self.list(deployment_id))
@@ -86,12 +87,10 @@ class InvokeKeyStore:
                 batch.update(counter, {"live": live + 1}, option=option)
             else:
                 batch.create(counter, {"live": live + 1})
-            try:
-                batch.commit()
-            except (gexc.AlreadyExists, gexc.FailedPrecondition):
-                continue  # another create (or a revocation) changed the count: read it again
+            batch.commit()  # a conflict: another create (or a revocation) changed the count, read it again
             return InvokeKey.model_validate(record.model_dump()), key
-        raise RetryableError(f"the invoke keys of {deployment_id} kept changing")
+
+        return until_written(attempt, f"the invoke keys of {deployment_id}", attempts=_CREATE_ATTEMPTS)
 
     @staticmethod
     def _new(deployment_id: str, owner: str) -> tuple[StoredInvokeKey, str]:

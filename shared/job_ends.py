@@ -35,7 +35,7 @@ from shared.webhooks.steps import schedule_attempt
 
 logger = logging.getLogger(__name__)
 
-WATCH_PATH = f"{function('jobs').path}/watch"
+WATCH_PATH = f"{function('job-watch').path}/watch"
 # Runpod's final job states and the type of the webhook each one sends.
 EVENT_TYPES = {
     "COMPLETED": "job.completed",

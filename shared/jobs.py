@@ -17,10 +17,10 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from pydantic import BaseModel, Field
 
+from shared.conditional import until_written
 from shared.job_input import GenerateInput
 from shared.models import Usage
 from shared.page_tokens import decode_page_token, encode_page_token
@@ -32,7 +32,6 @@ JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"  # Runpod's job ids (a UUID an
 USAGE_DAYS = "usage_days"
 # ``submitted_by`` of a job its deployment's owner (the Runpod key) submitted; an invoke key's job has the key id.
 OWNER_SUBMITTER = "owner"
-_FINALIZE_RETRIES = 5
 # Runpod's final states, each counted under one usage outcome.
 OUTCOME = {"COMPLETED": "completed", "FAILED": "failed", "TIMED_OUT": "failed", "CANCELLED": "cancelled"}
 
@@ -225,9 +224,13 @@ class JobStore:
         """Fold what Runpod said about the job into its record; the move to a final state is counted once.
 
         Returns the record as it stands afterwards, or None when there is no such record.
+
+        Raises:
+            RetryableError: other observers kept writing it first (shared.conditional).
         """
         ref = self._job_ref(deployment_id, job_id)
-        for _ in range(_FINALIZE_RETRIES):
+
+        def attempt() -> JobRecord | None:
             snap = ref.get()
             if not snap.exists:
                 return None
@@ -243,12 +246,10 @@ class JobStore:
             batch = self._db.batch()
             batch.update(ref, record.model_dump(), option=self._db.write_option(last_update_time=snap.update_time))
             self._add_usage(batch, record, counts, now)
-            try:
-                batch.commit()
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                continue  # another instance wrote it first: read what it wrote
+            batch.commit()  # a conflict: another instance wrote it first, and the next attempt reads what it wrote
             return record
-        return self.get(deployment_id, job_id)
+
+        return until_written(attempt, f"job {job_id}")
 
     def list(
         self, deployment_id: str, limit: int, page_token: str | None, submitted_by: str | None = None

@@ -18,6 +18,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.conditional import until_written
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
 from shared.invoke_keys import INVOKE_KEY_COUNTS, INVOKE_KEYS
@@ -39,7 +40,6 @@ TENANT_LIMITS = "tenant_limits"
 # A deployment holds its tenant's slot (and its workers_min) from its create until it first becomes one of these.
 RELEASING_STATUSES = frozenset({Status.FAILED, Status.DELETED})
 
-_PRECONDITION_RETRIES = 8
 _BATCH_WRITES = 400  # under Firestore's 500 writes per commit
 PING_TIMEOUT_S = 3.0
 REQUEST_COUNTER_SHARDS = 8
@@ -303,7 +303,8 @@ class DeploymentStore:
             DeploymentNotFoundError: no such deployment.
             RetryableError: the document kept changing under us.
         """
-        for _ in range(_PRECONDITION_RETRIES):
+
+        def attempt() -> Deployment | None:
             snap = self._snapshot(deployment_id)
             stored = snap.to_dict() or {}
             doc = Deployment.from_firestore(stored)
@@ -312,37 +313,25 @@ class DeploymentStore:
             now = utcnow()
             doc.updated_at = now
             holder = Deployment.from_firestore(stored) if doc.status in RELEASING_STATUSES else None
-            releases = holder is not None and holder.tenant_slot
-            if releases:
+            release = holder if holder is not None and holder.tenant_slot else None
+            if release is not None:
                 doc.tenant_slot = False
             written = doc.to_firestore()
             updates: dict[str, Any] = {k: v for k, v in written.items() if stored.get(k) != v}
-            # Names the model moved (legacy flat fields) go, or the document would carry both shapes.
             updates.update({k: firestore.DELETE_FIELD for k in stored if k not in written})
-            if releases and holder is not None:
-                if self._commit_with_line(snap, updates, level, message, now, release=holder):
-                    if message is not None:
-                        doc.event_seq = int(stored.get("event_seq", 0)) + 1
-                    return doc
-                continue
-            if message is None:
-                try:
-                    snap.reference.update(updates, option=self._db.write_option(last_update_time=snap.update_time))
-                except (gexc.FailedPrecondition, gexc.Aborted):
-                    continue
-                return doc
-            if self._commit_with_line(snap, updates, level, message, now):
+            self._commit_with_line(snap, updates, level, message, now, release=release)
+            if message is not None:
                 doc.event_seq = int(stored.get("event_seq", 0)) + 1
-                return doc
-        raise RetryableError(f"deployment {deployment_id} kept changing under us")
+            return doc
+
+        return until_written(attempt, f"deployment {deployment_id}")
 
     def log(self, deployment_id: str, message: str, level: str = "info") -> None:
         """Append one line to the deployment's bounded event log."""
-        for _ in range(_PRECONDITION_RETRIES):
-            snap = self._snapshot(deployment_id)
-            if self._commit_with_line(snap, {}, level, message, utcnow()):
-                return
-        raise RetryableError(f"deployment {deployment_id} kept changing under us")
+        until_written(
+            lambda: self._commit_with_line(self._snapshot(deployment_id), {}, level, message, utcnow()),
+            f"deployment {deployment_id}",
+        )
 
     def _snapshot(self, deployment_id: str) -> Any:
         snap = self._db.collection(DEPLOYMENTS).document(deployment_id).get()
@@ -359,9 +348,10 @@ class DeploymentStore:
         now: datetime,
         *,
         release: Deployment | None = None,
-    ) -> bool:
+    ) -> None:
         """Apply ``updates`` plus one log line (unless ``message`` is None) atomically, if nobody wrote the document
-        since ``snap``; ``release`` gives that deployment's tenant slot back in the same commit."""
+        since ``snap`` (else a conflict, for :func:`until_written`); ``release`` gives that deployment's tenant slot
+        back in the same commit."""
         batch = self._db.batch()
         option = self._db.write_option(last_update_time=snap.update_time)
         if message is None:
@@ -375,11 +365,7 @@ class DeploymentStore:
                 batch.delete(lines.document(_line_id(seq - self._max_lines)))
         if release is not None:
             self._release_tenant_slot(batch, release)
-        try:
-            batch.commit()
-        except (gexc.FailedPrecondition, gexc.Aborted):
-            return False
-        return True
+        batch.commit()
 
     # --- server-only records ----------------------------------------------------------------------------------------
 

@@ -48,8 +48,8 @@ class TaskScheduler:
         return self._new_client()
 
     def audience(self, function_path: str) -> str:
-        """The OIDC audience of a task to ``function_path`` (``/jobs/watch``): the URL of the function it calls
-        (``<base>/jobs``), never the bare base URL, which a 2nd gen function refuses with 401."""
+        """The OIDC audience of a task to ``function_path`` (``/job-watch/watch``): the URL of the function it calls
+        (``<base>/job-watch``), never the bare base URL, which a 2nd gen function refuses with 401."""
         return function_url(self._base, function_path.strip("/").split("/", 1)[0])
 
     def schedule(self, queue: str, function_path: str, message: _Message, name: str, delay_s: float) -> bool:

@@ -54,6 +54,12 @@ class Function:
     def path(self) -> str:
         return f"/{self.name}"
 
+    @property
+    def source(self) -> str:
+        """Its folder under ``functions/`` (a Python name; the deployed name may hold dashes, which Cloud Run service
+        names allow and underscores they do not)."""
+        return self.name.replace("-", "_")
+
 
 @dataclass(frozen=True)
 class Secret:
@@ -160,11 +166,11 @@ FUNCTIONS: tuple[Function, ...] = (
         enqueues=(QUEUE_SWEEP,),
     ),
     # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
-    # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions: no events.
-    # It publishes a deployment's budget crossings and its budget stop (shared.budget).
+    # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions, but it publishes
+    # a deployment's budget crossings and its budget stop (shared.budget). The job API itself is the intake's.
     Function(
-        "jobs",
-        "jobs",
+        "job-watch",
+        "job_watch",
         "http",
         secrets=(SECRET_SEALING_KEY,),
         publishes=(TOPIC_DEPLOYMENT_EVENTS,),
@@ -206,7 +212,7 @@ QUEUES: tuple[Queue, ...] = (
     Queue(QUEUE_SWEEP, "sweep", max_attempts=20, min_backoff_s=2, max_backoff_s=300),
     # A check that crashed is retried by the queue; a job still running is checked again by the step itself
     # (a new named task after the next delay of JOB_WATCH_SCHEDULE_S).
-    Queue(QUEUE_JOB_WATCH, "jobs", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
+    Queue(QUEUE_JOB_WATCH, "job-watch", max_attempts=20, min_backoff_s=1, max_backoff_s=60),
 )
 
 SCHEDULES: tuple[Schedule, ...] = (

@@ -5,16 +5,25 @@ from cloudevents.http import CloudEvent
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
+from shared.delivery import Receiver, receive_event
 from shared.messages import DeploymentDeleteRequested
 from shared.steps.cleanup import cleanup as cleanup_step
-from shared.steps.runner import handle_pubsub
+from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()
 _deps = step_deps(get_settings(ProvisioningSettings))
+_receiver = Receiver[DeploymentDeleteRequested](
+    "cleanup",
+    DeploymentDeleteRequested,
+    lambda message: cleanup_step(message, _deps),
+    fail=deployment_failer(_deps),
+    max_event_age_s=_deps.settings.max_event_age_s,
+    # However late: a delete is retried until done (a repeat after it finished changes nothing).
+    late_step=lambda message: cleanup_step(message, _deps),
+)
 
 
 @functions_framework.cloud_event
 def cleanup(event: CloudEvent) -> None:
-    # However late: a delete is retried until done (a repeat after it finished changes nothing).
-    handle_pubsub(event, DeploymentDeleteRequested, _deps, cleanup_step, late_step=cleanup_step)
+    receive_event(event, _receiver)

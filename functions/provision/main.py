@@ -1,20 +1,30 @@
-"""provision (Pub/Sub ``deployment-requested``): model check, GPU choice, Runpod template + endpoint, warm-up."""
+"""provision (Pub/Sub ``deployment-requested``): model check, GPU choice, the Runpod endpoint, its warm-up job."""
 
 import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
+from shared.delivery import Receiver, receive_event
 from shared.messages import DeploymentRequested
 from shared.steps.provision import finish_failed_teardown
 from shared.steps.provision import provision as provision_step
-from shared.steps.runner import handle_pubsub
+from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()
 _deps = step_deps(get_settings(ProvisioningSettings))
+_receiver = Receiver[DeploymentRequested](
+    "provision",
+    DeploymentRequested,
+    lambda message: provision_step(message, _deps),
+    fail=deployment_failer(_deps),
+    max_event_age_s=_deps.settings.max_event_age_s,
+    # Too late to provision, but a failed deployment's teardown still finishes.
+    late_step=lambda message: finish_failed_teardown(message, _deps),
+)
 
 
 @functions_framework.cloud_event
 def provision(event: CloudEvent) -> None:
-    handle_pubsub(event, DeploymentRequested, _deps, provision_step, late_step=finish_failed_teardown)
+    receive_event(event, _receiver)

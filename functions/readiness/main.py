@@ -5,18 +5,22 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
+from shared.delivery import Receiver, answer_task
+from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape
 from shared.messages import ReadinessCheck
 from shared.steps.readiness import check_readiness
-from shared.steps.runner import handle_task
+from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()
 answer_unrouted_in_error_shape()
 _deps = step_deps(get_settings(ProvisioningSettings))
+_receiver = Receiver[TaskDelivery[ReadinessCheck]](
+    "check_readiness", ReadinessCheck, lambda task: check_readiness(task, _deps), fail=deployment_failer(_deps)
+)
 
 
 @functions_framework.http
 def readiness(request: Request) -> Response:
-    handle_task(request.get_data(), dict(request.headers), ReadinessCheck, _deps, check_readiness)
-    return Response(status=204)
+    return answer_task(request, _receiver)

@@ -5,15 +5,20 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
+from shared.delivery import Receiver, answer_task
+from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape, json_response
 from shared.messages import SweepItem
-from shared.steps.runner import handle_task
 from shared.steps.sweep import handle_item, run_sweep
+from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()
 answer_unrouted_in_error_shape()
 _deps = step_deps(get_settings(ProvisioningSettings))
+_receiver = Receiver[TaskDelivery[SweepItem]](
+    "handle_item", SweepItem, lambda task: handle_item(task, _deps), fail=deployment_failer(_deps)
+)
 
 
 @functions_framework.http
@@ -22,5 +27,4 @@ def sweep(request: Request) -> Response:
         with slog.bind(step="sweep", execution_id=request.headers.get("X-CloudScheduler-JobName")):
             report = run_sweep(_deps)
         return json_response({"fanned_out": dict(report.fanned_out), "purged": report.purged, "s": report.seconds})
-    handle_task(request.get_data(), dict(request.headers), SweepItem, _deps, handle_item)
-    return Response(status=204)
+    return answer_task(request, _receiver)

@@ -5,13 +5,13 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
-from shared.webhooks.entry import handle
+from shared.webhooks.entry import Entry
 from shared.webhooks.wiring import webhook_deps
 
 slog.configure()
-_deps = webhook_deps(get_settings(ProvisioningSettings))
+_entry = Entry(webhook_deps(get_settings(ProvisioningSettings)))
 
 
 @functions_framework.http
 def webhooks(request: Request) -> Response:
-    return handle(request, _deps)
+    return _entry(request)

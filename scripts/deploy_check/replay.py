@@ -190,7 +190,7 @@ def requests_by_function(project: str) -> dict[str, Request]:
             *_task(messages.SweepItem(deployment_id=missing, action="ttl", run_at=now), topology.QUEUE_SWEEP),
             ok=(200, 204),
         ),
-        "jobs": Request(
+        "job-watch": Request(
             sub(WATCH_PATH),
             *_task(messages.JobCheck(deployment_id=missing, job_id="replay-job"), topology.QUEUE_JOB_WATCH),
             ok=(200, 204),

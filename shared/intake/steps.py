@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
+from shared.conditional import until_written
 from shared.config import IntakeSettings, Settings
 from shared.crypto import Sealer, secret_hash
 from shared.document import Deployment
@@ -111,7 +111,8 @@ def create_deployment(
     pepper = deps.settings.tenant_pepper.get_secret_value()
     key_id = _idempotency_doc_id(caller.tenant, idempotency_key) if idempotency_key is not None else None
     fingerprint = _request_fingerprint(pepper, raw)
-    for _ in range(CREATE_ATTEMPTS):
+
+    def attempt() -> CreateDeploymentResponse:
         before = deps.store.read_before_create(rate.key, key_id, caller.tenant)
         record = before.record
         if record is not None and not _expired(record):
@@ -120,17 +121,15 @@ def create_deployment(
             count_request(deps.store, rate)  # the refusal counts too, so this raises the 429
         _check_tenant_limits(deps, rate, before.tenant, body.workers_min)
         new, response = _new_deployment(deps, caller, body, key_id, fingerprint=fingerprint, record=record)
-        try:
-            # Admitted on the count read above: requests racing this one may pass the rate limit by as many as are
-            # in flight at once (docs/decisions/2026-11-rate-limit-counting.md); a transaction would cost more.
-            deps.store.create(new, counter=(rate.key, rate.expires_at), tenant_counts=before.tenant)
-        except (gexc.AlreadyExists, gexc.FailedPrecondition):
-            # A concurrent request with the same key won the race (the next read replays its answer), or another
-            # create of this tenant changed its counts (the next read decides on the new ones).
-            continue
+        # Admitted on the count read above: requests racing this one may pass the rate limit by as many as are in
+        # flight at once (docs/decisions/2026-11-rate-limit-counting.md); a transaction would cost more. A conflict:
+        # a concurrent request with the same key won the race (the next read replays its answer), or another create
+        # of this tenant changed its counts (the next read decides on the new ones).
+        deps.store.create(new, counter=(rate.key, rate.expires_at), tenant_counts=before.tenant)
         _publish_created(deps, new.document.deployment_id, key_id)
         return response
-    raise RetryableError("the tenant's deployments kept changing during the create")
+
+    return until_written(attempt, "the tenant's deployments", attempts=CREATE_ATTEMPTS)
 
 
 def _check_tenant_limits(deps: IntakeDeps, rate: RateWindow, counts: TenantCounts, workers_min: int) -> None:

@@ -27,7 +27,6 @@ from shared.runpod.errors import (
 logger = logging.getLogger(__name__)
 
 _AUTH_STATUSES = (401, 403)
-_REFUSED_STATUSES = (400, 422)
 
 
 class _Sent(BaseModel):

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.credentials import CredentialsUnreadableError
 from shared.document import Deployment
 from shared.endpoint_spec import is_resource_of
-from shared.errors import DeploymentNotFoundError, IllegalTransitionError, RetryableError
+from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError, RetryableError
 from shared.lifecycle import Status
 from shared.runpod.client import RunpodClient
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
@@ -118,3 +119,13 @@ def fail_deployment(
         return doc
     release(deps, deployment_id, api_key, doc.runpod.endpoint_id if doc else None)
     return doc
+
+
+def deployment_failer(deps: StepDeps) -> Callable[[str, PermanentError], None]:
+    """What the delivery adapter does with a step's PermanentError: the deployment fails with its reason, and is
+    torn down (shared.delivery)."""
+
+    def fail(deployment_id: str, exc: PermanentError) -> None:
+        fail_deployment(deps, deployment_id, exc.reason, exc.message)
+
+    return fail

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from shared.conditional import until_written
 from shared.crypto import Sealer
-from shared.errors import RetryableError
 from shared.signing import new_secret
 from shared.store import utcnow
 
 WEBHOOK_SECRETS = "webhook_secrets"
-_RETRIES = 8
 
 
 @dataclass(frozen=True)
@@ -65,42 +63,37 @@ class WebhookSecrets:
     def get_or_create(self, tenant: str) -> TenantSecret:
         """The tenant's secret, made now if it has none."""
         ref = self._ref(tenant)
-        for _ in range(_RETRIES):
+
+        def attempt() -> TenantSecret:
             snap = ref.get()
             if snap.exists:
                 return self._read(tenant, snap.to_dict() or {})
             now = utcnow()
             secret = new_secret()
-            try:
-                ref.create({"sealed_secret": self._sealer.seal_text(self._context(tenant), secret), "created_at": now})
-            except gexc.AlreadyExists:
-                continue  # a concurrent first call made one: read it
+            # A conflict: a concurrent first call made one, and the next attempt reads it.
+            ref.create({"sealed_secret": self._sealer.seal_text(self._context(tenant), secret), "created_at": now})
             return TenantSecret(secret=secret, created_at=now)
-        raise RetryableError("the webhook secret kept changing under us")
+
+        return until_written(attempt, "the webhook secret")
 
     def rotate(self, tenant: str) -> TenantSecret:
         """A new current secret; the one it replaces keeps signing for the overlap (24 h by default)."""
         ref = self._ref(tenant)
-        for _ in range(_RETRIES):
+
+        def attempt() -> TenantSecret:
             snap = ref.get()
             now = utcnow()
             secret = new_secret()
             context = self._context(tenant)
             record: dict[str, Any] = {"sealed_secret": self._sealer.seal_text(context, secret), "created_at": now}
             if not snap.exists:
-                record |= {"sealed_previous": None, "previous_valid_until": None}
-                try:
-                    ref.create(record)
-                except gexc.AlreadyExists:
-                    continue
+                ref.create(record | {"sealed_previous": None, "previous_valid_until": None})
                 return TenantSecret(secret=secret, created_at=now)
             old = snap.to_dict() or {}
             until = now + self._overlap
             record |= {"sealed_previous": old["sealed_secret"], "previous_valid_until": until}
-            try:
-                ref.update(record, option=self._db.write_option(last_update_time=snap.update_time))
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                continue
+            ref.update(record, option=self._db.write_option(last_update_time=snap.update_time))
             previous = self._sealer.open_text(context, old["sealed_secret"])
             return TenantSecret(secret=secret, created_at=now, previous=previous, previous_valid_until=until)
-        raise RetryableError("the webhook secret kept changing under us")
+
+        return until_written(attempt, "the webhook secret")

@@ -3,16 +3,20 @@ answers are read, what the CLI asks and reports (no stack)."""
 
 from __future__ import annotations
 
+import ast
 import base64
+import graphlib
 import io
 import json
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import visgate_client
 from click.testing import CliRunner
 from PIL import Image
 from standardwebhooks.webhooks import Webhook
@@ -173,7 +177,7 @@ class ScriptedSession(requests.Session):
 def deployment_with(answers: list[requests.Response]) -> tuple[Deployment, ScriptedSession]:
     session = ScriptedSession(answers)
     client = Client("http://api", "rp_key", session=session)
-    return Deployment(client, {"deployment_id": "d1"}), session
+    return Deployment(client.transport, {"deployment_id": "d1"}), session
 
 
 def job_view(status: str, **fields: Any) -> dict[str, Any]:
@@ -265,6 +269,22 @@ def test_api_errors_of_the_job_routes_are_typed() -> None:
         assert issubclass(errors.ApiError.for_code(code), errors.RunpodError)
 
 
+def test_the_client_modules_import_one_way() -> None:
+    """Each part is built from what it uses: client -> deployment -> inference -> _http, and no module of the
+    package imports one that imports it back, not even for types."""
+    package = Path(visgate_client.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for source in package.glob("*.py"):
+        imported = graph.setdefault(source.stem, set())
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "visgate_client":
+                imported |= {alias.name for alias in node.names if (package / f"{alias.name}.py").exists()}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visgate_client."):
+                imported.add(str(node.module).removeprefix("visgate_client."))
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError at a circle
+    assert order.index("_http") < order.index("inference") < order.index("deployment") < order.index("client")
+
+
 # --- the CLI: what it asks the API and what it reports ------------------------------------------------------------
 
 
@@ -283,13 +303,13 @@ def test_a_started_deployment_reports_only_the_phases_of_its_start() -> None:
         "deployment_id": "d1",
         "phase_timestamps": {n: (first + timedelta(seconds=s)).isoformat() for n, s in at.items()},
     }
-    report = visgate_cli.ready_report(Deployment(Client("http://api", "rp_key"), view))
+    report = visgate_cli.ready_report(Deployment(Client("http://api", "rp_key").transport, view))
     assert report["total_s"] == 7.5
     assert report["phases"] == {"downloading_model": 3.0, "loading_model": 4.5}
 
     never_stopped = {name: stamp for name, stamp in view["phase_timestamps"].items() if name != "stopped"}
     fresh = visgate_cli.ready_report(
-        Deployment(Client("http://api", "rp_key"), {**view, "phase_timestamps": never_stopped})
+        Deployment(Client("http://api", "rp_key").transport, {**view, "phase_timestamps": never_stopped})
     )
     assert fresh["total_s"] == 107.5
     assert list(fresh["phases"]) == [

@@ -101,7 +101,7 @@ def job_functions(intake_env: None) -> Iterator[str]:
     port = emulators.free_port()
     url = f"http://127.0.0.1:{port}"
     with functions_base_url(url):
-        served = [topology.function(name) for name in ("jobs", "webhooks", "callback")]
+        served = [topology.function(name) for name in ("job-watch", "webhooks", "callback")]
         app = create_host_app(served, REPO / "functions", os.environ["GOOGLE_CLOUD_PROJECT"])
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

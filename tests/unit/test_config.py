@@ -71,7 +71,7 @@ def test_each_function_s_settings_declare_exactly_its_topology_secrets() -> None
 
 def test_each_function_builds_the_settings_class_its_entry_names() -> None:
     for name, cls in SETTINGS_BY_FUNCTION.items():
-        source = (REPO / "functions" / name / "main.py").read_text()
+        source = (REPO / "functions" / topology.function(name).source / "main.py").read_text()
         assert re.findall(r"get_settings\((\w+)\)", source) == [cls.__name__], name
 
 

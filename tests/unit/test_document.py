@@ -23,10 +23,10 @@ T2 = T0 + timedelta(minutes=2)
 SECRET_WORDS = ("token", "secret", "password", "api_key", "aws_secret")
 
 
-def _legacy() -> dict[str, Any]:
-    """A document as the release before the sub-models wrote it."""
+def _stored() -> dict[str, Any]:
+    """A document as Firestore holds it."""
     return {
-        "deployment_id": "dep-legacy",
+        "deployment_id": "dep-1",
         "owner": "tenant-1",
         "status": "failed",
         "hf_model_id": "org/model",
@@ -37,28 +37,30 @@ def _legacy() -> dict[str, Any]:
         "updated_at": T2,
         "model_commit_sha": "b" * 40,
         "vram_estimate_gb": 30.5,
-        "endpoint_id": "ep-1",
-        "endpoint_url": "https://api.runpod.ai/v2/ep-1",
-        "warmup_job_id": "job-1",
-        "torn_down_at": T2,
-        "template_id": "tpl-1",
-        "gpu_ranked": ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"],
-        "gpu_candidates": ["AMPERE_48", "ADA_48_PRO"],
-        "gpu_switches": 1,
-        "gpu_pool": "AMPERE_48",
+        "runpod": {
+            "endpoint_id": "ep-1",
+            "endpoint_url": "https://api.runpod.ai/v2/ep-1",
+            "warmup_job_id": "job-1",
+            "torn_down_at": T2,
+        },
+        "gpu": {
+            "ranked": ["AMPERE_48", "ADA_48_PRO", "AMPERE_80"],
+            "window": ["AMPERE_48", "ADA_48_PRO"],
+            "switches": 1,
+            "pool_in_use": "AMPERE_48",
+        },
         "readiness": {"check": 3, "last_check_at": T1, "throttled_since": T0},
         "phase_timestamps": {"validating": T0, "selecting_gpu": T0, "creating_endpoint": T1, "failed": T2},
         "error": {"code": "timeout", "message": "not ready"},
     }
 
 
-def test_a_document_of_the_previous_release_reads_into_the_sub_models() -> None:
-    doc = Deployment.from_firestore(_legacy())
+def test_a_stored_document_reads_into_the_sub_models_and_writes_back_the_same() -> None:
+    doc = Deployment.from_firestore(_stored())
 
     assert doc.runpod == RunpodResources(
         endpoint_id="ep-1", endpoint_url="https://api.runpod.ai/v2/ep-1", warmup_job_id="job-1", torn_down_at=T2
-    ).model_copy(update={"template_id": "tpl-1"})
-    assert doc.runpod.model_extra == {"template_id": "tpl-1"}  # no field for it any more, but kept
+    )
     assert doc.gpu == GpuPlan(
         ranked=["AMPERE_48", "ADA_48_PRO", "AMPERE_80"], window=["AMPERE_48", "ADA_48_PRO"], switches=1
     ).model_copy(update={"pool_in_use": "AMPERE_48"})
@@ -72,27 +74,17 @@ def test_a_document_of_the_previous_release_reads_into_the_sub_models() -> None:
     assert (doc.status, doc.gpu_tier, doc.cache_scope) == (Status.FAILED, GpuTier.STANDARD, CacheScope.SHARED)
     assert doc.may_exist_on_runpod()
     assert not doc.reached(Status.DOWNLOADING_MODEL)
+    assert Deployment.from_firestore(doc.to_firestore()) == doc
 
 
-def test_the_next_write_moves_the_flat_fields_into_the_sub_models() -> None:
-    stored = Deployment.from_firestore(_legacy()).to_firestore()
-
-    flat = {"endpoint_id", "endpoint_url", "warmup_job_id", "torn_down_at", "template_id"}
-    flat |= {"gpu_ranked", "gpu_candidates", "gpu_switches", "gpu_pool"}
-    assert flat.isdisjoint(stored)
-    assert stored["runpod"]["endpoint_id"] == "ep-1"
-    assert stored["runpod"]["template_id"] == "tpl-1"
-    assert stored["gpu"]["window"] == ["AMPERE_48", "ADA_48_PRO"]
-    assert Deployment.from_firestore(stored) == Deployment.from_firestore(_legacy())
-
-
-def test_flat_fields_beside_a_sub_model_merge_into_it() -> None:
-    data = _legacy() | {"runpod": {"endpoint_id": "ep-old", "future_resource": "vol-1"}}
+def test_fields_a_newer_release_adds_to_a_sub_model_are_kept() -> None:
+    data = _stored()
+    data["runpod"] = {**data["runpod"], "future_resource": "vol-1"}
 
     doc = Deployment.from_firestore(data)
 
-    assert doc.runpod.endpoint_id == "ep-1"  # the flat field is the one the previous release last wrote
-    assert doc.runpod.model_extra == {"future_resource": "vol-1", "template_id": "tpl-1"}
+    assert doc.runpod.model_extra == {"future_resource": "vol-1"}
+    assert doc.to_firestore()["runpod"]["future_resource"] == "vol-1"
 
 
 def test_fields_a_newer_release_adds_survive_a_read_modify_write() -> None:
@@ -144,7 +136,7 @@ def test_firestore_gets_enum_values_as_plain_strings_and_datetimes_as_datetimes(
 
 
 def test_the_public_view_names_the_gpu_and_runpod_fields_as_the_api_does() -> None:
-    doc = Deployment.from_firestore(_legacy())
+    doc = Deployment.from_firestore(_stored())
     doc.gpu.skipped = [SkippedPoolView(pool="AMPERE_24", reason="24 GB of VRAM, 30.5 GB needed")]
 
     view = doc.view()
@@ -154,7 +146,7 @@ def test_the_public_view_names_the_gpu_and_runpod_fields_as_the_api_does() -> No
     assert view.gpu_pool == "AMPERE_48"
     assert (view.endpoint_id, view.endpoint_url) == ("ep-1", "https://api.runpod.ai/v2/ep-1")
     assert view.phase_timestamps == {"validating": T0, "selecting_gpu": T0, "creating_endpoint": T1, "failed": T2}
-    assert (view.deployment_id, view.status, view.vram_estimate_gb) == ("dep-legacy", Status.FAILED, 30.5)
+    assert (view.deployment_id, view.status, view.vram_estimate_gb) == ("dep-1", Status.FAILED, 30.5)
     assert view.error is not None
     assert view.error.code == "timeout"
     dumped = view.model_dump(mode="json")

@@ -40,7 +40,7 @@ EXPECTED_SECRETS = {
     "callback": {"sealing-key", "model-cache-aws-secret-access-key"},
     "webhooks": {"sealing-key"},
     "sweep": {"sealing-key"},
-    "jobs": {"sealing-key"},
+    "job-watch": {"sealing-key"},
 }
 
 Grant = tuple[str, str, str]  # (role, target kind, target)

@@ -10,8 +10,9 @@ from pydantic_core import PydanticUndefined
 from shared.config import ALL_SETTINGS
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# Read by the Google client libraries, not by Settings; documented beside the emulator host that is ours.
-CLIENT_CONVENTIONS = {"FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"}
+# Read by the Google client libraries and firebase-admin themselves, not by Settings; documented beside the
+# emulator host that is ours.
+CLIENT_CONVENTIONS = {"FIRESTORE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST", "FIREBASE_AUTH_EMULATOR_HOST"}
 
 
 def _rows() -> dict[str, str]:

@@ -87,6 +87,11 @@ class Transport:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def get_json(self, path: str, **params: Any) -> dict[str, Any]:
+        """``GET path`` with the query ``params`` that are not None; the JSON object answered."""
+        response = self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
+        return dict(response.json())
+
     def _sleep(self, attempt: int, retry_after: float | None) -> None:
         delay = retry_after if retry_after is not None else self.backoff_s * (2**attempt)
         time.sleep(min(delay, 30.0) * (1.0 if retry_after is not None else random.uniform(0.5, 1.0)))

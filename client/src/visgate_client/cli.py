@@ -63,6 +63,10 @@ class State:
             self._client = Client(self.api_url, self.api_key)
         return self._client
 
+    def deployment(self, deployment_id: str) -> Deployment:
+        """A deployment known by its id alone (no read): for the commands that act on it."""
+        return Deployment(self.client.transport, {"deployment_id": deployment_id})
+
 
 class VisgateGroup(click.Group):
     """Turns every error of the client into one line on stderr and exit status 1."""
@@ -313,7 +317,7 @@ def logs(state: State, deployment_id: str, follow: bool) -> None:
 @click.pass_obj
 def rm(state: State, deployment_id: str, wait: bool, timeout: float) -> None:
     """Delete a deployment (its Runpod endpoint is torn down)."""
-    deployment = Deployment(state.client, {"deployment_id": deployment_id}).delete(wait=wait, timeout=timeout)
+    deployment = state.deployment(deployment_id).delete(wait=wait, timeout=timeout)
     out.print(f"{deployment.id} {deployment.status}", highlight=False)
 
 
@@ -322,7 +326,7 @@ def rm(state: State, deployment_id: str, wait: bool, timeout: float) -> None:
 @click.pass_obj
 def stop(state: State, deployment_id: str) -> None:
     """Stop a ready deployment: its workers go to 0 and the endpoint is kept, so nothing bills until `start`."""
-    deployment = Deployment(state.client, {"deployment_id": deployment_id}).stop()
+    deployment = state.deployment(deployment_id).stop()
     out.print(f"{deployment.id} {deployment.status}", highlight=False)
 
 
@@ -334,7 +338,7 @@ def stop(state: State, deployment_id: str) -> None:
 def start(state: State, deployment_id: str, wait: bool, timeout: float) -> None:
     """Start a stopped deployment: its workers come back and prove the model again; prints its id and status, or
     with --wait its endpoint and timings."""
-    deployment = Deployment(state.client, {"deployment_id": deployment_id}).start()
+    deployment = state.deployment(deployment_id).start()
     if not wait:
         out.print(f"{deployment.id} {deployment.status}", highlight=False)
         return
@@ -388,7 +392,7 @@ def run(
     webhook_url: str | None,
 ) -> None:
     """Generate one image on a ready deployment (through the API)."""
-    deployment = Deployment(state.client, {"deployment_id": deployment_id})
+    deployment = state.deployment(deployment_id)
     job = job_input(prompt, steps=steps, seed=seed, width=width, height=height)
     result = deployment.runsync(job, webhook_url=webhook_url)
     saved = result.save(output) if result.images else None
@@ -411,7 +415,7 @@ def keys() -> None:
 @click.pass_obj
 def create_key(state: State, deployment_id: str) -> None:
     """Create an invoke key and print it: it is shown this once (the API keeps only a hash)."""
-    key = Deployment(state.client, {"deployment_id": deployment_id}).create_key()
+    key = state.deployment(deployment_id).create_key()
     out.print(key.key, highlight=False, markup=False)
     err.print(
         f"invoke key {key.key_id} of deployment {key.deployment_id}: shown only once, store it now "
@@ -427,7 +431,7 @@ def create_key(state: State, deployment_id: str) -> None:
 @click.pass_obj
 def list_keys(state: State, deployment_id: str, as_json: bool) -> None:
     """List the deployment's invoke keys (ids and prefixes: the keys themselves are never shown again)."""
-    found = Deployment(state.client, {"deployment_id": deployment_id}).keys()
+    found = state.deployment(deployment_id).keys()
     if as_json:
         out.print_json(data=[key_view(key) for key in found])
         return
@@ -454,7 +458,7 @@ def key_view(key: InvokeKey) -> dict[str, Any]:
 @click.pass_obj
 def revoke_key(state: State, deployment_id: str, key_id: str) -> None:
     """Revoke an invoke key: the API refuses it from now on."""
-    Deployment(state.client, {"deployment_id": deployment_id}).revoke_key(key_id)
+    state.deployment(deployment_id).revoke_key(key_id)
     out.print(f"{key_id} revoked", highlight=False)
 
 
@@ -473,7 +477,7 @@ def jobs() -> None:
 @click.pass_obj
 def list_jobs(state: State, deployment_id: str, limit: int | None, as_json: bool) -> None:
     """List the deployment's jobs, newest first."""
-    deployment = Deployment(state.client, {"deployment_id": deployment_id})
+    deployment = state.deployment(deployment_id)
     page_size = min(limit, PAGE_SIZE) if limit is not None else PAGE_SIZE
     found = list(itertools.islice(deployment.jobs(page_size=page_size), limit))
     if as_json:
@@ -496,7 +500,7 @@ def list_jobs(state: State, deployment_id: str, limit: int | None, as_json: bool
 @click.pass_obj
 def get_job(state: State, deployment_id: str, job_id: str, as_json: bool) -> None:
     """Show one job: its status, times, cost estimate and error."""
-    job = Deployment(state.client, {"deployment_id": deployment_id}).job(job_id)
+    job = state.deployment(deployment_id).job(job_id)
     if as_json:
         out.print_json(data=job.view)
         return
@@ -523,7 +527,7 @@ def get_job(state: State, deployment_id: str, job_id: str, as_json: bool) -> Non
 @click.pass_obj
 def cancel_job(state: State, deployment_id: str, job_id: str) -> None:
     """Cancel a queued or running job; prints its status after (a job that already ended stays as it was)."""
-    job = Deployment(state.client, {"deployment_id": deployment_id}).job(job_id).cancel()
+    job = state.deployment(deployment_id).job(job_id).cancel()
     out.print(f"{job.id} {job.last_status}", highlight=False)
 
 

@@ -14,7 +14,6 @@ import requests
 from visgate_client._http import DEFAULT_TIMEOUT, Transport, new_session
 from visgate_client.deployment import Deployment
 from visgate_client.errors import VisgateError
-from visgate_client.inference import ApiInference, InferenceBackend
 from visgate_client.models import GpuPool, UsageReport
 
 API_URL_ENV = "VISGATE_API_URL"
@@ -33,6 +32,10 @@ class Client:
         timeout: ``(connect, read)`` seconds for every call but the event stream and ``runsync``.
         max_retries: retries of calls that are safe to repeat (GET, DELETE, POST with an Idempotency-Key).
         session: a ``requests.Session`` to use (connection pooling, proxies); a pooled one is made otherwise.
+
+    ``transport`` is what every call of this client, of its deployments and of their jobs goes through (the URL, the
+    key, the timeouts and the retries): ``Deployment(client.transport, {"deployment_id": ...})`` is a deployment of
+    this client known by its id alone.
     """
 
     def __init__(
@@ -51,13 +54,11 @@ class Client:
         if not key:
             raise VisgateError(f"no API key: pass api_key or set {API_KEY_ENV} (your Runpod API key)")
         self.api_url = url.rstrip("/")
-        self._session = session or new_session()
         headers = {"Authorization": f"Bearer {key}", "User-Agent": "visgate-client", "Accept": "application/json"}
-        self._transport = Transport(self._session, self.api_url, headers, timeout, max_retries)
-        self._inference: InferenceBackend = ApiInference(self._transport)
+        self.transport = Transport(session or new_session(), self.api_url, headers, timeout, max_retries)
 
     def close(self) -> None:
-        self._session.close()
+        self.transport.session.close()
 
     def __enter__(self) -> Client:
         return self
@@ -66,8 +67,7 @@ class Client:
         self.close()
 
     def _get_json(self, path: str, **params: Any) -> dict[str, Any]:
-        response = self._transport.request("GET", path, params={k: v for k, v in params.items() if v is not None})
-        return dict(response.json())
+        return self.transport.get_json(path, **params)
 
     def deploy(self, model: str, *, idempotency_key: str | None = None, **options: Any) -> Deployment:
         """Ask for a deployment of Hub model ``model``; answered at once (``validating``): call ``.wait()``.
@@ -82,12 +82,12 @@ class Client:
             if value is not None:
                 body[OPTION_ALIASES.get(name, name)] = value
         key = idempotency_key or uuid.uuid4().hex
-        response = self._transport.request("POST", "/v1/deployments", json=body, headers={"Idempotency-Key": key})
-        return Deployment(self, {"hf_model_id": model, **response.json()})  # no token kept in the view
+        response = self.transport.request("POST", "/v1/deployments", json=body, headers={"Idempotency-Key": key})
+        return Deployment(self.transport, {"hf_model_id": model, **response.json()})  # no token kept in the view
 
     def get(self, deployment_id: str) -> Deployment:
         """The deployment's current view (``GET /v1/deployments/{id}``)."""
-        return Deployment(self, self._get_json(f"/v1/deployments/{deployment_id}"))
+        return Deployment(self.transport, self._get_json(f"/v1/deployments/{deployment_id}"))
 
     def deployments(self, status: str | None = None, page_size: int | None = None) -> Iterator[Deployment]:
         """Every deployment of your key (optionally only those in ``status``), newest first, page after page."""
@@ -95,7 +95,7 @@ class Client:
         while True:
             page = self._get_json("/v1/deployments", status=status, limit=page_size, page_token=token)
             for view in page.get("deployments", []):
-                yield Deployment(self, view)
+                yield Deployment(self.transport, view)
             token = page.get("next_page_token")
             if not token:
                 return

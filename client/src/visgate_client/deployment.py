@@ -8,18 +8,15 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 import urllib3.exceptions
 
-from visgate_client import inference
-from visgate_client._http import STREAM_TIMEOUT, sse_events
+from visgate_client._http import STREAM_TIMEOUT, Transport, sse_events
 from visgate_client.errors import DeploymentDeletedError, DeploymentFailedError, WaitTimeoutError
+from visgate_client.inference import DeploymentJobs, Job, JobResult
 from visgate_client.models import InvokeKey
-
-if TYPE_CHECKING:
-    from visgate_client.client import Client
 
 PHASES = ("validating", "selecting_gpu", "creating_endpoint", "downloading_model", "loading_model", "ready")
 TERMINAL = frozenset({"failed", "deleted"})
@@ -75,12 +72,17 @@ def phases_of(view: Mapping[str, Any]) -> list[Phase]:
 
 
 class Deployment:
-    """A deployment: the last view seen (``.view``), refreshed by :meth:`refresh` and by :meth:`wait`/:meth:`watch`."""
+    """A deployment: the last view seen (``.view``), refreshed by :meth:`refresh` and by :meth:`wait`/:meth:`watch`.
 
-    def __init__(self, client: Client, view: Mapping[str, Any]) -> None:
-        self._client = client
+    Built from the client's transport (``client.transport``) and a view with at least ``deployment_id``; its jobs go
+    through :class:`~visgate_client.inference.DeploymentJobs` on the same transport.
+    """
+
+    def __init__(self, transport: Transport, view: Mapping[str, Any]) -> None:
         self.view: dict[str, Any] = dict(view)
         self.id: str = str(view["deployment_id"])
+        self._transport = transport
+        self._jobs = DeploymentJobs(transport, self.id)
 
     def __repr__(self) -> str:
         return f"<Deployment {self.id} {self.status} {self.view.get('hf_model_id', '')}>"
@@ -123,12 +125,12 @@ class Deployment:
 
     def refresh(self) -> Deployment:
         """Read the current view (``GET /v1/deployments/{id}``)."""
-        self.view = self._client._get_json(f"/v1/deployments/{self.id}")
+        self.view = self._transport.get_json(f"/v1/deployments/{self.id}")
         return self
 
     def logs(self) -> list[LogLine]:
         """The deployment's event log, oldest first (bounded by the server)."""
-        body = self._client._get_json(f"/v1/deployments/{self.id}/logs")
+        body = self._transport.get_json(f"/v1/deployments/{self.id}/logs")
         return [
             LogLine(parse_time(line.get("time")), line.get("level"), line.get("message"))
             for line in body.get("events", [])
@@ -136,7 +138,7 @@ class Deployment:
 
     def delete(self, wait: bool = False, timeout: float | None = None) -> Deployment:
         """Ask for teardown (idempotent); with ``wait``, follow the stream until the deployment is ``deleted``."""
-        response = self._client._transport.request("DELETE", f"/v1/deployments/{self.id}")
+        response = self._transport.request("DELETE", f"/v1/deployments/{self.id}")
         self.view["status"] = response.json().get("status", "deleting")
         if wait and self.status != "deleted":
             for _ in self.watch(timeout=timeout, until=frozenset({"deleted"})):
@@ -160,7 +162,7 @@ class Deployment:
                 headers["Last-Event-ID"] = str(last_id)
             read_timeout = STREAM_TIMEOUT[1] if deadline is None else max(min(STREAM_TIMEOUT[1], _left(deadline)), 1)
             try:
-                with self._client._transport.request(
+                with self._transport.request(
                     "GET",
                     f"/v1/deployments/{self.id}/stream",
                     headers=headers,
@@ -214,62 +216,48 @@ class Deployment:
         return self._lifecycle("start")
 
     def _lifecycle(self, action: str) -> Deployment:
-        response = self._client._transport.request("POST", f"/v1/deployments/{self.id}/{action}")
+        response = self._transport.request("POST", f"/v1/deployments/{self.id}/{action}")
         self.view["status"] = response.json()["status"]
         return self
 
     # --- jobs ----------------------------------------------------------------------------------------------------
 
-    def run(self, job_input: Mapping[str, Any], *, webhook_url: str | None = None) -> inference.Job:
+    def run(self, job_input: Mapping[str, Any], *, webhook_url: str | None = None) -> Job:
         """Submit one job without waiting (``POST .../run``); a :class:`~visgate_client.inference.Job` to poll,
         wait for or cancel. ``webhook_url`` (https) gets one signed POST when the job ends."""
-        backend = self._client._inference
-        return inference.Job(self, backend, backend.run(self.id, inference.job_body(job_input, webhook_url)))
+        return self._jobs.run(job_input, webhook_url=webhook_url)
 
     def runsync(
         self, job_input: Mapping[str, Any], timeout: float | None = 300.0, *, webhook_url: str | None = None
-    ) -> inference.JobResult:
+    ) -> JobResult:
         """Run one job and wait for it (``POST .../runsync``, then polling if the API answered before it ended):
         decoded images (PIL), seeds and the job metrics. ``webhook_url`` (https) gets one signed POST at its end."""
-        started = time.monotonic()
-        backend = self._client._inference
-        body = inference.job_body(job_input, webhook_url)
-        answer = backend.runsync(self.id, body, inference.runsync_wait_ms(timeout))
-        return inference.Job(self, backend, answer, started=started).wait(timeout)
+        return self._jobs.runsync(job_input, timeout, webhook_url=webhook_url)
 
-    def job(self, job_id: str) -> inference.Job:
+    def job(self, job_id: str) -> Job:
         """One job of this deployment as the API sees it now (``GET .../jobs/{job_id}``)."""
-        backend = self._client._inference
-        return inference.Job(self, backend, backend.job(self.id, job_id))
+        return self._jobs.job(job_id)
 
-    def jobs(self, page_size: int | None = None) -> Iterator[inference.Job]:
+    def jobs(self, page_size: int | None = None) -> Iterator[Job]:
         """Every job of this deployment the API still has a record of, newest first, page after page."""
-        backend = self._client._inference
-        token: str | None = None
-        while True:
-            page = backend.jobs(self.id, page_size, token)
-            for view in page.get("jobs", []):
-                yield inference.Job(self, backend, view)
-            token = page.get("next_page_token")
-            if not token:
-                return
+        return self._jobs.jobs(page_size)
 
     # --- invoke keys ---------------------------------------------------------------------------------------------
 
     def create_key(self) -> InvokeKey:
         """A new invoke key for this deployment (``POST .../keys``): ``.key`` (``vdk_...``) is shown this once.
         An app holding it can run jobs here and read this deployment, nothing else: ``Client(api_key=key.key)``."""
-        response = self._client._transport.request("POST", f"/v1/deployments/{self.id}/keys")
+        response = self._transport.request("POST", f"/v1/deployments/{self.id}/keys")
         return InvokeKey.from_json(response.json())
 
     def keys(self) -> list[InvokeKey]:
         """This deployment's invoke keys, without the keys themselves (ids, prefixes, creation times)."""
-        body = self._client._get_json(f"/v1/deployments/{self.id}/keys")
+        body = self._transport.get_json(f"/v1/deployments/{self.id}/keys")
         return [InvokeKey.from_json(item) for item in body.get("keys", [])]
 
     def revoke_key(self, key_id: str) -> None:
         """Revoke an invoke key (``DELETE .../keys/{key_id}``): refused from now on."""
-        self._client._transport.request("DELETE", f"/v1/deployments/{self.id}/keys/{key_id}")
+        self._transport.request("DELETE", f"/v1/deployments/{self.id}/keys/{key_id}")
 
 
 def _left(deadline: float) -> float:

@@ -15,18 +15,15 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from PIL import Image
 
 from visgate_client._http import Transport
 from visgate_client.errors import JobFailedError, JobOutputUnavailableError, WaitTimeoutError
-
-if TYPE_CHECKING:
-    from visgate_client.deployment import Deployment
 
 FINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 # How long the API holds a runsync open before answering 202: short of what proxies between a client and the API
@@ -43,56 +40,65 @@ POLL_GROWTH = 1.25
 POLL_MAX_S = 2.0
 
 
-class InferenceBackend(Protocol):
-    """Where the jobs of a deployment are sent; every method answers the API's JSON (a job, or a page of jobs)."""
-
-    def runsync(self, deployment_id: str, body: Mapping[str, Any], wait_ms: int) -> dict[str, Any]: ...
-
-    def run(self, deployment_id: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
-
-    def job(self, deployment_id: str, job_id: str) -> dict[str, Any]: ...
-
-    def cancel(self, deployment_id: str, job_id: str) -> dict[str, Any]: ...
-
-    def jobs(self, deployment_id: str, limit: int | None, page_token: str | None) -> dict[str, Any]: ...
-
-
-@dataclass
-class ApiInference:
-    """Jobs through the API's inference routes, on the client's transport (its key, its retries, its errors).
+@dataclass(frozen=True)
+class DeploymentJobs:
+    """The jobs of one deployment (``id``), through the API's inference routes on the client's transport (its key,
+    its retries, its errors). A :class:`~visgate_client.Deployment` sends its jobs here, and each :class:`Job` reads
+    and cancels itself here.
 
     Submissions (run, runsync, cancel) are POSTs without an Idempotency-Key, so they are never retried: a retry
     could run a job twice. Reads (a job, the list) are retried like every GET.
     """
 
     transport: Transport
+    id: str  # the deployment's
 
-    def runsync(self, deployment_id: str, body: Mapping[str, Any], wait_ms: int) -> dict[str, Any]:
+    @property
+    def _path(self) -> str:
+        return f"/v1/deployments/{self.id}"
+
+    def run(self, job_input: Mapping[str, Any], *, webhook_url: str | None = None) -> Job:
+        """``POST .../run``: the job, submitted."""
+        response = self.transport.request("POST", f"{self._path}/run", json=job_body(job_input, webhook_url))
+        return Job(self, dict(response.json()))
+
+    def runsync(
+        self, job_input: Mapping[str, Any], timeout: float | None = 300.0, *, webhook_url: str | None = None
+    ) -> JobResult:
+        """``POST .../runsync``, then polling if the API answered before the job ended: its result."""
+        started = time.monotonic()
+        wait_ms = runsync_wait_ms(timeout)
         response = self.transport.request(
             "POST",
-            f"{_deployment_path(deployment_id)}/runsync",
+            f"{self._path}/runsync",
             params={"wait": wait_ms},
-            json=dict(body),
+            json=job_body(job_input, webhook_url),
             timeout=(self.transport.timeout[0], wait_ms / 1000 + RUNSYNC_READ_GRACE_S),
         )
-        return _flat(response.json())
+        return Job(self, _flat(response.json()), started=started).wait(timeout)
 
-    def run(self, deployment_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(self.transport.request("POST", f"{_deployment_path(deployment_id)}/run", json=dict(body)).json())
+    def job(self, job_id: str) -> Job:
+        """``GET .../jobs/{job_id}``: the job as the API sees it now."""
+        return Job(self, self.read(job_id))
 
-    def job(self, deployment_id: str, job_id: str) -> dict[str, Any]:
-        return dict(self.transport.request("GET", f"{_deployment_path(deployment_id)}/jobs/{job_id}").json())
+    def jobs(self, page_size: int | None = None) -> Iterator[Job]:
+        """``GET .../jobs``, page after page: every job the API still has a record of, newest first."""
+        token: str | None = None
+        while True:
+            page = self.transport.get_json(f"{self._path}/jobs", limit=page_size, page_token=token)
+            for view in page.get("jobs", []):
+                yield Job(self, view)
+            token = page.get("next_page_token")
+            if not token:
+                return
 
-    def cancel(self, deployment_id: str, job_id: str) -> dict[str, Any]:
-        return dict(self.transport.request("POST", f"{_deployment_path(deployment_id)}/jobs/{job_id}/cancel").json())
+    def read(self, job_id: str) -> dict[str, Any]:
+        """``GET .../jobs/{job_id}``: the API's answer (the job's view)."""
+        return dict(self.transport.request("GET", f"{self._path}/jobs/{job_id}").json())
 
-    def jobs(self, deployment_id: str, limit: int | None, page_token: str | None) -> dict[str, Any]:
-        params = {name: value for name, value in (("limit", limit), ("page_token", page_token)) if value is not None}
-        return dict(self.transport.request("GET", f"{_deployment_path(deployment_id)}/jobs", params=params).json())
-
-
-def _deployment_path(deployment_id: str) -> str:
-    return f"/v1/deployments/{deployment_id}"
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """``POST .../jobs/{job_id}/cancel``: the API's answer (the job's view after)."""
+        return dict(self.transport.request("POST", f"{self._path}/jobs/{job_id}/cancel").json())
 
 
 def _flat(answer: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,17 +214,9 @@ class Job:
     is final, that answer (the only one with the inline output) is kept and the API is not asked again.
     """
 
-    def __init__(
-        self,
-        deployment: Deployment,
-        backend: InferenceBackend,
-        answer: Mapping[str, Any],
-        *,
-        started: float | None = None,
-    ) -> None:
-        self.deployment = deployment
+    def __init__(self, deployment: DeploymentJobs, answer: Mapping[str, Any], *, started: float | None = None) -> None:
+        self.deployment = deployment  # where it reads and cancels itself; ``.id`` is the deployment's id
         self.id = str(answer["job_id"])
-        self._backend = backend
         self.view: dict[str, Any] = dict(answer)
         self._started = time.monotonic() if started is None else started  # when it was submitted, for wall_s
 
@@ -237,13 +235,13 @@ class Job:
     def status(self) -> str:
         """The job's status now (``GET .../jobs/{job_id}``); a final job's is known, so it is not asked again."""
         if not self.final:
-            self.view = self._backend.job(self.deployment.id, self.id)
+            self.view = self.deployment.read(self.id)
         return self.last_status
 
     def cancel(self) -> Job:
         """Cancel the job (``POST .../jobs/{job_id}/cancel``); a final job stays as it was. The job, updated."""
         if not self.final:
-            self.view = self._backend.cancel(self.deployment.id, self.id)
+            self.view = self.deployment.cancel(self.id)
         return self
 
     def wait(self, timeout: float | None = None, poll_s: float = POLL_INTERVAL_S) -> JobResult:

@@ -1,4 +1,4 @@
-"""jobs (Cloud Tasks ``job-watch``): follows each inference job its answer did not see end; records and announces
+"""job-watch (Cloud Tasks ``job-watch``): follows each inference job its answer did not see end; records and announces
 the end (shared/steps/job_watch.py)."""
 
 import functions_framework
@@ -6,7 +6,9 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
-from shared.http import answer_task, answer_unrouted_in_error_shape
+from shared.delivery import Receiver, answer_task
+from shared.envelopes import TaskDelivery
+from shared.http import answer_unrouted_in_error_shape
 from shared.messages import JobCheck
 from shared.steps.job_watch import watch_job
 from shared.wiring import job_watch_deps
@@ -14,8 +16,9 @@ from shared.wiring import job_watch_deps
 slog.configure()
 answer_unrouted_in_error_shape()
 _deps = job_watch_deps(get_settings(ProvisioningSettings))
+_receiver = Receiver[TaskDelivery[JobCheck]]("watch_job", JobCheck, lambda task: watch_job(task, _deps))
 
 
 @functions_framework.http
-def jobs(request: Request) -> Response:
-    return answer_task(request, JobCheck, "watch_job", lambda task: watch_job(task, _deps))
+def job_watch(request: Request) -> Response:
+    return answer_task(request, _receiver)
