@@ -64,3 +64,14 @@ def test_the_worker_image_must_be_pinned_whole() -> None:
     assert Settings(worker_image=pinned).worker_image == pinned
     with pytest.raises(ValidationError, match="pinned by digest"):
         Settings(worker_image=pinned + "\n")
+
+
+def test_pydantic_rust_engine_patterns_end_at_the_end_of_the_string() -> None:
+    """The remaining ``Field(pattern=...)`` fields use pydantic's default (Rust) engine, where ``$`` is the end of
+    the string: checked here rather than assumed (the Python engine, above, is the one that needed WholeMatch)."""
+    from shared.cache_layout import ManifestFile
+
+    good = {"path": "unet/diffusion_pytorch_model.safetensors", "size": 1, "sha256": "0" * 64}
+    assert ManifestFile.model_validate(good).sha256 == "0" * 64
+    with pytest.raises(ValidationError, match="sha256"):
+        ManifestFile.model_validate(good | {"sha256": "0" * 64 + "\n"})
