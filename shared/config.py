@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     @field_validator("worker_image")
     @classmethod
     def _image_pinned(cls, value: str) -> str:
-        if not _PINNED_IMAGE.match(value):
+        if not _PINNED_IMAGE.fullmatch(value):
             raise ValueError("WORKER_IMAGE must be pinned by digest: <repository>@sha256:<64 hex>")
         return value
 

@@ -51,6 +51,8 @@ class PermanentError(Exception):
 class IllegalTransitionError(Exception):
     """The state machine refuses the requested status change."""
 
+    log_safe = True  # the two statuses only (shared.logging writes other exceptions as their type)
+
     def __init__(self, current: str, requested: str) -> None:
         super().__init__(f"cannot move a deployment from {current} to {requested}")
         self.current = current

@@ -1,19 +1,18 @@
 """An HTTP POST to a user's URL that cannot be turned against our own network (SSRF), checked at send time.
 
-The URL is checked again as at intake (``check_public_url``: https only, no credentials, no blocked names or
-literal private addresses), then its host is resolved and every address it resolves to must be public: a name
-with any loopback, private, link-local (169.254.169.254, the metadata server), multicast, unspecified or reserved
-address is refused. The connection goes to the address that was checked (the TLS handshake still names and
-verifies the host), so a DNS answer that changes between the check and the connect (DNS rebinding) cannot move the
-request. Redirects are never followed. ``allow_http_loopback`` (the local stack's ``ALLOW_HTTP_LOOPBACK_WEBHOOKS``)
-is the only way to reach 127.0.0.1.
+The URL is checked again as at intake (``check_public_url``: https only, no credentials, no blocked names or literal
+private addresses), then its host is resolved and every address it resolves to must be public: a name with any
+loopback, private, link-local (169.254.169.254, the metadata server), multicast, unspecified or reserved address, or
+an IPv6 address embedding one, is refused (one policy: :mod:`shared.address_policy`). The connection goes to the
+address that was checked (the TLS handshake still names and verifies the host), so a DNS answer that changes between
+the check and the connect (DNS rebinding) cannot move the request. Redirects are never followed.
+``allow_http_loopback`` (the local stack's ``ALLOW_HTTP_LOOPBACK_WEBHOOKS``) is the only way to reach 127.0.0.1.
 
 The resolver is a parameter, so tests can make a name resolve to 127.0.0.1 or 169.254.169.254 without DNS.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +24,8 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from shared.models import _is_public, check_public_url
+from shared.address_policy import is_public_address, parse_address
+from shared.models import check_public_url
 
 Resolver = Callable[[str, int], Sequence[str]]
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -66,9 +66,12 @@ def check_target(url: str, *, allow_http_loopback: bool, resolver: Resolver = sy
         check_public_url(url, allow_http_loopback=allow_http_loopback, field="the webhook URL")
     except ValueError as exc:
         raise RefusedTargetError(str(exc)) from exc
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # checked by check_public_url already; a URL stored before that check was stricter
+        raise RefusedTargetError("the URL has an invalid host or port") from exc
     host = (parts.hostname or "").lower()
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if allow_http_loopback and host in _LOOPBACK_NAMES:
         return Target(parts.scheme, host, "::1" if host == "::1" else "127.0.0.1", port, path)
@@ -77,10 +80,10 @@ def check_target(url: str, *, allow_http_loopback: bool, resolver: Resolver = sy
         raise RefusedTargetError("the host resolves to no address")
     for raw in addresses:
         try:
-            address = ipaddress.ip_address(raw)
+            address = parse_address(raw)
         except ValueError as exc:
             raise RefusedTargetError("the host resolves to an invalid address") from exc
-        if not _is_public(address):
+        if not is_public_address(address):
             raise RefusedTargetError(
                 "the host resolves to a loopback, private, link-local, multicast or metadata address"
             )
@@ -137,7 +140,7 @@ def post(
         return SendResult(response.status, _ms(started))
     except Urllib3Timeout:
         return SendResult(None, _ms(started), f"no answer within {timeout_s:g} s")
-    except (Urllib3Error, OSError) as exc:
+    except (Urllib3Error, OSError, ValueError) as exc:  # ValueError: a host or header urllib3 cannot send
         return SendResult(None, _ms(started), f"connection failed: {type(exc).__name__}")
     finally:
         pool.close()

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from huggingface_hub import HfApi, hf_hub_url
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from shared import hub_rules
 from shared.errors import PermanentError, RetryableError
 from shared.hub_rules import DtypeName, WeightSelectionError, hub_refusal, loaded_components, target_dtype
 from shared.lifecycle import FailureReason
+from shared.model_tasks import hub_validation_failure
 
 MODEL_INDEX = "model_index.json"
 
@@ -119,6 +126,8 @@ class HubInspector:
                 dtype = target_dtype("cuda", self._dtype, index, configs)
                 files = weight_files(index, sizes, dtype)
                 params = sum(reads.map(lambda file: self._params(repo_id, sha, file[0], file[1], auth), files))
+        except HFValidationError as exc:  # the Hub client refuses the id before asking: no retry can help
+            raise hub_validation_failure(exc, f"{repo_id}@{revision}") from exc
         except GatedRepoError as exc:
             raise PermanentError(
                 FailureReason.MODEL_GATED.value,

@@ -34,7 +34,7 @@ class WeightSelectionError(ValueError):
 
 def weight_variant(name: str) -> tuple[bool, str | None]:
     """Whether a component file name is a safetensors weight (or shard index), and its variant."""
-    match = WEIGHT_RE.match(name) or INDEX_RE.match(name)
+    match = WEIGHT_RE.fullmatch(name) or INDEX_RE.fullmatch(name)
     return (match is not None, match.group("variant") if match else None)
 
 

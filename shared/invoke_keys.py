@@ -108,7 +108,7 @@ class InvokeKeyStore:
 
     def resolve(self, key: str) -> StoredInvokeKey | None:
         """The live key this string is, or None (malformed, unknown, revoked, or a wrong secret)."""
-        match = _KEY.match(key)
+        match = _KEY.fullmatch(key)
         if match is None:
             return None
         snap = self._db.collection(INVOKE_KEYS).document(match["key_id"]).get()

@@ -54,7 +54,7 @@ def image_kind(value: str) -> ImageKind:
         if len(value) > MAX_IMAGE_URL_CHARS:
             raise ValueError(f"an image URL must be at most {MAX_IMAGE_URL_CHARS} characters")
         return "url"
-    if not value.strip() or not _BASE64.match(value):
+    if not value.strip() or not _BASE64.fullmatch(value):
         raise ValueError("must be a data:image/...;base64, URL, base64 text or an https URL")
     return "base64"
 

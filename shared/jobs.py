@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,12 +23,15 @@ from pydantic import BaseModel, Field
 from shared.conditional import until_written
 from shared.job_input import GenerateInput
 from shared.models import Usage
+from shared.page_tokens import decode_page_token, encode_page_token
 from shared.runpod.client import JOB_FINAL_STATES, Job
 from shared.store import DEPLOYMENTS
 
 JOBS = "jobs"
 JOB_ID_PATTERN = "[A-Za-z0-9][A-Za-z0-9-]{0,127}"  # Runpod's job ids (a UUID and a "-u1"-like suffix)
 USAGE_DAYS = "usage_days"
+# ``submitted_by`` of a job its deployment's owner (the Runpod key) submitted; an invoke key's job has the key id.
+OWNER_SUBMITTER = "owner"
 # Runpod's final states, each counted under one usage outcome.
 OUTCOME = {"COMPLETED": "completed", "FAILED": "failed", "TIMED_OUT": "failed", "CANCELLED": "cancelled"}
 
@@ -88,6 +90,9 @@ class JobFields(BaseModel):
     error: str | None = None
     # Where the job's end is announced (one signed delivery: shared.job_ends); checked like a deployment's webhook.
     webhook_url: str | None = None
+    # Who submitted it: the invoke key's id, or "owner"; an invoke key sees only its own jobs. Records from before
+    # the field existed count as the owner's.
+    submitted_by: str = OWNER_SUBMITTER
     created_at: datetime
     finished_at: datetime | None = None
     expires_at: datetime
@@ -185,6 +190,7 @@ class JobStore:
         pricing: JobPricing,
         *,
         webhook_url: str | None = None,
+        submitted_by: str = OWNER_SUBMITTER,
     ) -> JobRecord:
         """Write the record of a job Runpod accepted and count the request, in one commit; a job that is final
         already (a runsync that finished) is counted as ended in the same commit."""
@@ -196,6 +202,7 @@ class JobStore:
             status=job.status,
             input_summary=summary,
             webhook_url=webhook_url,
+            submitted_by=submitted_by,
             created_at=now,
             expires_at=now + self._ttl,
         )
@@ -244,24 +251,27 @@ class JobStore:
 
         return until_written(attempt, f"job {job_id}")
 
-    def list(self, deployment_id: str, limit: int, page_token: str | None) -> tuple[list[JobRecord], str | None]:
-        """Newest first, cursor-paginated (an opaque token).
+    def list(
+        self, deployment_id: str, limit: int, page_token: str | None, submitted_by: str | None = None
+    ) -> tuple[list[JobRecord], str | None]:
+        """Newest first, cursor-paginated (an opaque token); only the jobs ``submitted_by`` submitted, if given.
 
         Raises:
-            ValueError: a token this API did not issue.
+            InvalidPageTokenError: a token this API did not issue.
         """
-        query = (
-            self._deployment(deployment_id)
-            .collection(JOBS)
-            .order_by("created_at", direction=firestore.Query.DESCENDING)
-            .order_by("job_id", direction=firestore.Query.DESCENDING)
+        query = self._deployment(deployment_id).collection(JOBS)
+        if submitted_by is not None:
+            query = query.where(filter=firestore.FieldFilter("submitted_by", "==", submitted_by))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING).order_by(
+            "job_id", direction=firestore.Query.DESCENDING
         )
         if page_token:
-            created_at, last_id = _decode_token(page_token)
+            created_at, last_id = decode_page_token(page_token, JOB_ID_PATTERN)
             query = query.start_after({"created_at": created_at, "job_id": last_id})
         records = [JobRecord.model_validate(snap.to_dict()) for snap in query.limit(limit + 1).stream()]
         page = records[:limit]
-        token = _encode_token(page[-1]) if len(records) > limit and page else None
+        last = page[-1] if len(records) > limit and page else None
+        token = encode_page_token(last.created_at, last.job_id) if last is not None else None
         return page, token
 
     def usage_by_deployment(self, owner: str, first: date, last: date) -> dict[str, Usage]:
@@ -312,16 +322,3 @@ def _ended(record: JobRecord, job: Job, pricing: JobPricing, now: datetime) -> t
         "estimated_cost_usd": cost,
     }
     return ended, counts
-
-
-def _encode_token(record: JobRecord) -> str:
-    raw = json.dumps([record.created_at.isoformat(), record.job_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    padded = token + "=" * (-len(token) % 4)
-    created_at, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    if not isinstance(created_at, str) or not isinstance(last_id, str):
-        raise ValueError("bad page token")
-    return datetime.fromisoformat(created_at), last_id

@@ -2,6 +2,12 @@
 
 Each entry adapter calls :func:`bind` with what identifies the work (deployment id, execution id, step, attempt);
 the values live in a ContextVar so concurrent requests in one instance never mix them up.
+
+No exception's text reaches a log line: an exception's message may quote user input (a Hub id with a newline), a
+token or a key. The formatter writes an exception given as a log argument as its type (``<HFValidationError>``)
+and a traceback (``exc_info``, Flask's own "Exception on /..." line included) as its frames and exception types
+only; the step and ids come from the binding. An exception class whose text is ours alone and never quotes input
+may say so with a true ``log_safe`` class attribute (a state machine refusal, a signature check).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import contextvars
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import traceback
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +35,7 @@ class JsonFormatter(logging.Formatter):
         context = _context.get()
         entry: dict[str, Any] = {
             "severity": record.levelname,
-            "message": record.getMessage(),
+            "message": _message(record),
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "logger": record.name,
             **context,
@@ -40,8 +47,52 @@ class JsonFormatter(logging.Formatter):
         if labels:
             entry["logging.googleapis.com/labels"] = labels
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redacted_traceback(record.exc_info[1])
         return json.dumps(entry, default=str)
+
+
+def redacted(value: Any) -> Any:
+    """A log argument as it may be written: an exception as its type only (unless its class is ``log_safe``)."""
+    if isinstance(value, BaseException):
+        return str(value) if getattr(value, "log_safe", False) else f"<{type(value).__name__}>"
+    return value
+
+
+def _message(record: logging.LogRecord) -> str:
+    """``record.getMessage()`` with every exception argument :func:`redacted`."""
+    message = str(record.msg)
+    args = record.args
+    if not args:
+        return message
+    if isinstance(args, Mapping):
+        return message % {key: redacted(value) for key, value in args.items()}
+    return message % tuple(redacted(value) for value in args)
+
+
+def redacted_traceback(exc: BaseException | None) -> str:
+    """A traceback with the frames and the exception types of the chain, never an exception's text."""
+    if exc is None:
+        return ""
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def walk(current: BaseException) -> None:
+        seen.add(id(current))
+        cause = current.__cause__
+        context = None if current.__suppress_context__ else current.__context__
+        if cause is not None and id(cause) not in seen:
+            walk(cause)
+            lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+        elif context is not None and id(context) not in seen:
+            walk(context)
+            lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(traceback.StackSummary.extract(traceback.walk_tb(current.__traceback__)).format())
+        kind = type(current)
+        lines.append(f"{kind.__module__}.{kind.__qualname__} (message redacted)\n")
+
+    walk(exc)
+    return "".join(lines)
 
 
 def configure(level: int = logging.INFO) -> None:

@@ -17,13 +17,20 @@ from typing import Annotated, Any
 
 import httpx2
 from huggingface_hub import HfApi
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.errors import PermanentError, RetryableError
 from shared.hub_rules import PICKLE_SUFFIXES, hub_refusal, loaded_components
 from shared.job_input import TASKS, Task
 from shared.lifecycle import FailureReason
+from shared.patterns import WholeMatch
 
 MAX_LORAS = 4
 DEFAULT_LORA_WEIGHT = "pytorch_lora_weights.safetensors"
@@ -64,9 +71,10 @@ class LoraSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", regex_engine="python-re", strict=True)
 
-    hf_model_id: Annotated[str, Field(pattern=_REPO_ID, max_length=193)]
-    revision: Annotated[str, Field(pattern=_REVISION, max_length=255)] = "main"
-    weight_name: Annotated[str, Field(pattern=_WEIGHT_NAME, max_length=255)] | None = None
+    # WholeMatch: re.fullmatch (a look-ahead needs Python's engine, whose "$" also matches before a final newline).
+    hf_model_id: Annotated[str, Field(max_length=193), WholeMatch(_REPO_ID)]
+    revision: Annotated[str, Field(max_length=255), WholeMatch(_REVISION)] = "main"
+    weight_name: Annotated[str, Field(max_length=255), WholeMatch(_WEIGHT_NAME)] | None = None
     scale: Annotated[float, Field(ge=-4, le=4)] = 1.0
 
     @field_validator("hf_model_id")
@@ -83,7 +91,7 @@ class ResolvedLora(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hf_model_id: str
-    revision: Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+    revision: Annotated[str, WholeMatch(r"^[0-9a-f]{40}$")]
     weight_name: str
     scale: float = 1.0
 
@@ -180,6 +188,8 @@ def resolve_loras(endpoint: str, timeout_s: float, specs: Iterable[LoraSpec], to
             if info.gated:
                 # A gated repo's info is public but its files are not: the token must have been granted access.
                 api.auth_check(spec.hf_model_id, token=auth)
+        except HFValidationError as exc:  # the Hub client refuses the id before asking: no retry can help
+            raise hub_validation_failure(exc, where) from exc
         except GatedRepoError as exc:
             raise PermanentError(
                 FailureReason.MODEL_GATED.value,
@@ -204,6 +214,14 @@ def resolve_loras(endpoint: str, timeout_s: float, specs: Iterable[LoraSpec], to
 def loras_env(loras: Iterable[ResolvedLora]) -> str:
     """The ``WORKER_LORAS`` value: a JSON list of resolved adapters."""
     return json.dumps([lora.model_dump() for lora in loras], separators=(",", ":"))
+
+
+def hub_validation_failure(exc: HFValidationError, where: str) -> PermanentError:
+    """``model_not_found`` with the Hub client's own reason, on one line (the id may hold a control character)."""
+    reason = " ".join(str(exc).split())
+    return PermanentError(
+        FailureReason.MODEL_NOT_FOUND.value, f"{' '.join(where.split())} is no valid Hub id: {reason}"
+    )
 
 
 def _http_failure(exc: HfHubHTTPError, where: str) -> Exception:

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.address_policy import is_public_address
 from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
@@ -40,8 +41,6 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _DNS_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
 # A legacy numeric IPv4 part, as inet_aton reads it: hex (0x...), octal (leading 0) or decimal.
 _NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
-# IPv6 ranges that carry an IPv4 address a gateway may route to (NAT64, deprecated IPv4-compatible).
-_EMBEDS_IPV4 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 DEFAULT_TTL_MIN_MINUTES = 10  # TTL_MIN_MINUTES's default (shared.config)
 _SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secret_access_key": 256}
 
@@ -77,11 +76,18 @@ def split_s3_url(url: str) -> tuple[str, str]:
 
 
 def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> str:
-    """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata."""
-    parts = urlsplit(value)
+    """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata;
+    and URLs that could never be sent (a port that is no number or out of 1..65535)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:  # "[::1" or a port that is no number 0..65535
+        raise ValueError(f"{field} has an invalid host or port") from exc
     host = (parts.hostname or "").lower()
     if not host:
         raise ValueError(f"{field} must be an absolute URL")
+    if port == 0 or (parts.netloc.endswith(":") and port is None):
+        raise ValueError(f"{field} has an invalid host or port")
     if parts.username or parts.password:
         raise ValueError(f"{field} must not contain credentials")
     if allow_http_loopback and host in _LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
@@ -102,7 +108,7 @@ def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> st
         address = _ipv4_literal(name, field)
     if address is None:
         return value  # a DNS name: its addresses are checked again at delivery time
-    if not _is_public(address):
+    if not is_public_address(address):
         raise ValueError(refused)
     return value
 
@@ -113,7 +119,7 @@ def _dns_name(host: str, field: str) -> str:
         name = host.encode("idna").decode("ascii").lower().removesuffix(".")
     except UnicodeError as exc:
         raise ValueError(f"{field} has an invalid host name") from exc
-    if not _DNS_NAME.match(name):
+    if not _DNS_NAME.fullmatch(name):
         raise ValueError(f"{field} has an invalid host name")
     return name
 
@@ -125,7 +131,7 @@ def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
         ValueError: the name is numeric but no address (a part is out of range).
     """
     parts = name.split(".")
-    if len(parts) > 4 or not all(_NUMERIC_PART.match(part) for part in parts):
+    if len(parts) > 4 or not all(_NUMERIC_PART.fullmatch(part) for part in parts):
         return None
     values = [int(p[2:] or "0", 16) if p.startswith("0x") else int(p, 8 if p.startswith("0") else 10) for p in parts]
     *leading, last = values
@@ -136,17 +142,6 @@ def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
     for i, v in enumerate(leading):
         number |= v << (24 - 8 * i)
     return ipaddress.IPv4Address(number)
-
-
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Global unicast; for IPv6 also the IPv4 address it carries (mapped, 6to4, NAT64, IPv4-compatible)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and (int(address) >> 32 == 0 or any(address in net for net in _EMBEDS_IPV4)):
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None and not _is_public(embedded):
-            return False
-    return address.is_global and not address.is_multicast
 
 
 def _check_secret(value: Any, info: ValidationInfo) -> Any:
@@ -233,7 +228,7 @@ class CreateDeploymentRequest(BaseModel):
     @field_validator("user_s3_url", "output_s3_url")
     @classmethod
     def _s3_url(cls, value: str | None) -> str | None:
-        if value is not None and not _S3_URL.match(value):
+        if value is not None and not _S3_URL.fullmatch(value):
             raise ValueError("must look like s3://bucket/optional/prefix")
         return value
 

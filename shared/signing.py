@@ -26,6 +26,8 @@ HEADER_SIGNATURE = "webhook-signature"
 class SignatureError(Exception):
     """The message is not signed with the expected secret, or is too old or too new to accept."""
 
+    log_safe = True  # fixed texts only (shared.logging writes other exceptions as their type)
+
 
 def new_secret() -> str:
     """A fresh random signing secret (32 bytes of key material)."""

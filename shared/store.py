@@ -8,8 +8,7 @@ POST is one commit and concurrent duplicates collide instead of doubling.
 
 from __future__ import annotations
 
-import base64
-import json
+import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,15 +21,21 @@ from google.cloud import firestore
 from shared.conditional import until_written
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
+from shared.invoke_keys import INVOKE_KEY_COUNTS, INVOKE_KEYS
 from shared.lifecycle import Status
+from shared.page_tokens import decode_page_token, encode_page_token
 
 DEPLOYMENTS = "deployments"
+# Deployment ids are uuid4().hex; the routes and page tokens accept nothing else.
+DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 EVENTS = "events"
 SECRETS = "deployment_secrets"
 IDEMPOTENCY = "idempotency_keys"
 RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
 KEY_VERDICTS = "key_verdicts"
+# The webhook-ids of the signed worker reports taken in the last tolerance window (replays are refused).
+SEEN_REPORTS = "seen_reports"
 TENANT_LIMITS = "tenant_limits"
 # A deployment holds its tenant's slot (and its workers_min) from its create until it first becomes one of these.
 RELEASING_STATUSES = frozenset({Status.FAILED, Status.DELETED})
@@ -231,7 +236,11 @@ class DeploymentStore:
     def list_by_owner(
         self, owner: str, status: Status | None, limit: int, page_token: str | None
     ) -> tuple[list[Deployment], str | None]:
-        """Newest first, cursor-paginated; the token is opaque to clients."""
+        """Newest first, cursor-paginated; the token is opaque to clients.
+
+        Raises:
+            InvalidPageTokenError: a token this API did not issue.
+        """
         query = self._db.collection(DEPLOYMENTS).where(filter=firestore.FieldFilter("owner", "==", owner))
         if status is not None:
             query = query.where(filter=firestore.FieldFilter("status", "==", status.value))
@@ -239,11 +248,12 @@ class DeploymentStore:
             "deployment_id", direction=firestore.Query.DESCENDING
         )
         if page_token:
-            created_at, last_id = decode_page_token(page_token)
+            created_at, last_id = decode_page_token(page_token, DEPLOYMENT_ID_PATTERN)
             query = query.start_after({"created_at": created_at, "deployment_id": last_id})
         docs = [Deployment.from_firestore(snap.to_dict() or {}) for snap in query.limit(limit + 1).stream()]
         page = docs[:limit]
-        next_token = encode_page_token(page[-1]) if len(docs) > limit and page else None
+        last = page[-1] if len(docs) > limit and page else None
+        next_token = encode_page_token(last.created_at, last.deployment_id) if last is not None else None
         return page, next_token
 
     def counts_by_status(self, owner: str | None) -> dict[str, int]:
@@ -364,8 +374,19 @@ class DeploymentStore:
         return snap.to_dict() if snap.exists else None
 
     def erase_secrets(self, deployment_id: str) -> None:
-        """Remove the sealed credentials and the callback secret's nonce and hash (idempotent)."""
+        """Remove the sealed credentials, the callback secret's nonce and hash, and the deployment's invoke keys
+        (idempotent)."""
         self._db.collection(SECRETS).document(deployment_id).delete()
+        self._db.collection(INVOKE_KEY_COUNTS).document(deployment_id).delete()
+        keys = self._db.collection(INVOKE_KEYS).where(
+            filter=firestore.FieldFilter("deployment_id", "==", deployment_id)
+        )
+        refs = [snap.reference for snap in keys.stream()]
+        for start in range(0, len(refs), _BATCH_WRITES):
+            batch = self._db.batch()
+            for ref in refs[start : start + _BATCH_WRITES]:
+                batch.delete(ref)
+            batch.commit()
 
     def key_verdict(self, tenant: str) -> KeyVerdict | None:
         """The remembered verdict on a tenant's key, unless it expired."""
@@ -443,6 +464,21 @@ class DeploymentStore:
                 tenants.setdefault(str(owner), snap.id)
         return tenants
 
+    def remember_report(self, deployment_id: str, msg_id: str, expires_at: datetime) -> bool:
+        """Record a signed report's ``webhook-id`` for the deployment, if absent (a create: two copies arriving
+        together cannot both pass). Whether it was new."""
+        try:
+            self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).create(
+                {"deployment_id": deployment_id, "seen_at": utcnow(), "expires_at": expires_at}
+            )
+        except gexc.AlreadyExists:
+            return False
+        return True
+
+    def forget_report(self, deployment_id: str, msg_id: str) -> None:
+        """Drop a report's record again (its effect failed to apply: the worker's retry must be taken)."""
+        self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).delete()
+
     def purge_expired(self, collection: str, now: datetime, limit: int) -> int:
         """Delete up to ``limit`` records of ``collection`` whose ``expires_at`` passed (where no TTL policy runs:
         the emulator, or before the policy's own sweep). Returns how many went."""
@@ -456,23 +492,14 @@ class DeploymentStore:
         return len(snaps)
 
 
+def _report_key(deployment_id: str, msg_id: str) -> str:
+    """A document id for any signed id (which may hold '/' or be long): a hash of both."""
+    return hashlib.sha256(f"{deployment_id}\n{msg_id}".encode()).hexdigest()
+
+
 def _line_id(seq: int) -> str:
     return f"{seq:010d}"
 
 
 def _line(level: str, message: str, at: datetime) -> dict[str, Any]:
     return {"time": at, "level": level, "message": message}
-
-
-def encode_page_token(doc: Deployment) -> str:
-    raw = json.dumps([doc.created_at.isoformat(), doc.deployment_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str]:
-    """Raises ValueError on a token we did not issue."""
-    padded = token + "=" * (-len(token) % 4)
-    created_at, last_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    if not isinstance(last_id, str):
-        raise ValueError("bad page token")
-    return datetime.fromisoformat(created_at), last_id

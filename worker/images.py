@@ -6,13 +6,14 @@
 - at most :data:`~shared.job_input.MAX_IMAGE_BYTES` bytes, and at most
   :data:`~shared.job_input.MAX_IMAGE_SIDE` pixels a side (read from the header, before the pixels are decoded, so
   a small file that expands into a huge bitmap is refused cheaply); it must decode as an image.
-- URLs: https only; the host's addresses must all be public (no private, loopback, link-local (cloud metadata
-  services live there), multicast, reserved or otherwise non-global range, nor an IPv6 address that carries such
-  an IPv4 one); the address the connection reached is checked again before the body is read, so a DNS answer that
-  changes between the check and the connection (rebinding) is refused too; at most :data:`MAX_REDIRECTS` redirects,
-  each target checked like the first URL; the answer must have an ``image/*`` content type and at most the byte
-  limit (the declared length and the bytes read). ``allow_loopback`` (``WORKER_IMAGE_FETCH_ALLOW_LOOPBACK``, off
-  by default) lets tests fetch from a server on 127.0.0.1; it allows loopback only, never the other ranges.
+- URLs: https only; the host's addresses must all be public (no private, loopback, link-local (cloud metadata services
+  live there), multicast, reserved or otherwise non-global range, nor an IPv6 address that carries such an IPv4 one in
+  any embedding: :mod:`shared.address_policy`, the functions' policy too); the address the connection reached is
+  checked again before the body is read, so a DNS answer that changes between the check and the connection (rebinding)
+  is refused too; at most :data:`MAX_REDIRECTS` redirects, each target checked like the first URL; the answer must
+  have an ``image/*`` content type and at most the byte limit (the declared length and the bytes read).
+  ``allow_loopback`` (``WORKER_IMAGE_FETCH_ALLOW_LOOPBACK``, off by default) lets tests fetch from a server on
+  127.0.0.1; it allows loopback only, never the other ranges.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import base64
 import binascii
 import contextlib
 import io
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,13 +31,13 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from PIL import Image, UnidentifiedImageError
 
+from shared.address_policy import is_public_address, parse_address
 from shared.job_input import MAX_IMAGE_BYTES, MAX_IMAGE_SIDE, base64_payload, image_kind
 
 MAX_REDIRECTS = 3
 _CHUNK = 256 * 1024
 _MB = 1024 * 1024
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -47,17 +47,6 @@ class ImageInputError(ValueError):
 
 def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
-
-
-def is_public_address(address: Address, allow_loopback: bool = False) -> bool:
-    """Global unicast (for IPv6, also the IPv4 address it embeds); loopback too when ``allow_loopback``."""
-    if allow_loopback and address.is_loopback:
-        return True
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is not None and not is_public_address(embedded, allow_loopback):
-            return False
-    return bool(address.is_global) and not address.is_multicast
 
 
 @dataclass
@@ -118,10 +107,10 @@ class ImageFetcher:
 
     def _check_address(self, address: str, name: str) -> None:
         try:
-            parsed = ipaddress.ip_address(address.split("%", 1)[0])
+            parsed = parse_address(address)
         except ValueError as exc:
             raise ImageInputError(f"{name}: the image URL's host has an invalid address") from exc
-        if not is_public_address(parsed, self.allow_loopback):
+        if not is_public_address(parsed, allow_loopback=self.allow_loopback):
             raise ImageInputError(
                 f"{name}: the image URL points at a private, loopback, link-local or metadata address"
             )

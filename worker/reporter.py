@@ -2,7 +2,8 @@
 
 Each report is one :class:`shared.messages.PhaseReport` (the schema the callback function parses), POSTed as JSON
 signed with ``shared.signing.sign_headers`` (Standard Webhooks). Server errors and connection failures are retried
-with exponential backoff, reusing the message id so the receiver can dedupe; a 4xx is final (the receiver understood
+with exponential backoff, reusing the message id so the receiver can dedupe (it answers a repeat 409
+``report_replayed``, which on a retry means an earlier attempt was taken); a 4xx is final (the receiver understood
 and refused: retrying cannot help). A report that still fails is logged, never raised: the worker's real proof of
 life is the warm-up job, and the readiness watchdog covers silence.
 
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import Any
 
 import requests
@@ -173,6 +175,9 @@ class PhaseReporter:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.ok:
+                    return True
+                if response.status_code == HTTPStatus.CONFLICT and attempt > 1:
+                    # report_replayed: an earlier attempt of this message was taken (its answer was lost).
                     return True
                 if response.status_code < 500:
                     logger.error("phase report refused", extra={"status": response.status_code, "phase": report.phase})

@@ -10,13 +10,14 @@ from __future__ import annotations
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.hub_rules import DtypeName
 from shared.job_input import Task
+from shared.patterns import WholeMatch
 
 CacheScope = Literal["off", "shared", "private"]
 Device = Literal["cuda", "cpu"]
@@ -29,9 +30,10 @@ class LoraSetting(BaseModel):
 
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    hf_model_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
-    revision: str = Field(pattern=r"^[0-9a-f]{40}$")
-    weight_name: str = Field(pattern=r"^(?!.*\.\.)[\w./-]+\.safetensors$")
+    # WholeMatch: re.fullmatch (Python's engine, for the look-ahead, lets "$" match before a final newline).
+    hf_model_id: Annotated[str, WholeMatch(r"^[\w.-]+/[\w.-]+$")]
+    revision: Annotated[str, WholeMatch(r"^[0-9a-f]{40}$")]
+    weight_name: Annotated[str, WholeMatch(r"^(?!.*\.\.)[\w./-]+\.safetensors$")]
     scale: float = Field(default=1.0, ge=-4, le=4)
 
 

@@ -22,6 +22,7 @@ MAX_BODY_BYTES = 64 * 1024
 _PATH = re.compile(r"^/v1/deployments/(?P<id>[^/]+)/(?P<route>phase|cache-grant|job-ended)/?$")
 _REFUSALS = {
     Outcome.UNAUTHORIZED: (401, "invalid_signature", "the request is not signed for this deployment"),
+    Outcome.REPLAYED: (409, "report_replayed", "a report with this webhook-id was taken already"),
     Outcome.MALFORMED: (400, "invalid_report", "the body is not a valid phase report or grant request"),
     Outcome.FORBIDDEN: (403, "cache_not_granted", "the deployment may not read the shared cache"),
     Outcome.NOT_CACHED: (404, "not_cached", "the shared cache does not hold this model"),
@@ -35,7 +36,7 @@ class CallbackApi:
 
     def __call__(self, request: Request) -> Response:
         rid = request_id(request)
-        match = _PATH.match(request.path)
+        match = _PATH.fullmatch(request.path)
         if match is None or request.method != "POST":
             not_found = ApiError(404, "not_found", "POST /v1/deployments/<id>/phase, /cache-grant or /job-ended")
             return error_response(not_found, rid)

@@ -37,6 +37,7 @@ from shared.intake.stream import deployment_events
 from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.jobs import JOB_ID_PATTERN
 from shared.models import DeploymentLogs, LogLine, UpdateDeploymentRequest
+from shared.store import DEPLOYMENT_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 class DeploymentIdConverter(BaseConverter):
     """Only ids this API issues: any other id is no route, answered before Firestore sees it (it refuses some)."""
 
-    regex = steps.DEPLOYMENT_ID_PATTERN
+    regex = DEPLOYMENT_ID_PATTERN
 
 
 class JobIdConverter(BaseConverter):

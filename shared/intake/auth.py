@@ -8,6 +8,7 @@ from flask import Request
 
 from shared.crypto import tenant_id
 from shared.errors import ApiError
+from shared.jobs import OWNER_SUBMITTER
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,22 @@ class Caller:
     api_key: str
     deployment_id: str | None = None
     invoke_key_id: str | None = None
+
+    @property
+    def submitter(self) -> str:
+        """Who a job this caller submits is recorded as (``submitted_by``): the invoke key's id, or ``owner``."""
+        return self.invoke_key_id if self.invoke_key_id is not None else OWNER_SUBMITTER
+
+
+def invoke_key_refused() -> ApiError:
+    """401 ``invalid_api_key`` for an invoke key: unknown, revoked, on another route, or of a deployment that is
+    being deleted or was deleted."""
+    return ApiError(
+        401,
+        "invalid_api_key",
+        "an invoke key (vdk_...) opens only the run, runsync, jobs and get routes of its live deployment",
+        headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
+    )
 
 
 def authenticate(request: Request, pepper: str) -> Caller:

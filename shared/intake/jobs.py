@@ -32,7 +32,7 @@ from shared.endpoint_spec import callback_url
 from shared.errors import ApiError
 from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
-from shared.intake.auth import Caller
+from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.steps import owned_deployment
 from shared.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
 from shared.job_ends import JobEnds
@@ -40,6 +40,7 @@ from shared.job_input import GenerateInput, task_problems
 from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
 from shared.models import SealedCredentials, Usage, check_public_url, split_s3_url
+from shared.page_tokens import InvalidPageTokenError
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -260,14 +261,11 @@ class JobRoutes:
         hears of a key that is no live key (it may raise instead, e.g. the refused-key limiter's 429).
 
         Raises:
-            ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment.
+            ApiError: 401 for another route or a key that is unknown or revoked, 404 for another deployment (a
+                deployment being deleted is refused by :func:`~shared.intake.steps.owned_deployment`, which every
+                route reads it with).
         """
-        unauthorized = ApiError(
-            401,
-            "invalid_api_key",
-            "an invoke key (vdk_...) opens only the run, runsync, jobs and get routes of its deployment",
-            headers={"WWW-Authenticate": 'Bearer realm="visgate", error="invalid_token"'},
-        )
+        unauthorized = invoke_key_refused()
         if endpoint not in INVOKE_ROUTES:
             raise unauthorized
         stored = self._deps.invoke_keys.resolve(key)
@@ -289,7 +287,7 @@ class JobRoutes:
             job = client.runsync(
                 _endpoint_id(doc), body.input, wait_ms, s3_config=s3_config, webhook=self._job_ended_url(doc)
             )
-        record = self._submitted(client, doc, job, summary, body)
+        record = self._submitted(caller, client, doc, job, summary=summary, body=body)
         status_url = self._status_url(deployment_id, job.id)
         if not job.final:
             return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
@@ -314,13 +312,13 @@ class JobRoutes:
         client, s3_config = self._client(caller, doc), self._output_bucket(doc)
         with runpod_errors():
             job = client.run(_endpoint_id(doc), body.input, s3_config=s3_config, webhook=self._job_ended_url(doc))
-        self._submitted(client, doc, job, summary, body)
+        self._submitted(caller, client, doc, job, summary=summary, body=body)
         status_url = self._status_url(deployment_id, job.id)
         return json_response(JobAccepted(job_id=job.id, status=job.status, status_url=status_url), 202)
 
     def get_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
-        record = self._record(deployment_id, job_id)
+        record = self._record(caller, deployment_id, job_id)
         if record.final:
             return json_response(JobView.of(record, self._kept_output(caller, doc, record)))
         client = self._client(caller, doc)
@@ -335,7 +333,7 @@ class JobRoutes:
 
     def cancel_job(self, _request: Request, caller: Caller, deployment_id: str, job_id: str) -> Response:
         doc = owned_deployment(self._deps.store, caller, deployment_id)
-        record = self._record(deployment_id, job_id)
+        record = self._record(caller, deployment_id, job_id)
         if record.final:
             return json_response(JobView.of(record))
         client = self._client(caller, doc)
@@ -352,8 +350,10 @@ class JobRoutes:
         owned_deployment(self._deps.store, caller, deployment_id)
         size = _page_size(request.args.get("limit"))
         try:
-            records, token = self._deps.jobs.list(deployment_id, size, request.args.get("page_token"))
-        except (ValueError, TypeError) as exc:
+            records, token = self._deps.jobs.list(
+                deployment_id, size, request.args.get("page_token"), submitted_by=caller.invoke_key_id
+            )
+        except InvalidPageTokenError as exc:
             raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
         return json_response(JobList(jobs=[JobView.of(r) for r in records], next_page_token=token))
 
@@ -477,12 +477,25 @@ class JobRoutes:
         }
 
     def _submitted(
-        self, client: RunpodClient, doc: Deployment, job: Job, summary: InputSummary, body: RunRequest
+        self,
+        caller: Caller,
+        client: RunpodClient,
+        doc: Deployment,
+        job: Job,
+        *,
+        summary: InputSummary,
+        body: RunRequest,
     ) -> JobRecord:
         """The record of a job Runpod accepted (its request counted), then its end announced or its checks begun."""
         pricing = self._deps.ends.pricing(client, doc) if job.final else JobPricing()
         record = self._deps.jobs.record_submitted(
-            doc.deployment_id, doc.owner, job, summary, pricing, webhook_url=body.webhook_url
+            doc.deployment_id,
+            doc.owner,
+            job,
+            summary,
+            pricing,
+            webhook_url=body.webhook_url,
+            submitted_by=caller.submitter,
         )
         self._deps.ends.after_submit(record, job, client, doc)
         return record
@@ -503,9 +516,11 @@ class JobRoutes:
         except (RunpodNotFoundError, RunpodUnavailableError, RunpodAuthError, RunpodRejectedError, ApiError):
             return None  # the record stands; the output was the extra
 
-    def _record(self, deployment_id: str, job_id: str) -> JobRecord:
+    def _record(self, caller: Caller, deployment_id: str, job_id: str) -> JobRecord:
+        """The job, if the caller may see it: the owner sees every job, an invoke key only its own (another's is
+        a 404, as a missing one: its existence is not revealed)."""
         record = self._deps.jobs.get(deployment_id, job_id)
-        if record is None:
+        if record is None or (caller.invoke_key_id is not None and record.submitted_by != caller.invoke_key_id):
             raise ApiError(404, "job_not_found", f"no job {job_id!r} on this deployment")
         return record
 

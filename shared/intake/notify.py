@@ -165,7 +165,9 @@ class NotifyRoutes:
 
     def _redeliver(self, _request: Request, caller: Caller, deployment_id: str, delivery_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
-        fresh = redeliver(self.webhook_deps, deployment_id, delivery_id) if _DELIVERY_ID.match(delivery_id) else None
+        fresh = (
+            redeliver(self.webhook_deps, deployment_id, delivery_id) if _DELIVERY_ID.fullmatch(delivery_id) else None
+        )
         if fresh is None:
             raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r} of this deployment")
         return json_response(delivery_view(fresh), 202)

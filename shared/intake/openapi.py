@@ -24,7 +24,6 @@ from shared.intake.jobs import (
     UsageReport,
 )
 from shared.intake.lifecycle_routes import LifecycleActionResponse
-from shared.intake.steps import DEPLOYMENT_ID_PATTERN
 from shared.invoke_keys import KEY_ID_PATTERN
 from shared.jobs import JOB_ID_PATTERN, JobView
 from shared.lifecycle import Status
@@ -38,6 +37,8 @@ from shared.models import (
     ErrorResponse,
     UpdateDeploymentRequest,
 )
+from shared.page_tokens import MAX_PAGE_TOKEN_CHARS
+from shared.store import DEPLOYMENT_ID_PATTERN
 
 _REF = "#/components/schemas/{model}"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -54,6 +55,12 @@ _MODELS: tuple[type[BaseModel], ...] = (
     LifecycleActionResponse,
     *API_MODELS,
 )
+
+_PAGE_TOKEN = {
+    "name": "page_token",
+    "in": "query",
+    "schema": {"type": "string", "maxLength": MAX_PAGE_TOKEN_CHARS, "pattern": "^[A-Za-z0-9_-]+$"},
+}
 
 
 def _ref(model: type) -> dict[str, str]:
@@ -179,7 +186,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                             "schema": {"type": "string", "enum": [s.value for s in Status]},
                         },
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                        {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+                        _PAGE_TOKEN,
                     ],
                     "responses": {"200": _json(DeploymentList, "the caller's deployments"), **_errors(400, *_AUTHED)},
                 },
@@ -354,7 +361,7 @@ def _inference_paths() -> dict[str, Any]:
     }
     paging = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-        {"name": "page_token", "in": "query", "schema": {"type": "string"}},
+        _PAGE_TOKEN,
     ]
     runpod_errors = (400, 404, 409, 413, 415, *_AUTHED, 502, 504)
     return {

@@ -19,7 +19,7 @@ from shared.crypto import Sealer, secret_hash
 from shared.document import Deployment
 from shared.errors import ApiError, IllegalTransitionError, RetryableError
 from shared.http import validation_error
-from shared.intake.auth import Caller
+from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.keys import KeyVerifier
 from shared.intake.ratelimit import RateWindow, count_request
 from shared.lifecycle import Status
@@ -31,14 +31,15 @@ from shared.models import (
     DeploymentList,
     SealedCredentials,
 )
+from shared.page_tokens import InvalidPageTokenError
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, TenantCounts, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 from shared.transitions import Transitions
 
-# Deployment ids are uuid4().hex; the routes accept nothing else.
-DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 IDEMPOTENCY_TTL = timedelta(hours=24)
+# The statuses in which the invoke keys of a deployment are refused.
+_KEYS_DEAD = frozenset({Status.DELETING, Status.DELETED})
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -272,10 +273,16 @@ def _initial_document(deployment_id: str, owner: str, body: CreateDeploymentRequ
 
 
 def owned_deployment(store: DeploymentStore, caller: Caller, deployment_id: str) -> Deployment:
-    """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed)."""
+    """The caller's deployment; someone else's is a 404 (never 403: existence is not revealed).
+
+    An invoke key dies with its deployment: once it is ``deleting`` or ``deleted`` the key is 401
+    ``invalid_api_key`` (the cleanup then deletes it).
+    """
     doc = store.get(deployment_id)
     if doc is None or not hmac.compare_digest(doc.owner, caller.tenant):
         raise ApiError(404, "deployment_not_found", f"no deployment {deployment_id!r}")
+    if caller.deployment_id is not None and doc.status in _KEYS_DEAD:
+        raise invoke_key_refused()
     return doc
 
 
@@ -293,7 +300,7 @@ def list_deployments(
         size = int(limit)
     try:
         docs, next_token = store.list_by_owner(caller.tenant, wanted, size, page_token)
-    except (ValueError, TypeError) as exc:
+    except InvalidPageTokenError as exc:
         raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
     return DeploymentList(
         deployments=[d.view() for d in docs],

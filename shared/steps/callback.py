@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
@@ -36,7 +37,7 @@ from shared.lifecycle import PROVISIONING, WORKER_FAILURE_REASONS, FailureReason
 from shared.messages import JobCheck, PhaseReport
 from shared.model_cache import SharedModelCache
 from shared.models import CacheScope, Progress, Timings
-from shared.signing import SignatureError, check_headers, verify
+from shared.signing import HEADER_ID, SignatureError, check_headers, verify
 from shared.steps.deps import StepDeps
 from shared.steps.teardown import fail_deployment
 from shared.store import utcnow
@@ -51,6 +52,7 @@ _GRANT_STATUSES = {Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL, Status.LO
 
 class Outcome(StrEnum):
     ACCEPTED = "accepted"
+    REPLAYED = "replayed"
     UNAUTHORIZED = "unauthorized"
     MALFORMED = "malformed"
     FORBIDDEN = "forbidden"
@@ -90,14 +92,25 @@ class SignedReport:
 
 
 def receive_report(request: SignedReport, deps: StepDeps) -> Outcome:
-    """Authenticate and apply one phase report."""
+    """Authenticate and apply one phase report, once: a report whose ``webhook-id`` was taken within the tolerance
+    window (a captured ``ready`` replayed after a stop and start, say) is :attr:`Outcome.REPLAYED` and changes
+    nothing."""
     report = _authenticate(request, deps, PhaseReport)
     if isinstance(report, Outcome):
         return report
+    msg_id = next(v for k, v in request.headers.items() if k.lower() == HEADER_ID)  # verified: it is there
+    # Accepted while |now - timestamp| <= tolerance, and the timestamp may be up to that far ahead: twice covers it.
+    expires_at = utcnow() + timedelta(seconds=2 * deps.settings.callback_tolerance_s)
+    if not deps.store.remember_report(report.deployment_id, msg_id, expires_at):
+        logger.warning("replayed phase report refused", extra={"fields": {"phase": report.phase}})
+        return Outcome.REPLAYED
     try:
         _apply(report, deps)
     except DeploymentNotFoundError:
         logger.warning("phase report for a deployment that no longer exists")
+    except Exception:
+        deps.store.forget_report(report.deployment_id, msg_id)  # not applied: the worker's retry (same id) must pass
+        raise
     return Outcome.ACCEPTED
 
 
@@ -181,7 +194,7 @@ def _authenticate(request: SignedReport, deps: StepDeps, body: type[_Body]) -> _
     except SignatureError as exc:
         logger.warning("phase report refused: %s", exc)
         return Outcome.UNAUTHORIZED
-    secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.match(deployment_id) else None
+    secrets = deps.store.secrets(deployment_id) if DEPLOYMENT_ID.fullmatch(deployment_id) else None
     nonce = (secrets or {}).get("callback_nonce")
     if not secrets or not nonce:
         return Outcome.UNAUTHORIZED  # unknown, or deleted: the secret was erased with the credentials

@@ -43,7 +43,7 @@ from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.steps.cleanup import cleanup
 from shared.steps.deps import StepDeps
 from shared.steps.teardown import fail_deployment
-from shared.store import IDEMPOTENCY, KEY_VERDICTS, RATE_LIMITS, utcnow
+from shared.store import IDEMPOTENCY, KEY_VERDICTS, RATE_LIMITS, SEEN_REPORTS, utcnow
 from shared.topology import QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ Action = Literal["timeout", "retry_delete", "ttl", "idle", "orphans"]
 _ENDPOINT_NAME = re.compile(r"^visgate-(?P<id>[0-9a-f]{32})(?:-fb)?$")
 _EXPIRABLE = frozenset(Status) - {Status.DELETING, Status.DELETED}
 _FANOUT_THREADS = 16
-PURGED = (IDEMPOTENCY, RATE_LIMITS, KEY_VERDICTS)
+PURGED = (IDEMPOTENCY, RATE_LIMITS, KEY_VERDICTS, SEEN_REPORTS)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def idle_due(doc: Deployment, jobs: JobCounts, now: datetime) -> tuple[bool, Idl
 
 def orphaned(endpoint_name: str, live: Callable[[str], bool]) -> str | None:
     """The deployment id of an endpoint of ours that belongs to no live deployment (pure, given ``live``)."""
-    match = _ENDPOINT_NAME.match(endpoint_name)
+    match = _ENDPOINT_NAME.fullmatch(endpoint_name)
     if match is None or live(match["id"]):
         return None
     return match["id"]

@@ -214,7 +214,7 @@ class RepoSnapshot:
 
 def is_valid_repo_part(part: str) -> bool:
     """Whether `part` is a valid org or repo name on the Hub (this also refuses `.`, `..` and anything with `/`)."""
-    return bool(_REPO_PART.match(part)) and "--" not in part and ".." not in part
+    return bool(_REPO_PART.fullmatch(part)) and "--" not in part and ".." not in part
 
 
 def commit_sha(files: dict[str, str]) -> str:

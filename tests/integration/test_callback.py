@@ -6,9 +6,14 @@ The harness (the functions host, the simulators, ``Env``) is tests/support/provi
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import json
 import time
 
+import requests
+
 from shared.lifecycle import Status
+from shared.signing import sign_headers
 from tests.support.provisioning import Env, _eventually, _nothing_left
 
 
@@ -61,3 +66,37 @@ def test_a_worker_refused_an_invalid_hub_token_keeps_that_reason(provisioning: E
 
     assert provisioning.report(deployment_id, failed, provisioning.callback_secret(deployment_id)).status_code == 204
     assert provisioning.wait_status(deployment_id, Status.FAILED).error.code == "hf_token_invalid"
+
+
+def test_a_replayed_report_is_409_and_changes_nothing(provisioning: Env) -> None:
+    """A captured ``ready`` replayed within the tolerance window after a stop and start (issue 18)."""
+    key = provisioning.account()
+    provisioning.scenario(start_delay_s=30)  # keep the real (instant) worker quiet
+    target = provisioning.create(key)
+    provisioning.provision(target)
+    secret = provisioning.callback_secret(target)
+    url = f"{provisioning.functions}/callback/v1/deployments/{target}/phase"
+    ready = {"schema_version": 1, "deployment_id": target, "phase": "ready", "timings": {"load_s": 1}}
+    raw = json.dumps(ready).encode()
+    captured = {"Content-Type": "application/json", **sign_headers(secret, raw)}
+    assert requests.post(url, data=raw, headers=captured, timeout=10).status_code == 204
+    assert provisioning.doc(target).status == Status.READY.value
+
+    provisioning.move(target, Status.STOPPED)
+    provisioning.move(target, Status.DOWNLOADING_MODEL)  # started again: the worker must prove the model anew
+    replayed = requests.post(url, data=raw, headers=captured, timeout=10)
+    assert replayed.status_code == 409
+    assert replayed.json()["error"]["code"] == "report_replayed"
+    assert replayed.json()["error"]["request_id"]
+    assert provisioning.doc(target).status == Status.DOWNLOADING_MODEL.value
+
+    # Two copies of one fresh report at once: exactly one is taken.
+    loading = json.dumps({"schema_version": 1, "deployment_id": target, "phase": "loading_model"}).encode()
+    headers = {"Content-Type": "application/json", **sign_headers(secret, loading)}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: requests.post(url, data=loading, headers=headers, timeout=10), range(4)))
+    assert sorted(a.status_code for a in answers) == [204, 409, 409, 409]
+    assert provisioning.doc(target).status == Status.LOADING_MODEL.value
+    # A new report (its own webhook-id) is taken as before.
+    assert provisioning.report(target, {"deployment_id": target, "phase": "ready"}, secret).status_code == 204
+    assert provisioning.doc(target).status == Status.READY.value

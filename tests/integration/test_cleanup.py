@@ -7,9 +7,14 @@ The harness (the functions host, the simulators, ``Env``) is tests/support/provi
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from datetime import UTC, datetime
 
+from google.cloud import firestore
+
+from shared.invoke_keys import INVOKE_KEY_COUNTS, InvokeKeyStore
 from shared.lifecycle import Status
 from shared.store import utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED
@@ -118,3 +123,23 @@ def test_a_delete_whose_credentials_do_not_open_names_what_is_left_on_runpod(pro
     assert ready.runpod.endpoint_id in last["message"]
     assert len(provisioning.runpod_state(key)["endpoints"]) == 1  # true: it is still there
     assert provisioning.store.secrets(deployment_id) is None
+
+
+def test_a_delete_removes_the_deployments_invoke_keys(provisioning: Env) -> None:
+    """Invoke keys die with their deployment: the cleanup deletes them, and only them (issue 18)."""
+    key = provisioning.account()
+    deployment_id = provisioning.create(key)
+    db = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+    keys = InvokeKeyStore(db)
+    owner = provisioning.doc(deployment_id).owner
+    secrets = [keys.create(deployment_id, owner, 20)[1] for _ in range(3)]
+    other = uuid.uuid4().hex
+    keys.create(other, owner, 20)
+    provisioning.move(deployment_id, Status.DELETING)
+    assert provisioning.delete(deployment_id).status_code == 200
+    assert provisioning.doc(deployment_id).status == Status.DELETED.value
+    assert keys.list(deployment_id) == []
+    assert [keys.resolve(secret) for secret in secrets] == [None, None, None]
+    assert len(keys.list(other)) == 1
+    assert not db.collection(INVOKE_KEY_COUNTS).document(deployment_id).get().exists
+    assert provisioning.delete(deployment_id).status_code == 200  # a repeat finds nothing to delete

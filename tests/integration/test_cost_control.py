@@ -357,7 +357,7 @@ def test_the_scheduled_run_fans_out_through_cloud_tasks(c: Cost) -> None:
 
 
 def test_the_sweep_purges_expired_records(c: Cost) -> None:
-    from shared.store import IDEMPOTENCY, RATE_LIMITS
+    from shared.store import IDEMPOTENCY, RATE_LIMITS, SEEN_REPORTS
 
     db = c.deps.store._db
     old = utcnow() - timedelta(minutes=1)
@@ -365,12 +365,15 @@ def test_the_sweep_purges_expired_records(c: Cost) -> None:
     for name in names:
         db.collection(IDEMPOTENCY).document(name).set({"expires_at": old})
         db.collection(RATE_LIMITS).document(name).set({"count": 1, "expires_at": old})
+        assert c.deps.store.remember_report(name, "msg_x", old)  # a report id past its window
     db.collection(RATE_LIMITS).document(names[0] + "-live").set({"count": 1, "expires_at": utcnow() + timedelta(1)})
 
     report = run_sweep(c.deps, fanout=lambda _: None)
 
     assert report.purged[IDEMPOTENCY] >= 3 and report.purged[RATE_LIMITS] >= 3
     assert not any(db.collection(IDEMPOTENCY).document(n).get().exists for n in names)
+    assert report.purged[SEEN_REPORTS] >= 3
+    assert all(c.deps.store.remember_report(n, "msg_x", old) for n in names)  # purged: taken as new again
     assert db.collection(RATE_LIMITS).document(names[0] + "-live").get().exists
 
 

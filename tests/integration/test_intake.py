@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import json
 import os
@@ -121,6 +122,10 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
     assert {d["status"] for d in filtered["deployments"]} == {wanted}
 
 
+# A page token whose JSON nests 100,000 deep: json.loads raised RecursionError, a 500 (issue 18).
+NESTED_TOKEN = base64.urlsafe_b64encode(("[" * 100_000 + "]" * 100_000).encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
     ("query", "code"),
     [
@@ -131,6 +136,9 @@ def test_list_is_per_caller_paginated_and_counted(intake_client: Any) -> None:
         ("limit=%D9%A1", "invalid_limit"),  # Arabic-Indic one
         ("limit=+5", "invalid_limit"),
         ("page_token=garbage!!", "invalid_page_token"),
+        (f"page_token={NESTED_TOKEN}", "invalid_page_token"),  # was a RecursionError (500)
+        ("page_token=" + "A" * 600, "invalid_page_token"),  # longer than any token we issue
+        ("page_token=WyIyMDI2LTEyLTA3VDIxOjAwOjAwKzAwOjAwIiwgIi4uLy4uL3giXQ", "invalid_page_token"),  # not an id
     ],
 )
 def test_list_refuses_bad_queries(intake_client: Any, query: str, code: str) -> None:

@@ -142,6 +142,8 @@ def test_a_job_whose_endpoint_is_gone_stops_being_followed(intake_client: Any, r
         ("https://10.0.0.8/hook", "private"),
         ("https://user:pw@example.com/hook", "credentials"),
         ("not a url", "absolute"),
+        ("https://example.com:99999/hook", "port"),
+        ("https://example.com:abc/hook", "port"),
     ],
 )
 def test_a_webhook_url_that_is_not_public_https_is_400_and_never_reaches_runpod(

@@ -3,6 +3,7 @@ the Runpod simulator's instant workers, through the intake function's own test c
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import os
 import socket
@@ -27,6 +28,7 @@ from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
 from shared.intake.steps import IntakeDeps
 from shared.jobs import JOBS, USAGE_DAYS
+from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import (
     RunpodConnector,
@@ -186,6 +188,10 @@ def test_unknown_job_and_someone_elses_deployment_are_404(intake_client: Any, re
     assert (theirs.status_code, theirs.json["error"]["code"]) == (404, "deployment_not_found")
     listing = intake_client.get(f"/v1/deployments/{dep}/jobs?page_token=bogus!!", headers=auth(api_key))
     assert listing.json["error"]["code"] == "invalid_page_token"
+    nested = base64.urlsafe_b64encode(("[" * 100_000 + "]" * 100_000).encode()).decode().rstrip("=")
+    for token in (nested, "A" * 600):  # deeply nested (was a RecursionError, a 500), longer than any we issue
+        listing = intake_client.get(f"/v1/deployments/{dep}/jobs?page_token={token}", headers=auth(api_key))
+        assert (listing.status_code, listing.json["error"]["code"]) == (400, "invalid_page_token")
 
 
 def test_jobs_are_listed_newest_first_and_paginated(intake_client: Any, ready: Any) -> None:
@@ -268,6 +274,76 @@ def test_invoke_keys_open_their_deployment_only_and_die_on_revocation(
     gone = intake_client.delete(f"/v1/deployments/{dep}/keys/{created.json['key_id']}", headers=auth(api_key))
     assert (gone.status_code, gone.json["error"]["code"]) == (404, "invoke_key_not_found")
     assert intake_client.get(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json["keys"] == []
+
+
+@pytest.mark.parametrize("status", [Status.DELETING, Status.DELETED])
+def test_invoke_keys_die_with_their_deployment(
+    intake_client: Any, db: firestore.Client, ready: Any, status: Status
+) -> None:
+    """Once its deployment is deleting or deleted, a key reads neither the view nor the jobs (issue 18)."""
+    api_key, dep = ready()
+    invoke = intake_client.post(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json["key"]
+    sync = intake_client.post(f"/v1/deployments/{dep}/runsync", json={"input": PROMPT}, headers=auth(invoke))
+    assert sync.status_code == 200, sync.json
+    db.collection(DEPLOYMENTS).document(dep).update({"status": status.value})
+    for method, path in (
+        ("get", f"/v1/deployments/{dep}"),
+        ("get", f"/v1/deployments/{dep}/jobs"),
+        ("get", f"/v1/deployments/{dep}/jobs/{sync.json['job_id']}"),
+        ("post", f"/v1/deployments/{dep}/jobs/{sync.json['job_id']}/cancel"),
+        ("post", f"/v1/deployments/{dep}/run"),
+        ("post", f"/v1/deployments/{dep}/runsync"),
+    ):
+        resp = getattr(intake_client, method)(path, json={"input": PROMPT}, headers=auth(invoke))
+        assert (resp.status_code, resp.json["error"]["code"]) == (401, "invalid_api_key"), (method, path)
+    # The owner still reads it.
+    assert intake_client.get(f"/v1/deployments/{dep}", headers=auth(api_key)).json["status"] == status.value
+
+
+def test_an_invoke_key_lists_reads_and_cancels_only_its_own_jobs(
+    intake_client: Any, db: firestore.Client, ready: Any
+) -> None:
+    """Each job records who submitted it; a key sees its own jobs, the owner all of them (issue 18)."""
+    api_key, dep = ready()
+    keys = [intake_client.post(f"/v1/deployments/{dep}/keys", headers=auth(api_key)).json for _ in range(2)]
+    (first, first_id), (second, _) = [(k["key"], k["key_id"]) for k in keys]
+
+    def submit(who: str, route: str = "run") -> str:
+        resp = intake_client.post(f"/v1/deployments/{dep}/{route}", json={"input": PROMPT}, headers=auth(who))
+        assert resp.status_code in (200, 202), resp.json
+        return str(resp.json["job_id"])
+
+    owners, firsts = submit(api_key, "runsync"), [submit(first), submit(first, "runsync")]
+    seconds = submit(second)
+    stored = db.collection(DEPLOYMENTS).document(dep).collection(JOBS)
+    assert stored.document(owners).get().to_dict()["submitted_by"] == "owner"
+    assert stored.document(firsts[0]).get().to_dict()["submitted_by"] == first_id
+
+    def listed(who: str, limit: int = 100) -> list[str]:
+        ids, token = [], None
+        while True:
+            query = f"limit={limit}" + (f"&page_token={token}" if token else "")
+            page = intake_client.get(f"/v1/deployments/{dep}/jobs?{query}", headers=auth(who))
+            assert page.status_code == 200, page.json
+            ids += [j["job_id"] for j in page.json["jobs"]]
+            token = page.json["next_page_token"]
+            if not token:
+                return ids
+
+    assert sorted(listed(first, limit=1)) == sorted(firsts)
+    assert listed(second) == [seconds]
+    assert sorted(listed(api_key)) == sorted([owners, *firsts, seconds])
+    mine = intake_client.get(f"/v1/deployments/{dep}/jobs/{firsts[0]}", headers=auth(first))
+    assert (mine.status_code, mine.json["submitted_by"]) == (200, first_id)
+    for job_id in (owners, seconds):  # another's job is no job to this key: not read, not cancelled
+        read = intake_client.get(f"/v1/deployments/{dep}/jobs/{job_id}", headers=auth(first))
+        assert (read.status_code, read.json["error"]["code"]) == (404, "job_not_found")
+        cancel = intake_client.post(f"/v1/deployments/{dep}/jobs/{job_id}/cancel", headers=auth(first))
+        assert (cancel.status_code, cancel.json["error"]["code"]) == (404, "job_not_found")
+    assert intake_client.get(f"/v1/deployments/{dep}/jobs/{seconds}", headers=auth(second)).status_code == 200
+    everyone = intake_client.get(f"/v1/deployments/{dep}/jobs/{seconds}", headers=auth(api_key))
+    assert (everyone.status_code, everyone.json["submitted_by"]) == (200, keys[1]["key_id"])
+    assert intake_client.post(f"/v1/deployments/{dep}/jobs/{seconds}/cancel", headers=auth(api_key)).status_code == 200
 
 
 def test_forged_and_foreign_invoke_keys_are_refused(intake_client: Any, ready: Any) -> None:

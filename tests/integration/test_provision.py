@@ -7,6 +7,7 @@ The harness (the functions host, the simulators, ``Env``) is tests/support/provi
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -300,6 +301,47 @@ def test_an_unexpected_error_is_logged_with_the_deployment_and_retried(
     assert unhandled[0]["deployment_id"] == deployment_id
     assert unhandled[0]["step"] == "provision"
     assert "no-such-status" not in unhandled[0]["message"]  # the type and stack only, never the text
+
+
+def test_no_exception_text_reaches_a_log_line_flasks_own_included(
+    provisioning: Env, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception whose text quotes stored input (here a status no code knows) is logged by its type, step and
+    ids: neither our lines nor Flask's own "Exception on /..." line (with its traceback) carry the text (issue 18)."""
+    from shared.logging import JsonFormatter
+    from shared.store import DEPLOYMENTS
+
+    caplog.handler.setFormatter(JsonFormatter())
+    canary = "canary-status\nwith-a-newline"
+    deployment_id = provisioning.create(provisioning.account())
+    db.collection(DEPLOYMENTS).document(deployment_id).update({"status": canary})
+    assert provisioning.provision(deployment_id).status_code == 500
+    logged = _json_logs(caplog)
+    flask_line = [line for line in logged if line["message"].startswith("Exception on /")]
+    assert flask_line, [line["message"] for line in logged]
+    assert "(message redacted)" in flask_line[-1]["exception"]
+    assert 'File "' in flask_line[-1]["exception"]  # the frames and the types stay
+    ours = [line for line in logged if line["message"].startswith("unhandled ValidationError in provision")]
+    assert ours and ours[-1]["deployment_id"] == deployment_id
+    assert "canary" not in caplog.text
+
+
+def test_a_retried_failure_is_logged_by_its_type_not_its_text(
+    provisioning: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A RetryableError's text may quote a model id or Runpod's answer: "will be retried" names its type only."""
+    from shared.logging import JsonFormatter
+
+    caplog.handler.setFormatter(JsonFormatter())
+    deployment_id = provisioning.create(provisioning.account())
+    provisioning.scenario(api_errors=1000)
+    try:
+        assert provisioning.provision(deployment_id).status_code == 500
+    finally:
+        provisioning.scenario(api_errors=0)
+    retried = [line for line in _json_logs(caplog) if line["message"].startswith("will be retried")]
+    assert retried and all(re.fullmatch(r"will be retried: <\w+>", line["message"]) for line in retried), retried
+    assert retried[-1]["deployment_id"] == deployment_id and retried[-1]["step"] == "provision"
 
 
 def test_stale_delivery_is_dropped(provisioning: Env) -> None:

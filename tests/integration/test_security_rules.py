@@ -15,11 +15,28 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from shared.store import DEPLOYMENTS, IDEMPOTENCY, KEY_VERDICTS, RATE_LIMITS, REQUEST_COUNTERS, SECRETS
+from shared.store import (
+    DEPLOYMENTS,
+    IDEMPOTENCY,
+    KEY_VERDICTS,
+    RATE_LIMITS,
+    REQUEST_COUNTERS,
+    SECRETS,
+    SEEN_REPORTS,
+)
 from shared.webhooks.records import WEBHOOK_DELIVERIES
 from shared.webhooks.secrets import WEBHOOK_SECRETS
 
-SERVER_ONLY = (SECRETS, IDEMPOTENCY, RATE_LIMITS, REQUEST_COUNTERS, WEBHOOK_SECRETS, WEBHOOK_DELIVERIES, KEY_VERDICTS)
+SERVER_ONLY = (
+    SECRETS,
+    IDEMPOTENCY,
+    RATE_LIMITS,
+    REQUEST_COUNTERS,
+    WEBHOOK_SECRETS,
+    WEBHOOK_DELIVERIES,
+    KEY_VERDICTS,
+    SEEN_REPORTS,
+)
 
 
 def client_token(project: str, tenant: str) -> str:

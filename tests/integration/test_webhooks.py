@@ -318,6 +318,51 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
     assert "duplicate" in deliver(task, deps) or "failed already" in deliver(task, deps)
 
 
+@pytest.mark.parametrize("url", ["https://hooks.example.com:99999/hook", "https://hooks.example.com:abc/hook"])
+def test_a_user_webhook_url_with_a_bad_port_is_400_naming_the_field(hooks: Hooks, url: str) -> None:
+    _, _, headers = account()
+    answer = hooks.intake.post(
+        "/v1/deployments", json={"hf_model_id": "org/m", "user_webhook_url": url}, headers=headers
+    )
+    assert answer.status_code == 400, answer.json
+    error = answer.json["error"]
+    assert error["code"] == "invalid_request"
+    assert [d["field"] for d in error["details"]] == ["user_webhook_url"]
+    assert "port" in error["details"][0]["problem"]
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com:99999/hook", "https://hooks.example.com:abc/hook"])
+def test_a_stored_url_that_cannot_be_sent_is_a_failed_attempt_not_a_crash(
+    hooks: Hooks, receiver: Receiver, url: str
+) -> None:
+    """A URL stored before the port check (or by any other path) is recorded as a refused attempt: no 500 loop."""
+    from shared.config import ProvisioningSettings, get_settings
+    from shared.webhooks.wiring import webhook_deps
+
+    _, tenant, _ = account()
+    doc = deployment(hooks, tenant, url, Status.READY)
+    delivery_id = fresh_delivery_id()
+    DeliveryRecords(hooks.db).create(
+        {
+            "delivery_id": delivery_id,
+            "deployment_id": doc["deployment_id"],
+            "owner": tenant,
+            "event_id": "e",
+            "event_type": "deployment.ready",
+            "webhook_id": "msg_port",
+            "url": url,
+            "body": "{}",
+            "redelivery_of": None,
+        }
+    )
+    deps = webhook_deps(get_settings(ProvisioningSettings))
+    task = TaskDelivery(WebhookAttempt(delivery_id=delivery_id, deployment_id=doc["deployment_id"]), "t", 0, "q")
+    assert "failed" in deliver(task, deps)
+    record = hooks.db.collection(WEBHOOK_DELIVERIES).document(delivery_id).get().to_dict()
+    assert record["state"] == "failed"
+    assert [a["error"] for a in record["attempts"]] == ["refused: the webhook URL has an invalid host or port"]
+
+
 def test_intake_refuses_ssrf_targets_and_unknown_webhook_events(hooks: Hooks) -> None:
     _, _, headers = account()
     for url in ("https://169.254.169.254/x", "https://metadata.google.internal/x", "https://10.0.0.1/x"):

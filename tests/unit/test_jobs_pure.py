@@ -10,7 +10,8 @@ from shared.errors import ApiError
 from shared.intake.jobs import _page_size, _usage_period, _wait_ms, runpod_errors
 from shared.invoke_keys import is_invoke_key, key_hash
 from shared.job_input import GenerateInput
-from shared.jobs import InputSummary, _decode_token, output_facts
+from shared.jobs import JOB_ID_PATTERN, InputSummary, output_facts
+from shared.page_tokens import decode_page_token
 from shared.runpod.errors import (
     RunpodAuthError,
     RunpodNotFoundError,
@@ -83,4 +84,4 @@ def test_invoke_key_helpers_and_page_tokens() -> None:
     assert is_invoke_key("vdk_abc") and not is_invoke_key("rp_abc")
     assert key_hash("vdk_x") != key_hash("vdk_y") and len(key_hash("vdk_x")) == 64
     with pytest.raises(ValueError):
-        _decode_token("WzEsIDJd")  # [1, 2]: not ours
+        decode_page_token("WzEsIDJd", JOB_ID_PATTERN)  # [1, 2]: not ours

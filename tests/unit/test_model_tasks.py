@@ -11,7 +11,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from pydantic import ValidationError
 
 from shared.errors import PermanentError, RetryableError
-from shared.hub import SUPPORTED_PIPELINES
+from shared.hub import SUPPORTED_PIPELINES, HubInspector
 from shared.job_input import GenerateInput, image_kind, task_problems
 from shared.model_tasks import (
     PIPELINE_TASKS,
@@ -139,6 +139,12 @@ def test_create_request_task_and_loras() -> None:
         ({"loras": [{"hf_model_id": "org/l", "weight_name": "w.bin"}]}, "loras.0.weight_name"),
         ({"loras": [{"hf_model_id": "org/l", "weight_name": "../w.safetensors"}]}, "loras.0.weight_name"),
         ({"loras": [{"hf_model_id": "org/l", "extra": 1}]}, "Extra inputs are not permitted"),
+        # A trailing newline (Python's "$" matches before it; issue 18): whole strings only.
+        ({"loras": [{"hf_model_id": "org/l\n"}]}, "loras.0.hf_model_id"),
+        ({"loras": [{"hf_model_id": "org/l", "revision": "main\n"}]}, "loras.0.revision"),
+        ({"loras": [{"hf_model_id": "org/l", "weight_name": "w.safetensors\n"}]}, "loras.0.weight_name"),
+        ({"hf_model_id": "org/m\n"}, "hf_model_id"),
+        ({"revision": "main\n"}, "revision"),
     ],
 )
 def test_create_request_refuses_bad_task_and_loras(fields: dict[str, Any], message: str) -> None:
@@ -212,3 +218,26 @@ def test_a_failing_hub_is_retried() -> None:
 def test_an_unreachable_hub_is_retryable() -> None:
     with pytest.raises(RetryableError, match="unreachable"):
         resolve_loras("http://127.0.0.1:9", 2, [LoraSpec(hf_model_id="org/lora")], None)
+
+
+@pytest.mark.parametrize("hf_model_id", ["org/lora\n", "org/lo ra"])
+def test_a_hub_validation_error_of_a_lora_is_a_permanent_failure_with_its_reason(hf_model_id: str) -> None:
+    """An id the Hub client refuses before asking (one stored before a check was strict) fails the deployment."""
+    spec = LoraSpec.model_construct(hf_model_id=hf_model_id, revision="main", weight_name=None, scale=1.0)
+    with pytest.raises(PermanentError) as caught:
+        resolve_loras("http://127.0.0.1:9", 2, [spec], None)
+    assert caught.value.reason == "model_not_found"
+    assert "is no valid Hub id: Repo id must use alphanumeric chars" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_a_hub_validation_error_of_the_model_is_a_permanent_failure_with_its_reason() -> None:
+    with pytest.raises(PermanentError) as caught:
+        HubInspector("http://127.0.0.1:9", 2, None).inspect("org/model\n", "main", None)
+    assert caught.value.reason == "model_not_found"
+    assert caught.value.message.startswith("org/model @main is no valid Hub id: Repo id must use")
+
+
+def test_a_resolved_lora_revision_is_a_whole_commit_sha() -> None:
+    with pytest.raises(ValidationError, match="revision"):
+        ResolvedLora(hf_model_id="org/l", revision="a" * 40 + "\n", weight_name="w.safetensors")

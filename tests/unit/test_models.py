@@ -151,6 +151,13 @@ def test_bucket_fields_refused_without_private_scope() -> None:
         "https://[fe80::1]/",
         "https://[ff0e::1]/",
         "https://224.0.0.1/",
+        # Ports a sender could never use (issue 18): out of range, not a number, zero, empty.
+        "https://hooks.example.com:99999/",
+        "https://hooks.example.com:abc/",
+        "https://hooks.example.com:0/",
+        "https://hooks.example.com:/",
+        "https://[2606:4700:4700::1111]:70000/",
+        "https://[::1/",
     ],
 )
 def test_refused_webhook_urls(url: str) -> None:

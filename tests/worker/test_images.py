@@ -141,6 +141,14 @@ def test_image_tasks_resize_the_input_to_the_requested_size(img2img: LoadedModel
         ("fd00::1", False),
         ("::ffff:127.0.0.1", False),
         ("2002:0a00:0001::", False),
+        # Every IPv6 embedding of the metadata address or loopback (issue 18): compatible, translated, NAT64.
+        ("::a9fe:a9fe", False),
+        ("::127.0.0.1", False),
+        ("::ffff:0:a9fe:a9fe", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b:1::a9fe:a9fe", False),
+        ("64:ff9b:1::808:808", False),
+        ("2001:0:a9fe:a9fe::1", False),
         ("2606:4700:4700::1111", True),
     ],
 )

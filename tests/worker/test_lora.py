@@ -128,3 +128,23 @@ def test_worker_loras_is_parsed_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WORKER_LORAS", json.dumps([{"hf_model_id": LORA, "revision": "main", "weight_name": WEIGHTS}]))
     with pytest.raises(ValueError, match="revision"):
         WorkerSettings()  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"hf_model_id": "org/lora\n"},
+        {"revision": "a" * 40 + "\n"},
+        {"weight_name": "pytorch_lora_weights.safetensors\n"},
+    ],
+)
+def test_a_worker_lora_setting_must_match_whole(field: dict[str, str]) -> None:
+    """Python's engine (for the look-ahead) lets "$" match before a final newline; the whole value must match."""
+    from pydantic import ValidationError
+
+    from worker.settings import LoraSetting
+
+    good = {"hf_model_id": "org/lora", "revision": "a" * 40, "weight_name": "pytorch_lora_weights.safetensors"}
+    assert LoraSetting.model_validate(good).hf_model_id == "org/lora"
+    with pytest.raises(ValidationError, match=next(iter(field))):
+        LoraSetting.model_validate(good | field)

@@ -49,6 +49,15 @@ class TestReporter:
         assert not _reporter(callback).loading()
         assert len(callback.message_ids) == 1
 
+    def test_a_retry_answered_409_was_taken_already(self, callback: Callback) -> None:
+        """The first attempt was applied but its answer lost (502 here): the callback refuses the repeat of the
+        same webhook-id with 409 report_replayed, which means delivered; a first attempt's 409 is a refusal."""
+        callback.answers = [502, 409]
+        assert _reporter(callback).loading()
+        assert len(callback.message_ids) == 2 and len(set(callback.message_ids)) == 1
+        callback.answers = [409]
+        assert not _reporter(callback).loading()
+
     def test_gives_up_after_the_attempts(self, callback: Callback) -> None:
         callback.answers = [502] * 3
         assert not _reporter(callback, attempts=3).loading()
