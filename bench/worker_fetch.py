@@ -31,7 +31,8 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from safetensors.numpy import save_file
 
 from shared.cache_layout import Manifest, ManifestFile
-from worker.cache import S3Location, S3ModelCache, make_s3_client, sha256_file
+from worker.cache import S3Location, S3ModelCache, make_s3_client
+from worker.cache_download import sha256_file
 
 MB = 1024 * 1024
 PLAIN = "plain boto3 (no verify)"

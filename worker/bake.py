@@ -11,8 +11,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from worker.hub_client import HubClient
 from worker.logs import configure_logging
-from worker.model_fetch import FetchRequest, HubClient, fetch_model
+from worker.model_fetch import FetchRequest, fetch_model
 from worker.populate_cache import VARIANT_DTYPES
 
 logger = logging.getLogger("worker.bake")

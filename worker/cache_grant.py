@@ -3,7 +3,8 @@
 In ``shared`` scope the worker POSTs a signed request (Standard Webhooks, with its callback secret, as for phase
 reports) to ``VISGATE_CACHE_GRANT_URL``. The callback function checks the deployment was granted the shared cache at
 provisioning and answers the manifest plus short-lived presigned GET URLs, one per file (docs/contracts.md
-"Shared-cache grant"). The files then download through :class:`worker.cache.ModelDownloader` like any cache read.
+"Shared-cache grant"). The files then download through :class:`worker.cache_download.ModelDownloader` like any
+cache read.
 """
 
 from __future__ import annotations
@@ -19,14 +20,8 @@ import requests.adapters
 
 from shared.cache_layout import Manifest
 from shared.signing import sign_headers
-from worker.cache import (
-    CHUNK_SIZE,
-    DEFAULT_PART_SIZE,
-    ModelDownloader,
-    Progress,
-    content_range_total,
-    parse_manifest,
-)
+from worker.cache import parse_manifest
+from worker.cache_download import CHUNK_SIZE, DEFAULT_PART_SIZE, ModelDownloader, Progress, content_range_total
 from worker.errors import CacheGrantRefusedError, CacheIntegrityError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +38,7 @@ class PresignedObjects:
         self._timeout_s = timeout_s
 
     def read_range(self, path: str, start: int, stop: int) -> tuple[int | None, Iterator[bytes]]:
-        """See :class:`worker.cache.ObjectSource`; an HTTP error status raises ``requests.HTTPError``.
+        """See :class:`worker.cache_download.ObjectSource`; an HTTP error status raises ``requests.HTTPError``.
 
         The errors name the URL without its query: the query is the signature and the access key id.
         """

@@ -1,4 +1,4 @@
-"""The Runpod handler: a thin adapter from a Runpod job to :meth:`worker.pipeline.LoadedModel.generate`.
+"""The Runpod handler: a thin adapter from a Runpod job to :meth:`worker.loaded_model.LoadedModel.generate`.
 
 Accepted job shapes (``job["input"]``):
 
@@ -41,9 +41,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.devices import is_out_of_memory
 from worker.images import ImageFetcher, read_image
+from worker.loaded_model import LoadedModel
 from worker.output import OutputBuckets, encode_image, to_base64
-from worker.pipeline import LoadedModel, is_out_of_memory
 from worker.schemas import (
     GenerateInput,
     GenerateOutput,

@@ -24,22 +24,17 @@ from runpod.serverless.modules.rp_logger import RunPodLogger
 from shared.lifecycle import FailureReason
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.cache_grant import SharedCacheGrant
+from worker.devices import gpu_name, is_out_of_memory, resolve_device, resolve_dtype
 from worker.errors import WorkerError
 from worker.handler import make_handler
+from worker.hub_client import HubClient
 from worker.images import ImageFetcher
+from worker.loaded_model import LoadedModel
 from worker.logs import configure_logging
-from worker.model_fetch import FetchRequest, FetchResult, HubClient, ModelCache, fetch_lora, fetch_model
+from worker.model_fetch import FetchRequest, FetchResult, ModelCache, fetch_lora, fetch_model
 from worker.output import OutputBuckets
-from worker.pipeline import (
-    LoadedModel,
-    LoadOptions,
-    LoraWeights,
-    gpu_name,
-    is_out_of_memory,
-    load_model,
-    resolve_device,
-    resolve_dtype,
-)
+from worker.pipeline_load import load_model
+from worker.pipeline_options import LoadOptions, LoraWeights
 from worker.reporter import PhaseReporter, progress_ticker
 from worker.settings import WorkerSettings, get_report_settings, get_settings
 

@@ -32,8 +32,9 @@ from pathlib import Path
 from shared.hub_rules import DtypeName
 from worker.cache import S3Location, S3ModelCache, make_s3_client
 from worker.errors import WorkerError
+from worker.hub_client import HubClient
 from worker.logs import configure_logging
-from worker.model_fetch import FetchRequest, HubClient, fetch_from_hub
+from worker.model_fetch import FetchRequest, fetch_from_hub
 
 logger = logging.getLogger("worker.populate_cache")
 

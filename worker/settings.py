@@ -1,8 +1,9 @@
 """The worker's one settings object: the only module of the worker that reads the environment.
 
 Field names are the environment variable names of docs/contracts.md ("Worker environment"), case-insensitive.
-Provisioning sets them as the Runpod template env; tests and the local stack set them directly. Variables the
-runpod SDK reads itself (``RUNPOD_WEBHOOK_GET_JOB``, ``RUNPOD_AI_API_KEY``, ...) are not repeated here.
+Provisioning sets them as the ``env`` of the endpoint it creates (Runpod REST v2 ``POST /v2/serverless``, the
+container given inline); tests and the local stack set them directly. Variables the runpod SDK reads itself
+(``RUNPOD_WEBHOOK_GET_JOB``, ``RUNPOD_AI_API_KEY``, ...) are not repeated here.
 """
 
 from __future__ import annotations

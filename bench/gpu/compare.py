@@ -7,7 +7,7 @@ JSON kept in the repo) with random weights, so nothing is downloaded; the tokeni
 test models use (the token ids fit the real vocabulary size). For 512x512, 1 and 4 steps, batch 1 and 4, it times
 
 - ``plain``: ``pipe(...)`` of diffusers in float16 on CUDA, as its documentation shows it;
-- ``ours``: the same modules after :func:`worker.pipeline.apply_speed_settings` (``channels_last``, SDPA, and
+- ``ours``: the same modules after :func:`worker.speed_settings.apply_speed_settings` (``channels_last``, SDPA, and
   ``torch.compile`` of the denoiser unless ``--no-compile``), called through :meth:`LoadedModel.generate` (the
   per-request pipeline copy, CPU generators, PIL images) as a job is;
 
@@ -112,7 +112,9 @@ def _measure(run: Callable[[], Any], runs: int) -> tuple[float, float]:
 def bench_model(model: str, runs: int, compile_denoiser: bool, compile_mode: str) -> list[dict[str, Any]]:
     """Rows of the table for one model: plain then ours, for every (steps, batch)."""
     from shared.job_input import GenerateInput
-    from worker.pipeline import LoadedModel, LoadOptions, apply_speed_settings
+    from worker.loaded_model import LoadedModel
+    from worker.pipeline_options import LoadOptions
+    from worker.speed_settings import apply_speed_settings
 
     pipe = build_pipeline(model)
     cases = [(steps, batch) for steps in STEPS for batch in BATCHES]

@@ -20,9 +20,11 @@ from shared.lifecycle import Status
 from shared.models import CacheScope
 from shared.signing import sign_headers
 from tests.support.provisioning import GATED, HF_ACCEPTED, PIPE, Env
-from worker.cache import S3Location, S3ModelCache, make_s3_client, sha256_file
+from worker.cache import S3Location, S3ModelCache, make_s3_client
+from worker.cache_download import sha256_file
 from worker.cache_grant import SharedCacheGrant
-from worker.model_fetch import FetchRequest, HubClient, fetch_model
+from worker.hub_client import HubClient
+from worker.model_fetch import FetchRequest, fetch_model
 
 PLATFORM_KEY_ID, PLATFORM_SECRET = "platform-read-only-key-id", "platform-read-only-secret"
 

@@ -15,10 +15,13 @@ from shared.cache_layout import MANIFEST_NAME, Manifest
 from shared.signing import new_secret
 from tests.worker.conftest import FP16, GATED, NOT_A_PIPELINE, PRIVATE, PUBLIC, Callback
 from worker.bake import main as bake_main
-from worker.cache import ModelDownloader, S3ModelCache, _S3Objects, sha256_file
+from worker.cache import S3ModelCache, _S3Objects
+from worker.cache_download import ModelDownloader, sha256_file
 from worker.cache_grant import PresignedObjects, SharedCacheGrant
 from worker.errors import CacheIntegrityError, HfTokenInvalidError, ModelGatedError, ModelLoadError, ModelNotFoundError
-from worker.model_fetch import FetchRequest, HubClient, fetch_model, pipeline_config_files, pipeline_weight_files
+from worker.fetch_plan import pipeline_config_files, pipeline_weight_files
+from worker.hub_client import HubClient
+from worker.model_fetch import FetchRequest, fetch_model
 from worker.populate_cache import build_parser, populate
 from worker.variants import folder_dtype
 

@@ -19,11 +19,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tests.worker.conftest import FP16, PUBLIC
+from worker.devices import resolve_device, resolve_dtype
 from worker.errors import ModelLoadError
 from worker.handler import make_handler
-from worker.model_fetch import FetchRequest, HubClient, fetch_model
+from worker.hub_client import HubClient
+from worker.loaded_model import LoadedModel
+from worker.model_fetch import FetchRequest, fetch_model
 from worker.output import OutputBucket, OutputBuckets, region_from_endpoint
-from worker.pipeline import LoadedModel, load_model, resolve_device, resolve_dtype
+from worker.pipeline_load import load_model
 from worker.schemas import GenerateInput, S3Config
 from worker.settings import PRESIGNED_URL_MAX_S, WorkerSettings
 

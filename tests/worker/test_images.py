@@ -25,9 +25,12 @@ from werkzeug.wrappers import Request, Response
 from shared.job_input import GenerateInput, task_problems
 from tests.worker.conftest import PUBLIC
 from tests.worker.test_tasks import data_url, sample_image, sample_mask
+from worker.devices import resolve_dtype
 from worker.handler import make_handler
 from worker.images import ImageFetcher, ImageInputError, is_public_address, read_image
-from worker.pipeline import LoadedModel, LoadOptions, load_model, resolve_dtype
+from worker.loaded_model import LoadedModel
+from worker.pipeline_load import load_model
+from worker.pipeline_options import LoadOptions
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,7 @@ def img2img(models_root: Path) -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def inpaint(img2img: LoadedModel) -> LoadedModel:
-    from worker.pipeline import task_pipeline
+    from worker.task_pipeline import task_pipeline
 
     return LoadedModel(
         task_pipeline(img2img.pipe, "inpainting", PUBLIC), PUBLIC, "cpu", img2img.dtype, task="inpainting"

@@ -16,9 +16,12 @@ from tests.worker.conftest import PUBLIC, Callback
 from tests.worker.test_tasks import decode
 from worker.errors import ModelLoadError, ModelNotFoundError
 from worker.handler import make_handler
+from worker.hub_client import HubClient
+from worker.loaded_model import LoadedModel
 from worker.main import start_up
-from worker.model_fetch import HubClient, fetch_lora
-from worker.pipeline import LoadedModel, LoadOptions, LoraWeights, load_model
+from worker.model_fetch import fetch_lora
+from worker.pipeline_load import load_model
+from worker.pipeline_options import LoadOptions, LoraWeights
 from worker.reporter import PhaseReporter
 from worker.settings import WorkerSettings
 

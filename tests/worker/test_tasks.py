@@ -20,16 +20,15 @@ from PIL import Image
 from shared.hub import HubInspector
 from shared.job_input import Task
 from tests.worker.conftest import PUBLIC
+from worker.devices import resolve_dtype
 from worker.handler import make_handler
-from worker.model_fetch import FetchRequest, HubClient, fetch_model
-from worker.pipeline import (
-    LoadedModel,
-    LoadOptions,
-    apply_speed_settings,
-    load_model,
-    resolve_dtype,
-    task_pipeline,
-)
+from worker.hub_client import HubClient
+from worker.loaded_model import LoadedModel
+from worker.model_fetch import FetchRequest, fetch_model
+from worker.pipeline_load import load_model
+from worker.pipeline_options import LoadOptions
+from worker.speed_settings import apply_speed_settings
+from worker.task_pipeline import task_pipeline
 
 SD2, SDXL, SD3, FLUX = (
     "visgate-tiny/sd2-tiny-v",
