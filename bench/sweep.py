@@ -57,7 +57,7 @@ def seed(db: Any, owner: str, size: int) -> None:
 
 
 def one(size: int, db: Any, deps: Any) -> dict[str, float]:
-    from shared.steps import sweep as sweep_step
+    from shared.deployments import sweep as sweep_step
     from shared.store import utcnow
 
     owner = f"bench-sweep-{uuid.uuid4().hex[:8]}"

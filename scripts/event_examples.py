@@ -1,5 +1,5 @@
 """Write docs/events/examples/<ce-type>.json: one example event per status and one GPU switch, built by
-shared/events.py.
+shared/deployments/events.py.
 
 Run ``python -m scripts.event_examples`` after a change to the event or the public view; a test checks the files are
 up to date and valid against docs/events/deployment-event.schema.json.
@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.document import Deployment
-from shared.events import (
+from shared.deployments.events import (
     BUDGET_EXHAUSTED,
     BUDGET_WARNING,
     GPU_SWITCHED,
@@ -24,6 +23,7 @@ from shared.events import (
     lifecycle_event,
     pubsub_message,
 )
+from shared.document import Deployment
 from shared.lifecycle import Status
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "events" / "examples"

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     key_verdict_ttl_s: float = Field(3600.0, description="how long Runpod's acceptance of a key is remembered")
     key_refusal_ttl_s: float = Field(60.0, description="how long Runpod's refusal of a key is remembered")
     refused_keys_per_address_per_minute: int = Field(10, ge=1, description="refused keys one client address may send")
-    # Inference jobs through the API (shared.intake.jobs)
+    # Inference jobs through the API (shared.jobs.routes)
     job_record_ttl_days: float = Field(7.0, gt=0, description="how long job records are kept (a Firestore TTL)")
     max_invoke_keys_per_deployment: int = Field(20, ge=1, description="live invoke keys one deployment may have")
     job_watch_schedule_s: str = Field(
@@ -180,7 +180,7 @@ class Settings(BaseSettings):
     readiness_max_interval_s: float = 60.0
     throttled_switch_after_s: float = 90.0
     callback_tolerance_s: int = 300
-    # Cost control (the sweep: shared.steps.sweep)
+    # Cost control (the sweep: shared.deployments.sweep)
     ttl_min_minutes: int = Field(10, ge=1, description="the least ttl_minutes and idle_delete_minutes accepted")
     deleting_deadline_s: float = Field(30 * 60, description="a delete not done within this is retried by the sweep")
     sweep_batch_size: int = Field(500, ge=1, description="documents per query page of one sweep run")

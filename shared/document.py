@@ -129,7 +129,7 @@ class Deployment(_Stored):
     stop_reason: StopReason | None = None
     started_at: datetime | None = None
     idle: IdleWatch = Field(default_factory=IdleWatch)
-    # Its budget (usage.estimated_cost_usd) and what was announced of it (shared.budget).
+    # Its budget (usage.estimated_cost_usd) and what was announced of it (shared.deployments.budget).
     max_cost_usd: float | None = None
     budget: BudgetWatch = Field(default_factory=BudgetWatch)
     # Whether it holds one of its tenant's slots (MAX_LIVE_DEPLOYMENTS_PER_TENANT, MAX_WORKERS_MIN_PER_TENANT): set
@@ -138,7 +138,7 @@ class Deployment(_Stored):
     tenant_slot: bool = False
     # The number of the last line of the event log (deployments/{id}/events/{n}).
     event_seq: int = 0
-    # What its jobs used: changed only by Firestore increments (shared.jobs), never by read-modify-write.
+    # What its jobs used: changed only by Firestore increments (shared.jobs.records), never by read-modify-write.
     usage: Usage = Field(default_factory=Usage)
 
     @classmethod

@@ -15,7 +15,7 @@ PUBLISH_TIMEOUT_S = 10.0
 def build_publisher() -> pubsub_v1.PublisherClient:
     """One client per instance; a short batching latency because every publish is awaited by a request."""
     settings = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005)
-    # Ordering keys: lifecycle events are published with the deployment id as their key (shared/events.py).
+    # Ordering keys: lifecycle events are published with the deployment id as their key (shared/deployments/events.py).
     options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
     return pubsub_v1.PublisherClient(batch_settings=settings, publisher_options=options)
 

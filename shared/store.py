@@ -21,7 +21,6 @@ from google.cloud import firestore
 from shared.conditional import until_written
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
-from shared.invoke_keys import INVOKE_KEY_COUNTS, INVOKE_KEYS
 from shared.lifecycle import Status
 from shared.page_tokens import decode_page_token, encode_page_token
 
@@ -30,6 +29,9 @@ DEPLOYMENTS = "deployments"
 DEPLOYMENT_ID_PATTERN = "[0-9a-f]{32}"
 EVENTS = "events"
 SECRETS = "deployment_secrets"
+# A deployment's invoke keys (shared.jobs.invoke_keys) and their count; erased with its secrets.
+INVOKE_KEYS = "invoke_keys"
+INVOKE_KEY_COUNTS = "invoke_key_counts"
 IDEMPOTENCY = "idempotency_keys"
 RATE_LIMITS = "rate_limits"
 REQUEST_COUNTERS = "request_counters"
@@ -431,7 +433,7 @@ class DeploymentStore:
                 totals[key] = totals.get(key, 0) + int(value)
         return totals
 
-    # --- the sweep's queries (shared.steps.sweep; indexes in firestore.indexes.json) ----------------------------------
+    # --- the sweep's queries (shared.deployments.sweep; indexes in firestore.indexes.json) -----------------------
 
     def sweep_candidates(
         self, statuses: list[Status], field: str, before: datetime | int, limit: int

@@ -107,8 +107,8 @@ class Schedule:
     interval_setting: str | None = None
 
 
-# Every transition publishes on deployment-events (shared.transitions), so every function that moves a deployment
-# publishes there.
+# Every transition publishes on deployment-events (shared.deployments.transitions), so every function that moves a
+# deployment publishes there.
 FUNCTIONS: tuple[Function, ...] = (
     Function(
         "intake",
@@ -166,8 +166,8 @@ FUNCTIONS: tuple[Function, ...] = (
         enqueues=(QUEUE_SWEEP,),
     ),
     # Follows each inference job its answer did not see end (Cloud Tasks job-watch, polling as scheduled retries):
-    # records the end (usage) and sends the job webhook (shared/steps/job_watch.py). No transitions, but it publishes
-    # a deployment's budget crossings and its budget stop (shared.budget). The job API itself is the intake's.
+    # records the end (usage) and sends the job webhook (shared/jobs/watch.py). No transitions, but it publishes
+    # a deployment's budget crossings and its budget stop (shared.deployments.budget). The job API is the intake's.
     Function(
         "job-watch",
         "job_watch",

@@ -6,20 +6,20 @@ from datetime import timedelta
 
 from google.cloud import firestore
 
-from shared.budget import BudgetGuard
 from shared.config import SealingSettings, Settings
 from shared.crypto import Sealer
+from shared.deployments.budget import BudgetGuard
+from shared.deployments.deps import StepDeps
+from shared.deployments.hub import HubInspector
+from shared.deployments.transitions import Transitions
 from shared.gpu import GpuCatalog
-from shared.hub import HubInspector
-from shared.job_ends import JobEnds
-from shared.jobs import JobStore
+from shared.jobs.ends import JobEnds
+from shared.jobs.records import JobStore
+from shared.jobs.watch import JobWatchDeps
 from shared.pubsub import Publisher, build_publisher
 from shared.runpod.client import RunpodConnector
-from shared.steps.deps import StepDeps
-from shared.steps.job_watch import JobWatchDeps
 from shared.store import DeploymentStore
 from shared.tasks import TaskScheduler, build_tasks_client
-from shared.transitions import Transitions
 from shared.webhooks.records import DeliveryRecords
 
 

@@ -7,8 +7,8 @@ from flask import Request, Response
 from shared import logging as slog
 from shared.callback.app import CallbackApi
 from shared.config import CallbackSettings, get_settings
+from shared.deployments.model_cache import SharedModelCache
 from shared.http import answer_unrouted_in_error_shape
-from shared.model_cache import SharedModelCache
 from shared.wiring import step_deps
 
 slog.configure()

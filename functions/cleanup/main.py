@@ -6,9 +6,9 @@ from cloudevents.http import CloudEvent
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
 from shared.delivery import Receiver, receive_event
+from shared.deployments.cleanup import cleanup as cleanup_step
+from shared.deployments.teardown import deployment_failer
 from shared.messages import DeploymentDeleteRequested
-from shared.steps.cleanup import cleanup as cleanup_step
-from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()

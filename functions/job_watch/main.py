@@ -1,5 +1,5 @@
 """job-watch (Cloud Tasks ``job-watch``): follows each inference job its answer did not see end; records and announces
-the end (shared/steps/job_watch.py)."""
+the end (shared/jobs/watch.py)."""
 
 import functions_framework
 from flask import Request, Response
@@ -9,8 +9,8 @@ from shared.config import ProvisioningSettings, get_settings
 from shared.delivery import Receiver, answer_task
 from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape
+from shared.jobs.watch import watch_job
 from shared.messages import JobCheck
-from shared.steps.job_watch import watch_job
 from shared.wiring import job_watch_deps
 
 slog.configure()

@@ -6,10 +6,10 @@ from cloudevents.http import CloudEvent
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
 from shared.delivery import Receiver, receive_event
+from shared.deployments.provision import finish_failed_teardown
+from shared.deployments.provision import provision as provision_step
+from shared.deployments.teardown import deployment_failer
 from shared.messages import DeploymentRequested
-from shared.steps.provision import finish_failed_teardown
-from shared.steps.provision import provision as provision_step
-from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()

@@ -6,11 +6,11 @@ from flask import Request, Response
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
 from shared.delivery import Receiver, answer_task
+from shared.deployments.readiness import check_readiness
+from shared.deployments.teardown import deployment_failer
 from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape
 from shared.messages import ReadinessCheck
-from shared.steps.readiness import check_readiness
-from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()

@@ -6,11 +6,11 @@ from flask import Request, Response
 from shared import logging as slog
 from shared.config import ProvisioningSettings, get_settings
 from shared.delivery import Receiver, answer_task
+from shared.deployments.sweep import handle_item, run_sweep
+from shared.deployments.teardown import deployment_failer
 from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape, json_response
 from shared.messages import SweepItem
-from shared.steps.sweep import handle_item, run_sweep
-from shared.steps.teardown import deployment_failer
 from shared.wiring import step_deps
 
 slog.configure()

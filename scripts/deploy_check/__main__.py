@@ -18,7 +18,7 @@ from local.stack import Stack, StackConfig
 from scripts import locks
 from scripts.deploy_check import replay, rules
 from shared import config, topology
-from shared.job_ends import WATCH_PATH
+from shared.jobs.ends import WATCH_PATH
 from shared.messages import JobCheck
 from shared.tasks import TaskScheduler
 from shared.webhooks.steps import DELIVER_PATH

@@ -24,7 +24,7 @@ import requests
 
 from scripts.deploy_check.rules import docker_ignores
 from shared import messages, topology
-from shared.job_ends import WATCH_PATH
+from shared.jobs.ends import WATCH_PATH
 from shared.webhooks.steps import DELIVER_PATH, WebhookAttempt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

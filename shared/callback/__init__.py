@@ -1,1 +1,1 @@
-"""The callback function's HTTP API (routing); the steps live in shared.steps.callback."""
+"""The callback function's HTTP API (routing); the steps live in shared.callback.steps."""

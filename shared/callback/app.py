@@ -10,11 +10,11 @@ import re
 from flask import Request, Response, jsonify
 
 from shared import logging as slog
+from shared.callback.steps import GrantAnswer, Outcome, SignedReport, grant_cache, nudge_job_check, receive_report
+from shared.deployments.deps import StepDeps
+from shared.deployments.model_cache import SharedModelCache
 from shared.errors import ApiError
 from shared.http import error_response, failure_error, request_id
-from shared.model_cache import SharedModelCache
-from shared.steps.callback import GrantAnswer, Outcome, SignedReport, grant_cache, nudge_job_check, receive_report
-from shared.steps.deps import StepDeps
 
 # The most a caller may send: a phase report or a grant request is a few hundred bytes. Checked before the body is
 # read, so an unauthenticated caller cannot make us read megabytes.

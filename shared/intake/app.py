@@ -19,7 +19,6 @@ from shared.errors import ApiError
 from shared.http import error_response, failure_error, json_response, read_json_body, request_id, validation_error
 from shared.intake import steps
 from shared.intake.auth import Caller, authenticate
-from shared.intake.jobs import JobDeps, JobRoutes
 from shared.intake.keys import client_address
 from shared.intake.lifecycle_routes import LifecycleRoutes
 from shared.intake.metrics import (
@@ -34,8 +33,9 @@ from shared.intake.notify import NotifyRoutes
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
-from shared.invoke_keys import KEY_ID_PATTERN, is_invoke_key
-from shared.jobs import JOB_ID_PATTERN
+from shared.jobs.invoke_keys import KEY_ID_PATTERN, is_invoke_key
+from shared.jobs.records import JOB_ID_PATTERN
+from shared.jobs.routes import JobDeps, JobRoutes
 from shared.models import DeploymentLogs, LogLine, UpdateDeploymentRequest
 from shared.store import DEPLOYMENT_ID_PATTERN
 
@@ -68,7 +68,7 @@ ROUTES = Map(
         *NOTIFY_RULES,
         Rule("/v1/deployments/<id:deployment_id>/stop", methods=["POST"], endpoint="stop_deployment"),
         Rule("/v1/deployments/<id:deployment_id>/start", methods=["POST"], endpoint="start_deployment"),
-        # Inference (shared.intake.jobs)
+        # Inference (shared.jobs.routes)
         Rule("/v1/deployments/<id:deployment_id>/runsync", methods=["POST"], endpoint="runsync_job"),
         Rule("/v1/deployments/<id:deployment_id>/run", methods=["POST"], endpoint="run_job"),
         Rule("/v1/deployments/<id:deployment_id>/jobs", methods=["GET"], endpoint="list_jobs"),

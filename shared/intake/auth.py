@@ -8,7 +8,7 @@ from flask import Request
 
 from shared.crypto import tenant_id
 from shared.errors import ApiError
-from shared.jobs import OWNER_SUBMITTER
+from shared.jobs.records import OWNER_SUBMITTER
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ A start of a deployment whose budget is used up (``usage.estimated_cost_usd`` at
 200 with the view; each change starts a new budget generation, whose crossings are announced anew).
 
 Anything else is 409 ``invalid_state`` naming the current status. Both publish their lifecycle event through
-:class:`shared.transitions.Transitions`; the caller's own key is the deployment's (the tenant is derived from it).
+:class:`shared.deployments.transitions.Transitions`; the caller's own key is the deployment's (the tenant is
+derived from it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from shared.budget import budget_left
+from shared.deployments.budget import budget_left
+from shared.deployments.readiness import schedule_readiness_check
 from shared.document import BudgetWatch, Deployment, IdleWatch, ReadinessWatch
 from shared.errors import ApiError, IllegalTransitionError, PermanentError, RetryableError
 from shared.intake.auth import Caller
@@ -37,7 +39,6 @@ from shared.messages import ReadinessCheck
 from shared.models import DeploymentView, UpdateDeploymentRequest
 from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, WorkerLimits
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
-from shared.steps.readiness import schedule_readiness_check
 from shared.store import utcnow
 from shared.wiring import task_scheduler
 

@@ -17,11 +17,11 @@ from google.cloud import firestore
 from pydantic import BaseModel
 from werkzeug.routing import Rule
 
-from shared.client_tokens import TOKEN_LIFETIME_S, ClientTokenIssuer
 from shared.errors import ApiError
 from shared.http import json_response
 from shared.intake import steps
 from shared.intake.auth import Caller
+from shared.intake.client_tokens import TOKEN_LIFETIME_S, ClientTokenIssuer
 from shared.webhooks.records import DeliveryRecords
 from shared.webhooks.secrets import WebhookSecrets
 from shared.webhooks.steps import WebhookDeps, redeliver

@@ -9,7 +9,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.intake import notify
-from shared.intake.jobs import (
+from shared.intake.lifecycle_routes import LifecycleActionResponse
+from shared.jobs.invoke_keys import KEY_ID_PATTERN
+from shared.jobs.records import JOB_ID_PATTERN, JobView
+from shared.jobs.routes import (
     API_MODELS,
     WAIT_MS_DEFAULT,
     WAIT_MS_MAX,
@@ -23,9 +26,6 @@ from shared.intake.jobs import (
     RunRequest,
     UsageReport,
 )
-from shared.intake.lifecycle_routes import LifecycleActionResponse
-from shared.invoke_keys import KEY_ID_PATTERN
-from shared.jobs import JOB_ID_PATTERN, JobView
 from shared.lifecycle import Status
 from shared.models import (
     CreateDeploymentRequest,
@@ -351,7 +351,7 @@ _JOB_404 = {404: "no such deployment (or not yours), or job_not_found"}
 
 
 def _inference_paths() -> dict[str, Any]:
-    """Jobs, invoke keys, usage and GPU pools (shared.intake.jobs)."""
+    """Jobs, invoke keys, usage and GPU pools (shared.jobs.routes)."""
     run_body = {"required": True, "content": {"application/json": {"schema": _ref(RunRequest)}}}
     wait = {
         "name": "wait",

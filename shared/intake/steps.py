@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from shared.conditional import until_written
 from shared.config import IntakeSettings, Settings
 from shared.crypto import Sealer, secret_hash
+from shared.deployments.transitions import Transitions
 from shared.document import Deployment
 from shared.errors import ApiError, IllegalTransitionError, RetryableError
 from shared.http import validation_error
@@ -35,7 +36,6 @@ from shared.page_tokens import InvalidPageTokenError
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, TenantCounts, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
-from shared.transitions import Transitions
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
 # The statuses in which the invoke keys of a deployment are refused.

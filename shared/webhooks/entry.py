@@ -9,8 +9,8 @@ from typing import Any
 from flask import Request, Response
 
 from shared.delivery import Receiver, answer_event, answer_task
+from shared.deployments.events import NotALifecycleEventError, ReceivedEvent, parse_message
 from shared.envelopes import MalformedDeliveryError, PubSubDelivery, TaskDelivery, pubsub_data
-from shared.events import NotALifecycleEventError, ReceivedEvent, parse_message
 from shared.messages import _Message
 from shared.webhooks.steps import WebhookAttempt, WebhookDeps, deliver, dispatch_event
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.events import ReceivedEvent
+from shared.deployments.events import ReceivedEvent
 from shared.lifecycle import Status
 from shared.store import DeploymentStore
 

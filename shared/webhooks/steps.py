@@ -19,8 +19,8 @@ from datetime import timedelta
 from typing import Any
 
 from shared.config import SealingSettings, delays_s
+from shared.deployments.events import BUDGET_EXHAUSTED, BUDGET_WARNING, ReceivedEvent
 from shared.envelopes import TaskDelivery
-from shared.events import BUDGET_EXHAUSTED, BUDGET_WARNING, ReceivedEvent
 from shared.http_safe import RefusedTargetError, Resolver, SendResult, check_target, post, system_resolver
 from shared.messages import _Message
 from shared.signing import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, signature

@@ -16,7 +16,7 @@ import requests
 from google.cloud import firestore, pubsub_v1
 
 from shared.config import ProvisioningSettings, get_settings
-from shared.events import parse_message
+from shared.deployments.events import parse_message
 from shared.models import Usage
 from shared.store import DEPLOYMENTS
 from shared.topology import TOPIC_DEPLOYMENT_EVENTS

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 from google.cloud import firestore
 
-from shared.invoke_keys import INVOKE_KEY_COUNTS, InvokeKeyStore
+from shared.jobs.invoke_keys import InvokeKeyStore
 from shared.lifecycle import Status
-from shared.store import utcnow
+from shared.store import INVOKE_KEY_COUNTS, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED
 from tests.support.provisioning import (
     Env,

@@ -28,14 +28,14 @@ from google.cloud import tasks_v2
 
 from local.emulators import free_port
 from shared.crypto import Sealer, tenant_id
+from shared.deployments.deps import StepDeps
+from shared.deployments.endpoint_spec import is_resource_of, resource_name
+from shared.deployments.sweep import run_sweep, sweep_one
 from shared.document import Deployment
-from shared.endpoint_spec import is_resource_of, resource_name
 from shared.errors import RetryableError
 from shared.lifecycle import Status
 from shared.messages import SweepItem
 from shared.runpod.client import EndpointSpec, GpuSelection, QueueDelayScaling, RunpodConnector, WorkerLimits
-from shared.steps.deps import StepDeps
-from shared.steps.sweep import run_sweep, sweep_one
 from shared.store import DeploymentStore, utcnow
 from shared.topology import QUEUE_READINESS, QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
 from tests.support.provisioning import ALL_POOLS, FAST_WATCHDOG, Env
@@ -322,7 +322,7 @@ def test_a_sweep_of_500_deployments_handles_each_once(c: Cost) -> None:
     assert sorted(i.deployment_id for i in ttl) == sorted(ids)  # each once
     assert report.fanned_out["ttl"] >= 500
     # A second run in the same minute makes the same task names, which Cloud Tasks refuses as duplicates.
-    from shared.steps.sweep import task_name
+    from shared.deployments.sweep import task_name
 
     assert {task_name(i.action, i.deployment_id, i.run_at) for i in first} == {
         task_name(i.action, i.deployment_id, i.run_at) for i in second

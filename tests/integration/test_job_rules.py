@@ -9,9 +9,8 @@ import uuid
 import requests
 from google.cloud import firestore
 
-from shared.invoke_keys import INVOKE_KEYS
-from shared.jobs import JOBS, USAGE_DAYS
-from shared.store import DEPLOYMENTS
+from shared.jobs.records import JOBS, USAGE_DAYS
+from shared.store import DEPLOYMENTS, INVOKE_KEYS
 from tests.integration.test_security_rules import client_token
 
 

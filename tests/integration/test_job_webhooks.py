@@ -16,7 +16,7 @@ from google.cloud import firestore
 from standardwebhooks.webhooks import Webhook
 
 from shared.crypto import Sealer, tenant_id
-from shared.jobs import JOBS, InputSummary, JobPricing, JobStore
+from shared.jobs.records import JOBS, InputSummary, JobPricing, JobStore
 from shared.runpod.client import RunpodConnector
 from shared.store import DEPLOYMENTS, DeploymentStore
 from tests.support.jobs import PROMPT, auth, sim_requests, usage_of

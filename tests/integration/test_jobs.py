@@ -23,11 +23,11 @@ from google.cloud import firestore
 from shared.config import IntakeSettings, get_settings
 from shared.crypto import Sealer, tenant_id
 from shared.intake.app import IntakeApi
-from shared.intake.jobs import JobDeps, JobRoutes
 from shared.intake.keys import KeyVerifier
 from shared.intake.metrics import RequestCounters
 from shared.intake.steps import IntakeDeps
-from shared.jobs import JOBS, USAGE_DAYS
+from shared.jobs.records import JOBS, USAGE_DAYS
+from shared.jobs.routes import JobDeps, JobRoutes
 from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import (

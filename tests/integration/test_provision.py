@@ -100,7 +100,7 @@ def test_three_deliveries_make_one_endpoint(provisioning: Env) -> None:
 
 
 def test_an_endpoint_created_before_a_crash_is_adopted(provisioning: Env) -> None:
-    from shared.endpoint_spec import endpoint_spec
+    from shared.deployments.endpoint_spec import endpoint_spec
     from shared.runpod.client import RunpodConnector
 
     key = provisioning.account()
@@ -139,8 +139,8 @@ def test_a_model_no_gpu_can_hold_fails_with_its_own_reason_before_any_endpoint(p
 
 
 def test_the_estimate_uses_the_dtype_the_worker_will_load(models_root: Path) -> None:
+    from shared.deployments.hub import HubInspector
     from shared.errors import PermanentError
-    from shared.hub import HubInspector
     from simulators.hub.app import create_app as create_hub
 
     hub = Served(create_hub(models_root))
@@ -230,10 +230,10 @@ def test_not_a_pipeline_is_unsupported(provisioning: Env) -> None:
 
 def test_delete_while_provision_is_creating_removes_what_it_created(provisioning: Env) -> None:
     """The race: cleanup runs to the end between provision's endpoint create and its record."""
+    from shared.deployments.cleanup import cleanup
+    from shared.deployments.provision import provision
     from shared.messages import DeploymentDeleteRequested, DeploymentRequested
     from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient
-    from shared.steps.cleanup import cleanup
-    from shared.steps.provision import provision
     from shared.wiring import step_deps
 
     key = provisioning.account()
@@ -367,8 +367,8 @@ def test_runpod_outage_is_retried_then_provisioning_resumes(provisioning: Env) -
 
 
 def test_of_two_concurrent_creates_the_attempt_that_loses_removes_its_endpoint(provisioning: Env) -> None:
+    from shared.deployments.provision import provision
     from shared.runpod.client import Endpoint, EndpointSpec, RunpodClient
-    from shared.steps.provision import provision
     from shared.wiring import step_deps
 
     key = provisioning.account()
@@ -409,8 +409,8 @@ def test_a_late_provision_delivery_still_finishes_a_failed_teardown(provisioning
 
 
 def test_the_watchdog_is_scheduled_before_the_warm_up_and_again_by_a_later_delivery(provisioning: Env) -> None:
+    from shared.deployments.provision import provision
     from shared.errors import RetryableError
-    from shared.steps.provision import provision
     from shared.tasks import TaskScheduler
     from shared.wiring import step_deps
 

@@ -119,9 +119,9 @@ def _check(deployment_id: str, check: int) -> Any:
 
 
 def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning: Env) -> None:
+    from shared.deployments.readiness import check_readiness
     from shared.errors import RetryableError
     from shared.pubsub import Publisher
-    from shared.steps.readiness import check_readiness
     from shared.tasks import TaskScheduler
     from shared.topology import TOPIC_DEPLOYMENT_EVENTS
     from shared.wiring import step_deps
@@ -157,8 +157,8 @@ def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning:
 
 
 def test_a_check_retried_after_the_switch_was_written_gives_the_new_pools_their_wait(provisioning: Env) -> None:
+    from shared.deployments.readiness import check_readiness
     from shared.errors import RetryableError
-    from shared.steps.readiness import check_readiness
     from shared.tasks import TaskScheduler
     from shared.wiring import step_deps
 
@@ -214,8 +214,8 @@ def test_an_endpoint_deleted_on_runpod_fails_the_deployment_instead_of_retrying(
 
 
 def test_a_check_whose_next_check_failed_to_schedule_schedules_it_on_retry(provisioning: Env) -> None:
+    from shared.deployments.readiness import check_readiness
     from shared.errors import RetryableError
-    from shared.steps.readiness import check_readiness
     from shared.tasks import TaskScheduler
     from shared.wiring import step_deps
 

@@ -33,9 +33,9 @@ from local.functions_host import create_host_app
 from scripts import event_examples
 from shared import topology
 from shared.crypto import tenant_id
+from shared.deployments.events import lifecycle_event, pubsub_message
 from shared.document import Deployment
 from shared.envelopes import TaskDelivery
-from shared.events import lifecycle_event, pubsub_message
 from shared.lifecycle import Status
 from shared.store import DEPLOYMENTS, utcnow
 from shared.webhooks.records import WEBHOOK_DELIVERIES, DeliveryRecords, fresh_delivery_id

@@ -374,7 +374,7 @@ def _request(deployment_id: str) -> Any:
 
 def _provisioned_unwatched(provisioning: Env, key: str) -> str:
     """A deployment provisioned by the step itself with its watchdog task left out, so nothing else acts on it."""
-    from shared.steps.provision import provision
+    from shared.deployments.provision import provision
     from shared.tasks import TaskScheduler
     from shared.wiring import step_deps
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from shared.callback.steps import CacheGrantRequest, _grant_refusal, worker_failure_reason
 from shared.document import Deployment
 from shared.lifecycle import FailureReason, Status
 from shared.models import CacheScope
-from shared.steps.callback import CacheGrantRequest, _grant_refusal, worker_failure_reason
 from tests.unit.factories import COMMIT, deployment
 
 WORKER_REASONS = [

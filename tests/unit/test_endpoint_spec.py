@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from shared.config import Settings
+from shared.deployments.endpoint_spec import callback_url, endpoint_spec, is_resource_of, resource_name, worker_env
 from shared.document import Deployment
-from shared.endpoint_spec import callback_url, endpoint_spec, is_resource_of, resource_name, worker_env
 from shared.models import CacheScope, SealedCredentials
 from simulators.runpod import openapi_contract
 from tests.unit.factories import COMMIT, deployment, settings

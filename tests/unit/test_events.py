@@ -9,8 +9,7 @@ import jsonschema
 import pytest
 
 from scripts import event_examples
-from shared.document import Deployment
-from shared.events import (
+from shared.deployments.events import (
     BUDGET_EXHAUSTED,
     BUDGET_WARNING,
     GPU_SWITCHED,
@@ -19,6 +18,7 @@ from shared.events import (
     parse_message,
     pubsub_message,
 )
+from shared.document import Deployment
 from shared.lifecycle import Status
 from shared.models import DeploymentView
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.deployments.hub import estimate_vram_gb, weight_files
 from shared.errors import PermanentError
-from shared.hub import estimate_vram_gb, weight_files
 
 INDEX = {
     "_class_name": "StableDiffusionXLPipeline",

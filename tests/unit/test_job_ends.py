@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from shared.config import delays_s
-from shared.job_ends import EVENT_TYPES, job_event_id, watch_delay, webhook_body
-from shared.jobs import OUTCOME, InputSummary, JobRecord
+from shared.jobs.ends import EVENT_TYPES, job_event_id, watch_delay, webhook_body
+from shared.jobs.records import OUTCOME, InputSummary, JobRecord
 from shared.runpod.client import JOB_FINAL_STATES
 from shared.webhooks.records import delivery_id_for
 

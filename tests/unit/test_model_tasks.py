@@ -10,8 +10,8 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 from pydantic import ValidationError
 
+from shared.deployments.hub import SUPPORTED_PIPELINES, HubInspector
 from shared.errors import PermanentError, RetryableError
-from shared.hub import SUPPORTED_PIPELINES, HubInspector
 from shared.job_input import GenerateInput, image_kind, task_problems
 from shared.model_tasks import (
     PIPELINE_TASKS,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.jobs import JOB_ID_PATTERN
+from shared.jobs.records import JOB_ID_PATTERN
 from shared.page_tokens import MAX_PAGE_TOKEN_CHARS, InvalidPageTokenError, decode_page_token, encode_page_token
 from shared.store import DEPLOYMENT_ID_PATTERN
 

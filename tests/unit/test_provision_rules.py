@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from shared.deployments.provision import Stage, gpu_plan, next_stage, shared_cache_granted
 from shared.errors import PermanentError
 from shared.gpu import GpuTier, PoolRanking, SkippedPool
 from shared.lifecycle import Status
 from shared.models import CacheScope
-from shared.steps.provision import Stage, gpu_plan, next_stage, shared_cache_granted
 from tests.unit.factories import T0, deployment, settings
 
 # --- next_stage ---------------------------------------------------------------------------------------------------

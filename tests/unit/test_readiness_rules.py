@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 
 from shared.config import Settings
+from shared.deployments.readiness import Action, Verdict, judge, next_check_delay, next_window
 from shared.lifecycle import FailureReason
 from shared.runpod.client import EndpointWorkers
-from shared.steps.readiness import Action, Verdict, judge, next_check_delay, next_window
 from tests.unit.factories import T0, settings
 
 SWITCH_AFTER_S = 90.0

@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
+from shared.deployments.sweep import Deadlines, due_for, idle_due, is_live, orphaned, provisioning_since, task_name
 from shared.document import IdleWatch
 from shared.lifecycle import Status
 from shared.models import CreateDeploymentRequest
 from shared.runpod.client import JobCounts
-from shared.steps.sweep import Deadlines, due_for, idle_due, is_live, orphaned, provisioning_since, task_name
 from tests.unit.factories import T0, deployment
 
 LIMITS = Deadlines(readiness_s=900, deleting_s=1800)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from scripts import event_examples
+from shared.deployments.events import lifecycle_event, parse_message, pubsub_message
 from shared.document import Deployment
-from shared.events import lifecycle_event, parse_message, pubsub_message
 from shared.lifecycle import Status
 from shared.webhooks.payload import KEY_PLACEHOLDER, WebhookTarget, body, family_input
 

@@ -10,11 +10,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from shared.config import Settings
+from shared.deployments.sweep import orphaned
 from shared.hub_rules import weight_variant
 from shared.model_tasks import LoraSpec
 from shared.models import CreateDeploymentRequest
 from shared.patterns import WholeMatch
-from shared.steps.sweep import orphaned
 
 
 def test_whole_match_refuses_a_trailing_newline_and_documents_the_pattern() -> None:

@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import HfApi
 from PIL import Image
 
-from shared.hub import HubInspector
+from shared.deployments.hub import HubInspector
 from shared.job_input import Task
 from tests.worker.conftest import PUBLIC
 from worker.devices import resolve_dtype

@@ -5,7 +5,7 @@
   checks on ``JOB_WATCH_SCHEDULE_S`` (the last delay repeats, for up to ``JOB_WATCH_MAX_S``), so usage and the job
   webhook never wait for the user to poll. Every job also names the callback function as Runpod's per-job
   ``webhook``: Runpod's call on the job's end (unsigned, so it is only a nudge, authenticated by a token in its URL)
-  schedules a check at once. The record's move to a final state is counted once (shared.jobs).
+  schedules a check at once. The record's move to a final state is counted once (shared.jobs.records).
 - A job with a ``webhook_url`` gets one delivery when it ends (:meth:`JobEnds.announce`): created if absent under an
   id derived from the job, so two observers of one end make one delivery, then sent by the webhooks function on the
   ``webhook-delivery`` queue with the tenant's Standard Webhooks secret, the same retries and the same delivery log
@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.budget import BudgetGuard
 from shared.config import Settings, delays_s
+from shared.deployments.budget import BudgetGuard
 from shared.document import Deployment
 from shared.errors import PermanentError, RetryableError
 from shared.gpu import STATIC_POOLS, GpuCatalog, GpuPool
-from shared.jobs import JobPricing, JobRecord, JobStore, JobView
+from shared.jobs.records import JobPricing, JobRecord, JobStore, JobView
 from shared.messages import JobCheck
 from shared.runpod.client import Job, RunpodClient
 from shared.tasks import TaskScheduler
@@ -81,7 +81,7 @@ class JobEnds:
     records: DeliveryRecords
     tasks: TaskScheduler
     catalog: GpuCatalog
-    budget: BudgetGuard | None = None  # the budget check (shared.budget), where a job's end is recorded
+    budget: BudgetGuard | None = None  # the budget check (shared.deployments.budget), where a job's end is recorded
 
     def pricing(self, client: RunpodClient, doc: Deployment) -> JobPricing:
         """The pool the workers run on and its serverless price from Runpod's catalog (cached; the static table

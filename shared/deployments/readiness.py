@@ -21,15 +21,15 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.config import Settings
+from shared.deployments.deps import StepDeps
+from shared.deployments.events import GpuSwitch
+from shared.deployments.teardown import release
 from shared.document import Deployment
 from shared.envelopes import TaskDelivery
 from shared.errors import PermanentError
-from shared.events import GpuSwitch
 from shared.lifecycle import FailureReason, Status
 from shared.messages import ReadinessCheck
 from shared.runpod.client import EndpointChange, EndpointWorkers, GpuSelection, RunpodClient
-from shared.steps.deps import StepDeps
-from shared.steps.teardown import release
 from shared.store import utcnow
 from shared.tasks import TaskScheduler
 from shared.topology import QUEUE_READINESS, function

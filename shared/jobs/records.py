@@ -88,7 +88,7 @@ class JobFields(BaseModel):
     images: int = 0
     output_refs: list[str] = Field(default_factory=list)
     error: str | None = None
-    # Where the job's end is announced (one signed delivery: shared.job_ends); checked like a deployment's webhook.
+    # Where the job's end is announced (one signed delivery: shared.jobs.ends); checked like a deployment's webhook.
     webhook_url: str | None = None
     # Who submitted it: the invoke key's id, or "owner"; an invoke key sees only its own jobs. Records from before
     # the field existed count as the owner's.

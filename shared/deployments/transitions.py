@@ -13,9 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.deployments.events import (
+    BudgetCrossing,
+    GpuSwitch,
+    budget_event,
+    gpu_switch_event,
+    lifecycle_event,
+    publish_event,
+)
 from shared.document import Deployment
 from shared.errors import IllegalTransitionError
-from shared.events import BudgetCrossing, GpuSwitch, budget_event, gpu_switch_event, lifecycle_event, publish_event
 from shared.lifecycle import Status, can_transition
 from shared.pubsub import Publisher
 from shared.store import DeploymentStore, utcnow
@@ -98,5 +105,5 @@ class Transitions:
         publish_event(self._publisher, budget_event(doc, kind, at, detail))
 
     def _publish(self, doc: Deployment) -> None:
-        """The lifecycle CloudEvent of the document's current status (shared/events.py)."""
+        """The lifecycle CloudEvent of the document's current status (shared/deployments/events.py)."""
         publish_event(self._publisher, lifecycle_event(doc))

@@ -66,7 +66,7 @@ def worker_env(
 
 def _output_env(settings: Settings, output_s3_url: str) -> dict[str, str]:
     """The output-bucket part of the worker env. Each job through the API names the bucket in Runpod's
-    ``s3Config`` (shared.intake.jobs), which has no key prefix field, so the URL's prefix comes to the worker here."""
+    ``s3Config`` (shared.jobs.routes), which has no key prefix field, so the URL's prefix comes to the worker here."""
     env = {"OUTPUT_URL_EXPIRY_S": str(settings.output_url_expiry_s)}
     prefix = split_s3_url(output_s3_url)[1]
     if prefix:

@@ -16,13 +16,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from shared.deployments.deps import StepDeps
+from shared.deployments.endpoint_spec import resource_name
+from shared.deployments.teardown import NOT_REMOVED, release
 from shared.document import Deployment
-from shared.endpoint_spec import resource_name
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError, RetryableError
 from shared.lifecycle import Status
 from shared.messages import DeploymentDeleteRequested
-from shared.steps.deps import StepDeps
-from shared.steps.teardown import NOT_REMOVED, release
 from shared.store import utcnow
 
 logger = logging.getLogger(__name__)

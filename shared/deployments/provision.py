@@ -21,9 +21,12 @@ from enum import StrEnum
 
 from shared import model_tasks
 from shared.config import Settings
-from shared.credentials import callback_secret
+from shared.deployments.credentials import callback_secret
+from shared.deployments.deps import StepDeps
+from shared.deployments.endpoint_spec import endpoint_spec, is_resource_of, worker_env
+from shared.deployments.readiness import schedule_readiness
+from shared.deployments.teardown import release
 from shared.document import Deployment
-from shared.endpoint_spec import endpoint_spec, is_resource_of, worker_env
 from shared.errors import IllegalTransitionError, PermanentError
 from shared.gpu import PoolRanking, rank_pools
 from shared.lifecycle import FailureReason, Status
@@ -31,9 +34,6 @@ from shared.messages import DeploymentRequested
 from shared.models import CacheScope, SealedCredentials, SkippedPoolView
 from shared.runpod.client import Endpoint, RunpodClient
 from shared.runpod.errors import RunpodNotFoundError
-from shared.steps.deps import StepDeps
-from shared.steps.readiness import schedule_readiness
-from shared.steps.teardown import release
 
 logger = logging.getLogger(__name__)
 

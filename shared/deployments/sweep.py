@@ -31,7 +31,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from shared.config import Settings
-from shared.credentials import CredentialsUnreadableError
+from shared.deployments.cleanup import cleanup
+from shared.deployments.credentials import CredentialsUnreadableError
+from shared.deployments.deps import StepDeps
+from shared.deployments.teardown import fail_deployment
 from shared.document import Deployment, IdleWatch
 from shared.envelopes import TaskDelivery
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
@@ -40,9 +43,6 @@ from shared.messages import DeploymentDeleteRequested, SweepItem
 from shared.models import DeleteReason
 from shared.runpod.client import JobCounts
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
-from shared.steps.cleanup import cleanup
-from shared.steps.deps import StepDeps
-from shared.steps.teardown import fail_deployment
 from shared.store import IDEMPOTENCY, KEY_VERDICTS, RATE_LIMITS, SEEN_REPORTS, utcnow
 from shared.topology import QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
 

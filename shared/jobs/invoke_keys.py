@@ -24,9 +24,8 @@ from google.cloud import firestore
 from pydantic import BaseModel
 
 from shared.conditional import until_written
+from shared.store import INVOKE_KEY_COUNTS, INVOKE_KEYS
 
-INVOKE_KEYS = "invoke_keys"
-INVOKE_KEY_COUNTS = "invoke_key_counts"
 _CREATE_ATTEMPTS = 64
 PREFIX = "vdk_"
 KEY_ID_PATTERN = "[0-9a-f]{16}"

@@ -28,18 +28,18 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.crypto import secret_hash
+from shared.deployments.deps import StepDeps
+from shared.deployments.model_cache import SharedModelCache
+from shared.deployments.teardown import fail_deployment
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.gpu import pool_of_gpu_type
-from shared.job_ends import schedule_check
-from shared.jobs import JOB_ID_PATTERN
+from shared.jobs.ends import schedule_check
+from shared.jobs.records import JOB_ID_PATTERN
 from shared.lifecycle import PROVISIONING, WORKER_FAILURE_REASONS, FailureReason, Status
 from shared.messages import JobCheck, PhaseReport
-from shared.model_cache import SharedModelCache
 from shared.models import CacheScope, Progress, Timings
 from shared.signing import HEADER_ID, SignatureError, check_headers, verify
-from shared.steps.deps import StepDeps
-from shared.steps.teardown import fail_deployment
 from shared.store import utcnow
 
 logger = logging.getLogger(__name__)

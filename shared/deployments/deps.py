@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.config import Settings
-from shared.credentials import open_credentials
 from shared.crypto import Sealer
+from shared.deployments.credentials import open_credentials
+from shared.deployments.hub import HubInspector
+from shared.deployments.transitions import Transitions
 from shared.gpu import GpuCatalog
-from shared.hub import HubInspector
 from shared.models import SealedCredentials
 from shared.pubsub import Publisher
 from shared.runpod.client import RunpodConnector
 from shared.store import DeploymentStore
 from shared.tasks import TaskScheduler
-from shared.transitions import Transitions
 
 
 @dataclass(frozen=True)

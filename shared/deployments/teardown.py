@@ -12,14 +12,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.credentials import CredentialsUnreadableError
+from shared.deployments.credentials import CredentialsUnreadableError
+from shared.deployments.deps import StepDeps
+from shared.deployments.endpoint_spec import is_resource_of
 from shared.document import Deployment
-from shared.endpoint_spec import is_resource_of
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError, PermanentError, RetryableError
 from shared.lifecycle import Status
 from shared.runpod.client import RunpodClient
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
-from shared.steps.deps import StepDeps
 from shared.store import utcnow
 
 logger = logging.getLogger(__name__)

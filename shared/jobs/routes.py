@@ -2,7 +2,7 @@
 
 - ``run`` / ``runsync`` validate the input with the worker's own model (:mod:`shared.job_input`) and the
   deployment's task before Runpod sees it, call the deployment's endpoint with its sealed Runpod key (or the
-  caller's, the same key), and write a job record (:mod:`shared.jobs`) that counts the request.
+  caller's, the same key), and write a job record (:mod:`shared.jobs.records`) that counts the request.
 - ``GET .../jobs/{job_id}`` asks Runpod while the job is not final and writes what it says back; the move to a
   final state adds the job's outcome, images, times and estimated cost to the usage counters, once.
 - Inline outputs (base64 images) are returned by the answer that sees the job end (runsync, or the GET that
@@ -27,17 +27,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from shared.config import Settings
 from shared.crypto import Sealer
+from shared.deployments.endpoint_spec import callback_url
 from shared.document import Deployment
-from shared.endpoint_spec import callback_url
 from shared.errors import ApiError
 from shared.gpu import GpuCatalog, GpuTier
 from shared.http import json_response, read_json_body, validation_error
 from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.steps import owned_deployment
-from shared.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
-from shared.job_ends import JobEnds
 from shared.job_input import GenerateInput, task_problems
-from shared.jobs import InputSummary, JobPricing, JobRecord, JobStore, JobView
+from shared.jobs.ends import JobEnds
+from shared.jobs.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
+from shared.jobs.records import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
 from shared.models import SealedCredentials, Usage, check_public_url, split_s3_url
 from shared.page_tokens import InvalidPageTokenError
@@ -471,7 +471,7 @@ class JobRoutes:
         return {
             "accessId": credentials.user_aws_access_key_id,
             "accessSecret": credentials.user_aws_secret_access_key,
-            # s3Config has no key prefix: the worker has the URL's own from its env (shared.endpoint_spec).
+            # s3Config has no key prefix: the worker has the URL's own from its env (shared.deployments.endpoint_spec).
             "bucketName": split_s3_url(doc.output_s3_url)[0],
             "endpointUrl": doc.user_aws_endpoint_url or f"https://s3.{region}.amazonaws.com",
         }
@@ -526,7 +526,7 @@ class JobRoutes:
 
     def _job_ended_url(self, doc: Deployment) -> str:
         """Where Runpod tells us a job ended (the callback function): a nudge to check it now, ahead of the job
-        watch's schedule (shared.job_ends)."""
+        watch's schedule (shared.jobs.ends)."""
         token = self._deps.sealer.job_ended_token(doc.deployment_id)
         return f"{callback_url(self._deps.settings, doc.deployment_id, 'job-ended')}?token={token}"
 

@@ -1,4 +1,4 @@
-"""A budget per deployment (``max_cost_usd``): checked where a job's end is recorded (shared.job_ends).
+"""A budget per deployment (``max_cost_usd``): checked where a job's end is recorded (shared.jobs.ends).
 
 - At 80 % of the budget in ``usage.estimated_cost_usd``: a ``visgate.deployment.budget_warning`` CloudEvent (and,
   through the webhooks function, a signed ``deployment.budget_warning`` delivery for a webhook subscriber).
@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from shared.deployments.events import BUDGET_EXHAUSTED, BUDGET_WARNING, BudgetCrossing
+from shared.deployments.transitions import Transitions
 from shared.document import Deployment
 from shared.errors import IllegalTransitionError, PermanentError, RetryableError
-from shared.events import BUDGET_EXHAUSTED, BUDGET_WARNING, BudgetCrossing
 from shared.lifecycle import Status
 from shared.runpod.client import EndpointChange, RunpodClient, WorkerLimits
 from shared.runpod.errors import RunpodNotFoundError
 from shared.store import DeploymentStore, utcnow
-from shared.transitions import Transitions
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The jobs function's step: one check of an inference job its answer did not see end (Cloud Tasks ``job-watch``).
 
 A check asks Runpod for the job with the deployment's sealed key and folds the answer into the job record
-(shared.job_ends): an end is counted and announced; a job still running is checked again after the next delay of
+(shared.jobs.ends): an end is counted and announced; a job still running is checked again after the next delay of
 ``JOB_WATCH_SCHEDULE_S``, as a new named task (polling as scheduled retries), until ``JOB_WATCH_MAX_S`` after its
 submission. Runpod unreachable or slow is one more check later, not a failed task. The following stops when Runpod
 no longer knows the job or the key (its deployment was deleted): the record keeps what was last seen, never a state
@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared.credentials import open_credentials
 from shared.crypto import Sealer
+from shared.deployments.credentials import open_credentials
 from shared.document import Deployment
 from shared.envelopes import TaskDelivery
-from shared.job_ends import JobEnds
-from shared.jobs import JobRecord, utcnow
+from shared.jobs.ends import JobEnds
+from shared.jobs.records import JobRecord, utcnow
 from shared.messages import JobCheck
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError, RunpodTimeoutError, RunpodUnavailableError

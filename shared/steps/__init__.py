@@ -1,1 +1,0 @@
-"""The provisioning steps: plain functions over one typed input and explicit collaborators (:class:`StepDeps`)."""
