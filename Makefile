@@ -85,9 +85,9 @@ bench: install
 
 pr: lint typecheck test deploy-check
 
-# The local stack (local/stack.py). `up` starts it in the background and prints KEY=VALUE lines on stdout (so the
-# recipes are silent); `run` is up + `visgate e2e` of the demo model (local/stack.py run_main_job); `down` stops
-# what `up` started, by process group.
+# The local stack (local/stack.py; its command line is local/cli.py). `up` starts it in the background and prints
+# KEY=VALUE lines on stdout (so the recipes are silent); `run` is up + `visgate e2e` of the demo model (local/cli.py
+# run_main_job); `down` stops what `up` started, by process group.
 up: install
 	@$(PY) -m local up
 

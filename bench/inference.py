@@ -24,17 +24,8 @@ from typing import Any
 
 import requests
 
-from local.emulators import (
-    REPO_ROOT,
-    Service,
-    free_port,
-    http_ok,
-    spawn,
-    start_firestore,
-    start_runpod,
-    stop,
-    wait_healthy,
-)
+from local.emulators import start_firestore, start_runpod
+from local.processes import REPO_ROOT, Service, free_port, http_ok, spawn, stop, wait_healthy
 
 PROJECT = "visgate-bench"
 BODY: dict[str, Any] = {

@@ -1,7 +1,7 @@
-"""``python -m local up|down|run|status``: see local/stack.py."""
+"""``python -m local up|down|run|status``: see local/cli.py."""
 
 import sys
 
-from local.stack import main
+from local.cli import main
 
 sys.exit(main())

@@ -28,7 +28,7 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from local.emulators import LOOPBACK, REPO_ROOT
+from local.processes import LOOPBACK, REPO_ROOT
 from shared import logging as slog
 from shared.topology import Function
 

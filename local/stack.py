@@ -4,12 +4,11 @@ State lives in one folder (``.local/`` for ``make up``; a temporary one per test
 file: what runs, where), ``stack.env`` (the environment a client of the stack needs, KEY=VALUE lines),
 ``secrets.env`` (generated once, kept across restarts) and ``logs/``. Every process is a group leader, so stopping
 one stops the children it spawned. A file lock makes concurrent ``up``/``down`` calls (two terminals, pytest-xdist
-workers) safe.
+workers) safe. Each stand-in's start is local/emulators.py; ``python -m local`` is local/cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import fcntl
@@ -25,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from local import bootstrap, emulators
-from local.emulators import LOOPBACK, REPO_ROOT, Service
+from local import bootstrap, emulators, processes
+from local.processes import LOOPBACK, REPO_ROOT, Service
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +97,12 @@ class Stack:
         if not services:
             return False
         for service in services.values():
-            if not emulators.process_alive(service.pid):
+            if not processes.process_alive(service.pid):
                 return False
-            if service.name != "scheduler" and not emulators.tcp_listening(service.port, service.host):
+            if service.name != "scheduler" and not processes.tcp_listening(service.port, service.host):
                 return False
         host = services.get("functions")
-        return host is None or emulators.http_ok(host.url + "/_host/health")
+        return host is None or processes.http_ok(host.url + "/_host/health")
 
     def secrets(self) -> dict[str, str]:
         """The local secrets, generated on first use and kept (so data sealed before a restart stays readable)."""
@@ -194,7 +193,7 @@ class Stack:
     def _stop(self, services: Mapping[str, Service]) -> None:
         # The host and the scheduler first, so nothing pushes into emulators that are going away.
         for service in sorted(services.values(), key=lambda service: service.name not in ("scheduler", "functions")):
-            emulators.stop(service)
+            processes.stop(service)
         self.pid_file.unlink(missing_ok=True)
         self.env_file.unlink(missing_ok=True)
 
@@ -202,11 +201,11 @@ class Stack:
         """The recorded services still alive; a dead one is dropped (and its group stopped) to be restarted."""
         live = {}
         for name, service in self.services().items():
-            if emulators.process_alive(service.pid):
+            if processes.process_alive(service.pid):
                 live[name] = service
             else:
                 logger.warning("%s (pid %s) is gone; it will be restarted", name, service.pid)
-                emulators.stop_group(service.pid, timeout_s=2)
+                processes.stop_group(service.pid, timeout_s=2)
         return live
 
     def _start_parallel(self, parts: list[str]) -> dict[str, Service]:
@@ -234,7 +233,7 @@ class Stack:
                     logger.error("could not start %s: %s", part, exc)
         if errors:
             for service in started.values():
-                emulators.stop(service)
+                processes.stop(service)
             raise errors[0]
         if "s3" in started:
             bootstrap.create_bucket(started["s3"].url)
@@ -243,7 +242,7 @@ class Stack:
     def _start_functions(self, services: Mapping[str, Service]) -> dict[str, Service]:
         """Bootstrap the topology, then start the functions host (and the scheduler loop when schedules exist)."""
         topology = importlib.import_module(self.config.topology)
-        port = emulators.free_port()
+        port = processes.free_port()
         base_url = f"http://{LOOPBACK}:{port}"
         host_placeholder = Service(name="functions", pid=0, port=port, log="")
         env = self.environment({**services, "functions": host_placeholder})
@@ -268,7 +267,7 @@ def _retried(start: Callable[[], Service], attempts: int = 2) -> Service:
     for _ in range(attempts - 1):
         try:
             return start()
-        except emulators.StartError as exc:
+        except processes.StartError as exc:
             logger.warning("%s; trying again on another port", exc)
     return start()
 
@@ -330,77 +329,9 @@ def ensure_models() -> Path:
     if script.is_file() and not all((MODELS_ROOT / repo).is_dir() for repo in (DEMO_MODEL, DEMO_LORA)):
         logger.info("building the tiny models into %s (once)", MODELS_ROOT)
         subprocess.run(  # the builder talks on stdout, which is the KEY=VALUE interface of `up`
-            [sys.executable, str(script), "--out", str(MODELS_ROOT)], check=True, cwd=REPO_ROOT, stdout=sys.stderr
+            [sys.executable, "-m", "scripts.build_tiny_models", "--out", str(MODELS_ROOT)],
+            check=True,
+            cwd=REPO_ROOT,
+            stdout=sys.stderr,
         )
     return MODELS_ROOT
-
-
-# --- command line ----------------------------------------------------------------------------------------------
-
-
-def print_summary(stack: Stack, services: Mapping[str, Service]) -> None:
-    """The KEY=VALUE lines ``up`` promises on stdout (the interface scripts and the README rely on)."""
-    env = stack.environment(services)
-    lines = {}
-    if "functions" in services:
-        lines["INTAKE_URL"] = env["PUBLIC_API_BASE_URL"]
-    for key in (
-        "FIRESTORE_EMULATOR_HOST",
-        "PUBSUB_EMULATOR_HOST",
-        "CLOUD_TASKS_EMULATOR_HOST",
-        "FIREBASE_AUTH_EMULATOR_HOST",
-    ):
-        if key in env:
-            lines[key] = env[key]
-    if "runpod" in services:
-        lines["RUNPOD_API_URL"] = env["RUNPOD_API_BASE_URL"]
-    if "hub" in services:
-        lines["HF_ENDPOINT"] = env["HF_ENDPOINT"]
-        lines["DEMO_MODEL"] = DEMO_MODEL
-        lines["DEMO_LORA"] = DEMO_LORA
-    lines["STACK_ENV"] = str(stack.env_file)
-    for key, value in lines.items():
-        print(f"{key}={value}")  # this stdout is the interface of `up`
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m local up|down|run|status``."""
-    parser = argparse.ArgumentParser(prog="python -m local", description="The local stack.")
-    parser.add_argument("command", choices=("up", "down", "run", "status"))
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="pid file, env file and logs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    stack = Stack(StackConfig(state_dir=args.state_dir))
-    if args.command == "down":
-        stack.down()
-        return 0
-    if args.command == "status":
-        services = stack.services()
-        for service in services.values():
-            state = "running" if emulators.process_alive(service.pid) else "gone"
-            logger.info("%-10s pid %-7s %s  %s", service.name, service.pid, service.address, state)
-        healthy = stack.healthy(services)
-        logger.info("stack is %s", "up and healthy" if healthy else ("down" if not services else "unhealthy"))
-        return 0 if healthy else 1
-    services = stack.up()
-    print_summary(stack, services)
-    if args.command == "run":
-        return run_main_job(stack.environment(services))
-    return 0
-
-
-def run_main_job(env: Mapping[str, str]) -> int:
-    """``make run``'s job: ``visgate e2e`` of the demo model against this stack (the image kept in out/demo.png),
-    then how to reach the API and how to stop the stack. The exit status of the e2e run."""
-    api = env["PUBLIC_API_BASE_URL"]
-    tiny = ["--steps", "4", "--seed", "7", "--width", "64", "--height", "64"]
-    command = [sys.executable, "-m", "visgate_client", "e2e", DEMO_MODEL, *tiny, "-o", str(DEMO_OUTPUT)]
-    job_env = {**os.environ, "VISGATE_API_URL": api, "RUNPOD_API_KEY": DEMO_API_KEY}
-    status = subprocess.run(command, env=job_env, cwd=REPO_ROOT, check=False).returncode  # our own CLI
-    if status != 0:
-        logger.error("the e2e run failed (exit %s); the stack's logs are in %s", status, DEFAULT_STATE_DIR / "logs")
-    print(f"\nThe API is at {api} (key {DEMO_API_KEY}); for example:")  # the end of `make run`'s output
-    print(f"  VISGATE_API_URL={api} RUNPOD_API_KEY={DEMO_API_KEY} .venv/bin/visgate ls")
-    print(f"  curl -s {api}/v1/deployments -H 'Authorization: Bearer {DEMO_API_KEY}'")
-    print("Stop the stack with: make down")
-    return status

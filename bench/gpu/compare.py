@@ -54,7 +54,7 @@ def build_components(model: str, device: str, dtype: Any) -> dict[str, Any]:
     import torch
     import transformers
 
-    from scripts.build_tiny_models import build_tokenizer
+    from scripts.tiny_models.parts import build_tokenizer
 
     index = read_config(model, "")
     components: dict[str, Any] = {}

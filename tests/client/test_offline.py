@@ -31,6 +31,8 @@ from visgate_client import (
 )
 from visgate_client import cli as visgate_cli
 from visgate_client._http import Transport, retry_safe, sse_events
+from visgate_client.cli import state as cli_state
+from visgate_client.cli import waiting as cli_waiting
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -274,13 +276,19 @@ def test_the_client_modules_import_one_way() -> None:
     package imports one that imports it back, not even for types."""
     package = Path(visgate_client.__file__).parent
     graph: dict[str, set[str]] = {}
-    for source in package.glob("*.py"):
-        imported = graph.setdefault(source.stem, set())
+    for source in package.rglob("*.py"):  # the cli/ package's modules too, as "cli.jobs" (its __init__ as "cli")
+        parts = source.relative_to(package).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+        imported = graph.setdefault(name, set())
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "visgate_client":
-                imported |= {alias.name for alias in node.names if (package / f"{alias.name}.py").exists()}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visgate_client."):
-                imported.add(str(node.module).removeprefix("visgate_client."))
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visgate_client"):
+                base = str(node.module).removeprefix("visgate_client").removeprefix(".")
+                below = package.joinpath(*base.split(".")) if base else package
+                for alias in node.names:  # `from visgate_client.cli import jobs` imports the module cli.jobs
+                    if (below / f"{alias.name}.py").exists():
+                        imported.add(f"{base}.{alias.name}" if base else alias.name)
+                    elif base:
+                        imported.add(base)
     order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError at a circle
     assert order.index("_http") < order.index("inference") < order.index("deployment") < order.index("client")
 
@@ -303,12 +311,12 @@ def test_a_started_deployment_reports_only_the_phases_of_its_start() -> None:
         "deployment_id": "d1",
         "phase_timestamps": {n: (first + timedelta(seconds=s)).isoformat() for n, s in at.items()},
     }
-    report = visgate_cli.ready_report(Deployment(Client("http://api", "rp_key").transport, view))
+    report = cli_waiting.ready_report(Deployment(Client("http://api", "rp_key").transport, view))
     assert report["total_s"] == 7.5
     assert report["phases"] == {"downloading_model": 3.0, "loading_model": 4.5}
 
     never_stopped = {name: stamp for name, stamp in view["phase_timestamps"].items() if name != "stopped"}
-    fresh = visgate_cli.ready_report(
+    fresh = cli_waiting.ready_report(
         Deployment(Client("http://api", "rp_key").transport, {**view, "phase_timestamps": never_stopped})
     )
     assert fresh["total_s"] == 107.5
@@ -324,7 +332,7 @@ def test_a_started_deployment_reports_only_the_phases_of_its_start() -> None:
 def test_jobs_ls_pages_no_further_than_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     page = {"jobs": [job_view("COMPLETED", job_id=f"j{n}", created_at=None) for n in range(3)], "next_page_token": "t"}
     session = ScriptedSession([answer(200, page)])
-    monkeypatch.setattr(visgate_cli, "Client", lambda url, key: Client(url, key, session=session))
+    monkeypatch.setattr(cli_state, "Client", lambda url, key: Client(url, key, session=session))
     done = CliRunner().invoke(
         visgate_cli.cli,
         ["--api-url", "http://api", "--api-key", "rp_key", "jobs", "ls", "d1", "--limit", "3", "--json"],

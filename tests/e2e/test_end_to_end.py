@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 from visgate_client import Client
 
-from local.emulators import REPO_ROOT
+from local.processes import REPO_ROOT
 from local.stack import DEMO_API_KEY, DEMO_LORA, DEMO_MODEL
 from tests.support.stack import RunningStack
 

@@ -16,7 +16,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore, pubsub_v1
 from werkzeug.serving import make_server
 
-from local import bootstrap, emulators
+from local import bootstrap, processes
 from local.functions_host import create_host_app
 from shared import topology
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, TOPICS
@@ -98,7 +98,7 @@ def job_functions(intake_env: None) -> Iterator[str]:
     """The jobs, webhooks and callback functions served in this process, for the intake of ``intake_client``: a
     job submitted through it is followed to its end (Runpod's call on its end reaching the callback function) and
     its webhook is sent, as in the stack. Their base URL."""
-    port = emulators.free_port()
+    port = processes.free_port()
     url = f"http://127.0.0.1:{port}"
     with functions_base_url(url):
         served = [topology.function(name) for name in ("job-watch", "webhooks", "callback")]

@@ -26,7 +26,7 @@ from functions_framework import create_app
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from local.emulators import free_port
+from local.processes import free_port
 from shared.crypto import Sealer, tenant_id
 from shared.deployments.deps import StepDeps
 from shared.deployments.endpoint_spec import is_resource_of, resource_name

@@ -23,9 +23,9 @@ import requests
 from google.cloud import pubsub_v1, tasks_v2
 from google.protobuf import timestamp_pb2
 
-from local import bootstrap, emulators, gen_infra
-from local.emulators import REPO_ROOT, Service
+from local import bootstrap, emulators, gen_infra, processes
 from local.functions_host import PUBSUB_EVENT_TYPE
+from local.processes import REPO_ROOT, Service
 from local.stack import read_env_file
 from shared import topology
 from shared.topology import Function, PushSubscription, Queue
@@ -57,7 +57,7 @@ def host(pubsub_emulator: str, tasks_emulator: str, tmp_path_factory: pytest.Tem
         sink / "logs", env, topology="tests.support.fixture_topology", source_root=SOURCE_ROOT
     )
     yield FixtureHost(service, sink)
-    emulators.stop(service)
+    processes.stop(service)
 
 
 def wait_for(probe: Callable[[], list[dict[str, Any]]], timeout_s: float = 15.0) -> list[dict[str, Any]]:
@@ -144,7 +144,7 @@ def test_scheduler_loop_posts_each_schedule(host: FixtureHost, tmp_path: Path) -
     try:
         calls = wait_for(lambda: [e for e in received(host.sink, "echo_http") if e["path"] == "/tick"])
     finally:
-        emulators.stop(scheduler)
+        processes.stop(scheduler)
     assert calls[0]["headers"]["X-Cloudscheduler-Jobname"] == schedule.name
 
 
@@ -187,7 +187,7 @@ def test_up_then_down_leaves_no_process_behind(tmp_path: Path) -> None:
         down = _local("down", state_dir=tmp_path)
     assert down.returncode == 0, down.stderr[-3000:]
     assert not (tmp_path / "stack.json").exists()
-    assert not [pid for pid in pids if emulators.group_alive(pid)]
+    assert not [pid for pid in pids if processes.group_alive(pid)]
 
 
 def test_terraform_variables_are_generated_from_the_topology() -> None:

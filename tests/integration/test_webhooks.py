@@ -28,7 +28,7 @@ from google.cloud import firestore
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from werkzeug.serving import make_server
 
-from local import bootstrap, emulators
+from local import bootstrap, processes
 from local.functions_host import create_host_app
 from scripts import event_examples
 from shared import topology
@@ -61,7 +61,7 @@ def hooks(intake_env: None, tasks_emulator: str) -> Iterator[Hooks]:
     """The webhooks function in this process, tasks coming back to it through the emulator; an intake beside it."""
     from shared.config import ProvisioningSettings, get_settings
 
-    port = emulators.free_port()
+    port = processes.free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         "FUNCTIONS_BASE_URL": base,

@@ -28,7 +28,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from local.emulators import free_port
+from local.processes import free_port
 from shared.crypto import Sealer, secret_hash, tenant_id
 from shared.document import Deployment
 from shared.intake.steps import _initial_document

@@ -7,7 +7,7 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from local.emulators import free_port
+from local.processes import free_port
 
 
 class Served:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from local.emulators import Service
+from local.processes import Service
 from local.stack import Stack, StackConfig, read_env_file
 
 STACK_DIR_ENV = "VISGATE_TEST_STACK_DIR"
