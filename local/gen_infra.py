@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from local.emulators import REPO_ROOT
+from local.processes import REPO_ROOT
 from shared import config, topology
 
 logger = logging.getLogger(__name__)
