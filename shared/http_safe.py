@@ -25,7 +25,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from shared.address_policy import is_public_address, parse_address
-from shared.models import check_public_url
+from shared.public_urls import check_public_url
 
 Resolver = Callable[[str, int], Sequence[str]]
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -1,4 +1,5 @@
-"""The deployment: what a client sends, what is stored, and what a client may read.
+"""The deployment API's schemas: what a client sends and what it may read (the stored document is
+shared.document; the URL checks, shared.public_urls).
 
 Validation is strict (unknown fields, wrong types and out-of-range values are refused, never coerced), because
 a deployment that silently differs from what was asked costs GPU money.
@@ -6,12 +7,10 @@ a deployment that silently differs from what was asked costs GPU money.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,11 +23,11 @@ from pydantic import (
     model_validator,
 )
 
-from shared.address_policy import is_public_address
 from shared.gpu import GpuTier
 from shared.job_input import Task
 from shared.lifecycle import Status
 from shared.model_tasks import MAX_LORAS, LoraSpec
+from shared.public_urls import check_public_url
 
 # Hub repo ids: "name" or "org/name"; each part 1-96 of letters, digits, '.', '_', '-', starting and ending with a
 # letter, digit or '_' (the Hub's word boundaries), never holding '..' or '--'. One pattern validates and documents.
@@ -36,11 +35,6 @@ _PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?"
 HF_MODEL_ID_PATTERN = rf"^(?!.*(?:\.\.|--))(?:{_PART}/)?{_PART}$"
 REVISION_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$"
 _S3_URL = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?$")
-_BLOCKED_HOSTS = frozenset({"localhost", "metadata", "metadata.google.internal", "metadata.goog"})
-_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-_DNS_NAME = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$")
-# A legacy numeric IPv4 part, as inet_aton reads it: hex (0x...), octal (leading 0) or decimal.
-_NUMERIC_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$")
 DEFAULT_TTL_MIN_MINUTES = 10  # TTL_MIN_MINUTES's default (shared.config)
 _SECRET_LIMITS = {"hf_token": 512, "user_aws_access_key_id": 256, "user_aws_secret_access_key": 256}
 
@@ -66,82 +60,6 @@ def validate_hf_model_id(value: str) -> str:
             "not starting or ending with '-' or '.'; no '..' or '--'"
         )
     return value
-
-
-def split_s3_url(url: str) -> tuple[str, str]:
-    """The bucket and the key prefix of an ``s3://bucket/optional/prefix`` URL (one :data:`_S3_URL` accepts); the
-    prefix has no leading or trailing slash (``s3://b/a/b/`` is ``("b", "a/b")``) and is empty when there is none."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return bucket, prefix.strip("/")
-
-
-def check_public_url(value: str, *, allow_http_loopback: bool, field: str) -> str:
-    """Refuse URLs that would make us call into private networks (SSRF): loopback, private, link-local, metadata;
-    and URLs that could never be sent (a port that is no number or out of 1..65535)."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:  # "[::1" or a port that is no number 0..65535
-        raise ValueError(f"{field} has an invalid host or port") from exc
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise ValueError(f"{field} must be an absolute URL")
-    if port == 0 or (parts.netloc.endswith(":") and port is None):
-        raise ValueError(f"{field} has an invalid host or port")
-    if parts.username or parts.password:
-        raise ValueError(f"{field} must not contain credentials")
-    if allow_http_loopback and host in _LOOPBACK_HOSTS and parts.scheme in ("http", "https"):
-        return value
-    if parts.scheme != "https":
-        raise ValueError(f"{field} must use https")
-    refused = f"{field} must not point at a loopback, private, link-local or metadata address"
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
-    if ":" in host:  # an IPv6 literal (urlsplit took off the brackets)
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError as exc:
-            raise ValueError(f"{field} has an invalid host") from exc
-    else:
-        name = _dns_name(host, field)
-        if name in _BLOCKED_HOSTS or name.endswith((".localhost", ".internal")):
-            raise ValueError(refused)
-        address = _ipv4_literal(name, field)
-    if address is None:
-        return value  # a DNS name: its addresses are checked again at delivery time
-    if not is_public_address(address):
-        raise ValueError(refused)
-    return value
-
-
-def _dns_name(host: str, field: str) -> str:
-    """The host as resolvers see it: IDNA-normalised (look-alike characters fold), without the trailing dot."""
-    try:
-        name = host.encode("idna").decode("ascii").lower().removesuffix(".")
-    except UnicodeError as exc:
-        raise ValueError(f"{field} has an invalid host name") from exc
-    if not _DNS_NAME.fullmatch(name):
-        raise ValueError(f"{field} has an invalid host name")
-    return name
-
-
-def _ipv4_literal(name: str, field: str) -> ipaddress.IPv4Address | None:
-    """The address a name spells in any form inet_aton accepts (``127.1``, ``0x7f000001``, ``017700000001``, ``0``).
-
-    Raises:
-        ValueError: the name is numeric but no address (a part is out of range).
-    """
-    parts = name.split(".")
-    if len(parts) > 4 or not all(_NUMERIC_PART.fullmatch(part) for part in parts):
-        return None
-    values = [int(p[2:] or "0", 16) if p.startswith("0x") else int(p, 8 if p.startswith("0") else 10) for p in parts]
-    *leading, last = values
-    # Each leading part is one byte; the last part fills the bytes that remain.
-    if any(v > 0xFF for v in leading) or last >= 1 << (8 * (5 - len(parts))):
-        raise ValueError(f"{field} has a numeric host that is no IPv4 address")
-    number = last
-    for i, v in enumerate(leading):
-        number |= v << (24 - 8 * i)
-    return ipaddress.IPv4Address(number)
 
 
 def _check_secret(value: Any, info: ValidationInfo) -> Any:

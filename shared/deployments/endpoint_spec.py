@@ -6,7 +6,8 @@ from __future__ import annotations
 from shared.config import Settings
 from shared.document import Deployment
 from shared.model_tasks import loras_env
-from shared.models import CacheScope, SealedCredentials, split_s3_url
+from shared.models import CacheScope, SealedCredentials
+from shared.public_urls import split_s3_url
 from shared.runpod.client import (
     EndpointSpec,
     GpuSelection,

@@ -39,8 +39,9 @@ from shared.jobs.ends import JobEnds
 from shared.jobs.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
 from shared.jobs.records import InputSummary, JobPricing, JobRecord, JobStore, JobView
 from shared.lifecycle import Status
-from shared.models import SealedCredentials, Usage, check_public_url, split_s3_url
+from shared.models import SealedCredentials, Usage
 from shared.page_tokens import InvalidPageTokenError
+from shared.public_urls import check_public_url, split_s3_url
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,

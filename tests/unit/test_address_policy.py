@@ -9,7 +9,7 @@ import pytest
 from shared import address_policy, http_safe
 from shared.address_policy import embedded_ipv4, is_public_address, is_public_text
 from shared.http_safe import RefusedTargetError, check_target
-from shared.models import check_public_url
+from shared.public_urls import check_public_url
 
 # Every IPv6 embedding of a non-global IPv4 address (metadata, loopback, private), and the local-use NAT64 range.
 REFUSED = [

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.models import CreateDeploymentRequest, check_public_url
+from shared.models import CreateDeploymentRequest
+from shared.public_urls import check_public_url
 
 
 def parse(body: dict[str, Any], allow_loopback: bool = False) -> CreateDeploymentRequest:
