@@ -33,6 +33,7 @@ from shared.intake.notify import NotifyRoutes
 from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
 from shared.intake.stream import deployment_events
+from shared.jobs.account_routes import AccountRoutes
 from shared.jobs.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.jobs.records import JOB_ID_PATTERN
 from shared.jobs.routes import JobDeps, JobRoutes
@@ -131,6 +132,7 @@ class IntakeApi:
             self._handlers |= notify.handlers()
         self._jobs = jobs or JobRoutes(JobDeps.from_settings(deps.settings, deps.store, deps.sealer, db))
         self._handlers.update(self._jobs.handlers())
+        self._handlers.update(AccountRoutes(self._jobs.deps).handlers())
 
     def __call__(self, request: Request) -> Response:
         rid = request_id(request)

@@ -12,11 +12,9 @@ from shared.intake import notify
 from shared.intake.lifecycle_routes import LifecycleActionResponse
 from shared.jobs.invoke_keys import KEY_ID_PATTERN
 from shared.jobs.records import JOB_ID_PATTERN, JobView
-from shared.jobs.routes import (
+from shared.jobs.routes import WAIT_MS_DEFAULT, WAIT_MS_MAX, WAIT_MS_MIN
+from shared.jobs.schemas import (
     API_MODELS,
-    WAIT_MS_DEFAULT,
-    WAIT_MS_MAX,
-    WAIT_MS_MIN,
     GpuList,
     InvokeKeyCreated,
     InvokeKeyList,

@@ -1,4 +1,5 @@
-"""Inference through the API: jobs on a ready deployment, its invoke keys, usage and the GPU pools.
+"""Inference through the API: jobs on a ready deployment (its invoke keys, usage and the GPU pools: account_routes;
+the request and answer models: schemas).
 
 - ``run`` / ``runsync`` validate the input with the worker's own model (:mod:`shared.job_input`) and the
   deployment's task before Runpod sees it, call the deployment's endpoint with its sealed Runpod key (or the
@@ -18,30 +19,31 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Any
 
 from flask import Request, Response
 from google.cloud import firestore
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationError
 
 from shared.config import Settings
 from shared.crypto import Sealer
 from shared.deployments.endpoint_spec import callback_url
 from shared.document import Deployment
 from shared.errors import ApiError
-from shared.gpu import GpuCatalog, GpuTier
+from shared.gpu import GpuCatalog
 from shared.http import json_response, read_json_body, validation_error
 from shared.intake.auth import Caller, invoke_key_refused
 from shared.intake.steps import owned_deployment
 from shared.job_input import GenerateInput, task_problems
 from shared.jobs.ends import JobEnds
-from shared.jobs.invoke_keys import InvokeKey, InvokeKeyStore, TooManyInvokeKeysError
+from shared.jobs.invoke_keys import InvokeKeyStore
 from shared.jobs.records import InputSummary, JobPricing, JobRecord, JobStore, JobView
+from shared.jobs.schemas import JobAccepted, JobList, JobMetrics, JobResult, RunRequest
 from shared.lifecycle import Status
-from shared.models import SealedCredentials, Usage
+from shared.models import SealedCredentials
 from shared.page_tokens import InvalidPageTokenError
-from shared.public_urls import check_public_url, split_s3_url
+from shared.public_urls import split_s3_url
 from shared.runpod.client import Job, RunpodClient, RunpodConnector
 from shared.runpod.errors import (
     RunpodAuthError,
@@ -58,121 +60,7 @@ INVOKE_ROUTES = frozenset({"get_deployment", "run_job", "runsync_job", "get_job"
 WAIT_MS_DEFAULT = 90_000
 WAIT_MS_MIN, WAIT_MS_MAX = 1_000, 300_000
 DEFAULT_PAGE, MAX_PAGE = 20, 100
-USAGE_DEFAULT_DAYS = 30
-USAGE_MAX_DAYS = 366
 RUNPOD_KEEPS_RESULTS = timedelta(minutes=30)  # how long Runpod answers a /run job's result
-
-
-# --- API models ---------------------------------------------------------------------------------------------------
-
-
-class RunRequest(BaseModel):
-    """Body of ``POST /v1/deployments/{id}/run`` and ``/runsync``: the job input (the worker's ``GenerateInput``)
-    and where to announce the job's end."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    input: dict[str, Any] = Field(description="the job input, validated with the worker's own input model")
-    webhook_url: Annotated[str, Field(max_length=2048)] | None = Field(
-        None,
-        description="gets one signed delivery (job.completed, job.failed, job.timed_out or job.cancelled) when the "
-        "job ends, with the tenant's webhook secret; https, public addresses only",
-    )
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        allow = bool((info.context or {}).get("allow_http_loopback", False))
-        return check_public_url(value, allow_http_loopback=allow, field="webhook_url")
-
-
-class JobMetrics(BaseModel):
-    delay_ms: int | None = None
-    execution_ms: int | None = None
-    estimated_cost_usd: float | None = None
-    pool: str | None = None
-
-
-class JobAccepted(BaseModel):
-    """A job that runs on: poll ``status_url``."""
-
-    job_id: str
-    status: str
-    status_url: str
-
-
-class JobResult(BaseModel):
-    """A job that ended within a runsync's wait."""
-
-    job_id: str
-    status: str
-    output: Any = None
-    error: str | None = None
-    metrics: JobMetrics
-    status_url: str
-
-
-class JobList(BaseModel):
-    jobs: list[JobView]
-    next_page_token: str | None = None
-
-
-class InvokeKeyCreated(BaseModel):
-    """The new key: ``key`` is shown this once."""
-
-    key_id: str
-    key: str
-    prefix: str
-    deployment_id: str
-    created_at: datetime
-
-
-class InvokeKeyList(BaseModel):
-    keys: list[InvokeKey]
-
-
-class DeploymentUsage(BaseModel):
-    deployment_id: str
-    usage: Usage
-
-
-class UsageReport(BaseModel):
-    """``GET /v1/usage``: the caller's counters per deployment and overall, over UTC days ``from_day``..``to_day``.
-    Costs are estimates (execution time x the pool's serverless price); Runpod's bill is the truth."""
-
-    from_day: date
-    to_day: date
-    deployments: list[DeploymentUsage]
-    total: Usage
-
-
-class GpuPoolView(BaseModel):
-    pool: str
-    vram_gb: int
-    tier: GpuTier
-    usd_per_second: float
-    usd_per_hour: float
-    available: bool | None = Field(description="from Runpod's catalog; null when unknown (the static table)")
-    gpu_type_ids: list[str]
-
-
-class GpuList(BaseModel):
-    pools: list[GpuPoolView]
-
-
-API_MODELS: tuple[type[BaseModel], ...] = (
-    RunRequest,
-    JobAccepted,
-    JobResult,
-    JobView,
-    JobList,
-    InvokeKeyCreated,
-    InvokeKeyList,
-    UsageReport,
-    GpuList,
-)
 
 
 # --- wiring -------------------------------------------------------------------------------------------------------
@@ -239,6 +127,10 @@ class JobRoutes:
     def __init__(self, deps: JobDeps) -> None:
         self._deps = deps
 
+    @property
+    def deps(self) -> JobDeps:
+        return self._deps
+
     def handlers(self) -> dict[str, Callable[..., Response]]:
         return {
             "runsync_job": self.runsync,
@@ -246,11 +138,6 @@ class JobRoutes:
             "get_job": self.get_job,
             "list_jobs": self.list_jobs,
             "cancel_job": self.cancel_job,
-            "create_invoke_key": self.create_key,
-            "list_invoke_keys": self.list_keys,
-            "revoke_invoke_key": self.revoke_key,
-            "usage": self.usage,
-            "gpus": self.gpus,
         }
 
     # --- auth ---------------------------------------------------------------------------------------------------
@@ -357,61 +244,6 @@ class JobRoutes:
         except InvalidPageTokenError as exc:
             raise ApiError(400, "invalid_page_token", "page_token was not issued by this API") from exc
         return json_response(JobList(jobs=[JobView.of(r) for r in records], next_page_token=token))
-
-    # --- invoke keys --------------------------------------------------------------------------------------------
-
-    def create_key(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
-        doc = owned_deployment(self._deps.store, caller, deployment_id)
-        if doc.status in (Status.DELETING, Status.DELETED):
-            raise ApiError(409, "deployment_not_ready", "the deployment is deleted", {"status": doc.status.value})
-        limit = self._deps.settings.max_invoke_keys_per_deployment
-        try:
-            stored, key = self._deps.invoke_keys.create(deployment_id, doc.owner, limit)
-        except TooManyInvokeKeysError as exc:
-            raise ApiError(409, "too_many_invoke_keys", f"a deployment may have at most {limit} invoke keys") from exc
-        created = InvokeKeyCreated(key=key, **stored.model_dump())
-        return json_response(created, 201, headers={"Cache-Control": "no-store"})
-
-    def list_keys(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
-        owned_deployment(self._deps.store, caller, deployment_id)
-        return json_response(InvokeKeyList(keys=self._deps.invoke_keys.list(deployment_id)))
-
-    def revoke_key(self, _request: Request, caller: Caller, deployment_id: str, key_id: str) -> Response:
-        owned_deployment(self._deps.store, caller, deployment_id)
-        if not self._deps.invoke_keys.revoke(deployment_id, key_id):
-            raise ApiError(404, "invoke_key_not_found", f"no invoke key {key_id!r} on this deployment")
-        return Response(status=204)
-
-    # --- usage and GPUs -----------------------------------------------------------------------------------------
-
-    def usage(self, request: Request, caller: Caller) -> Response:
-        first, last = _usage_period(request.args.get("from"), request.args.get("to"))
-        per_deployment = self._deps.jobs.usage_by_deployment(caller.tenant, first, last)
-        total = Usage()
-        for usage in per_deployment.values():
-            total = Usage.model_validate(
-                {name: getattr(total, name) + getattr(usage, name) for name in Usage.model_fields}
-            )
-        rows = [DeploymentUsage(deployment_id=d, usage=u) for d, u in sorted(per_deployment.items())]
-        return json_response(UsageReport(from_day=first, to_day=last, deployments=rows, total=total))
-
-    def gpus(self, _request: Request, caller: Caller) -> Response:
-        client = self._deps.runpod.client(caller.api_key)
-        with runpod_errors():
-            pools = self._deps.catalog.pools(client.gpu_catalog)
-        views = [
-            GpuPoolView(
-                pool=p.id,
-                vram_gb=p.vram_gb,
-                tier=p.tier,
-                usd_per_second=p.usd_per_second,
-                usd_per_hour=round(p.usd_per_second * 3600, 4),
-                available=p.available,
-                gpu_type_ids=list(p.gpu_type_ids),
-            )
-            for p in sorted(pools, key=lambda p: (p.vram_gb, p.usd_per_second, p.id))
-        ]
-        return json_response(GpuList(pools=views))
 
     # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -556,16 +388,3 @@ def _page_size(limit: str | None) -> int:
     if not re.fullmatch("[0-9]{1,3}", limit) or not 1 <= int(limit) <= MAX_PAGE:
         raise ApiError(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_PAGE}")
     return int(limit)
-
-
-def _usage_period(first: str | None, last: str | None) -> tuple[date, date]:
-    try:
-        to_day = date.fromisoformat(last) if last else datetime.now(UTC).date()
-        from_day = date.fromisoformat(first) if first else to_day - timedelta(days=USAGE_DEFAULT_DAYS - 1)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_period", "from and to must be dates (YYYY-MM-DD, UTC)") from exc
-    if from_day > to_day or (to_day - from_day).days >= USAGE_MAX_DAYS:
-        raise ApiError(
-            400, "invalid_period", f"from must not be after to, and the period must be at most {USAGE_MAX_DAYS} days"
-        )
-    return from_day, to_day

@@ -8,9 +8,10 @@ import pytest
 
 from shared.errors import ApiError
 from shared.job_input import GenerateInput
+from shared.jobs.account_routes import _usage_period
 from shared.jobs.invoke_keys import is_invoke_key, key_hash
 from shared.jobs.records import JOB_ID_PATTERN, InputSummary, output_facts
-from shared.jobs.routes import _page_size, _usage_period, _wait_ms, runpod_errors
+from shared.jobs.routes import _page_size, _wait_ms, runpod_errors
 from shared.page_tokens import decode_page_token
 from shared.runpod.errors import (
     RunpodAuthError,
