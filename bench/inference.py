@@ -66,12 +66,13 @@ def _ready_deployment(env: dict[str, str], runpod_url: str, api_key: str) -> tup
     os.environ.update(env)
     from google.cloud import firestore
 
+    from shared.creation import NewDeployment
     from shared.crypto import Sealer, tenant_id
     from shared.document import Deployment
     from shared.lifecycle import Status
     from shared.models import SealedCredentials
     from shared.runpod.client import EndpointSpec, GpuSelection, QueueDelayScaling, RunpodConnector, WorkerLimits
-    from shared.store import DeploymentStore, NewDeployment, utcnow
+    from shared.store import DeploymentStore, utcnow
 
     spec = EndpointSpec(
         name=f"visgate-bench-{uuid.uuid4().hex[:8]}",

@@ -8,21 +8,24 @@ POST is one commit and concurrent duplicates collide instead of doubling.
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.conditional import until_written
+from shared.creation import BeforeCreate, IdempotencyRecord, NewDeployment, TenantCounts
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, RetryableError
 from shared.lifecycle import Status
 from shared.page_tokens import decode_page_token, encode_page_token
+from shared.server_records import (
+    RATE_LIMITS,
+    ServerRecords,
+    utcnow,
+)
 
 DEPLOYMENTS = "deployments"
 # Deployment ids are uuid4().hex; the routes and page tokens accept nothing else.
@@ -33,77 +36,15 @@ SECRETS = "deployment_secrets"
 INVOKE_KEYS = "invoke_keys"
 INVOKE_KEY_COUNTS = "invoke_key_counts"
 IDEMPOTENCY = "idempotency_keys"
-RATE_LIMITS = "rate_limits"
-REQUEST_COUNTERS = "request_counters"
-KEY_VERDICTS = "key_verdicts"
-# The webhook-ids of the signed worker reports taken in the last tolerance window (replays are refused).
-SEEN_REPORTS = "seen_reports"
 TENANT_LIMITS = "tenant_limits"
 # A deployment holds its tenant's slot (and its workers_min) from its create until it first becomes one of these.
 RELEASING_STATUSES = frozenset({Status.FAILED, Status.DELETED})
 
 _BATCH_WRITES = 400  # under Firestore's 500 writes per commit
 PING_TIMEOUT_S = 3.0
-REQUEST_COUNTER_SHARDS = 8
-COUNTER_WRITE_TIMEOUT_S = 5.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class NewDeployment:
-    """Everything one POST writes, committed together."""
-
-    document: Deployment
-    sealed_credentials: bytes
-    callback_nonce: str
-    callback_secret_hash: str
-    idempotency_key: str | None = None
-    idempotency_record: dict[str, Any] | None = None
-    # The update_time of an expired record under the same key that this create replaces (TTL may not have run yet).
-    replaces_expired_record: datetime | None = None
-
-
-@dataclass(frozen=True)
-class KeyVerdict:
-    """Whether Runpod accepts a tenant's key, until ``expires_at`` (a Firestore TTL policy removes old ones)."""
-
-    valid: bool
-    expires_at: datetime
-    checked_at: datetime | None = None  # when Runpod gave it (None: a record from before it was kept)
-
-
-@dataclass(frozen=True)
-class IdempotencyRecord:
-    data: dict[str, Any]
-    update_time: datetime
-
-
-@dataclass(frozen=True)
-class TenantCounts:
-    """What a tenant holds now (``tenant_limits/{tenant}``): live deployments and the sum of their ``workers_min``.
-
-    ``update_time`` is the counter document's (None: it does not exist yet); a create commits only if the counter
-    did not change since it was read, so two parallel creates can never both pass a cap.
-    """
-
-    live: int = 0
-    workers_min: int = 0
-    update_time: datetime | None = None
-
-
-@dataclass(frozen=True)
-class BeforeCreate:
-    """What a create reads in one round trip before it decides."""
-
-    rate_count: int
-    record: IdempotencyRecord | None
-    tenant: TenantCounts
-
-
-class DeploymentStore:
+class DeploymentStore(ServerRecords):
     """Firestore access for deployments. Clients are built once per instance and passed in."""
 
     def __init__(self, client: firestore.Client, event_log_max_lines: int = 200) -> None:
@@ -390,49 +331,6 @@ class DeploymentStore:
                 batch.delete(ref)
             batch.commit()
 
-    def key_verdict(self, tenant: str) -> KeyVerdict | None:
-        """The remembered verdict on a tenant's key, unless it expired."""
-        snap = self._db.collection(KEY_VERDICTS).document(tenant).get()
-        data = snap.to_dict() if snap.exists else None
-        if not data or data["expires_at"] <= utcnow():
-            return None
-        return KeyVerdict(valid=bool(data["valid"]), expires_at=data["expires_at"], checked_at=data.get("checked_at"))
-
-    def record_key_verdict(self, tenant: str, verdict: KeyVerdict) -> None:
-        self._db.collection(KEY_VERDICTS).document(tenant).set(
-            {"valid": verdict.valid, "checked_at": verdict.checked_at or utcnow(), "expires_at": verdict.expires_at}
-        )
-
-    def count_in_window(self, key: str) -> int:
-        """The count of a counter document (0 when absent)."""
-        snap = self._db.collection(RATE_LIMITS).document(key).get()
-        return int((snap.to_dict() or {}).get("count", 0)) if snap.exists else 0
-
-    def increment_window(self, key: str, expires_at: datetime) -> int:
-        """Atomically add one to a counter document and return the new value (no transaction, no contention)."""
-        ref = self._db.collection(RATE_LIMITS).document(key)
-        result = ref.set({"count": firestore.Increment(1), "expires_at": expires_at}, merge=True)
-        return int(result.transform_results[0].integer_value)
-
-    def add_request_counts(self, counts: dict[str, int]) -> None:
-        """Fold request counts into one of the fixed shards (spread, so no one document takes every instance's writes).
-
-        No retries: a failed write is the caller's to keep and try again, and the exit-time flush must not hang.
-        """
-        if counts:
-            ref = self._db.collection(REQUEST_COUNTERS).document(f"shard-{random.randrange(REQUEST_COUNTER_SHARDS)}")
-            increments = {"counts": {k: firestore.Increment(v) for k, v in counts.items()}}
-            ref.set(increments, merge=True, retry=None, timeout=COUNTER_WRITE_TIMEOUT_S)
-
-    def request_counts(self) -> dict[str, int]:
-        """The request counters summed over the shards (one round trip)."""
-        refs = [self._db.collection(REQUEST_COUNTERS).document(f"shard-{n}") for n in range(REQUEST_COUNTER_SHARDS)]
-        totals: dict[str, int] = {}
-        for snap in self._db.get_all(refs):
-            for key, value in ((snap.to_dict() or {}).get("counts") or {}).items():
-                totals[key] = totals.get(key, 0) + int(value)
-        return totals
-
     # --- the sweep's queries (shared.deployments.sweep; indexes in firestore.indexes.json) -----------------------
 
     def sweep_candidates(
@@ -465,38 +363,6 @@ class DeploymentStore:
             if owner:
                 tenants.setdefault(str(owner), snap.id)
         return tenants
-
-    def remember_report(self, deployment_id: str, msg_id: str, expires_at: datetime) -> bool:
-        """Record a signed report's ``webhook-id`` for the deployment, if absent (a create: two copies arriving
-        together cannot both pass). Whether it was new."""
-        try:
-            self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).create(
-                {"deployment_id": deployment_id, "seen_at": utcnow(), "expires_at": expires_at}
-            )
-        except gexc.AlreadyExists:
-            return False
-        return True
-
-    def forget_report(self, deployment_id: str, msg_id: str) -> None:
-        """Drop a report's record again (its effect failed to apply: the worker's retry must be taken)."""
-        self._db.collection(SEEN_REPORTS).document(_report_key(deployment_id, msg_id)).delete()
-
-    def purge_expired(self, collection: str, now: datetime, limit: int) -> int:
-        """Delete up to ``limit`` records of ``collection`` whose ``expires_at`` passed (where no TTL policy runs:
-        the emulator, or before the policy's own sweep). Returns how many went."""
-        query = self._db.collection(collection).where(filter=firestore.FieldFilter("expires_at", "<", now))
-        snaps = list(query.limit(limit).stream())
-        for start in range(0, len(snaps), _BATCH_WRITES):
-            batch = self._db.batch()
-            for snap in snaps[start : start + _BATCH_WRITES]:
-                batch.delete(snap.reference)
-            batch.commit()
-        return len(snaps)
-
-
-def _report_key(deployment_id: str, msg_id: str) -> str:
-    """A document id for any signed id (which may hold '/' or be long): a hash of both."""
-    return hashlib.sha256(f"{deployment_id}\n{msg_id}".encode()).hexdigest()
 
 
 def _line_id(seq: int) -> str:

@@ -43,7 +43,8 @@ from shared.messages import DeploymentDeleteRequested, SweepItem
 from shared.models import DeleteReason
 from shared.runpod.client import JobCounts
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
-from shared.store import IDEMPOTENCY, KEY_VERDICTS, RATE_LIMITS, SEEN_REPORTS, utcnow
+from shared.server_records import KEY_VERDICTS, RATE_LIMITS, SEEN_REPORTS
+from shared.store import IDEMPOTENCY, utcnow
 from shared.topology import QUEUE_SWEEP, TOPIC_DEPLOYMENT_DELETE_REQUESTED, function
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ from shared.intake.auth import Caller
 from shared.intake.ratelimit import WINDOW_S, current_window
 from shared.runpod.client import RunpodConnector
 from shared.runpod.errors import RunpodAuthError
-from shared.store import DeploymentStore, KeyVerdict, utcnow
+from shared.server_records import KeyVerdict
+from shared.store import DeploymentStore, utcnow
 
 _MEMORY_LIMIT = 10_000
 

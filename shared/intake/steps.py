@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from shared.conditional import until_written
 from shared.config import IntakeSettings, Settings
+from shared.creation import IdempotencyRecord, NewDeployment, TenantCounts
 from shared.crypto import Sealer, secret_hash
 from shared.deployments.transitions import Transitions
 from shared.document import Deployment
@@ -34,7 +35,7 @@ from shared.models import (
 )
 from shared.page_tokens import InvalidPageTokenError
 from shared.pubsub import Publisher
-from shared.store import DeploymentStore, IdempotencyRecord, NewDeployment, TenantCounts, utcnow
+from shared.store import DeploymentStore, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED
 
 IDEMPOTENCY_TTL = timedelta(hours=24)

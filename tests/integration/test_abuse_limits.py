@@ -15,7 +15,8 @@ import pytest
 from google.cloud import firestore
 
 from shared.lifecycle import Status
-from shared.store import DEPLOYMENTS, TENANT_LIMITS, DeploymentStore, KeyVerdict, utcnow
+from shared.server_records import KeyVerdict
+from shared.store import DEPLOYMENTS, TENANT_LIMITS, DeploymentStore, utcnow
 from tests.integration.conftest import register_runpod_key
 
 pytestmark = pytest.mark.usefixtures("intake_env")

@@ -357,7 +357,8 @@ def test_the_scheduled_run_fans_out_through_cloud_tasks(c: Cost) -> None:
 
 
 def test_the_sweep_purges_expired_records(c: Cost) -> None:
-    from shared.store import IDEMPOTENCY, RATE_LIMITS, SEEN_REPORTS
+    from shared.server_records import RATE_LIMITS, SEEN_REPORTS
+    from shared.store import IDEMPOTENCY
 
     db = c.deps.store._db
     old = utcnow() - timedelta(minutes=1)

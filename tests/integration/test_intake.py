@@ -390,7 +390,7 @@ def _conforms(doc: dict[str, Any], method: str, path: str, resp: Any) -> None:
 
 def test_real_responses_conform_to_openapi(intake_client: Any, db: firestore.Client) -> None:
     from shared.intake.ratelimit import current_window
-    from shared.store import RATE_LIMITS
+    from shared.server_records import RATE_LIMITS
 
     doc = intake_client.get("/openapi.json").json
     metrics_token = os.environ["METRICS_TOKEN"]
@@ -681,7 +681,7 @@ class _SpyStore(DeploymentStore):
 
 def test_a_post_over_the_limit_writes_no_deployment(db: firestore.Client) -> None:
     from shared.intake.ratelimit import current_window
-    from shared.store import RATE_LIMITS
+    from shared.server_records import RATE_LIMITS
 
     clock = _fixed_clock()
     api_key = key()
@@ -786,7 +786,7 @@ def _runpod_requests(api_key: str) -> int:
 
 def test_a_key_runpod_refuses_gets_401_and_nothing_is_written(intake_client: Any, db: firestore.Client) -> None:
     from shared.crypto import tenant_id
-    from shared.store import RATE_LIMITS
+    from shared.server_records import RATE_LIMITS
 
     unknown = f"rp_unknown_{uuid.uuid4().hex}"
     address = {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 200}"}

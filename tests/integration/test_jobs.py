@@ -21,6 +21,7 @@ from flask import request as flask_request
 from google.cloud import firestore
 
 from shared.config import IntakeSettings, get_settings
+from shared.creation import NewDeployment
 from shared.crypto import Sealer, tenant_id
 from shared.intake.app import IntakeApi
 from shared.intake.keys import KeyVerifier
@@ -33,7 +34,7 @@ from shared.models import SealedCredentials
 from shared.runpod.client import (
     RunpodConnector,
 )
-from shared.store import DEPLOYMENTS, DeploymentStore, NewDeployment, utcnow
+from shared.store import DEPLOYMENTS, DeploymentStore, utcnow
 from shared.wiring import core
 from tests.support.jobs import PROMPT, auth, key, sim_requests, usage_of, write_ready
 

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from shared.creation import NewDeployment
 from shared.deployments.transitions import Transitions
 from shared.document import Deployment
 from shared.errors import DeploymentNotFoundError, IllegalTransitionError
 from shared.lifecycle import Status, can_transition
-from shared.store import DEPLOYMENTS, DeploymentStore, NewDeployment, utcnow
+from shared.store import DEPLOYMENTS, DeploymentStore, utcnow
 
 
 def new_deployment(store: DeploymentStore) -> str:

@@ -12,12 +12,13 @@ import pytest
 import requests
 from google.cloud import firestore
 
+from shared.creation import NewDeployment
 from shared.crypto import Sealer, tenant_id
 from shared.document import Deployment
 from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import EndpointSpec, GpuSelection, QueueDelayScaling, RunpodConnector, WorkerLimits
-from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.store import DeploymentStore, utcnow
 
 
 def register_runpod_key(runpod_url: str, api_key: str) -> str:

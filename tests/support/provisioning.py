@@ -29,13 +29,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
 from local.processes import free_port
+from shared.creation import NewDeployment
 from shared.crypto import Sealer, secret_hash, tenant_id
 from shared.document import Deployment
 from shared.intake.steps import _initial_document
 from shared.lifecycle import Status
 from shared.models import CreateDeploymentRequest, SealedCredentials
 from shared.signing import sign_headers
-from shared.store import DeploymentStore, NewDeployment, utcnow
+from shared.store import DeploymentStore, utcnow
 from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, function
 from tests.support.serving import Served
 
