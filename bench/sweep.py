@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     env = read_env_file(args.env_file)
     os.environ.update(env)
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.wiring import firestore_client, step_deps
 
     get_settings.cache_clear()
-    settings = get_settings(ProvisioningSettings)
+    settings = get_settings(BackgroundSettings)
     deps = step_deps(settings)
     db = firestore_client(settings)
     print("| deployments | due | run (scan + fan-out) s | scan s | fan-out s | all handled after s |")

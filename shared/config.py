@@ -252,9 +252,9 @@ class IntakeSettings(SealingSettings):
     )
 
 
-class ProvisioningSettings(SealingSettings):
-    """The provision, readiness, cleanup, webhooks, sweep and jobs functions: they open sealed credentials (or sealed
-    webhook secrets), nothing more secret."""
+class BackgroundSettings(SealingSettings):
+    """The functions that run in the background, on events and tasks (provision, readiness, cleanup, webhooks, sweep,
+    job-watch): they open sealed credentials (or sealed webhook secrets), nothing more secret."""
 
 
 class CallbackSettings(SealingSettings):
@@ -268,18 +268,18 @@ class CallbackSettings(SealingSettings):
 # Each function's settings class; its secret fields are exactly the ``secrets`` of its shared.topology entry.
 SETTINGS_BY_FUNCTION: dict[str, type[SealingSettings]] = {
     "intake": IntakeSettings,
-    "provision": ProvisioningSettings,
+    "provision": BackgroundSettings,
     "callback": CallbackSettings,
-    "readiness": ProvisioningSettings,
-    "cleanup": ProvisioningSettings,
-    "webhooks": ProvisioningSettings,  # it opens the tenants' sealed webhook secrets
-    "sweep": ProvisioningSettings,  # it opens the tenants' credentials to find orphaned endpoints
-    "job-watch": ProvisioningSettings,  # it opens the deployments' Runpod keys to follow their jobs
+    "readiness": BackgroundSettings,
+    "cleanup": BackgroundSettings,
+    "webhooks": BackgroundSettings,  # it opens the tenants' sealed webhook secrets
+    "sweep": BackgroundSettings,  # it opens the tenants' credentials to find orphaned endpoints
+    "job-watch": BackgroundSettings,  # it opens the deployments' Runpod keys to follow their jobs
 }
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     Settings,
     IntakeSettings,
-    ProvisioningSettings,
+    BackgroundSettings,
     CallbackSettings,
     SchedulerSettings,
 )

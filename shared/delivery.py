@@ -31,11 +31,11 @@ from shared import logging as slog
 from shared.envelopes import MalformedDeliveryError, PubSubDelivery, TaskDelivery, parse_pubsub, parse_task
 from shared.errors import PermanentError, RetryableError
 from shared.http import log_unexpected
-from shared.messages import _Message
+from shared.messages import Message
 
 logger = logging.getLogger(__name__)
 
-M = TypeVar("M", bound=_Message)
+M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 _CORRELATED = ("deployment_id", "job_id")
 
@@ -59,7 +59,7 @@ class Receiver(Generic[T]):
     then (a teardown is retried however late)."""
 
     name: str
-    model: type[_Message]
+    model: type[Message]
     step: Callable[[T], str]
     fail: Callable[[str, PermanentError], None] | None = None
     max_event_age_s: float | None = None

@@ -18,9 +18,9 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from shared.messages import _Message
+from shared.messages import Message
 
-M = TypeVar("M", bound=_Message)
+M = TypeVar("M", bound=Message)
 P = TypeVar("P")  # what a delivery carries: a message, or its raw data
 # RFC 3339 allows nanoseconds (Pub/Sub sends them); datetime takes at most microseconds.
 _EXTRA_DIGITS = re.compile(r"(\.\d{6})\d+")

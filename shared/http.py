@@ -17,10 +17,10 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from shared.errors import ApiError, RetryableError
-from shared.messages import _Message
+from shared.messages import Message
 
 logger = logging.getLogger(__name__)
-M = TypeVar("M", bound=_Message)
+M = TypeVar("M", bound=Message)
 
 # Failures that mean "try again shortly": Google API errors (the set the client libraries themselves retry, and
 # more), S3 transport errors, and our own RetryableError (Runpod unavailable, say).

@@ -11,20 +11,23 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 
-class _Message(BaseModel):
+class Message(BaseModel):
+    """A message on a topic or a queue (or a worker's report): one model per kind, evolving only by new optional
+    fields (``schema_version`` says which shape a producer wrote)."""
+
     model_config = ConfigDict(extra="ignore")  # additive evolution: newer producers may add fields
 
     schema_version: int = 1
 
 
-class DeploymentRequested(_Message):
+class DeploymentRequested(Message):
     """Topic ``deployment-requested``: provision this deployment."""
 
     deployment_id: str
     requested_at: datetime
 
 
-class DeploymentDeleteRequested(_Message):
+class DeploymentDeleteRequested(Message):
     """Topic ``deployment-delete-requested``: tear this deployment down."""
 
     deployment_id: str
@@ -32,7 +35,7 @@ class DeploymentDeleteRequested(_Message):
     reason: Literal["user", "ttl", "idle", "failed", "orphan"] = "user"
 
 
-class SweepItem(_Message):
+class SweepItem(Message):
     """Queue ``sweep``: one deployment (or, for ``orphans``, one tenant through one of its deployments) that the
     scheduled sweep found due."""
 
@@ -41,7 +44,7 @@ class SweepItem(_Message):
     run_at: datetime
 
 
-class ReadinessCheck(_Message):
+class ReadinessCheck(Message):
     """Queue ``readiness``: look at the endpoint of a silent worker; ``generation`` names the start it watches."""
 
     deployment_id: str
@@ -49,7 +52,7 @@ class ReadinessCheck(_Message):
     generation: int = 0
 
 
-class JobCheck(_Message):
+class JobCheck(Message):
     """Queue ``job-watch``: look at one inference job its answer did not see end (check ``check``, 0-based)."""
 
     deployment_id: str
@@ -74,7 +77,7 @@ class PhaseTimings(BaseModel):
     settings: dict[str, Any] | None = None
 
 
-class PhaseReport(_Message):
+class PhaseReport(Message):
     """A worker's phase report to the callback function (``POST $VISGATE_CALLBACK_URL``); see docs/contracts.md.
 
     The worker builds its reports from this model too (worker/reporter.py; the image bakes this module), so the two

@@ -7,7 +7,7 @@ from __future__ import annotations
 import google.cloud.pubsub_v1 as pubsub_v1  # noqa: PLR0402
 
 from shared.errors import RetryableError
-from shared.messages import _Message
+from shared.messages import Message
 
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -28,7 +28,7 @@ class Publisher:
     def topic_path(self, topic: str) -> str:
         return self._client.topic_path(self._project, topic)
 
-    def publish(self, topic: str, message: _Message, **attributes: str) -> str:
+    def publish(self, topic: str, message: Message, **attributes: str) -> str:
         """Publish and wait for the server's id; failures are retryable."""
         data = message.model_dump_json().encode()
         try:

@@ -13,7 +13,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.protobuf import timestamp_pb2
 
 from shared.errors import RetryableError
-from shared.messages import _Message
+from shared.messages import Message
 from shared.topology import function_url
 
 
@@ -52,7 +52,7 @@ class TaskScheduler:
         (``<base>/job-watch``), never the bare base URL, which a 2nd gen function refuses with 401."""
         return function_url(self._base, function_path.strip("/").split("/", 1)[0])
 
-    def schedule(self, queue: str, function_path: str, message: _Message, name: str, delay_s: float) -> bool:
+    def schedule(self, queue: str, function_path: str, message: Message, name: str, delay_s: float) -> bool:
         """Create task ``name`` to POST ``message`` to the function after ``delay_s``.
 
         Returns False when a task with that name exists already (Cloud Tasks deduplicates by name), True when created.

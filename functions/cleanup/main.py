@@ -4,7 +4,7 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import logging as slog
-from shared.config import ProvisioningSettings, get_settings
+from shared.config import BackgroundSettings, get_settings
 from shared.delivery import Receiver, receive_event
 from shared.deployments.cleanup import cleanup as cleanup_step
 from shared.deployments.teardown import deployment_failer
@@ -12,7 +12,7 @@ from shared.messages import DeploymentDeleteRequested
 from shared.wiring import step_deps
 
 slog.configure()
-_deps = step_deps(get_settings(ProvisioningSettings))
+_deps = step_deps(get_settings(BackgroundSettings))
 _receiver = Receiver[DeploymentDeleteRequested](
     "cleanup",
     DeploymentDeleteRequested,

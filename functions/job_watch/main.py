@@ -5,7 +5,7 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.config import ProvisioningSettings, get_settings
+from shared.config import BackgroundSettings, get_settings
 from shared.delivery import Receiver, answer_task
 from shared.envelopes import TaskDelivery
 from shared.http import answer_unrouted_in_error_shape
@@ -15,7 +15,7 @@ from shared.wiring import job_watch_deps
 
 slog.configure()
 answer_unrouted_in_error_shape()
-_deps = job_watch_deps(get_settings(ProvisioningSettings))
+_deps = job_watch_deps(get_settings(BackgroundSettings))
 _receiver = Receiver[TaskDelivery[JobCheck]]("watch_job", JobCheck, lambda task: watch_job(task, _deps))
 
 

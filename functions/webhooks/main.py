@@ -4,12 +4,12 @@ import functions_framework
 from flask import Request, Response
 
 from shared import logging as slog
-from shared.config import ProvisioningSettings, get_settings
+from shared.config import BackgroundSettings, get_settings
 from shared.webhooks.entry import Entry
 from shared.webhooks.wiring import webhook_deps
 
 slog.configure()
-_entry = Entry(webhook_deps(get_settings(ProvisioningSettings)))
+_entry = Entry(webhook_deps(get_settings(BackgroundSettings)))
 
 
 @functions_framework.http

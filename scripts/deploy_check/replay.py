@@ -117,7 +117,7 @@ class Request:
     method: str = "POST"
 
 
-def _task(message: messages._Message, queue: str) -> tuple[bytes, dict[str, str]]:
+def _task(message: messages.Message, queue: str) -> tuple[bytes, dict[str, str]]:
     headers = {
         "Content-Type": "application/json",
         "X-CloudTasks-QueueName": queue,
@@ -129,7 +129,7 @@ def _task(message: messages._Message, queue: str) -> tuple[bytes, dict[str, str]
     return message.model_dump_json().encode(), headers
 
 
-def _eventarc(message: messages._Message, project: str, topic: str) -> tuple[bytes, dict[str, str]]:
+def _eventarc(message: messages.Message, project: str, topic: str) -> tuple[bytes, dict[str, str]]:
     """A Pub/Sub message as Eventarc delivers it: a binary-mode CloudEvent whose data is the push envelope."""
     message_id = str(uuid.uuid4().int)[:16]
     published = datetime.now(UTC).isoformat().replace("+00:00", "Z")

@@ -45,7 +45,6 @@ from shared.store import utcnow
 logger = logging.getLogger(__name__)
 
 DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-# What a worker may fail with; anything else it sends counts as a failed model load.
 # Where a worker may be starting: the first ones during provisioning, later ones when a ready endpoint scales out.
 _GRANT_STATUSES = {Status.CREATING_ENDPOINT, Status.DOWNLOADING_MODEL, Status.LOADING_MODEL, Status.READY}
 

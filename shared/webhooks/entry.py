@@ -11,7 +11,7 @@ from flask import Request, Response
 from shared.delivery import Receiver, answer_event, answer_task
 from shared.deployments.events import NotALifecycleEventError, ReceivedEvent, parse_message
 from shared.envelopes import MalformedDeliveryError, PubSubDelivery, TaskDelivery, pubsub_data
-from shared.messages import _Message
+from shared.messages import Message
 from shared.webhooks.steps import WebhookAttempt, WebhookDeps, deliver, dispatch_event
 
 
@@ -31,7 +31,7 @@ class Entry:
     def __init__(self, deps: WebhookDeps) -> None:
         self._events = Receiver[ReceivedEvent](
             "dispatch_event",
-            _Message,
+            Message,
             lambda event: dispatch_event(event, deps),
             max_event_age_s=deps.settings.max_event_age_s,
             parse_event=lifecycle_event,

@@ -22,7 +22,7 @@ from shared.config import SealingSettings, delays_s
 from shared.deployments.events import BUDGET_EXHAUSTED, BUDGET_WARNING, ReceivedEvent
 from shared.envelopes import TaskDelivery
 from shared.http_safe import RefusedTargetError, Resolver, SendResult, check_target, post, system_resolver
-from shared.messages import _Message
+from shared.messages import Message
 from shared.signing import HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, signature
 from shared.store import DeploymentStore, utcnow
 from shared.tasks import TaskScheduler
@@ -47,7 +47,7 @@ _CLAIM_GRACE_S = 50.0
 _COPIED = ("deployment_id", "job_id", "owner", "event_id", "event_type", "webhook_id", "url", "body")
 
 
-class WebhookAttempt(_Message):
+class WebhookAttempt(Message):
     """Queue ``webhook-delivery``: attempt ``attempt`` (0-based) of one delivery."""
 
     delivery_id: str

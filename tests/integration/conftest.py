@@ -64,7 +64,7 @@ def intake_env(
     os.environ.setdefault("SEALING_KEY", base64.b64encode(os.urandom(32)).decode())
     os.environ.setdefault("METRICS_TOKEN", base64.b64encode(os.urandom(24)).decode())
     os.environ.setdefault("ALLOW_HTTP_LOOPBACK_WEBHOOKS", "true")
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
 
     get_settings.cache_clear()
     publisher = pubsub_v1.PublisherClient()
@@ -74,7 +74,7 @@ def intake_env(
             publisher.create_topic(name=publisher.topic_path(project, topic))
         except gexc.AlreadyExists:
             pass
-    bootstrap.create_queues(topology, project, get_settings(ProvisioningSettings).region, tasks_emulator)
+    bootstrap.create_queues(topology, project, get_settings(BackgroundSettings).region, tasks_emulator)
     yield
     from shared.intake.metrics import flush_all
 

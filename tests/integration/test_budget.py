@@ -15,7 +15,7 @@ import pytest
 import requests
 from google.cloud import firestore, pubsub_v1
 
-from shared.config import ProvisioningSettings, get_settings
+from shared.config import BackgroundSettings, get_settings
 from shared.deployments.events import parse_message
 from shared.models import Usage
 from shared.store import DEPLOYMENTS
@@ -163,7 +163,7 @@ def test_budget_events_become_webhook_deliveries_whatever_webhook_events_says(
         == 200
     )
     (message,) = eventually(lambda: [m for m in events.of(dep) if m.attributes["ce-type"].endswith("budget_warning")])
-    deps = webhook_deps(get_settings(ProvisioningSettings))
+    deps = webhook_deps(get_settings(BackgroundSettings))
 
     outcome = dispatch_event(parse_message(dict(message.attributes), message.data), deps)
 

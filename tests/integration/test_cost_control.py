@@ -66,7 +66,7 @@ def cost(
     runpod_simulator: str,
 ) -> Iterator[Cost]:
     from local.functions_host import create_host_app
-    from shared.config import IntakeSettings, ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, IntakeSettings, get_settings
     from shared.wiring import step_deps
     from simulators.hub.app import create_app as create_hub
 
@@ -81,7 +81,7 @@ def cost(
         }.items():
             patch.setenv(key, value)
         get_settings.cache_clear()
-        settings = get_settings(ProvisioningSettings)
+        settings = get_settings(BackgroundSettings)
         _ensure_queues(settings.google_cloud_project, settings.region, tasks_emulator)
         wanted = [function(name) for name in ("provision", "callback", "readiness", "cleanup", "sweep")]
         host = Served(create_host_app(wanted, REPO / "functions", settings.google_cloud_project), port)

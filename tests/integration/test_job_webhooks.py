@@ -228,7 +228,7 @@ def test_an_end_recorded_without_its_webhook_is_announced_by_the_next_check(
 ) -> None:
     """An observer that stopped between recording the end and making the delivery (a crash): the job's next check
     finds it final and makes the delivery, the output asked of Runpod again."""
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.wiring import firestore_client, job_ends
     from shared.wiring import task_scheduler as tasks_of
     from tests.integration.conftest import functions_base_url
@@ -241,7 +241,7 @@ def test_an_end_recorded_without_its_webhook_is_announced_by_the_next_check(
     assert job.final
     summary = InputSummary(prompt_chars=len(PROMPT["prompt"]))
     with functions_base_url(job_functions):
-        settings = get_settings(ProvisioningSettings)
+        settings = get_settings(BackgroundSettings)
         ends = job_ends(settings, firestore_client(settings), tasks_of(settings))
     record = ends.jobs.record_submitted(dep, doc.owner, job, summary, JobPricing(), webhook_url=receiver.url)
     assert record.final and receiver.calls == []  # the end is recorded; nothing announced it

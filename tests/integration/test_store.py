@@ -48,10 +48,10 @@ def store(db: firestore.Client) -> DeploymentStore:
 
 @pytest.fixture
 def transitions(store: DeploymentStore) -> Transitions:
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.wiring import core
 
-    _, _, publisher, _, _ = core(get_settings(ProvisioningSettings))
+    _, _, publisher, _, _ = core(get_settings(BackgroundSettings))
     return Transitions(store, publisher)
 
 

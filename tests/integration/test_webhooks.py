@@ -59,7 +59,7 @@ class Hooks:
 @pytest.fixture(scope="module")
 def hooks(intake_env: None, tasks_emulator: str) -> Iterator[Hooks]:
     """The webhooks function in this process, tasks coming back to it through the emulator; an intake beside it."""
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
 
     port = processes.free_port()
     base = f"http://127.0.0.1:{port}"
@@ -76,7 +76,7 @@ def hooks(intake_env: None, tasks_emulator: str) -> Iterator[Hooks]:
         for key, value in env.items():
             patch.setenv(key, value)
         get_settings.cache_clear()
-        bootstrap.create_queues(topology, project, get_settings(ProvisioningSettings).region, tasks_emulator)
+        bootstrap.create_queues(topology, project, get_settings(BackgroundSettings).region, tasks_emulator)
         app = create_host_app([topology.function("webhooks")], REPO / "functions", project)
         server = make_server("127.0.0.1", port, app, threaded=True)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -287,7 +287,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
     hooks: Hooks, receiver: Receiver, address: str
 ) -> None:
     """``rebind.example.com`` passes the intake check (a DNS name) but resolves to a private address when sent."""
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.webhooks.wiring import webhook_deps
 
     _, tenant, _ = account()
@@ -307,7 +307,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
             "redelivery_of": None,
         }
     )
-    deps = webhook_deps(get_settings(ProvisioningSettings))
+    deps = webhook_deps(get_settings(BackgroundSettings))
     deps = type(deps)(**{**deps.__dict__, "resolver": lambda host, port: [address]})
     task = TaskDelivery(WebhookAttempt(delivery_id=delivery_id, deployment_id=doc["deployment_id"]), "t", 0, "q")
     assert "failed" in deliver(task, deps)
@@ -336,7 +336,7 @@ def test_a_stored_url_that_cannot_be_sent_is_a_failed_attempt_not_a_crash(
     hooks: Hooks, receiver: Receiver, url: str
 ) -> None:
     """A URL stored before the port check (or by any other path) is recorded as a refused attempt: no 500 loop."""
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.webhooks.wiring import webhook_deps
 
     _, tenant, _ = account()
@@ -355,7 +355,7 @@ def test_a_stored_url_that_cannot_be_sent_is_a_failed_attempt_not_a_crash(
             "redelivery_of": None,
         }
     )
-    deps = webhook_deps(get_settings(ProvisioningSettings))
+    deps = webhook_deps(get_settings(BackgroundSettings))
     task = TaskDelivery(WebhookAttempt(delivery_id=delivery_id, deployment_id=doc["deployment_id"]), "t", 0, "q")
     assert "failed" in deliver(task, deps)
     record = hooks.db.collection(WEBHOOK_DELIVERIES).document(delivery_id).get().to_dict()
@@ -450,7 +450,7 @@ def test_stream_sends_a_heartbeat_and_resumes_after_last_event_id(
 
 
 def test_an_attempt_that_fails_before_sending_is_given_back_for_the_retry(hooks: Hooks, receiver: Receiver) -> None:
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
     from shared.errors import RetryableError
     from shared.webhooks.wiring import webhook_deps
 
@@ -462,7 +462,7 @@ def test_an_attempt_that_fails_before_sending_is_given_back_for_the_retry(hooks:
          "event_type": "deployment.ready", "webhook_id": "msg_y", "url": receiver.url, "body": "{}",
          "redelivery_of": None}
     )  # fmt: skip
-    deps = webhook_deps(get_settings(ProvisioningSettings))
+    deps = webhook_deps(get_settings(BackgroundSettings))
     task = TaskDelivery(WebhookAttempt(delivery_id=delivery_id, deployment_id=doc["deployment_id"]), "t", 0, "q")
     real = deps.secrets.get_or_create
 

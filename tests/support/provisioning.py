@@ -350,9 +350,9 @@ def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def _settings() -> Any:
-    from shared.config import ProvisioningSettings, get_settings
+    from shared.config import BackgroundSettings, get_settings
 
-    return get_settings(ProvisioningSettings)
+    return get_settings(BackgroundSettings)
 
 
 def _raw_push(

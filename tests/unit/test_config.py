@@ -15,9 +15,9 @@ from shared import topology
 from shared.config import (
     SECRET_FIELDS,
     SETTINGS_BY_FUNCTION,
+    BackgroundSettings,
     CallbackSettings,
     IntakeSettings,
-    ProvisioningSettings,
     Settings,
     secret_fields,
     secret_id_of,
@@ -66,7 +66,7 @@ def test_each_function_s_settings_declare_exactly_its_topology_secrets() -> None
         fields = secret_fields(SETTINGS_BY_FUNCTION[fn.name])
         assert sorted(secret_id_of(field) for field in fields) == sorted(fn.secrets), fn.name
     assert secret_fields(Settings) == ()
-    assert secret_fields(ProvisioningSettings) == ("sealing_key",)
+    assert secret_fields(BackgroundSettings) == ("sealing_key",)
 
 
 def test_each_function_builds_the_settings_class_its_entry_names() -> None:
@@ -78,7 +78,7 @@ def test_each_function_builds_the_settings_class_its_entry_names() -> None:
 def test_a_function_not_needing_a_secret_ignores_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANT_PEPPER", "pepper-value")
     monkeypatch.setenv("MODEL_CACHE_AWS_SECRET_ACCESS_KEY", "aws-secret-value")
-    settings = ProvisioningSettings(sealing_key=KEY)
+    settings = BackgroundSettings(sealing_key=KEY)
     assert not hasattr(settings, "tenant_pepper")
     assert not hasattr(settings, "model_cache_aws_secret_access_key")
 
