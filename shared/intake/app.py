@@ -11,13 +11,14 @@ from flask import Request, Response
 from google.cloud import firestore
 from pydantic import ValidationError
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import BaseConverter, Map, Rule
+from werkzeug.routing import BaseConverter
 
 from shared import logging as slog
 from shared.document import Deployment
 from shared.errors import ApiError
 from shared.http import error_response, failure_error, json_response, read_json_body, request_id, validation_error
-from shared.intake import steps
+from shared.intake import api_routes, steps
+from shared.intake.api_routes import PROMETHEUS_CONTENT_TYPE
 from shared.intake.auth import Caller, authenticate
 from shared.intake.keys import client_address
 from shared.intake.lifecycle_routes import LifecycleRoutes
@@ -28,10 +29,10 @@ from shared.intake.metrics import (
     TimedCache,
     check_metrics_token,
 )
-from shared.intake.notify import RULES as NOTIFY_RULES
 from shared.intake.notify import NotifyRoutes
-from shared.intake.openapi import PROMETHEUS_CONTENT_TYPE, openapi_document
+from shared.intake.openapi import openapi_document
 from shared.intake.ratelimit import check_rate_limit, count_request, current_window
+from shared.intake.route_table import url_map
 from shared.intake.stream import deployment_events
 from shared.jobs.account_routes import AccountRoutes
 from shared.jobs.invoke_keys import KEY_ID_PATTERN, is_invoke_key
@@ -57,36 +58,7 @@ class KeyIdConverter(BaseConverter):
     regex = KEY_ID_PATTERN
 
 
-ROUTES = Map(
-    [
-        Rule("/v1/deployments", methods=["POST"], endpoint="create_deployment"),
-        Rule("/v1/deployments", methods=["GET"], endpoint="list_deployments"),
-        Rule("/v1/deployments/<id:deployment_id>", methods=["GET"], endpoint="get_deployment"),
-        Rule("/v1/deployments/<id:deployment_id>", methods=["DELETE"], endpoint="delete_deployment"),
-        Rule("/v1/deployments/<id:deployment_id>", methods=["PATCH"], endpoint="update_deployment"),
-        Rule("/v1/deployments/<id:deployment_id>/stream", methods=["GET"], endpoint="stream_deployment"),
-        Rule("/v1/deployments/<id:deployment_id>/logs", methods=["GET"], endpoint="deployment_logs"),
-        *NOTIFY_RULES,
-        Rule("/v1/deployments/<id:deployment_id>/stop", methods=["POST"], endpoint="stop_deployment"),
-        Rule("/v1/deployments/<id:deployment_id>/start", methods=["POST"], endpoint="start_deployment"),
-        # Inference (shared.jobs.routes)
-        Rule("/v1/deployments/<id:deployment_id>/runsync", methods=["POST"], endpoint="runsync_job"),
-        Rule("/v1/deployments/<id:deployment_id>/run", methods=["POST"], endpoint="run_job"),
-        Rule("/v1/deployments/<id:deployment_id>/jobs", methods=["GET"], endpoint="list_jobs"),
-        Rule("/v1/deployments/<id:deployment_id>/jobs/<job:job_id>", methods=["GET"], endpoint="get_job"),
-        Rule("/v1/deployments/<id:deployment_id>/jobs/<job:job_id>/cancel", methods=["POST"], endpoint="cancel_job"),
-        Rule("/v1/deployments/<id:deployment_id>/keys", methods=["POST"], endpoint="create_invoke_key"),
-        Rule("/v1/deployments/<id:deployment_id>/keys", methods=["GET"], endpoint="list_invoke_keys"),
-        Rule("/v1/deployments/<id:deployment_id>/keys/<key:key_id>", methods=["DELETE"], endpoint="revoke_invoke_key"),
-        Rule("/v1/usage", methods=["GET"], endpoint="usage"),
-        Rule("/v1/gpus", methods=["GET"], endpoint="gpus"),
-        Rule("/health", methods=["GET"], endpoint="health"),
-        Rule("/metrics", methods=["GET"], endpoint="metrics"),
-        Rule("/openapi.json", methods=["GET"], endpoint="openapi"),
-    ],
-    strict_slashes=False,
-    converters={"id": DeploymentIdConverter, "job": JobIdConverter, "key": KeyIdConverter},
-)
+ROUTES = url_map(api_routes.ROUTES, {"id": DeploymentIdConverter, "job": JobIdConverter, "key": KeyIdConverter})
 STREAM_MAX_SECONDS = 300.0
 # The routes that ask Runpod about the caller's key again when its verdict is older than KEY_REVERIFY_SENSITIVE_S.
 SENSITIVE_ROUTES = frozenset({"create_deployment", "create_invoke_key", "client_token", "rotate_webhook_secret"})

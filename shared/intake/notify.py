@@ -15,7 +15,6 @@ from typing import Any, Literal
 from flask import Request, Response
 from google.cloud import firestore
 from pydantic import BaseModel
-from werkzeug.routing import Rule
 
 from shared.errors import ApiError
 from shared.http import json_response
@@ -29,18 +28,6 @@ from shared.webhooks.wiring import webhook_secrets
 from shared.wiring import task_scheduler
 
 _DELIVERY_ID = re.compile(r"^dlv_[0-9a-f]{32}$")
-
-RULES = [
-    Rule("/v1/webhook-secret", methods=["GET"], endpoint="get_webhook_secret"),
-    Rule("/v1/webhook-secret/rotate", methods=["POST"], endpoint="rotate_webhook_secret"),
-    Rule("/v1/client-token", methods=["POST"], endpoint="client_token"),
-    Rule("/v1/deployments/<id:deployment_id>/deliveries", methods=["GET"], endpoint="list_deliveries"),
-    Rule(
-        "/v1/deployments/<id:deployment_id>/deliveries/<delivery_id>/redeliver",
-        methods=["POST"],
-        endpoint="redeliver",
-    ),
-]
 
 
 class WebhookSecretResponse(BaseModel):
@@ -171,56 +158,3 @@ class NotifyRoutes:
         if fresh is None:
             raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r} of this deployment")
         return json_response(delivery_view(fresh), 202)
-
-
-def openapi_paths(
-    json_: Callable[[type, str], dict[str, Any]],
-    errors: Callable[..., dict[str, Any]],
-    id_param: dict[str, Any],
-    authed: tuple[int, ...],
-) -> dict[str, Any]:
-    """The OpenAPI paths of :data:`RULES` (shared/intake/openapi.py merges them into the document)."""
-    delivery_param = {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    return {
-        "/v1/webhook-secret": {
-            "get": {
-                "operationId": "get_webhook_secret",
-                "description": "The tenant's webhook signing secret (created on first call, sealed at rest).",
-                "responses": {"200": json_(WebhookSecretResponse, "the current secret"), **errors(*authed)},
-            }
-        },
-        "/v1/webhook-secret/rotate": {
-            "post": {
-                "operationId": "rotate_webhook_secret",
-                "description": "A new secret; for 24 h both sign (two signatures in webhook-signature).",
-                "responses": {"200": json_(RotatedWebhookSecretResponse, "the new secret"), **errors(*authed)},
-            }
-        },
-        "/v1/client-token": {
-            "post": {
-                "operationId": "client_token",
-                "description": "A Firebase Authentication custom token (claim tenant) to listen to Firestore.",
-                "responses": {"200": json_(ClientTokenResponse, "the custom token"), **errors(*authed)},
-            }
-        },
-        "/v1/deployments/{deployment_id}/deliveries": {
-            "get": {
-                "operationId": "list_deliveries",
-                "parameters": [id_param],
-                "responses": {
-                    "200": json_(DeliveryList, "the deployment's webhook deliveries, every attempt recorded"),
-                    **errors(404, *authed),
-                },
-            }
-        },
-        "/v1/deployments/{deployment_id}/deliveries/{delivery_id}/redeliver": {
-            "post": {
-                "operationId": "redeliver",
-                "parameters": [id_param, delivery_param],
-                "responses": {
-                    "202": json_(DeliveryView, "a fresh delivery of the same event (same webhook-id)"),
-                    **errors(404, *authed),
-                },
-            }
-        },
-    }

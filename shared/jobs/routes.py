@@ -33,13 +33,24 @@ from shared.document import Deployment
 from shared.errors import ApiError
 from shared.gpu import GpuCatalog
 from shared.http import json_response, read_json_body, validation_error
+from shared.intake.api_routes import ROUTES
 from shared.intake.auth import Caller, invoke_key_refused
+from shared.intake.route_table import Callers, endpoints_for
 from shared.intake.steps import owned_deployment
 from shared.job_input import GenerateInput, task_problems
 from shared.jobs.ends import JobEnds
 from shared.jobs.invoke_keys import InvokeKeyStore
 from shared.jobs.records import InputSummary, JobPricing, JobRecord, JobStore, JobView
-from shared.jobs.schemas import JobAccepted, JobList, JobMetrics, JobResult, RunRequest
+from shared.jobs.schemas import (
+    WAIT_MS_DEFAULT,
+    WAIT_MS_MAX,
+    WAIT_MS_MIN,
+    JobAccepted,
+    JobList,
+    JobMetrics,
+    JobResult,
+    RunRequest,
+)
 from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.page_tokens import InvalidPageTokenError
@@ -56,9 +67,7 @@ from shared.store import DeploymentStore, utcnow
 from shared.wiring import job_ends, runpod_connector, task_scheduler
 
 # The routes an invoke key opens, each for its own deployment only.
-INVOKE_ROUTES = frozenset({"get_deployment", "run_job", "runsync_job", "get_job", "list_jobs", "cancel_job"})
-WAIT_MS_DEFAULT = 90_000
-WAIT_MS_MIN, WAIT_MS_MAX = 1_000, 300_000
+INVOKE_ROUTES = endpoints_for(ROUTES, Callers.INVOKE)
 DEFAULT_PAGE, MAX_PAGE = 20, 100
 RUNPOD_KEEPS_RESULTS = timedelta(minutes=30)  # how long Runpod answers a /run job's result
 

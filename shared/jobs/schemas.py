@@ -13,6 +13,9 @@ from shared.jobs.records import JobView
 from shared.models import Usage
 from shared.public_urls import check_public_url
 
+WAIT_MS_DEFAULT = 90_000
+WAIT_MS_MIN, WAIT_MS_MAX = 1_000, 300_000
+
 
 class RunRequest(BaseModel):
     """Body of ``POST /v1/deployments/{id}/run`` and ``/runsync``: the job input (the worker's ``GenerateInput``)
