@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +16,7 @@ from local.stack import DEMO_MODEL
 from shared.config import Settings
 from tests.integration.conftest import register_runpod_key
 from tests.support.stack import RunningStack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +30,14 @@ def fresh_key(stack: RunningStack) -> str:
 
 def _settled(api: str, headers: dict[str, str], deployment_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
     """The deployment's view once it is ready or failed (polled once a second: well inside the rate limit)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        view: dict[str, Any] = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()
-        if view.get("status") in ("ready", "failed") or time.monotonic() > deadline:
-            return view
-        time.sleep(1.0)
+    seen: list[dict[str, Any]] = [{}]
+
+    def settled() -> dict[str, Any] | None:
+        seen[0] = requests.get(f"{api}/v1/deployments/{deployment_id}", headers=headers, timeout=10).json()
+        return seen[0] if seen[0].get("status") in ("ready", "failed") else None
+
+    view: dict[str, Any] = eventually(settled, timeout_s, interval_s=1.0, what=lambda: f"not settled: {seen[0]}")
+    return view
 
 
 def test_jobs_invoke_keys_and_usage_through_the_api_with_the_real_worker(local_stack: RunningStack) -> None:
@@ -63,13 +65,15 @@ def test_jobs_invoke_keys_and_usage_through_the_api_with_the_real_worker(local_s
 
         queued = requests.post(f"{base}/run", json={"input": {**JOB, "seed": 6}}, headers=app, timeout=30)
         assert queued.status_code == 202, queued.text
-        job: dict[str, Any] = {}
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            job = requests.get(queued.json()["status_url"], headers=app, timeout=30).json()
-            if job["status"] in ("COMPLETED", "FAILED"):
-                break
-            time.sleep(0.5)
+        status_url = queued.json()["status_url"]
+        job: dict[str, Any] = eventually(
+            lambda: (
+                (j := requests.get(status_url, headers=app, timeout=30).json())["status"] in ("COMPLETED", "FAILED")
+                and j
+            ),
+            120,
+            interval_s=0.5,
+        )
         assert job["status"] == "COMPLETED", job
         assert job["images"] == 1 and job["output"]["images"][0]["seed"] == 6
 

@@ -27,6 +27,7 @@ from tests.support.jobs import ready, register_runpod_key  # noqa: F401
 # The provisioning harness's fixtures (models_root, provisioning_env, provisioning), for the per-function test files.
 from tests.support.provisioning import models_root, provisioning, provisioning_env  # noqa: F401
 from tests.support.receiver import receiver  # noqa: F401  (a webhook receiver for the tests that need one)
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "visgate-local"
@@ -138,13 +139,13 @@ class TopicTap:
         self._lock = threading.Lock()
 
     def __call__(self, deployment_id: str, timeout_s: float = 10.0) -> Any:
-        import time
+        (message,) = eventually(lambda: self._pull(deployment_id), timeout_s, what=f"no message for {deployment_id}")
+        return message
 
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if deployment_id in self._seen:
-                    return self._seen[deployment_id]
+    def _pull(self, deployment_id: str) -> tuple[Any, ...]:
+        """(the message of the deployment,) once seen, else () after one pull."""
+        with self._lock:
+            if deployment_id not in self._seen:
                 response = self._subscriber.pull(subscription=self._name, max_messages=50, timeout=5)
                 if response.received_messages:
                     self._subscriber.acknowledge(
@@ -152,7 +153,7 @@ class TopicTap:
                     )
                 for received in response.received_messages:
                     self._seen[received.message.attributes.get("deployment_id", "")] = received.message
-        raise AssertionError(f"no message for {deployment_id}")
+            return (self._seen[deployment_id],) if deployment_id in self._seen else ()
 
     def close(self) -> None:
         self._subscriber.delete_subscription(subscription=self._name)

@@ -14,7 +14,8 @@ import requests
 
 from shared.lifecycle import Status
 from shared.signing import sign_headers
-from tests.support.provisioning import Env, _eventually, _nothing_left
+from tests.support.provisioning import Env, _nothing_left
+from tests.support.waiting import eventually
 
 
 def test_forged_replayed_and_cross_deployment_reports_are_refused(provisioning: Env) -> None:
@@ -53,7 +54,7 @@ def test_worker_failure_fails_and_tears_down(provisioning: Env) -> None:
 
     doc = provisioning.wait_status(deployment_id, Status.FAILED)
     assert doc.error.code == "out_of_memory"
-    _eventually(_nothing_left(provisioning, key))
+    eventually(_nothing_left(provisioning, key))
 
 
 def test_a_worker_refused_an_invalid_hub_token_keeps_that_reason(provisioning: Env) -> None:

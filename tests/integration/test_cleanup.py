@@ -20,12 +20,12 @@ from shared.store import INVOKE_KEY_COUNTS, utcnow
 from shared.topology import TOPIC_DEPLOYMENT_DELETE_REQUESTED
 from tests.support.provisioning import (
     Env,
-    _eventually,
     _nothing_left,
     _provisioned_unwatched,
     _raw_push,
     _seal_with_another_key,
 )
+from tests.support.waiting import eventually
 
 
 def test_delete_during_provisioning_leaves_nothing(provisioning: Env) -> None:
@@ -103,7 +103,7 @@ def test_a_runpod_refusal_during_a_delete_keeps_it_deleting_and_is_retried(provi
     assert doc.error is None
     assert provisioning.delete(deployment_id).status_code == 200
     provisioning.wait_status(deployment_id, Status.DELETED)
-    _eventually(_nothing_left(provisioning, key))
+    eventually(_nothing_left(provisioning, key))
 
 
 def test_a_delete_whose_credentials_do_not_open_names_what_is_left_on_runpod(provisioning: Env) -> None:

@@ -20,6 +20,7 @@ from google.cloud import firestore
 from shared.errors import RetryableError
 from shared.store import DEPLOYMENTS, SECRETS, DeploymentStore
 from tests.integration.conftest import register_runpod_key
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("intake_env")
 
@@ -746,14 +747,14 @@ def test_request_counts_reach_another_instance_without_a_later_request(db: fires
         first.record(route, 200)
     first.record(route, 404)
     token = {"Authorization": f"Bearer {os.environ['METRICS_TOKEN']}"}
-    deadline = time.monotonic() + 10
-    text = ""
-    while time.monotonic() < deadline:  # the first instance's timer flushes; nothing calls it again
-        # Each time another instance: one instance renders /metrics at most every 30 s.
-        text = _intake(db).get("/metrics", headers=token).get_data(as_text=True)
-        if _requests_line(text, route, 404):
-            break
-        time.sleep(0.1)
+    # The first instance's timer flushes; nothing calls it again. Each time another instance: one instance renders
+    # /metrics at most every 30 s.
+    text = eventually(
+        lambda: (
+            _requests_line(t := _intake(db).get("/metrics", headers=token).get_data(as_text=True), route, 404) and t
+        ),
+        10,
+    )
     assert (_requests_line(text, route, 200), _requests_line(text, route, 404)) == (3, 1)
 
 

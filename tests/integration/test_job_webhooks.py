@@ -5,7 +5,6 @@ and webhooks functions serving in this process (tests/integration/conftest.py ``
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -19,9 +18,10 @@ from shared.crypto import Sealer, tenant_id
 from shared.jobs.records import JOBS, InputSummary, JobPricing, JobStore
 from shared.runpod.client import RunpodConnector
 from shared.store import DEPLOYMENTS, DeploymentStore
+from shared.topology import QUEUE_JOB_WATCH
 from tests.support.jobs import PROMPT, auth, sim_requests, usage_of
 from tests.support.receiver import Receiver
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, no_check_pending, no_webhook_pending, tasks_in
 
 pytestmark = pytest.mark.usefixtures("intake_env")
 
@@ -39,7 +39,7 @@ def job_deliveries(intake_client: Any, api_key: str, dep: str) -> list[dict[str,
 
 
 def test_a_run_nobody_polls_is_followed_to_its_end_and_announced_once(
-    intake_client: Any, db: firestore.Client, ready: Any, receiver: Receiver
+    intake_client: Any, db: firestore.Client, ready: Any, receiver: Receiver, job_functions: str
 ) -> None:
     api_key, dep = ready()
     resp = intake_client.post(
@@ -68,7 +68,10 @@ def test_a_run_nobody_polls_is_followed_to_its_end_and_announced_once(
     assert delivery["webhook_id"] == call["headers"]["webhook-id"]
     job = intake_client.get(f"/v1/deployments/{dep}/jobs/{job_id}", headers=auth(api_key)).json
     assert job["status"] == "COMPLETED" and job["webhook_url"] == receiver.url
-    time.sleep(1.5)  # the watch's next checks (and this GET) make no second delivery
+    # The watch's checks of the job (the nudge, the schedule's first) have run, and then the attempts they (and this
+    # GET) could have scheduled: no second delivery.
+    no_check_pending(job_functions, dep, job_id)
+    no_webhook_pending(job_functions, dep)
     assert len(receiver.calls) == 1
     assert len(job_deliveries(intake_client, api_key, dep)) == 1
 
@@ -95,11 +98,15 @@ def test_a_runsync_that_ends_in_its_answer_is_announced_with_its_output(
     assert sent["data"]["execution_ms"] == resp.json["metrics"]["execution_ms"]
 
 
-def test_a_cancelled_job_is_announced_as_cancelled(intake_client: Any, ready: Any, receiver: Receiver) -> None:
+def test_a_cancelled_job_is_announced_as_cancelled(
+    intake_client: Any, ready: Any, receiver: Receiver, job_functions: str
+) -> None:
     api_key, dep = ready(workers_max=0)  # no worker ever starts: the job stays IN_QUEUE until cancelled
     body = {"input": PROMPT, "webhook_url": receiver.url}
     job_id = intake_client.post(f"/v1/deployments/{dep}/run", json=body, headers=auth(api_key)).json["job_id"]
-    time.sleep(1.5)  # the watch has looked at it: still queued, nothing sent
+    # The watch has looked at it (its first check scheduled the second): still queued, nothing sent.
+    eventually(lambda: tasks_in(QUEUE_JOB_WATCH, f"job-{dep}-{job_id}-1"))
+    no_webhook_pending(job_functions, dep)
     assert receiver.calls == []
     cancelled = intake_client.post(f"/v1/deployments/{dep}/jobs/{job_id}/cancel", headers=auth(api_key))
     assert cancelled.json["status"] == "CANCELLED", cancelled.json
@@ -117,7 +124,7 @@ def test_a_job_without_a_webhook_is_still_counted_without_polling(intake_client:
     assert job_deliveries(intake_client, api_key, dep) == []
 
 
-def test_a_job_whose_endpoint_is_gone_stops_being_followed(intake_client: Any, ready: Any) -> None:
+def test_a_job_whose_endpoint_is_gone_stops_being_followed(intake_client: Any, ready: Any, job_functions: str) -> None:
     api_key, dep = ready(workers_max=0)
     job_id = intake_client.post(f"/v1/deployments/{dep}/run", json={"input": PROMPT}, headers=auth(api_key)).json[
         "job_id"
@@ -129,7 +136,7 @@ def test_a_job_whose_endpoint_is_gone_stops_being_followed(intake_client: Any, r
     # Two looks at Runpod: the check Runpod's call on the job's end (cancelled by the delete) asked for, and the
     # schedule's first; each finds the job gone.
     checked = eventually(lambda: (n := sim_requests(api_key)) >= deleted + 2 and n)
-    time.sleep(3.5)  # past the checks that would come next (2 s, then 3 s)
+    no_check_pending(job_functions, dep, job_id)  # no next check (2 s, then 3 s later) is scheduled
     assert sim_requests(api_key) == checked
     job = intake_client.get(f"/v1/deployments/{dep}/jobs/{job_id}", headers=auth(api_key)).json
     assert job["status"] == "IN_QUEUE"  # what was last seen: never a state Runpod did not report

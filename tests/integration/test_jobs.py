@@ -8,7 +8,6 @@ import concurrent.futures
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from shared.runpod.client import (
 from shared.store import DEPLOYMENTS, DeploymentStore, utcnow
 from shared.wiring import core
 from tests.support.jobs import PROMPT, auth, key, sim_requests, usage_of, write_ready
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("intake_env")
 
@@ -85,12 +85,9 @@ def test_run_then_get_refreshes_from_runpod_and_writes_back_once(
     job_id = resp.json["job_id"]
     assert resp.json["status"] in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED")
     path = resp.json["status_url"].split("/intake", 1)[-1]
-    deadline = time.monotonic() + 10
-    while True:
-        job = intake_client.get(path, headers=auth(api_key)).json
-        if job["status"] == "COMPLETED" or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    job = eventually(
+        lambda: (j := intake_client.get(path, headers=auth(api_key)).json)["status"] == "COMPLETED" and j, 10
+    )
     assert job["status"] == "COMPLETED"
     assert job["output"] == {"stub": True, "input": PROMPT}
     stored = db.collection(DEPLOYMENTS).document(dep).collection(JOBS).document(job_id).get().to_dict()

@@ -31,6 +31,7 @@ from shared import topology
 from shared.topology import Function, PushSubscription, Queue
 from tests.support import fixture_topology
 from tests.support.fixture_functions.sink import received
+from tests.support.waiting import eventually
 
 SOURCE_ROOT = REPO_ROOT / "tests" / "support" / "fixture_functions"
 PROJECT = "visgate-local"
@@ -62,13 +63,7 @@ def host(pubsub_emulator: str, tasks_emulator: str, tmp_path_factory: pytest.Tem
 
 def wait_for(probe: Callable[[], list[dict[str, Any]]], timeout_s: float = 15.0) -> list[dict[str, Any]]:
     """Poll ``probe`` until it returns something."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"nothing arrived within {timeout_s} s")
+    return list(eventually(probe, timeout_s, what=f"nothing arrived within {timeout_s} s"))
 
 
 def marked(host: FixtureHost, function: str, marker: str) -> Callable[[], list[dict[str, Any]]]:

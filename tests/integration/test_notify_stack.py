@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook
 from local.stack import DEMO_API_KEY, DEMO_MODEL
 from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 from tests.support.stack import RunningStack
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 LISTENER = REPO / "examples" / "web-listener" / "listen.mjs"
@@ -90,7 +91,7 @@ def run(local_stack: RunningStack) -> Iterator[Run]:
         state = Run(accepted.deployment_id, headers, webhooks=received)
         stream = threading.Thread(target=_follow_stream, args=(api, state), daemon=True)
         stream.start()
-        _eventually(lambda: state.sse)
+        eventually(lambda: state.sse)
         hand_off()
         env = {**os.environ, **local_stack.env}
         listener = subprocess.Popen(
@@ -138,13 +139,6 @@ def _create_held(raw: bytes) -> tuple[Any, Any]:
     return accepted, lambda: steps._publish_requested(deps, accepted.deployment_id)
 
 
-def _eventually(probe: Any, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def _follow_stream(api: str, state: Run) -> None:
     url = f"{api}/v1/deployments/{state.deployment_id}/stream"
     with requests.get(url, headers=state.headers, stream=True, timeout=(10, 60)) as answer:
@@ -156,15 +150,14 @@ def _follow_stream(api: str, state: Run) -> None:
 
 
 def _wait_status(api: str, state: Run, status: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    seen = None
-    while time.monotonic() < deadline:
-        seen = requests.get(f"{api}/v1/deployments/{state.deployment_id}", headers=state.headers, timeout=10).json()
-        if seen["status"] == status:
-            return
-        assert seen["status"] != "failed", seen
-        time.sleep(0.25)
-    raise AssertionError(f"not {status} in time: {seen}")
+    seen: list[dict[str, Any]] = [{}]
+
+    def reached() -> bool:
+        seen[0] = requests.get(f"{api}/v1/deployments/{state.deployment_id}", headers=state.headers, timeout=10).json()
+        assert seen[0]["status"] == status or seen[0]["status"] != "failed", seen[0]
+        return seen[0]["status"] == status
+
+    eventually(reached, TIMEOUT_S, interval_s=0.25, what=lambda: f"not {status} in time: {seen[0]}")
 
 
 def _pull(subscriber: pubsub_v1.SubscriberClient, tap: str, deployment_id: str) -> list[Any]:

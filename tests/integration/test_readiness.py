@@ -19,11 +19,11 @@ from tests.support.provisioning import (
     FIRST_WINDOW,
     SECOND_WINDOW,
     Env,
-    _eventually,
     _nothing_left,
     _provisioned_unwatched,
     _settings,
 )
+from tests.support.waiting import eventually
 
 
 def test_no_capacity_in_the_first_pools_switches_to_the_next_ones(provisioning: Env, intake_client: Any) -> None:
@@ -56,7 +56,7 @@ def test_no_capacity_anywhere_fails_and_leaves_nothing(provisioning: Env) -> Non
     doc = provisioning.wait_status(deployment_id, Status.FAILED, timeout_s=20)
 
     assert doc.error.code == "no_capacity"
-    _eventually(_nothing_left(provisioning, key))
+    eventually(_nothing_left(provisioning, key))
 
 
 def test_a_worker_that_crashes_at_start_fails_the_deployment(provisioning: Env) -> None:
@@ -68,7 +68,7 @@ def test_a_worker_that_crashes_at_start_fails_the_deployment(provisioning: Env) 
 
     doc = provisioning.wait_status(deployment_id, Status.FAILED)
     assert doc.error.code == "image_pull_failed"
-    _eventually(_nothing_left(provisioning, key))
+    eventually(_nothing_left(provisioning, key))
 
 
 def test_past_the_deadline_the_watchdog_fails_with_timeout(provisioning: Env) -> None:
@@ -106,7 +106,7 @@ def _throttled_everywhere(provisioning: Env, key: str) -> str:
     deployment_id = _provisioned_unwatched(provisioning, key)
     long_ago = utcnow() - timedelta(minutes=5)
     provisioning.set(deployment_id, readiness={"check": 0, "last_check_at": long_ago, "throttled_since": long_ago})
-    _eventually(lambda: [w["state"] for w in provisioning.runpod_state(key)["workers"]] == ["throttled"])
+    eventually(lambda: [w["state"] for w in provisioning.runpod_state(key)["workers"]] == ["throttled"])
     return deployment_id
 
 
@@ -144,7 +144,7 @@ def test_a_gpu_switch_retried_after_a_failed_publish_switches_once(provisioning:
         patch.setattr(TaskScheduler, "schedule", lambda *args, **kwargs: True)
         with pytest.raises(RetryableError):
             check_readiness(_check(deployment_id, 1), deps)
-        _eventually(lambda: [w["state"] for w in provisioning.runpod_state(key)["workers"]] == ["throttled"])
+        eventually(lambda: [w["state"] for w in provisioning.runpod_state(key)["workers"]] == ["throttled"])
         check_readiness(_check(deployment_id, 1), deps)  # Cloud Tasks retries the same check
 
     doc = provisioning.doc(deployment_id)

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from shared.webhooks.secrets import WEBHOOK_SECRETS
 from shared.webhooks.steps import WebhookAttempt, deliver
 from tests.integration.conftest import register_runpod_key
 from tests.support.receiver import Receiver
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, no_webhook_pending
 
 REPO = Path(__file__).resolve().parents[2]
 RETRY_DELAY_S = 0.3
@@ -151,12 +150,12 @@ def test_500_500_then_200_is_one_delivery_with_three_attempts(hooks: Hooks, rece
     doc = deployment(hooks, tenant, receiver.url, Status.FAILED)
     push(hooks, doc)
     calls = receiver.wait(3)
-    time.sleep(4 * RETRY_DELAY_S)
-    assert len(receiver.calls) == 3
-    assert len({call["headers"]["webhook-id"] for call in calls}) == 1  # stable across retries
     (delivery,) = eventually(
         lambda: [d for d in deliveries(hooks, headers, doc["deployment_id"]) if d["state"] == "delivered"]
     )
+    no_webhook_pending(hooks.url, doc["deployment_id"])  # final, and no attempt left in the queue
+    assert len(receiver.calls) == 3
+    assert len({call["headers"]["webhook-id"] for call in calls}) == 1  # stable across retries
     assert [a["status_code"] for a in delivery["attempts"]] == [500, 500, 200]
     assert [a["error"] for a in delivery["attempts"]] == ["HTTP 500", "HTTP 500", None]
 
@@ -167,11 +166,11 @@ def test_410_stops_for_good(hooks: Hooks, receiver: Receiver) -> None:
     doc = deployment(hooks, tenant, receiver.url, Status.DELETED)
     push(hooks, doc)
     receiver.wait(1)
-    time.sleep(4 * RETRY_DELAY_S)
-    assert len(receiver.calls) == 1
     (delivery,) = eventually(
         lambda: [d for d in deliveries(hooks, headers, doc["deployment_id"]) if d["state"] == "stopped"]
     )
+    no_webhook_pending(hooks.url, doc["deployment_id"])  # final, and no attempt left in the queue
+    assert len(receiver.calls) == 1
     assert [a["status_code"] for a in delivery["attempts"]] == [410]
 
 
@@ -193,9 +192,9 @@ def test_a_redelivered_event_makes_no_second_delivery(hooks: Hooks, receiver: Re
     assert push(hooks, doc) == 204
     assert push(hooks, doc) == 204  # Pub/Sub delivers again (another message id, the same event)
     receiver.wait(1)
-    time.sleep(1.5)
-    push(hooks, doc)  # and once more after it was delivered
-    time.sleep(1.0)
+    eventually(lambda: [d for d in deliveries(hooks, headers, doc["deployment_id"]) if d["state"] == "delivered"])
+    assert push(hooks, doc) == 204  # and once more after it was delivered
+    no_webhook_pending(hooks.url, doc["deployment_id"])  # the attempts the pushes scheduled again have run
     assert len(receiver.calls) == 1
     assert len(deliveries(hooks, headers, doc["deployment_id"])) == 1
 
@@ -208,12 +207,15 @@ def test_default_events_and_opt_in(hooks: Hooks, receiver: Receiver) -> None:
     push(hooks, progress)
     (call,) = receiver.wait(1)
     assert json.loads(call["body"])["type"] == "deployment.downloading_model"
-    time.sleep(1.0)
+    eventually(lambda: [d for d in deliveries(hooks, headers, progress["deployment_id"]) if d["state"] == "delivered"])
+    no_webhook_pending(hooks.url, progress["deployment_id"])
+    no_webhook_pending(hooks.url, quiet["deployment_id"])
     assert len(receiver.calls) == 1
     assert deliveries(hooks, headers, quiet["deployment_id"]) == []
     ready = deployment(hooks, tenant, receiver.url, Status.READY, webhook_events=["downloading_model"])
-    push(hooks, ready)  # opted into progress only
-    time.sleep(1.0)
+    assert push(hooks, ready) == 204  # opted into progress only: the push's answer comes after its decision
+    assert deliveries(hooks, headers, ready["deployment_id"]) == []
+    no_webhook_pending(hooks.url, ready["deployment_id"])
     assert len(receiver.calls) == 1
 
 

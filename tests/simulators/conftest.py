@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,17 +18,6 @@ from simulators.runpod.app import RunpodSimApp, create_app
 from tests.support.runpod_contract import contract_violations
 
 IMAGE = "visgate/worker@sha256:" + "0" * 64
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 @dataclass

@@ -11,8 +11,9 @@ import pytest
 
 from simulators.runpod import openapi_contract
 from simulators.runpod.openapi_contract import Contract, ContractError
-from tests.simulators.conftest import RunpodSimClient, wait_until
+from tests.simulators.conftest import RunpodSimClient
 from tests.support.runpod_contract import contract_violations
+from tests.support.waiting import eventually
 
 
 def test_every_route_and_refusal_matches_runpods_openapi_document(
@@ -22,10 +23,10 @@ def test_every_route_and_refusal_matches_runpods_openapi_document(
     created = call("POST", "serverless", json=runpod_sim.create_body(workers={"min": 1, "max": 2}, env={"A": "1"}))
     endpoint_id = created.json()["id"]
     call("POST", "serverless", json=runpod_sim.create_body(scaling={"type": "REQUEST_COUNT", "requestCount": 1}))
-    wait_until(lambda: runpod_sim.workers(endpoint_id)["summary"]["idle"] == 1)
+    eventually(lambda: runpod_sim.workers(endpoint_id)["summary"]["idle"] == 1)
     runpod_sim.scenario(capacity={"ADA_24": 1})
     call("PATCH", f"serverless/{endpoint_id}", json={"workers": {"min": 2}})
-    wait_until(lambda: runpod_sim.workers(endpoint_id)["summary"]["throttled"] == 1)
+    eventually(lambda: runpod_sim.workers(endpoint_id)["summary"]["throttled"] == 1)
     call("GET", "serverless")
     call("GET", f"serverless/{endpoint_id}")
     call("PATCH", f"serverless/{endpoint_id}", json={"gpu": {"pools": ["AMPERE_24"], "excludedTypes": ["NVIDIA L4"]}})

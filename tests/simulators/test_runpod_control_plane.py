@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from simulators.runpod.catalog import SERVERLESS_POOLS, gpu_types_in_pool
-from tests.simulators.conftest import IMAGE, RunpodSimClient, wait_until
+from tests.simulators.conftest import IMAGE, RunpodSimClient
+from tests.support.waiting import eventually
 
 
 def problem_of(response: requests.Response, status: int) -> dict:
@@ -189,7 +190,7 @@ def test_excluded_types_steer_placement(runpod_sim: RunpodSimClient) -> None:
     gpu = {"pools": ["AMPERE_24"], "excludedTypes": ["NVIDIA RTX A5000"]}
     endpoint_id = runpod_sim.create_endpoint(gpu=gpu, workers={"min": 1, "max": 1})
 
-    (worker,) = wait_until(lambda: [w for w in runpod_sim.workers(endpoint_id)["workers"] if w["status"] == "IDLE"])
+    (worker,) = eventually(lambda: [w for w in runpod_sim.workers(endpoint_id)["workers"] if w["status"] == "IDLE"])
 
     assert worker["gpuTypeId"] == "NVIDIA L4"
 
@@ -197,7 +198,7 @@ def test_excluded_types_steer_placement(runpod_sim: RunpodSimClient) -> None:
 def test_delete_terminates_workers_and_cancels_jobs(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(start_delay_s=30)  # the worker stays INITIALIZING: the jobs stay queued
     endpoint_id = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
-    wait_until(lambda: runpod_sim.workers(endpoint_id)["summary"]["initializing"] == 1)
+    eventually(lambda: runpod_sim.workers(endpoint_id)["summary"]["initializing"] == 1)
     jobs = [runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"n": n}}).json()["id"] for n in range(2)]
 
     deleted = runpod_sim.v2("DELETE", f"serverless/{endpoint_id}")
@@ -215,7 +216,7 @@ def test_workers_list_statuses_and_summary(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 1})
     endpoint_id = runpod_sim.create_endpoint(workers={"min": 2, "max": 2})
 
-    listed = wait_until(lambda: (w := runpod_sim.workers(endpoint_id))["summary"]["idle"] == 1 and w)
+    listed = eventually(lambda: (w := runpod_sim.workers(endpoint_id))["summary"]["idle"] == 1 and w)
 
     assert listed["summary"] == {"running": 0, "idle": 1, "initializing": 0, "throttled": 1, "unhealthy": 0, "total": 2}
     assert listed["endpointVersion"] == 1
@@ -230,11 +231,11 @@ def test_workers_list_statuses_and_summary(runpod_sim: RunpodSimClient) -> None:
 
 def test_a_new_release_rolls_idle_workers_onto_the_new_env(runpod_sim: RunpodSimClient) -> None:
     endpoint_id = runpod_sim.create_endpoint(env={"RELEASE": "1"}, workers={"min": 1, "max": 1})
-    (first,) = wait_until(lambda: [w for w in runpod_sim.workers(endpoint_id)["workers"] if w["status"] == "IDLE"])
+    (first,) = eventually(lambda: [w for w in runpod_sim.workers(endpoint_id)["workers"] if w["status"] == "IDLE"])
 
     runpod_sim.patch(endpoint_id, env={"RELEASE": "2"})
 
-    (second,) = wait_until(
+    (second,) = eventually(
         lambda: [w for w in runpod_sim.workers(endpoint_id)["workers"] if w["status"] == "IDLE" and w["version"] == 2]
     )
     assert second["id"] != first["id"]
@@ -277,7 +278,7 @@ def test_gpu_catalog_availability_follows_the_scenario_capacity(runpod_sim: Runp
         "HIGH",
     )
     runpod_sim.create_endpoint(workers={"min": 1, "max": 1})  # takes the one ADA_24 slot
-    wait_until(lambda: levels()["ADA_24"] == "NONE")
+    eventually(lambda: levels()["ADA_24"] == "NONE")
     gpus = runpod_sim.v2("GET", "catalog/gpus", params=query).json()["gpus"]
     full = next(g for g in gpus if g["pool"] == "ADA_24")
     assert "dataCenters" not in full

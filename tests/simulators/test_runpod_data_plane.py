@@ -8,8 +8,9 @@ from typing import Any
 
 import requests
 
-from tests.simulators.conftest import RunpodSimClient, wait_until
+from tests.simulators.conftest import RunpodSimClient
 from tests.support.receiver import serve_receiver
+from tests.support.waiting import eventually
 
 
 def health(runpod_sim: RunpodSimClient, endpoint_id: str) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def test_run_then_status_and_runsync_complete(runpod_sim: RunpodSimClient) -> No
 
     queued = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
     assert queued["status"] == "IN_QUEUE"
-    done = wait_until(lambda: (s := status(runpod_sim, endpoint_id, queued["id"]))["status"] == "COMPLETED" and s)
+    done = eventually(lambda: (s := status(runpod_sim, endpoint_id, queued["id"]))["status"] == "COMPLETED" and s)
     synced = runpod_sim.v2("POST", f"{endpoint_id}/runsync", json={"input": {"prompt": "a cat"}}).json()
 
     assert done["output"] == {"warmup": True}
@@ -49,7 +50,7 @@ def test_no_capacity_throttles_until_a_patch_names_a_pool_with_capacity(runpod_s
     endpoint_id = runpod_sim.create_endpoint(pools=("ADA_24", "AMPERE_48"))
     job = runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}}).json()
 
-    throttled = wait_until(lambda: (h := health(runpod_sim, endpoint_id))["workers"]["throttled"] == 1 and h)
+    throttled = eventually(lambda: (h := health(runpod_sim, endpoint_id))["workers"]["throttled"] == 1 and h)
     assert throttled["jobs"]["inQueue"] == 1
     assert throttled["workers"]["ready"] == 0
     unfinished = runpod_sim.v2("POST", f"{endpoint_id}/runsync", params={"wait": 1000}, json={"input": {}}).json()
@@ -58,7 +59,7 @@ def test_no_capacity_throttles_until_a_patch_names_a_pool_with_capacity(runpod_s
 
     runpod_sim.patch(endpoint_id, gpu={"pools": ["AMPERE_80"]})
 
-    wait_until(lambda: status(runpod_sim, endpoint_id, job["id"])["status"] == "COMPLETED")
+    eventually(lambda: status(runpod_sim, endpoint_id, job["id"])["status"] == "COMPLETED")
     assert health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0
     assert {w["pool"] for w in runpod_sim.state()["workers"]} == {"AMPERE_80"}
 
@@ -67,7 +68,7 @@ def test_workers_go_to_the_next_pool_in_priority_order_when_the_first_is_full(ru
     runpod_sim.scenario(capacity={"ADA_24": 0, "AMPERE_48": 1})
     endpoint_id = runpod_sim.create_endpoint(pools=("ADA_24", "AMPERE_48", "AMPERE_80"), workers={"min": 1, "max": 1})
 
-    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
+    eventually(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
 
     (worker,) = runpod_sim.state()["workers"]
     assert worker["pool"] == "AMPERE_48"
@@ -77,11 +78,11 @@ def test_workers_go_to_the_next_pool_in_priority_order_when_the_first_is_full(ru
 def test_capacity_is_shared_by_every_endpoint(runpod_sim: RunpodSimClient) -> None:
     runpod_sim.scenario(capacity={"ADA_24": 1})
     first = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
-    wait_until(lambda: health(runpod_sim, first)["workers"]["idle"] == 1)
+    eventually(lambda: health(runpod_sim, first)["workers"]["idle"] == 1)
 
     second = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
 
-    wait_until(lambda: health(runpod_sim, second)["workers"]["throttled"] == 1)
+    eventually(lambda: health(runpod_sim, second)["workers"]["throttled"] == 1)
 
 
 def test_cancel_and_purge_queue(runpod_sim: RunpodSimClient) -> None:
@@ -97,7 +98,7 @@ def test_cancel_and_purge_queue(runpod_sim: RunpodSimClient) -> None:
     assert purged == {"removed": 2, "status": "completed"}
     assert runpod_sim.v2("GET", f"{endpoint_id}/status/{job_ids[1]}").status_code == 404
     assert health(runpod_sim, endpoint_id)["jobs"]["inQueue"] == 0
-    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0)
+    eventually(lambda: health(runpod_sim, endpoint_id)["workers"]["throttled"] == 0)
 
 
 def test_data_plane_auth_and_unknown_resources(runpod_sim: RunpodSimClient) -> None:
@@ -121,18 +122,18 @@ def test_idle_workers_stop_after_idle_timeout_and_scale_to_zero_stops_all(runpod
     runpod_sim.v2("POST", f"{endpoint_id}/runsync", json={"input": {"warmup": True}})
     assert health(runpod_sim, endpoint_id)["workers"]["idle"] == 1
 
-    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 0, timeout=5)
+    eventually(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 0, timeout_s=5)
 
     runpod_sim.patch(endpoint_id, workers={"min": 2, "max": 2})
-    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 2)
+    eventually(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 2)
     runpod_sim.patch(endpoint_id, workers={"min": 0, "max": 0})
-    wait_until(lambda: runpod_sim.state()["workers"] == [])
+    eventually(lambda: runpod_sim.state()["workers"] == [])
 
 
 def test_reset_forgets_everything_but_the_initial_keys(runpod_sim: RunpodSimClient) -> None:
     endpoint_id = runpod_sim.create_endpoint(workers={"min": 1, "max": 1})
     runpod_sim.scenario(rate_limit=0, start_delay_s=0.1)
-    wait_until(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
+    eventually(lambda: health(runpod_sim, endpoint_id)["workers"]["idle"] == 1)
 
     requests.post(f"{runpod_sim.url}/_sim/reset", timeout=10).raise_for_status()
 

@@ -10,7 +10,8 @@ import requests
 
 from shared.signing import new_secret, verify
 from simulators.runpod.model import DEFAULT_WORKER_COMMAND
-from tests.simulators.conftest import Receiver, RunpodSimClient, wait_until
+from tests.simulators.conftest import Receiver, RunpodSimClient
+from tests.support.waiting import eventually
 
 
 def worker_env(receiver: Receiver, secret: str) -> dict[str, str]:
@@ -61,7 +62,7 @@ def test_instant_worker_sends_signed_phase_reports_then_completes_the_warmup(
     # The GPU the simulator placed the worker on (the endpoint's only pool, ADA_24), as a real worker reports it.
     assert phases[3]["gpu_type_id"] == "NVIDIA GeForce RTX 4090"
     status_url = f"{endpoint_id}/status/{job['id']}"
-    done = wait_until(lambda: (s := runpod_sim.v2("GET", status_url).json())["status"] == "COMPLETED" and s)
+    done = eventually(lambda: (s := runpod_sim.v2("GET", status_url).json())["status"] == "COMPLETED" and s)
     assert done["output"] == {"warmup": True}
 
 
@@ -79,7 +80,7 @@ def test_worker_report_scenario_reports_failure_and_leaves_the_worker_unhealthy(
     assert failure["phase"] == "failed"
     assert failure["reason"] == reason
     assert failure["message"]
-    wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
+    eventually(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
     assert runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["inQueue"] == 1
 
 
@@ -103,8 +104,8 @@ def test_start_delay_keeps_workers_initializing(runpod_sim: RunpodSimClient) -> 
 
     runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}})
 
-    wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["initializing"] == 1)
-    wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["completed"] == 1)
+    eventually(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["initializing"] == 1)
+    eventually(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["completed"] == 1)
 
 
 @pytest.mark.parametrize("mode", ["instant", "process"])
@@ -114,7 +115,7 @@ def test_crash_on_start_makes_the_worker_unhealthy(runpod_sim: RunpodSimClient, 
 
     runpod_sim.v2("POST", f"{endpoint_id}/run", json={"input": {"warmup": True}})
 
-    wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
+    eventually(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["workers"]["unhealthy"] == 1)
     (worker,) = runpod_sim.state()["workers"]
     assert worker["exitCode"] == 1
     (listed,) = runpod_sim.workers(endpoint_id)["workers"]
@@ -122,7 +123,7 @@ def test_crash_on_start_makes_the_worker_unhealthy(runpod_sim: RunpodSimClient, 
     # A new release (here: a changed env) replaces the crashed worker: a healthy start completes the queued job.
     runpod_sim.scenario(crash_on_start=False, worker_mode="instant")
     runpod_sim.patch(endpoint_id, env={"RELEASE": "2"})
-    wait_until(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["completed"] == 1)
+    eventually(lambda: runpod_sim.v2("GET", f"{endpoint_id}/health").json()["jobs"]["completed"] == 1)
 
 
 def test_process_worker_runs_the_real_sdk_loop_and_leaves_no_process_behind(runpod_sim: RunpodSimClient) -> None:
@@ -141,5 +142,5 @@ def test_process_worker_runs_the_real_sdk_loop_and_leaves_no_process_behind(runp
 
     runpod_sim.patch(endpoint_id, workers={"min": 0, "max": 0})
 
-    wait_until(lambda: runpod_sim.state()["workers"] == [])
-    wait_until(lambda: worker_processes(worker["id"]) == [], timeout=8)
+    eventually(lambda: runpod_sim.state()["workers"] == [])
+    eventually(lambda: worker_processes(worker["id"]) == [], timeout_s=8)

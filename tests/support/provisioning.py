@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from shared.signing import sign_headers
 from shared.store import DeploymentStore, utcnow
 from shared.topology import QUEUE_READINESS, TOPIC_DEPLOYMENT_DELETE_REQUESTED, TOPIC_DEPLOYMENT_REQUESTED, function
 from tests.support.serving import Served
+from tests.support.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -199,13 +199,11 @@ class Env:
         return doc
 
     def wait_status(self, deployment_id: str, *wanted: Status, timeout_s: float = 20.0) -> Deployment:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            doc = self.doc(deployment_id)
-            if doc.status in wanted:
-                return doc
-            time.sleep(0.05)
-        raise AssertionError(f"{deployment_id} is {self.doc(deployment_id).status}, not {wanted}")
+        return eventually(
+            lambda: (doc := self.doc(deployment_id)).status in wanted and doc,
+            timeout_s,
+            what=lambda: f"{deployment_id} is {self.doc(deployment_id).status}, not {wanted}",
+        )
 
     def move(self, deployment_id: str, status: Status, **changes: Any) -> None:
         """Put a deployment in ``status`` directly (with fields set by name), as a step before it would have."""
@@ -338,15 +336,6 @@ def _nothing_left(e: Env, key: str) -> Callable[[], bool]:
         return not state["endpoints"]
 
     return check
-
-
-def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def _settings() -> Any:

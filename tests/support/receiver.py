@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import eventually
+
 
 @dataclass
 class Receiver:
@@ -26,12 +28,10 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def wait(self, count: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if len(self.calls) >= count:
-                return self.calls
-            time.sleep(0.05)
-        raise AssertionError(f"{len(self.calls)} calls, expected {count}")
+        eventually(
+            lambda: len(self.calls) >= count, timeout_s, what=lambda: f"{len(self.calls)} calls, expected {count}"
+        )
+        return self.calls
 
 
 @contextmanager

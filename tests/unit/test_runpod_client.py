@@ -7,9 +7,8 @@ import json
 import logging
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +40,7 @@ from shared.runpod.errors import (
 from simulators.runpod import openapi_contract
 from simulators.runpod.app import RunpodSimApp, create_app
 from simulators.runpod.catalog import gpu_types_in_pool
+from tests.support.waiting import eventually
 
 IMAGE = "visgate/worker@sha256:" + "0" * 64
 
@@ -140,16 +140,6 @@ def _spec(pools: list[str] | None = None, workers_min: int = 0, **fields: Any) -
     return EndpointSpec(**(values | fields))
 
 
-def _wait_until(predicate: Callable[[], Any], timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 # --- control plane ------------------------------------------------------------------------------------------------
 
 
@@ -189,7 +179,7 @@ def test_workers_show_throttled_then_placed_after_a_pool_switch(sim: Sim) -> Non
     client = sim.client()
     endpoint = client.create_endpoint(_spec(pools=["ADA_24"], workers_min=1))
 
-    throttled = _wait_until(lambda: (w := client.endpoint_workers(endpoint.id)).summary.throttled == 1 and w)
+    throttled = eventually(lambda: (w := client.endpoint_workers(endpoint.id)).summary.throttled == 1 and w)
     assert [(w.status, w.gpu_type_id) for w in throttled.workers] == [(WorkerStatus.THROTTLED, None)]
     assert (throttled.summary.total, throttled.summary.running, throttled.summary.idle) == (1, 0, 0)
 
@@ -199,7 +189,7 @@ def test_workers_show_throttled_then_placed_after_a_pool_switch(sim: Sim) -> Non
         workers = client.endpoint_workers(endpoint.id)
         return workers.summary.throttled == 0 and workers.workers and workers.workers[0].gpu_type_id and workers
 
-    workers = _wait_until(placed)
+    workers = eventually(placed)
     assert workers.workers[0].status in (WorkerStatus.INITIALIZING, WorkerStatus.IDLE, WorkerStatus.RUNNING)
     assert workers.workers[0].gpu_type_id in {gpu.id for gpu in gpu_types_in_pool("AMPERE_24")}
 
@@ -380,7 +370,7 @@ def test_every_request_and_answer_is_runpods_openapi_contract(sim: Sim) -> None:
     endpoint = client.create_endpoint(_spec(pools=["ADA_24"], workers_min=1))
     client.list_endpoints()
     client.get_endpoint(endpoint.id)
-    _wait_until(lambda: client.endpoint_workers(endpoint.id).summary.throttled)
+    eventually(lambda: client.endpoint_workers(endpoint.id).summary.throttled)
     client.update_endpoint(endpoint.id, EndpointChange(gpu=GpuSelection(pools=["AMPERE_24", "ADA_24"])))
     client.update_endpoint(endpoint.id, EndpointChange(workers=WorkerLimits(min=0, max=2, idleTimeout=30)))
     client.gpu_catalog()
