@@ -170,16 +170,13 @@ def direct_request(clients: int) -> Path_:
     """The same Firestore commit (rate counter included) and publish, straight from the intake step (no HTTP)."""
     from shared.config import IntakeSettings, get_settings
     from shared.intake.auth import Caller
-    from shared.intake.keys import KeyVerifier
     from shared.intake.ratelimit import current_window
-    from shared.intake.steps import IntakeDeps, create_deployment, parse_create_request
-    from shared.wiring import core
+    from shared.intake.steps import create_deployment, parse_create_request
+    from shared.wiring.intake import intake_clients, intake_deps
 
     settings = get_settings(IntakeSettings)
-    _db, store, publisher, transitions, sealer = core(settings)
     # The ceiling calls the create step directly: the key check of the HTTP path is not part of it.
-    keys = KeyVerifier.from_settings(store, settings)
-    deps = IntakeDeps(settings, store, transitions, publisher, sealer, keys)
+    deps = intake_deps(settings, intake_clients(settings))
     body = parse_create_request(BODY, settings)
     run_id = uuid.uuid4().hex[:8]
     sent = [itertools.count() for _ in range(clients)]

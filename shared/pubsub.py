@@ -12,14 +12,6 @@ from shared.messages import Message
 PUBLISH_TIMEOUT_S = 10.0
 
 
-def build_publisher() -> pubsub_v1.PublisherClient:
-    """One client per instance; a short batching latency because every publish is awaited by a request."""
-    settings = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.005)
-    # Ordering keys: lifecycle events are published with the deployment id as their key (shared/deployments/events.py).
-    options = pubsub_v1.types.PublisherOptions(enable_message_ordering=True)
-    return pubsub_v1.PublisherClient(batch_settings=settings, publisher_options=options)
-
-
 class Publisher:
     def __init__(self, client: pubsub_v1.PublisherClient, project: str) -> None:
         self._client = client

@@ -6,23 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-import grpc
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import timestamp_pb2
 
 from shared.errors import RetryableError
 from shared.messages import Message
 from shared.topology import function_url
-
-
-def build_tasks_client(emulator_host: str | None) -> tasks_v2.CloudTasksClient:
-    """The real client, pointed at the emulator when one is configured."""
-    if emulator_host:
-        channel = grpc.insecure_channel(emulator_host)
-        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
-    return tasks_v2.CloudTasksClient()
 
 
 class TaskScheduler:

@@ -5,11 +5,10 @@ from flask import Request, Response
 
 from shared import logging as slog
 from shared.config import BackgroundSettings, get_settings
-from shared.webhooks.entry import Entry
-from shared.webhooks.wiring import webhook_deps
+from shared.wiring import webhook_entry
 
 slog.configure()
-_entry = Entry(webhook_deps(get_settings(BackgroundSettings)))
+_entry = webhook_entry(get_settings(BackgroundSettings))
 
 
 @functions_framework.http

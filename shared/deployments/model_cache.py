@@ -8,40 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from shared.cache_layout import MANIFEST_NAME, Manifest, object_key
-from shared.config import CallbackSettings
 
 
 class SharedModelCache:
-    """Reads manifests and presigns objects of the shared cache with the platform's read-only credentials."""
+    """Reads manifests and presigns objects of the shared cache with the platform's read-only credentials (its S3
+    client is built by shared.wiring.callback from ``MODEL_CACHE_S3_URL``)."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         self._client = client
         self._bucket = bucket
         self._prefix = prefix.strip("/")
-
-    @classmethod
-    def from_settings(cls, settings: CallbackSettings) -> SharedModelCache | None:
-        """The cache ``MODEL_CACHE_S3_URL`` names, or None when the platform runs without one."""
-        url = settings.model_cache_s3_url
-        if not url:
-            return None
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        key_id, secret = settings.model_cache_aws_access_key_id, settings.model_cache_aws_secret_access_key
-        client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=settings.model_cache_aws_endpoint_url,
-            aws_access_key_id=key_id.get_secret_value() if key_id else None,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
-            region_name=settings.model_cache_aws_region or "us-east-1",
-            # Path-style works with every S3-compatible server (R2, MinIO, moto); SigV4 is what presigning needs.
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
-        return cls(client, bucket, prefix)
 
     def key(self, model_id: str, revision: str, path: str) -> str:
         """The object key of one repo file (or of the manifest)."""

@@ -37,7 +37,7 @@ from shared.intake.stream import deployment_events
 from shared.jobs.account_routes import AccountRoutes
 from shared.jobs.invoke_keys import KEY_ID_PATTERN, is_invoke_key
 from shared.jobs.records import JOB_ID_PATTERN
-from shared.jobs.routes import JobDeps, JobRoutes
+from shared.jobs.routes import JobRoutes
 from shared.models import DeploymentLogs, LogLine, UpdateDeploymentRequest
 from shared.store import DEPLOYMENT_ID_PATTERN
 
@@ -71,17 +71,19 @@ class IntakeApi:
         db: firestore.Client,
         counters: RequestCounters,
         *,
+        lifecycle: LifecycleRoutes,
+        jobs: JobRoutes,
+        notify: NotifyRoutes,
         stream_max_s: float = STREAM_MAX_SECONDS,
         clock: Callable[[], float] = time.time,
-        notify: NotifyRoutes | None = None,
-        jobs: JobRoutes | None = None,
     ) -> None:
+        """The route classes come built, with their clients, from the composition root (shared.wiring.intake)."""
         self._deps = deps
         self._db = db
         self._counters = counters
         self._stream_max_s = stream_max_s
         self._clock = clock  # the rate windows' clock (injected in tests)
-        self._lifecycle = LifecycleRoutes(deps)
+        self._lifecycle = lifecycle
         self._health = TimedCache(HEALTH_CHECK_S, deps.store.ping)
         self._metrics = TimedCache(METRICS_CACHE_S, lambda: counters.render(deps.store.counts_by_status(None)))
         self._handlers: dict[str, Callable[..., Response]] = {
@@ -100,9 +102,8 @@ class IntakeApi:
                 self._lifecycle.start(caller, deployment_id), 202
             ),
         }
-        if notify is not None:
-            self._handlers |= notify.handlers()
-        self._jobs = jobs or JobRoutes(JobDeps.from_settings(deps.settings, deps.store, deps.sealer, db))
+        self._handlers |= notify.handlers()
+        self._jobs = jobs
         self._handlers.update(self._jobs.handlers())
         self._handlers.update(AccountRoutes(self._jobs.deps).handlers())
 

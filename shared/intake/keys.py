@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 
 from flask import Request
 
-from shared.config import Settings
 from shared.errors import ApiError, RetryableError
 from shared.intake.auth import Caller
 from shared.intake.ratelimit import WINDOW_S, current_window
@@ -67,20 +66,6 @@ class KeyVerifier:
         self._verified: dict[str, tuple[float, datetime | None]] = {}
         self._refused_recently: dict[str, str] = {}  # address id -> the refusal window it was last refused in
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, store: DeploymentStore, settings: Settings) -> KeyVerifier:
-        runpod = RunpodConnector(
-            settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
-        )
-        return cls(
-            store,
-            runpod,
-            verdict_ttl_s=settings.key_verdict_ttl_s,
-            refusal_ttl_s=settings.key_refusal_ttl_s,
-            refusals_per_address_per_minute=settings.refused_keys_per_address_per_minute,
-            reverify_sensitive_s=settings.key_reverify_sensitive_s,
-        )
 
     def verify(self, caller: Caller, address: str, *, sensitive: bool = False) -> None:
         """Pass a caller whose key Runpod accepts; 401 for a refused key, 429 for an address that keeps sending them.

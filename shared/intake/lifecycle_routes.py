@@ -40,7 +40,7 @@ from shared.models import DeploymentView, UpdateDeploymentRequest
 from shared.runpod.client import EndpointChange, RunpodClient, RunpodConnector, WorkerLimits
 from shared.runpod.errors import RunpodAuthError, RunpodNotFoundError
 from shared.store import utcnow
-from shared.wiring import task_scheduler
+from shared.tasks import TaskScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +63,12 @@ def _invalid_state(doc: Deployment, action: str, wanted: Status) -> ApiError:
 
 
 class LifecycleRoutes:
-    """The handlers of stop and start; one Runpod connector per instance."""
+    """The handlers of stop and start, on the instance's Runpod connector and Cloud Tasks scheduler."""
 
-    def __init__(self, deps: IntakeDeps, runpod: RunpodConnector | None = None) -> None:
-        settings = deps.settings
+    def __init__(self, deps: IntakeDeps, runpod: RunpodConnector, tasks: TaskScheduler) -> None:
         self._deps = deps
-        self._runpod = runpod or RunpodConnector(
-            settings.runpod_api_base_url, settings.runpod_endpoint_base_url, settings.runpod_timeout_s
-        )
-        self._tasks = task_scheduler(settings)
+        self._runpod = runpod
+        self._tasks = tasks
 
     def stop(self, caller: Caller, deployment_id: str) -> LifecycleActionResponse:
         doc = owned_deployment(self._deps.store, caller, deployment_id)

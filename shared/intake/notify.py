@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from functools import cached_property
 from typing import Any, Literal
 
 from flask import Request, Response
-from google.cloud import firestore
 from pydantic import BaseModel
 
 from shared.errors import ApiError
@@ -21,11 +19,7 @@ from shared.http import json_response
 from shared.intake import steps
 from shared.intake.auth import Caller
 from shared.intake.client_tokens import TOKEN_LIFETIME_S, ClientTokenIssuer
-from shared.webhooks.records import DeliveryRecords
-from shared.webhooks.secrets import WebhookSecrets
 from shared.webhooks.steps import WebhookDeps, redeliver
-from shared.webhooks.wiring import webhook_secrets
-from shared.wiring import task_scheduler
 
 _DELIVERY_ID = re.compile(r"^dlv_[0-9a-f]{32}$")
 
@@ -92,26 +86,13 @@ def delivery_view(record: dict[str, Any]) -> DeliveryView:
 
 
 class NotifyRoutes:
-    """Handlers of :data:`RULES`; the Cloud Tasks client and the Firebase app are built on first use."""
+    """Handlers of the notify routes, on the webhooks' collaborators and the client-token issuer of the instance (the
+    Cloud Tasks client and the Firebase app are built on first use)."""
 
-    def __init__(self, deps: steps.IntakeDeps, db: firestore.Client) -> None:
+    def __init__(self, deps: steps.IntakeDeps, webhooks: WebhookDeps, tokens: ClientTokenIssuer) -> None:
         self._deps = deps
-        self._db = db
-        settings = deps.settings
-        self._tokens = ClientTokenIssuer(settings.google_cloud_project, settings.client_token_service_account_email)
-
-    @cached_property
-    def secrets(self) -> WebhookSecrets:
-        return webhook_secrets(self._db, self._deps.settings)
-
-    @cached_property
-    def records(self) -> DeliveryRecords:
-        return DeliveryRecords(self._db)
-
-    @cached_property
-    def webhook_deps(self) -> WebhookDeps:
-        settings = self._deps.settings
-        return WebhookDeps(settings, self._deps.store, self.records, self.secrets, task_scheduler(settings))
+        self._webhooks = webhooks
+        self._tokens = tokens
 
     def handlers(self) -> dict[str, Callable[..., Response]]:
         return {
@@ -123,11 +104,11 @@ class NotifyRoutes:
         }
 
     def _get_secret(self, _request: Request, caller: Caller) -> Response:
-        secret = self.secrets.get_or_create(caller.tenant)
+        secret = self._webhooks.secrets.get_or_create(caller.tenant)
         return json_response(WebhookSecretResponse(secret=secret.secret, created_at=secret.created_at))
 
     def _rotate_secret(self, _request: Request, caller: Caller) -> Response:
-        secret = self.secrets.rotate(caller.tenant)
+        secret = self._webhooks.secrets.rotate(caller.tenant)
         return json_response(
             RotatedWebhookSecretResponse(
                 secret=secret.secret, created_at=secret.created_at, previous_valid_until=secret.previous_valid_until
@@ -147,14 +128,12 @@ class NotifyRoutes:
 
     def _list_deliveries(self, _request: Request, caller: Caller, deployment_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
-        records = self.records.for_deployment(deployment_id)
+        records = self._webhooks.records.for_deployment(deployment_id)
         return json_response(DeliveryList(deliveries=[delivery_view(r) for r in records]))
 
     def _redeliver(self, _request: Request, caller: Caller, deployment_id: str, delivery_id: str) -> Response:
         steps.owned_deployment(self._deps.store, caller, deployment_id)
-        fresh = (
-            redeliver(self.webhook_deps, deployment_id, delivery_id) if _DELIVERY_ID.fullmatch(delivery_id) else None
-        )
+        fresh = redeliver(self._webhooks, deployment_id, delivery_id) if _DELIVERY_ID.fullmatch(delivery_id) else None
         if fresh is None:
             raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id!r} of this deployment")
         return json_response(delivery_view(fresh), 202)

@@ -23,7 +23,6 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Request, Response
-from google.cloud import firestore
 from pydantic import ValidationError
 
 from shared.config import Settings
@@ -64,7 +63,6 @@ from shared.runpod.errors import (
     RunpodUnavailableError,
 )
 from shared.store import DeploymentStore, utcnow
-from shared.wiring import job_ends, runpod_connector, task_scheduler
 
 # The routes an invoke key opens, each for its own deployment only.
 INVOKE_ROUTES = endpoints_for(ROUTES, Callers.INVOKE)
@@ -72,11 +70,13 @@ DEFAULT_PAGE, MAX_PAGE = 20, 100
 RUNPOD_KEEPS_RESULTS = timedelta(minutes=30)  # how long Runpod answers a /run job's result
 
 
-# --- wiring -------------------------------------------------------------------------------------------------------
+# --- collaborators ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class JobDeps:
+    """What the job routes use, built once per instance by the composition root (shared.wiring.intake.job_routes)."""
+
     settings: Settings
     store: DeploymentStore
     invoke_keys: InvokeKeyStore
@@ -91,17 +91,6 @@ class JobDeps:
     @property
     def catalog(self) -> GpuCatalog:
         return self.ends.catalog
-
-    @classmethod
-    def from_settings(cls, settings: Settings, store: DeploymentStore, sealer: Sealer, db: firestore.Client) -> JobDeps:
-        return cls(
-            settings=settings,
-            store=store,
-            invoke_keys=InvokeKeyStore(db),
-            sealer=sealer,
-            runpod=runpod_connector(settings),
-            ends=job_ends(settings, db, task_scheduler(settings)),
-        )
 
 
 @contextmanager

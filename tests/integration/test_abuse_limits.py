@@ -72,27 +72,17 @@ def _api(
     **overrides: Any,
 ) -> Any:
     """A test client for one more intake instance whose settings differ from the session's by ``overrides``."""
+    from dataclasses import replace
+
     from flask import Flask, request
 
     from shared.config import IntakeSettings, get_settings
-    from shared.intake.app import IntakeApi
-    from shared.intake.keys import KeyVerifier
-    from shared.intake.metrics import RequestCounters
-    from shared.intake.steps import IntakeDeps
-    from shared.wiring import core
+    from shared.wiring.intake import intake_api, intake_clients
 
     settings = get_settings(IntakeSettings).model_copy(update=overrides)
-    _, _, real_publisher, transitions, sealer = core(settings)
-    the_store = store or DeploymentStore(db)
-    deps = IntakeDeps(
-        settings,
-        the_store,
-        transitions,
-        publisher or real_publisher,
-        sealer,
-        KeyVerifier.from_settings(the_store, settings),
-    )
-    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)), clock=clock)
+    clients = intake_clients(settings)
+    clients = replace(clients, store=store or DeploymentStore(db), publisher=publisher or clients.publisher)
+    api = intake_api(settings, clients, clock=clock)
     app = Flask("intake-under-test")
     view = lambda **_: api(request)  # noqa: E731
     for rule in ("/", "/<path:_path>"):

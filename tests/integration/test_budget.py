@@ -21,7 +21,7 @@ from shared.models import Usage
 from shared.store import DEPLOYMENTS
 from shared.topology import TOPIC_DEPLOYMENT_EVENTS
 from shared.webhooks.steps import dispatch_event
-from shared.webhooks.wiring import webhook_deps
+from shared.wiring import webhook_deps
 from tests.support.jobs import PROMPT, auth, key, write_ready
 from tests.support.waiting import eventually
 

@@ -116,7 +116,7 @@ class HeldDeletes:
 
 
 def _ensure_queues(project: str, region: str, tasks_host: str) -> None:
-    from shared.tasks import build_tasks_client
+    from shared.wiring import build_tasks_client
 
     client = build_tasks_client(tasks_host)
     parent = f"projects/{project}/locations/{region}"

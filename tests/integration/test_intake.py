@@ -523,22 +523,17 @@ def _intake(
     clock: Callable[[], float] = time.time,
 ) -> Any:
     """A test client for one more intake instance, on ``db`` (``store`` and ``publisher`` inject faults)."""
+    from dataclasses import replace
+
     from flask import Flask, request
 
     from shared.config import IntakeSettings, get_settings
-    from shared.intake.app import IntakeApi
-    from shared.intake.metrics import RequestCounters
-    from shared.intake.steps import IntakeDeps
-    from shared.wiring import core
+    from shared.wiring.intake import intake_api, intake_clients
 
     settings = get_settings(IntakeSettings)
-    from shared.intake.keys import KeyVerifier
-
-    _, _, real_publisher, transitions, sealer = core(settings)
-    the_store = store or DeploymentStore(db)
-    keys = KeyVerifier.from_settings(the_store, settings)
-    deps = IntakeDeps(settings, the_store, transitions, publisher or real_publisher, sealer, keys)
-    api = IntakeApi(deps, db, RequestCounters(DeploymentStore(db)), clock=clock)
+    clients = intake_clients(settings)
+    clients = replace(clients, store=store or DeploymentStore(db), publisher=publisher or clients.publisher)
+    api = intake_api(settings, clients, clock=clock)
     app = Flask("intake-under-test")
     methods = ["GET", "POST", "PUT", "DELETE"]
     view = lambda **_: api(request)  # noqa: E731

@@ -10,6 +10,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,19 +23,14 @@ from google.cloud import firestore
 from shared.config import IntakeSettings, get_settings
 from shared.creation import NewDeployment
 from shared.crypto import Sealer, tenant_id
-from shared.intake.app import IntakeApi
-from shared.intake.keys import KeyVerifier
-from shared.intake.metrics import RequestCounters
-from shared.intake.steps import IntakeDeps
 from shared.jobs.records import JOBS, USAGE_DAYS
-from shared.jobs.routes import JobDeps, JobRoutes
 from shared.lifecycle import Status
 from shared.models import SealedCredentials
 from shared.runpod.client import (
     RunpodConnector,
 )
 from shared.store import DEPLOYMENTS, DeploymentStore, utcnow
-from shared.wiring import core
+from shared.wiring.intake import intake_api, intake_clients, job_routes
 from tests.support.jobs import PROMPT, auth, key, sim_requests, usage_of, write_ready
 from tests.support.waiting import eventually
 
@@ -459,13 +455,9 @@ def _closed_port_url() -> str:
 def _api_with_runpod_at(db: firestore.Client, data_plane_url: str, timeout_s: float) -> Any:
     """The intake API whose job routes call Runpod at ``data_plane_url`` (everything else as in the function)."""
     settings = get_settings(IntakeSettings)
-    _, store, publisher, transitions, sealer = core(settings)
-    deps = IntakeDeps(settings, store, transitions, publisher, sealer, KeyVerifier.from_settings(store, settings))
-    job_deps = JobDeps.from_settings(settings, store, sealer, db)
-    job_deps = JobDeps(
-        **{**job_deps.__dict__, "runpod": RunpodConnector(settings.runpod_api_base_url, data_plane_url, timeout_s)}
-    )
-    api = IntakeApi(deps, db, RequestCounters(store), jobs=JobRoutes(job_deps))
+    clients = intake_clients(settings)
+    runpod_at = RunpodConnector(settings.runpod_api_base_url, data_plane_url, timeout_s)
+    api = intake_api(settings, clients, jobs=job_routes(settings, replace(clients, runpod=runpod_at)))
     app = Flask(__name__)
     app.add_url_rule("/<path:_path>", view_func=lambda _path: api(flask_request), methods=["GET", "POST", "DELETE"])
     return app.test_client()

@@ -123,13 +123,11 @@ def _create_held(raw: bytes) -> tuple[Any, Any]:
     from shared.crypto import tenant_id
     from shared.intake import steps
     from shared.intake.auth import Caller
-    from shared.intake.keys import KeyVerifier
     from shared.intake.ratelimit import current_window
-    from shared.wiring import core
+    from shared.wiring.intake import intake_clients, intake_deps
 
     settings = IntakeSettings()  # type: ignore[call-arg]  # the stack's environment is the session's
-    _, store, publisher, transitions, sealer = core(settings)
-    deps = steps.IntakeDeps(settings, store, transitions, publisher, sealer, KeyVerifier.from_settings(store, settings))
+    deps = intake_deps(settings, intake_clients(settings))
     caller = Caller(tenant_id(settings.tenant_pepper.get_secret_value(), DEMO_API_KEY), DEMO_API_KEY)
     body = steps.parse_create_request(raw, settings)
     rate = current_window(caller.tenant, settings.rate_limit_per_minute)

@@ -290,7 +290,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_delivery(
 ) -> None:
     """``rebind.example.com`` passes the intake check (a DNS name) but resolves to a private address when sent."""
     from shared.config import BackgroundSettings, get_settings
-    from shared.webhooks.wiring import webhook_deps
+    from shared.wiring import webhook_deps
 
     _, tenant, _ = account()
     doc = deployment(hooks, tenant, f"https://rebind.example.com:{receiver.port}/hook", Status.READY)
@@ -339,7 +339,7 @@ def test_a_stored_url_that_cannot_be_sent_is_a_failed_attempt_not_a_crash(
 ) -> None:
     """A URL stored before the port check (or by any other path) is recorded as a refused attempt: no 500 loop."""
     from shared.config import BackgroundSettings, get_settings
-    from shared.webhooks.wiring import webhook_deps
+    from shared.wiring import webhook_deps
 
     _, tenant, _ = account()
     doc = deployment(hooks, tenant, url, Status.READY)
@@ -454,7 +454,7 @@ def test_stream_sends_a_heartbeat_and_resumes_after_last_event_id(
 def test_an_attempt_that_fails_before_sending_is_given_back_for_the_retry(hooks: Hooks, receiver: Receiver) -> None:
     from shared.config import BackgroundSettings, get_settings
     from shared.errors import RetryableError
-    from shared.webhooks.wiring import webhook_deps
+    from shared.wiring import webhook_deps
 
     _, tenant, _ = account()
     doc = deployment(hooks, tenant, receiver.url, Status.READY)

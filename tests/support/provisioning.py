@@ -313,7 +313,7 @@ def _warm_up(env: Env) -> None:
 
 
 def _ensure_queue(project: str, region: str, tasks_host: str) -> None:
-    from shared.tasks import build_tasks_client
+    from shared.wiring import build_tasks_client
 
     client = build_tasks_client(tasks_host)
     parent = f"projects/{project}/locations/{region}"

@@ -13,8 +13,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWS = ("deployments", "jobs", "callback", "intake", "webhooks")
-# The composition root builds every flow's collaborators; it is the one root module that may name them.
-COMPOSITION = {"shared.wiring"}
+# The composition root (the shared.wiring package) builds every flow's collaborators; it alone at the root may name
+# them.
+COMPOSITION = "shared.wiring"
+# Building one of the clients an instance holds once (Runpod, Cloud Tasks, Pub/Sub, Firestore, S3, Firebase).
+BUILDS_A_CLIENT = re.compile(
+    r"(?<!class )\b(RunpodConnector|TaskScheduler|Publisher|ClientTokenIssuer|SharedModelCache)\("
+    r"|\bfirestore\.Client\(|\bboto3\.|\bbuild_(tasks_client|publisher)\("
+)
 
 
 def _modules(package: str) -> dict[str, Path]:
@@ -47,9 +53,24 @@ def test_the_root_of_shared_never_imports_a_flow() -> None:
     upward = {
         module: sorted(name for name in _imports(path, shared) if _flow(name))
         for module, path in shared.items()
-        if _flow(module) is None and module not in COMPOSITION
+        if _flow(module) is None and not _in_composition(module)
     }
     assert {module: names for module, names in upward.items() if names} == {}
+
+
+def _in_composition(module: str) -> bool:
+    return module.split(".")[:2] == COMPOSITION.split(".")
+
+
+def test_only_the_composition_root_builds_clients_and_only_the_functions_import_it() -> None:
+    """Route classes and steps are handed their clients (shared/wiring/, called by functions/*/main.py)."""
+    shared = _modules("shared")
+    outside = {module: path for module, path in shared.items() if not _in_composition(module)}
+    importing = sorted(m for m, path in outside.items() if any(map(_in_composition, _imports(path, shared))))
+    building = sorted(
+        f"{m}: {hit[0]}" for m, path in outside.items() for hit in BUILDS_A_CLIENT.finditer(path.read_text())
+    )
+    assert (importing, building) == ([], [])
 
 
 def test_shared_has_no_import_circle() -> None:
