@@ -72,15 +72,6 @@ class DeliveryList(BaseModel):
     deliveries: list[DeliveryView]
 
 
-MODELS = (
-    WebhookSecretResponse,
-    RotatedWebhookSecretResponse,
-    ClientTokenResponse,
-    DeliveryList,
-    DeliveryView,
-)
-
-
 def delivery_view(record: dict[str, Any]) -> DeliveryView:
     return DeliveryView.model_validate({k: v for k, v in record.items() if k in DeliveryView.model_fields})
 

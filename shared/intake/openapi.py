@@ -6,38 +6,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.intake import notify
 from shared.intake.api_routes import PATH_PARAMETERS, ROUTES
-from shared.intake.lifecycle_routes import LifecycleActionResponse
-from shared.intake.route_table import REF, openapi_paths
-from shared.jobs.schemas import API_MODELS
-from shared.models import (
-    CreateDeploymentRequest,
-    CreateDeploymentResponse,
-    DeleteDeploymentResponse,
-    DeploymentList,
-    DeploymentLogs,
-    DeploymentView,
-    ErrorResponse,
-    UpdateDeploymentRequest,
-)
+from shared.intake.route_table import REF, models_of, openapi_paths
 
-_MODELS: tuple[type[BaseModel], ...] = (
-    CreateDeploymentRequest,
-    CreateDeploymentResponse,
-    DeleteDeploymentResponse,
-    DeploymentList,
-    DeploymentLogs,
-    DeploymentView,
-    ErrorResponse,
-    UpdateDeploymentRequest,
-    *notify.MODELS,
-    LifecycleActionResponse,
-    *API_MODELS,
-)
 _DESCRIPTION = (
     "Every error has the shape of ErrorResponse. A path that matches no route (an id this API never issues included) "
     "is 404 `not_found`; a method a path does not serve is 405 `method_not_allowed` with an Allow header."
@@ -46,7 +19,7 @@ _DESCRIPTION = (
 
 @lru_cache(maxsize=4)
 def openapi_document(server_url: str) -> dict[str, Any]:
-    _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=REF)
+    _, schemas = models_json_schema([(m, "validation") for m in models_of(ROUTES)], ref_template=REF)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Visgate Deploy API", "version": "1.0.0", "description": _DESCRIPTION},

@@ -122,6 +122,16 @@ def openapi_paths(routes: Iterable[Route], path_parameters: Mapping[str, Mapping
     return paths
 
 
+def models_of(routes: Iterable[Route]) -> tuple[type[BaseModel], ...]:
+    """Every model the routes take or answer, and the error shape, in the order they are declared."""
+    found: dict[type[BaseModel], None] = {}
+    for route in routes:
+        if route.request is not None:
+            found[route.request] = None
+        found |= {answer.model: None for answer in route.answers if answer.model is not None}
+    return (*found, ErrorResponse)
+
+
 def ref(model: type) -> dict[str, str]:
     return {"$ref": REF.format(model=model.__name__)}
 

@@ -111,16 +111,3 @@ class GpuPoolView(BaseModel):
 
 class GpuList(BaseModel):
     pools: list[GpuPoolView]
-
-
-API_MODELS: tuple[type[BaseModel], ...] = (
-    RunRequest,
-    JobAccepted,
-    JobResult,
-    JobView,
-    JobList,
-    InvokeKeyCreated,
-    InvokeKeyList,
-    UsageReport,
-    GpuList,
-)
