@@ -15,15 +15,8 @@ import pytest
 import requests
 from google.cloud import firestore
 
-from shared.store import (
-    DEPLOYMENTS,
-    IDEMPOTENCY,
-    KEY_VERDICTS,
-    RATE_LIMITS,
-    REQUEST_COUNTERS,
-    SECRETS,
-    SEEN_REPORTS,
-)
+from shared.server_records import KEY_VERDICTS, RATE_LIMITS, REQUEST_COUNTERS, SEEN_REPORTS
+from shared.store import DEPLOYMENTS, IDEMPOTENCY, SECRETS
 from shared.webhooks.records import WEBHOOK_DELIVERIES
 from shared.webhooks.secrets import WEBHOOK_SECRETS
 
