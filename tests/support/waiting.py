@@ -40,7 +40,7 @@ def eventually(
 
 
 def _tasks_client() -> Any:
-    from shared.tasks import build_tasks_client
+    from shared.wiring import build_tasks_client
 
     return build_tasks_client(os.environ["CLOUD_TASKS_EMULATOR_HOST"])
 
